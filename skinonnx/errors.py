@@ -1,0 +1,59 @@
+"""Typed domain errors.
+
+Every error a user can cause (bad data, bad files, bad options, missing weights) is a
+subclass of :class:`SkinOnnxError`, which is a ``click.ClickException``: the CLI prints its
+one-line message and exits non-zero, with no traceback.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+class SkinOnnxError(click.ClickException):
+    """Base class: a problem the user can fix; printed as one line, exit code 1."""
+
+
+class DataError(SkinOnnxError):
+    """The data set layout, index file or class folders are not usable."""
+
+
+class ImageError(SkinOnnxError):
+    """One image file cannot be used (corrupt, unsupported, too large, too small...)."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class CheckpointError(SkinOnnxError):
+    """A checkpoint file is missing, not ours, or unsafe to load."""
+
+
+class WeightsUnavailableError(SkinOnnxError):
+    """Pretrained weights cannot be found locally nor downloaded."""
+
+
+class ModelFileError(SkinOnnxError):
+    """An ONNX file is missing, corrupt or lacks what the command needs."""
+
+
+class ProviderError(SkinOnnxError):
+    """The requested ONNX Runtime execution provider is not usable here."""
+
+
+class ExportError(SkinOnnxError):
+    """Export produced an invalid graph."""
+
+
+class ShapeError(ExportError):
+    """ONNX and PyTorch outputs have different shapes."""
+
+
+class AtolError(ExportError):
+    """ONNX and PyTorch outputs differ by more than the tolerance."""
+
+
+class OutputWriteError(SkinOnnxError):
+    """A result file could not be written (permissions, disk full...)."""

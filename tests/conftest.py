@@ -1,0 +1,63 @@
+"""Shared fixtures: a tiny synthetic data set and one trained + exported model per session."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic-bm"
+
+
+def run_cli(*args: str, expect: int | None = 0):
+    """Run the CLI in-process; assert the exit code (None: don't)."""
+    from skinonnx.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    if expect is not None:
+        assert result.exit_code == expect, f"exit {result.exit_code}, output:\n{result.output}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from skinonnx.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_dataset(root, counts={"train": 12, "val": 6, "test": 6}, size=64, seed=3, progress=False)
+    return root
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    data: Path
+    workdir: Path
+    checkpoint: Path
+    last: Path
+    onnx: Path
+    run_dir: Path
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path) -> TrainedModel:
+    """Train 2 epochs at 32 px (seconds on 2 cores) and export with parity."""
+    work = tmp_path_factory.mktemp("work")
+    run_cli("train", "--data", synthetic_data, "--weights", "none", "--epochs", "2", "--batch-size", "8",
+            "--image-size", "32", "--name", "t", "--checkpoint-dir", work / "checkpoints",
+            "--runs-dir", work / "runs", "--quiet", "--lr", "1e-3")
+    onnx_path = work / "exports" / "model.onnx"
+    run_cli("export", "--checkpoint", work / "checkpoints" / "best.pt", "--output", onnx_path,
+            "--data", synthetic_data, "--parity-images", "8")
+    return TrainedModel(synthetic_data, work, work / "checkpoints" / "best.pt", work / "checkpoints" / "last.pt",
+                        onnx_path, work / "runs" / "t")
+
+
+@pytest.fixture
+def real_data() -> Path:
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real ISIC data not present at {REAL_DATA} (only inside the skinonnx workplace)")
+    return REAL_DATA
