@@ -48,9 +48,26 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
             os.close(dir_fd)
 
 
+def ensure_writable_dir(folder: str | os.PathLike[str]) -> Path:
+    """Create ``folder`` and prove a file can be made in it, so a long job fails at its start, not its end."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".skinonnx-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _write_error(folder, exc) from None
+    return folder
+
+
+_REASONS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied", errno.EROFS: "read-only file system",
+            errno.EEXIST: "a file is in the way of a folder", errno.ENOTDIR: "a file is in the way of a folder"}
+
+
 def _write_error(path: Path, exc: OSError) -> OutputWriteError:
-    reason = {errno.ENOSPC: "disk full", errno.EACCES: "permission denied", errno.EROFS: "read-only file system"}
-    return OutputWriteError(f"cannot write {path}: {reason.get(exc.errno or 0, exc.strerror or str(exc))}")
+    return OutputWriteError(f"cannot write {path}: {_REASONS.get(exc.errno or 0, exc.strerror or str(exc))}")
 
 
 def write_with(final: str | os.PathLike[str], writer: Callable[[Path], Any]) -> Path:

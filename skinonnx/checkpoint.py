@@ -6,6 +6,8 @@ import hashlib
 import math
 import os
 import pickle
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from .errors import CheckpointError
 
 FORMAT = "skinonnx-checkpoint"
 FORMAT_VERSION = 1
+REQUIRED_KEYS = ("model", "classes", "positive_index", "preprocessing", "epoch")
+RESUME_KEYS = ("optimizer", "scheduler", "rng_state", "config", "best_metric", "best_epoch")
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -31,19 +35,46 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (run `skinonnx train` first, or pass --checkpoint)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: refused: the file contains pickled objects that are not plain data "
-                              f"(weights_only loading): {str(exc).splitlines()[0][:200]}") from None
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-                              if str(exc) else f"{path}: not a checkpoint ({type(exc).__name__})") from None
+    state = safe_torch_load(path, "a checkpoint")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a skinonnx checkpoint (no '{FORMAT}' marker)")
     if state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {state.get('format_version')} is not supported")
+    require_keys(state, REQUIRED_KEYS, path, "a model")
+    if not isinstance(state["model"], dict) or len(state["classes"]) != 2:
+        raise CheckpointError(f"{path}: damaged checkpoint (weights or the two class names are missing)")
     return state
+
+
+def safe_torch_load(path: Path, what: str) -> Any:
+    """``torch.load(weights_only=True)`` with one-line errors that never advise ``weights_only=False``.
+
+    weights_only loading accepts tensors and plain containers only; a file that would import
+    anything else (a class, ``os.system``...) is refused before any of it runs.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Detected pickle protocol 4..." notices
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _GLOBAL.search(str(exc))
+        if found:
+            raise CheckpointError(f"{path}: refused: loading it would import {found.group(1)}, which is code, not "
+                                  "data (files are loaded with weights_only=True: tensors and plain values only; "
+                                  "a whole pickled model is not accepted)") from None
+        raise CheckpointError(f"{path}: not {what} (unreadable or unsupported pickle data)") from None
+    except Exception as exc:  # torch raises many types for non-torch files (EOFError, IndexError, RuntimeError...)
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise CheckpointError(f"{path}: not {what} ({type(exc).__name__}{': ' + detail if detail else ''})") from None
+
+
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def require_keys(state: dict[str, Any], keys: tuple[str, ...], path: str | os.PathLike[str], purpose: str) -> None:
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}, needed for {purpose}")
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

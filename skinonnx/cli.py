@@ -6,7 +6,6 @@ onnxruntime, numpy and Pillow.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -205,18 +204,21 @@ def parity(checkpoint: Path, onnx_path: Path, data: str | None, atol: float, n_i
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Report folder (default: reports/<model name>).")
 @provider_option()
+@max_pixels_option
 @contract_options
 @click.option("--quiet", is_flag=True)
 def test_cmd(onnx_path: Path, data: str, split: str, threshold: float | None, batch_size: int,
-             out_dir: Path | None, provider: str, image_size: int | None, mean: str | None, std: str | None,
-             classes: str | None, quiet: bool) -> None:
+             out_dir: Path | None, provider: str, max_pixels: int, image_size: int | None, mean: str | None,
+             std: str | None, classes: str | None, quiet: bool) -> None:
     """Evaluate a split through ONNX Runtime: metrics, confusion matrix, per-image CSV."""
+    from .atomic import ensure_writable_dir
     from .evaluation import evaluate_split, format_metrics
 
-    classifier = _open_classifier(onnx_path, provider, (image_size, mean, std, classes))
     out = out_dir or Path("reports") / onnx_path.stem
+    ensure_writable_dir(out)
+    classifier = _open_classifier(onnx_path, provider, (image_size, mean, std, classes))
     result = evaluate_split(classifier, data, split=split, threshold=threshold, batch_size=batch_size,
-                            out_dir=out, progress=not quiet)
+                            out_dir=out, progress=not quiet, max_pixels=max_pixels)
     click.echo(format_metrics(result))
     click.echo(result.report_text)
     for path, problem in result.skipped:
@@ -240,11 +242,15 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
             provider: str, max_pixels: int, image_size: int | None, mean: str | None, std: str | None,
             classes: str | None, quiet: bool) -> None:
     """Classify image files, folders or globs; unreadable files are reported and skipped."""
+    from .atomic import ensure_writable_dir
     from .predict import collect_inputs, run_predict, write_outputs
 
+    if output.suffix.lower() not in (".csv", ".json"):
+        raise click.BadParameter(f"must end in .csv or .json: {output}", param_hint="--output")
     paths, problems = collect_inputs(inputs)
     if not paths:
         raise SkinOnnxError("no images found in " + ", ".join(inputs))
+    ensure_writable_dir(output.parent)
     classifier = _open_classifier(onnx_path, provider, (image_size, mean, std, classes))
     result = run_predict(classifier, paths, threshold=threshold, batch_size=batch_size, progress=not quiet,
                          max_pixels=max_pixels)
@@ -258,7 +264,7 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
     if len(result.skipped) > 20:
         click.echo(f"... {len(result.skipped) - 20} more skipped; see {output}", err=True)
     if not result.rows:
-        sys.exit(1)
+        raise SkinOnnxError(f"none of the {len(result.skipped)} inputs could be classified (reasons in {output})")
 
 
 @main.command()

@@ -72,6 +72,19 @@ class ModelContract:
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise ModelFileError(f"{source}: skinonnx metadata is incomplete or malformed ({exc!r})") from None
+        except ModelFileError as exc:
+            raise ModelFileError(f"{source}: {exc.message}") from None
+
+    def __post_init__(self) -> None:
+        if len(self.classes) != 2 or not all(isinstance(c, str) and c for c in self.classes):
+            raise ModelFileError(f"model classes {list(self.classes)}: skinonnx models have exactly two named "
+                                 "classes (benign vs malignant)")
+        if self.positive_index not in (0, 1):
+            raise ModelFileError(f"positive class index {self.positive_index} is not 0 or 1")
+        if not 0.0 <= self.threshold <= 1.0:  # also refuses NaN
+            raise ModelFileError(f"decision threshold {self.threshold} is not in [0, 1]")
+        if not 0.0 < self.temperature < float("inf"):
+            raise ModelFileError(f"temperature {self.temperature} is not a positive number")
 
 
 _OWN_KEYS = frozenset({SCHEMA_KEY, "classes", "positive_class", "positive_index", "decision_threshold",

@@ -226,11 +226,14 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
         if not resolved.is_file():
             missing_files.append(rel)
             continue
-        splits.setdefault(split, []).append((base / rel, label))
+        splits.setdefault(split, []).append((resolved, label))  # the path checked is the path opened
     if missing_files:
         shown = ", ".join(missing_files[:5]) + (f" and {len(missing_files) - 5} more" if len(missing_files) > 5 else "")
         raise DataError(f"{csv_path}: {len(missing_files)} listed file(s) not found: {shown}")
     if not splits:
         raise DataError(f"{csv_path}: no rows")
     classes = sorted({label for items in splits.values() for _, label in items})
+    if len(classes) != 2:
+        raise DataError(f"{csv_path}: found {len(classes)} label(s) {classes}; skinonnx is a binary classifier "
+                        "and needs exactly two labels (e.g. benign and malignant)")
     return base, "index-csv", classes, splits

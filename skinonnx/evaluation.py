@@ -16,6 +16,7 @@ from . import __version__
 from .atomic import write_json, write_text
 from .data import discover
 from .errors import DataError, SkinOnnxError
+from .images import DEFAULT_MAX_PIXELS
 from .metrics import binary_metrics, classification_report_text
 from .runtime import OnnxClassifier
 
@@ -35,9 +36,9 @@ class EvalResult:
 
 def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str], *, split: str = "test",
                    threshold: float | None = None, batch_size: int = 16, out_dir: str | os.PathLike[str],
-                   progress: bool = True) -> EvalResult:
+                   progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> EvalResult:
     contract = classifier.contract
-    data = discover(data_root, positive_class=contract.positive_class, write_split_file=False)
+    data = discover(data_root, write_split_file=False)  # classes are compared with the model's just below
     if set(data.classes) != set(contract.classes):
         raise DataError(f"the data's classes {list(data.classes)} differ from the model's {list(contract.classes)}")
     to_model = {i: contract.classes.index(c) for i, c in enumerate(data.classes)}
@@ -46,7 +47,8 @@ def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str]
     used_threshold = contract.threshold if threshold is None else threshold
     source = f"model metadata ({contract.threshold_policy})" if threshold is None else "--threshold"
     rows, skipped = [], []
-    predictions = classifier.predict_files([s.path for s in samples], batch_size=batch_size, progress=progress)
+    predictions = classifier.predict_files([s.path for s in samples], batch_size=batch_size, progress=progress,
+                                           max_pixels=max_pixels)
     for sample, pred in zip(samples, predictions, strict=True):
         if not pred.ok:
             skipped.append((pred.path, str(pred.error)))
@@ -57,7 +59,8 @@ def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str]
         rows.append({"path": pred.path, "label": contract.classes[label], "probability": prob,
                      "prediction": contract.classes[predicted], "correct": int(predicted == label)})
     if not rows:
-        raise SkinOnnxError(f"no readable images in the {split} split")
+        first = f"; first: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+        raise SkinOnnxError(f"no readable images in the {split} split ({len(skipped)} skipped{first})")
     y_true = np.array([int(r["label"] == contract.positive_class) for r in rows])
     y_prob = np.array([r["probability"] for r in rows])
     metrics = binary_metrics(y_true, y_prob, used_threshold)

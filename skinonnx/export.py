@@ -16,11 +16,12 @@ import torch
 from torch import nn
 
 from . import __version__
-from .atomic import atomic_path
+from .atomic import atomic_path, ensure_writable_dir
 from .checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
 from .contract import INPUT_NAME, OUTPUT_NAMES, ModelContract
 from .data import discover
 from .errors import ExportError, ShapeError, SkinOnnxError
+from .images import DEFAULT_MAX_PIXELS
 from .parity import DEFAULT_ATOL, ParityReport, check_parity, load_parity_images
 from .preprocessing import Preprocessing
 
@@ -107,7 +108,9 @@ def parity_images_for(state: dict[str, Any], data: str | None, limit: int) -> tu
     found = discover(root, seed=int((state.get("config") or {}).get("seed", 0)), write_split_file=False)
     split = "val" if found.splits.get("val") else next(iter(found.splits))
     prep = Preprocessing.from_dict(state["preprocessing"])
-    return load_parity_images([s.path for s in found.splits[split]], prep, limit), f"{root} ({split} split)"
+    max_pixels = int((state.get("config") or {}).get("max_pixels", DEFAULT_MAX_PIXELS))  # the limit training used
+    return (load_parity_images([s.path for s in found.splits[split]], prep, limit, max_pixels=max_pixels),
+            f"{root} ({split} split)")
 
 
 def export(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET,
@@ -118,6 +121,7 @@ def export(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *
     checkpoint, output = Path(checkpoint), Path(output)
     if output.suffix.lower() != ".onnx":
         raise SkinOnnxError(f"--output must end in .onnx: {output}")
+    ensure_writable_dir(output.parent)
     state = load_checkpoint(checkpoint)
     model = model_from_checkpoint(state)
     contract = contract_from_checkpoint(state, checkpoint, opset)

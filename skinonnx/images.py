@@ -54,7 +54,11 @@ def load_rgb(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXE
     except UnidentifiedImageError:
         raise ImageError(path, "not a supported image (JPEG, PNG, BMP, TIFF or WebP)") from None
     except OSError as exc:
+        if exc.errno is None:  # Pillow's own OSError("Truncated File Read"...): bad bytes, not a bad disk
+            raise ImageError(path, f"corrupt or truncated image data ({exc})") from None
         raise ImageError(path, f"cannot open: {exc.strerror or exc}") from None
+    except Exception as exc:  # untrusted bytes: a header parser failure is a bad file, never a crash
+        raise ImageError(path, f"corrupt image header ({type(exc).__name__})") from None
     with img:
         width, height = img.size
         if width * height > max_pixels:
@@ -70,9 +74,11 @@ def load_rgb(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXE
                 warnings.simplefilter("ignore")
                 img.load()
                 img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise ImageError(path, f"corrupt or truncated image data ({exc})") from None
+        except MemoryError:
+            raise ImageError(path, f"out of memory decoding {width}x{height} pixels") from None
+        except Exception as exc:  # untrusted bytes: any decoder failure is a bad file, never a crash
+            raise ImageError(path, f"corrupt or truncated image data ({exc or type(exc).__name__})") from None
+        return _to_rgb(img)
 
 
 def _check_file(path: Path) -> None:

@@ -56,11 +56,9 @@ def _imagenet_state_dict() -> dict[str, torch.Tensor]:
 def _local_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsUnavailableError(f"--weights {path}: file not found (or use --weights imagenet / none)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/unpickling errors come in many types
-        raise CheckpointError(f"{path}: not a loadable weights file ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+    from .checkpoint import safe_torch_load
+
+    state = safe_torch_load(path, "a weights file")
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # a skinonnx checkpoint: reuse its backbone
     if not isinstance(state, dict):

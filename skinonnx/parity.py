@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .errors import AtolError, ShapeError, SkinOnnxError
+from .images import DEFAULT_MAX_PIXELS
 from .preprocessing import Preprocessing
 from .runtime import create_session
 
@@ -67,7 +68,8 @@ class ParityReport:
                             "atol": c.atol, "ok": c.ok} for c in self.checks]}
 
 
-def load_parity_images(paths: Sequence[str | os.PathLike[str]], prep: Preprocessing, limit: int) -> np.ndarray:
+def load_parity_images(paths: Sequence[str | os.PathLike[str]], prep: Preprocessing, limit: int, *,
+                       max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Preprocess up to ``limit`` readable images with the shared definition; (N, 3, S, S) float32."""
     from .errors import ImageError
 
@@ -76,7 +78,7 @@ def load_parity_images(paths: Sequence[str | os.PathLike[str]], prep: Preprocess
         if len(arrays) >= limit:
             break
         try:
-            arrays.append(prep.from_file(path))
+            arrays.append(prep.from_file(path, max_pixels=max_pixels))
         except ImageError:
             continue
     if not arrays:

@@ -35,8 +35,7 @@ def collect_inputs(specs: Iterable[str]) -> tuple[list[Path], list[dict[str, str
         elif path.exists() or path.is_symlink():
             found.append(path)
         elif glob.has_magic(spec):
-            matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
-            images = [p for p in matches if p.is_file() and is_image_file(p)]
+            images = _glob_images(spec)
             if not images:
                 problems.append({"path": spec, "problem": "glob matched no images"})
             found.extend(images)
@@ -49,6 +48,32 @@ def collect_inputs(specs: Iterable[str]) -> tuple[list[Path], list[dict[str, str
             seen.add(key)
             unique.append(p)
     return unique, problems
+
+
+def _glob_images(spec: str) -> list[Path]:
+    """Images matching a glob; like folders, ``**`` does not descend into symlinked folders.
+
+    (Python's ``glob`` follows them, so a link loop would list every image ~40 times.)
+    """
+    literal = Path(*_literal_parts(spec))  # Path() is "." for a pattern like "*.jpg"
+    images = []
+    for match in sorted(Path(p) for p in glob.glob(spec, recursive=True)):
+        if not (match.is_file() and is_image_file(match)):
+            continue
+        between = [parent for parent in match.parents if parent != literal and literal in parent.parents]
+        if not any(parent.is_symlink() for parent in between):
+            images.append(match)
+    return images
+
+
+def _literal_parts(spec: str) -> list[str]:
+    """The leading path components of ``spec`` that contain no glob characters."""
+    parts: list[str] = []
+    for part in Path(spec).parts:
+        if glob.has_magic(part):
+            break
+        parts.append(part)
+    return parts
 
 
 def run_predict(classifier: OnnxClassifier, paths: list[Path], *, threshold: float | None = None,

@@ -6,6 +6,8 @@ Deployment path: imports onnxruntime, numpy and Pillow only, never torch.
 from __future__ import annotations
 
 import collections
+import contextlib
+import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -80,8 +82,10 @@ def create_session(path: str | os.PathLike[str], provider: str = "auto", *, thre
     if chain[0] not in available:
         raise ProviderError(f"provider '{provider}' ({chain[0]}) is not available in this onnxruntime build "
                             f"(available: {', '.join(available)}); use --provider cpu")
+    banner = io.StringIO()  # ORT *prints* a multi-line "EP Error ... Falling back" banner; we report it
     try:
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=list(chain))
+        with contextlib.redirect_stdout(banner):
+            session = ort.InferenceSession(str(path), sess_options=opts, providers=list(chain))
     except Exception as exc:  # onnxruntime raises its own pybind exception types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if provider != "cpu" and ("CUDA" in first or "cuda" in first or "TensorRT" in first):
@@ -89,10 +93,22 @@ def create_session(path: str | os.PathLike[str], provider: str = "auto", *, thre
         raise ModelFileError(f"{path}: not a valid ONNX model ({first[:300]})") from None
     used = session.get_providers()[0]
     if used != chain[0]:
-        raise ProviderError(f"provider '{provider}' was requested but ONNX Runtime could not use it "
-                            f"(no usable GPU or CUDA libraries?) and would run on {used}; refusing to fall back "
-                            "silently. Use --provider cpu to run on the CPU.")
+        reason = _fallback_reason(banner.getvalue()) or "no usable GPU or CUDA libraries?"
+        raise ProviderError(f"provider '{provider}' was requested but ONNX Runtime could not use it ({reason}) "
+                            f"and would run on {used}; refusing to fall back silently. "
+                            "Use --provider cpu to run on the CPU.")
     return session, used
+
+
+def _fallback_reason(banner: str) -> str:
+    """The gist of ORT's printed 'EP Error' banner, e.g. 'Please install TensorRT libraries ...'."""
+    for line in banner.splitlines():
+        if line.startswith("EP Error"):
+            text = line.removeprefix("EP Error").strip()
+            if text.startswith("/") and ") " in text:  # drop "/src/file.cc:729 void f(args) " before the message
+                text = text.split(") ", 1)[1]
+            return text[:300]
+    return ""
 
 
 @dataclass(frozen=True)
@@ -120,9 +136,12 @@ class OnnxClassifier:
         self.contract = contract or ModelContract.from_metadata(meta, source=str(self.path))
         self._input = self.session.get_inputs()[0]
         self._check_input()
-        names = [o.name for o in self.session.get_outputs()]
-        self._output = "probabilities" if "probabilities" in names else names[0]
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        self._output = "probabilities" if "probabilities" in outputs else next(iter(outputs))
         self._output_is_logits = self._output != "probabilities"
+        self._check_output(outputs[self._output].shape)
+        batch_dim = self._input.shape[0]
+        self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -142,12 +161,39 @@ class OnnxClassifier:
             raise ModelFileError(f"{self.path}: input shape {shape} does not match 3x{size}x{size} "
                                  "from the metadata/options")
 
+    def _check_output(self, shape: list) -> None:
+        n_classes = len(self.contract.classes)
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n_classes):
+            raise ModelFileError(f"{self.path}: output '{self._output}' has shape {shape}; expected "
+                                 f"[N, {n_classes}] for the classes {list(self.contract.classes)}")
+
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
-        """NCHW float32 batch -> per-class probabilities (N, C)."""
-        out = self.session.run([self._output], {self._input.name: np.ascontiguousarray(batch, np.float32)})[0]
+        """NCHW float32 batch -> per-class probabilities (N, C).
+
+        A model exported with a fixed batch size is run in chunks of that size (the last one padded).
+        """
+        batch = np.ascontiguousarray(batch, np.float32)
+        step = self._fixed_batch
+        if step is None or len(batch) == step:
+            out = self._run(batch)
+        else:
+            chunks = []
+            for start in range(0, len(batch), step):
+                part = batch[start:start + step]
+                padded = np.concatenate([part, np.zeros((step - len(part), *part.shape[1:]), np.float32)])
+                chunks.append(self._run(padded)[:len(part)])
+            out = np.concatenate(chunks)
         if self._output_is_logits:
             out = _softmax(out / self.contract.temperature)
         return np.asarray(out, dtype=np.float64)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        try:
+            return self.session.run([self._output], {self._input.name: batch})[0]
+        except Exception as exc:  # onnxruntime's own exception types: one clear line, not a traceback
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ModelFileError(f"{self.path}: ONNX Runtime could not run the model on a "
+                                 f"{'x'.join(map(str, batch.shape))} input ({first})") from None
 
     def predict_files(self, paths: Sequence[str | os.PathLike[str]], *, batch_size: int = 16,
                       workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -19,8 +19,8 @@ from torch import nn
 from tqdm import tqdm
 
 from . import __version__
-from .atomic import write_json, write_text
-from .checkpoint import CheckpointSaver, load_checkpoint
+from .atomic import ensure_writable_dir, write_json, write_text
+from .checkpoint import RESUME_KEYS, CheckpointSaver, load_checkpoint, require_keys
 from .data import LabeledData, discover
 from .errors import CheckpointError, DataError, SkinOnnxError
 from .images import DEFAULT_MAX_PIXELS
@@ -228,9 +228,16 @@ def fit(cfg: TrainConfig, *, resume: bool = False, echo=print) -> TrainResult:
     state: dict[str, Any] | None = None
     if resume:
         state = load_checkpoint(ckpt_dir / "last.pt")
+        require_keys(state, RESUME_KEYS, ckpt_dir / "last.pt", "--resume")
         saved = state.get("config") or {}
-        cfg = TrainConfig(**{**saved, "progress": cfg.progress})
+        try:
+            cfg = TrainConfig(**{**saved, "progress": cfg.progress})
+        except TypeError as exc:
+            raise CheckpointError(f"{ckpt_dir / 'last.pt'}: its saved settings do not fit this skinonnx "
+                                  f"({exc})") from None
         echo(f"resuming run '{cfg.name}' from {ckpt_dir / 'last.pt'} (epoch {state['epoch']} of {cfg.epochs})")
+    ensure_writable_dir(ckpt_dir)  # fail now, not after the first (possibly hour-long) epoch
+    ensure_writable_dir(cfg.run_dir)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     data = discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed)
