@@ -100,6 +100,7 @@ class Prediction:
     path: str
     probabilities: np.ndarray | None  # per class, in contract.classes order
     error: str | None = None
+    logits: np.ndarray | None = None  # raw (uncalibrated) logits, when asked for and the model has them
 
     @property
     def ok(self) -> bool:
@@ -123,6 +124,12 @@ class OnnxClassifier:
         names = [o.name for o in self.session.get_outputs()]
         self._output = "probabilities" if "probabilities" in names else names[0]
         self._output_is_logits = self._output != "probabilities"
+        self._logits_output = "logits" if "logits" in names else (self._output if self._output_is_logits else None)
+
+    @property
+    def has_logits(self) -> bool:
+        """Whether the graph exposes raw logits (skinonnx exports do), i.e. uncalibrated probabilities."""
+        return self._logits_output is not None
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -144,15 +151,29 @@ class OnnxClassifier:
 
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
         """NCHW float32 batch -> per-class probabilities (N, C)."""
-        out = self.session.run([self._output], {self._input.name: np.ascontiguousarray(batch, np.float32)})[0]
+        return self.predict_arrays_with_logits(batch, with_logits=False)[0]
+
+    def predict_arrays_with_logits(self, batch: np.ndarray, *, with_logits: bool = True
+                                   ) -> tuple[np.ndarray, np.ndarray | None]:
+        """NCHW float32 batch -> (probabilities (N, C), raw logits (N, C) or None), in one run."""
+        wanted = [self._output]
+        if with_logits and self._logits_output is not None and self._logits_output != self._output:
+            wanted.append(self._logits_output)
+        outs = self.session.run(wanted, {self._input.name: np.ascontiguousarray(batch, np.float32)})
+        out = outs[0]
+        logits = None
+        if with_logits and self._logits_output is not None:
+            logits = np.asarray(outs[-1] if len(outs) > 1 else out, dtype=np.float64)
         if self._output_is_logits:
             out = _softmax(out / self.contract.temperature)
-        return np.asarray(out, dtype=np.float64)
+        return np.asarray(out, dtype=np.float64), logits
 
     def predict_files(self, paths: Sequence[str | os.PathLike[str]], *, batch_size: int = 16,
                       workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                      progress: bool = False) -> Iterator[Prediction]:
+                      progress: bool = False, with_logits: bool = False) -> Iterator[Prediction]:
         """Predict in input order; unreadable files come back with ``error`` set, the rest still run.
+
+        ``with_logits`` also fills :attr:`Prediction.logits` (where the graph has them).
 
         Decoding and preprocessing run in a thread pool (Pillow releases the GIL) one or two
         batches ahead of inference, so the model rarely waits for JPEG decoding.
@@ -164,10 +185,16 @@ class OnnxClassifier:
             for chunk in iter_preprocessed(paths, self.preprocessing, batch_size=batch_size,
                                            workers=workers, max_pixels=max_pixels):
                 good = [(p, a) for p, a, _ in chunk if a is not None]
-                probs = self.predict_arrays(np.stack([a for _, a in good])) if good else np.empty((0, 0))
+                probs, logits = (self.predict_arrays_with_logits(np.stack([a for _, a in good]),
+                                                                 with_logits=with_logits)
+                                 if good else (np.empty((0, 0)), None))
                 rows = iter(probs)
+                raw = iter(logits) if logits is not None else None
                 for p, a, err in chunk:
-                    yield Prediction(p, next(rows), None) if a is not None else Prediction(p, None, err)
+                    if a is None:
+                        yield Prediction(p, None, err)
+                    else:
+                        yield Prediction(p, next(rows), None, next(raw) if raw is not None else None)
                 bar.update(len(chunk))
         finally:
             bar.close()
