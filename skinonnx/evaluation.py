@@ -347,7 +347,7 @@ def _calibration_lines(cal: dict[str, Any]) -> list[str]:
              "before -> after temperature scaling):"]
     for key in ("validation", "evaluated"):
         block = cal.get(key)
-        if block is None:
+        if block is None or (key == "validation" and block["split"] == cal["evaluated"]["split"]):
             continue
         if block["ece_before"] is None:
             lines.append(f"    {block['split']:<5} ECE {_num(block['ece_after'])}  Brier {_num(block['brier_after'])}"

@@ -181,7 +181,7 @@ def _calibration(cal: dict[str, Any]) -> list[str]:
     rows = []
     for key, label in (("validation", "validation (this report, ONNX)"), ("evaluated", "evaluated split (ONNX)")):
         b = cal.get(key)
-        if b:
+        if b and not (key == "validation" and b["split"] == cal["evaluated"]["split"]):
             rows.append([f"{label}: `{b['split']}`", str(b["n"]), fmt(b["ece_before"]), fmt(b["ece_after"]),
                          fmt(b["brier_before"]), fmt(b["brier_after"])])
     t = cal.get("at_training")
