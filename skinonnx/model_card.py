@@ -237,8 +237,8 @@ def _limitations(s: dict[str, Any], data: dict[str, Any], training: dict[str, An
     m = s["metrics"]
     prevalence = m["n_positive"] / m["n"] if m["n"] else math.nan
     auc_ci = (s["ci"] or {}).get("roc_auc")
-    width = f" (the ROC AUC interval alone spans {fmt(auc_ci[1] - auc_ci[0])})" if auc_ci and None not in auc_ci \
-        else ""
+    finite = auc_ci is not None and all(v is not None and math.isfinite(v) for v in auc_ci)
+    width = f" (the ROC AUC interval alone spans {fmt(auc_ci[1] - auc_ci[0])})" if finite else ""
     out = ["## Limitations and risks", "",
            "- **Not a medical device.** No clinical validation, no prospective study, no regulatory clearance.",
            f"- **Small evaluation set:** {m['n']} images{width}; the confidence intervals above are the honest "
