@@ -168,9 +168,14 @@ def _performance(s: dict[str, Any], data: dict[str, Any], pos: str) -> list[str]
     c, rc = m["confusion"], ref["metrics"]["confusion"]
     ci_note = (f"Intervals: {boot['method']}, {boot['resamples']} resamples, seed {boot['seed']}."
                if boot else "No confidence intervals (run without `--no-ci` to get them).")
+    auc_ci = ci["roc_auc"] if ci else None
+    chance = []
+    if auc_ci and auc_ci[0] is not None and not math.isnan(auc_ci[0]) and auc_ci[0] <= 0.5:
+        chance = [f"**Warning:** the ROC AUC interval {fmt_ci(auc_ci)} includes 0.5: on this split the model does "
+                  "not separate the classes measurably better than chance.", ""]
     return ["## Performance", "",
             f"On the `{data['split']}` split: {m['n']} images, {m['n_positive']} {pos}. {ci_note}", "",
-            *_table(head, rows), "",
+            *chance, *_table(head, rows), "",
             "‡ threshold-free (identical in both columns). The partial AUC is the raw ISIC area above 80 % "
             "sensitivity: 0.2 is perfect, 0.02 is chance.", "",
             f"Confusion at the operating point: TP {c['tp']}, FN {c['fn']}, TN {c['tn']}, FP {c['fp']}. "
@@ -242,7 +247,7 @@ def _limitations(s: dict[str, Any], data: dict[str, Any], training: dict[str, An
     out = ["## Limitations and risks", "",
            "- **Not a medical device.** No clinical validation, no prospective study, no regulatory clearance.",
            f"- **Small evaluation set:** {m['n']} images{width}; the confidence intervals above are the honest "
-           "summary, the point estimates are not.",
+           "summary, the point estimates alone are not.",
            f"- **Prevalence:** {fmt(100 * prevalence, 0)} % of the evaluated images are {pos}, a constructed "
            "balance. PPV and NPV depend on prevalence; at the much lower prevalence of lesions seen in practice the "
            "PPV would be far lower. Sensitivity, specificity and AUC do not depend on it.",

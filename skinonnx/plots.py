@@ -34,6 +34,11 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def _legend_below(ax) -> None:
+    """Legend under the axes, so it never hides part of a curve."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, frameon=False)
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
@@ -64,7 +69,7 @@ def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, *, threshold: float, policy
     ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="1 − specificity (false positive rate)",
            ylabel="sensitivity (true positive rate)", title=f"ROC curve (n = {len(y_true)})", aspect="equal")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    _legend_below(ax)
     return _png(fig)
 
 
@@ -89,7 +94,7 @@ def plot_pr(y_true: np.ndarray, y_prob: np.ndarray, *, threshold: float, ap: flo
     ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="recall (sensitivity)", ylabel="precision (PPV)",
            title=f"Precision-recall curve (n = {len(y_true)})", aspect="equal")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    _legend_below(ax)
     return _png(fig)
 
 
@@ -133,8 +138,11 @@ def plot_reliability(panels: Sequence[tuple[str, dict[str, Any]]], temperature: 
             acc = np.asarray(curve["accuracy"], dtype=float)
             count = np.asarray(curve["count"])
             ok = count > 0
-            ax.plot(conf[ok], acc[ok], marker="o", color=color, linestyle="--" if tag == "before" else "-",
+            ax.plot(conf[ok], acc[ok], color=color, linestyle="--" if tag == "before" else "-", linewidth=1.2,
                     label=f"{name}: ECE {_fmt(block[f'ece_{tag}'])}, Brier {_fmt(block[f'brier_{tag}'])}")
+            # marker area in proportion to the bin's images: a bin of one image should not look like one of 100
+            ax.scatter(conf[ok], acc[ok], s=12 + 400 * count[ok] / max(1, block["n"]), color=color,
+                       edgecolor="black", linewidth=0.5, zorder=3)
             hist.bar(centers + offset, count, width=width, color=color, alpha=0.8)
         ax.set(xlim=(0.48, 1.02), ylim=(-0.02, 1.02), ylabel="accuracy of the predicted class",
                title=f"{title} (n = {block['n']})")
@@ -143,7 +151,8 @@ def plot_reliability(panels: Sequence[tuple[str, dict[str, Any]]], temperature: 
         ax.legend(loc="upper left", fontsize=8)
         hist.set(xlabel="confidence of the predicted class", ylabel="images")
         hist.grid(alpha=0.3)
-    fig.suptitle("Reliability diagram (10 equal-width confidence bins)", fontsize=11)
+    fig.suptitle("Reliability diagram (10 equal-width confidence bins; marker area ∝ images in the bin)",
+                 fontsize=11)
     return _png(fig)
 
 

@@ -371,3 +371,18 @@ def test_export_records_parity_for_the_exact_file(trained: TrainedModel) -> None
     record = _strict_loads(parity_record_path(trained.onnx).read_text())
     assert record["ok"] is True and record["onnx_sha256"] == sha256_of(trained.onnx)
     assert record["max_abs_diff_probabilities"] <= record["checks"][0]["atol"]
+
+
+@pytest.mark.slow
+def test_model_card_warns_when_the_auc_interval_includes_chance(report) -> None:
+    import copy
+
+    from skinonnx.model_card import render_model_card
+
+    _, _, s = report
+    for interval, warned in (([0.41, 0.62], True), ([0.55, 0.8], False)):
+        changed = copy.deepcopy(s)
+        changed["ci"]["roc_auc"] = interval
+        card = render_model_card(changed)
+        assert ("does not separate the classes" in card) is warned
+        assert f"| {fmt_ci(interval)} |" in card
