@@ -190,7 +190,10 @@ def parity(checkpoint: Path, onnx_path: Path, data: str | None, atol: float, n_i
     temperature = float((state.get("calibration") or {}).get("temperature", 1.0))
     report = check_parity(model, onnx_path, batch, temperature=temperature, atol=atol, provider=provider)
     click.echo(report.text())
-    click.echo("parity ok")
+    from .provenance import write_parity_record
+
+    record = write_parity_record(onnx_path, report.to_dict(), source=source)
+    click.echo(f"parity ok (recorded in {record})")
 
 
 @main.command("test")
@@ -203,27 +206,48 @@ def parity(checkpoint: Path, onnx_path: Path, data: str | None, atol: float, n_i
 @click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Report folder (default: reports/<model name>).")
+@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=10), default=1000, show_default=True,
+              help="Stratified bootstrap resamples for the confidence intervals.")
+@click.option("--ci-seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resampling.")
+@click.option("--confidence", type=click.FloatRange(0.5, 1, max_open=True), default=0.95, show_default=True,
+              help="Confidence level of the intervals.")
+@click.option("--no-ci", is_flag=True, help="Point estimates only (no bootstrap).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print summary.json to stdout instead of the table (schema: docs/REPORTS.md).")
+@click.option("--run-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="Training run folder (config.json, metrics.csv) for the training curves and model card "
+                   "(default: the one recorded in the ONNX metadata, if it exists).")
+@click.option("--skip-val", is_flag=True,
+              help="Don't also run the validation split (used for its calibration before/after and its figures "
+                   "at the operating point).")
+@click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
 @provider_option()
 @max_pixels_option
 @contract_options
 @click.option("--quiet", is_flag=True)
 def test_cmd(onnx_path: Path, data: str, split: str, threshold: float | None, batch_size: int,
-             out_dir: Path | None, provider: str, max_pixels: int, image_size: int | None, mean: str | None,
-             std: str | None, classes: str | None, quiet: bool) -> None:
-    """Evaluate a split through ONNX Runtime: metrics, confusion matrix, per-image CSV."""
+             out_dir: Path | None, n_bootstrap: int, ci_seed: int, confidence: float, no_ci: bool, as_json: bool,
+             run_dir: Path | None, skip_val: bool, no_plots: bool, provider: str, max_pixels: int,
+             image_size: int | None, mean: str | None, std: str | None, classes: str | None, quiet: bool) -> None:
+    """Evaluate a split through ONNX Runtime: metrics with CIs, calibration, plots, model card (docs/REPORTS.md)."""
     from .atomic import ensure_writable_dir
-    from .evaluation import evaluate_split, format_metrics
+    from .evaluation import evaluate_split, format_metrics, summary_json
 
     out = out_dir or Path("reports") / onnx_path.stem
     ensure_writable_dir(out)
     classifier = _open_classifier(onnx_path, provider, (image_size, mean, std, classes))
     result = evaluate_split(classifier, data, split=split, threshold=threshold, batch_size=batch_size,
-                            out_dir=out, progress=not quiet, max_pixels=max_pixels)
-    click.echo(format_metrics(result))
-    click.echo(result.report_text)
+                            out_dir=out, progress=not quiet, max_pixels=max_pixels,
+                            bootstrap=0 if no_ci else n_bootstrap, ci_seed=ci_seed, confidence=confidence,
+                            use_val=not skip_val, run_dir=run_dir, plots=not no_plots)
+    if as_json:
+        click.echo(summary_json(result.summary), nl=False)
+    else:
+        click.echo(format_metrics(result))
+        click.echo(result.report_text)
     for path, problem in result.skipped:
         click.echo(f"skipped {path}: {problem}", err=True)
-    click.echo(f"reports in {out}/ (predictions.csv, summary.json)")
+    click.echo(f"report in {out}/: {', '.join(result.files)}", err=as_json)
 
 
 @main.command()

@@ -24,6 +24,7 @@ from .errors import ExportError, ShapeError, SkinOnnxError
 from .images import DEFAULT_MAX_PIXELS
 from .parity import DEFAULT_ATOL, ParityReport, check_parity, load_parity_images
 from .preprocessing import Preprocessing
+from .provenance import parity_record_path, write_parity_record
 
 DEFAULT_OPSET = 17  # read by ONNX Runtime >= 1.14 and TensorRT >= 8.6
 
@@ -53,10 +54,12 @@ def contract_from_checkpoint(state: dict[str, Any], checkpoint_path: Path, opset
     decision = state.get("decision") or {"policy": "fixed:0.5", "threshold": 0.5}
     calibration = state.get("calibration") or {"temperature": 1.0}
     metrics = {k: v for k, v in (state.get("metrics") or {}).items() if isinstance(v, (int, float))}
+    config = state.get("config") or {}
     extra = {
         "model_architecture": state.get("arch", "resnet50"),
         "training_metrics": json.dumps(metrics),
         "calibration": json.dumps(calibration),
+        "training_config": json.dumps(config),
         "source_checkpoint": checkpoint_path.name,
         "source_checkpoint_sha256": file_sha256(checkpoint_path),
         "skinonnx_version": __version__,
@@ -64,6 +67,8 @@ def contract_from_checkpoint(state: dict[str, Any], checkpoint_path: Path, opset
         "opset": str(opset),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if config.get("runs_dir") and config.get("name"):  # lets `test` find metrics.csv for the training curves
+        extra["training_run_dir"] = str((Path(config["runs_dir"]) / config["name"]).resolve())
     return ModelContract(classes=tuple(state["classes"]), positive_index=int(state["positive_index"]),
                          preprocessing=Preprocessing.from_dict(state["preprocessing"]),
                          threshold=float(decision["threshold"]), threshold_policy=str(decision["policy"]),
@@ -134,4 +139,8 @@ def export(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *
             echo(f"parity images: {source}")
             report = check_parity(model, tmp, batch, temperature=contract.temperature, atol=atol, provider=provider)
             echo(report.text())
+    if report is not None:  # the report card reads it; it names the file's SHA-256, so it cannot go stale
+        write_parity_record(output, report.to_dict(), source=source)
+    else:
+        parity_record_path(output).unlink(missing_ok=True)
     return ExportResult(output, contract, report, time.perf_counter() - t0)

@@ -116,6 +116,7 @@ class Prediction:
     path: str
     probabilities: np.ndarray | None  # per class, in contract.classes order
     error: str | None = None
+    logits: np.ndarray | None = None  # raw (uncalibrated) logits, when asked for and the model has them
 
     @property
     def ok(self) -> bool:
@@ -142,6 +143,12 @@ class OnnxClassifier:
         self._check_output(outputs[self._output].shape)
         batch_dim = self._input.shape[0]
         self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+        self._logits_output = "logits" if "logits" in outputs else (self._output if self._output_is_logits else None)
+
+    @property
+    def has_logits(self) -> bool:
+        """Whether the graph exposes raw logits (skinonnx exports do), i.e. uncalibrated probabilities."""
+        return self._logits_output is not None
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -168,28 +175,40 @@ class OnnxClassifier:
                                  f"[N, {n_classes}] for the classes {list(self.contract.classes)}")
 
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
-        """NCHW float32 batch -> per-class probabilities (N, C).
+        """NCHW float32 batch -> per-class probabilities (N, C)."""
+        return self.predict_arrays_with_logits(batch, with_logits=False)[0]
+
+    def predict_arrays_with_logits(self, batch: np.ndarray, *, with_logits: bool = True
+                                   ) -> tuple[np.ndarray, np.ndarray | None]:
+        """NCHW float32 batch -> (probabilities (N, C), raw logits (N, C) or None), in one run.
 
         A model exported with a fixed batch size is run in chunks of that size (the last one padded).
         """
+        wanted = [self._output]
+        if with_logits and self._logits_output is not None and self._logits_output != self._output:
+            wanted.append(self._logits_output)
         batch = np.ascontiguousarray(batch, np.float32)
         step = self._fixed_batch
         if step is None or len(batch) == step:
-            out = self._run(batch)
+            outs = self._run(wanted, batch)
         else:
-            chunks = []
+            parts = []
             for start in range(0, len(batch), step):
                 part = batch[start:start + step]
                 padded = np.concatenate([part, np.zeros((step - len(part), *part.shape[1:]), np.float32)])
-                chunks.append(self._run(padded)[:len(part)])
-            out = np.concatenate(chunks)
+                parts.append([o[:len(part)] for o in self._run(wanted, padded)])
+            outs = [np.concatenate([p[k] for p in parts]) for k in range(len(wanted))]
+        out = outs[0]
+        logits = None
+        if with_logits and self._logits_output is not None:
+            logits = np.asarray(outs[-1] if len(outs) > 1 else out, dtype=np.float64)
         if self._output_is_logits:
             out = _softmax(out / self.contract.temperature)
-        return np.asarray(out, dtype=np.float64)
+        return np.asarray(out, dtype=np.float64), logits
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, outputs: list[str], batch: np.ndarray) -> list[np.ndarray]:
         try:
-            return self.session.run([self._output], {self._input.name: batch})[0]
+            return self.session.run(outputs, {self._input.name: batch})
         except Exception as exc:  # onnxruntime's own exception types: one clear line, not a traceback
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise ModelFileError(f"{self.path}: ONNX Runtime could not run the model on a "
@@ -197,8 +216,10 @@ class OnnxClassifier:
 
     def predict_files(self, paths: Sequence[str | os.PathLike[str]], *, batch_size: int = 16,
                       workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                      progress: bool = False) -> Iterator[Prediction]:
+                      progress: bool = False, with_logits: bool = False) -> Iterator[Prediction]:
         """Predict in input order; unreadable files come back with ``error`` set, the rest still run.
+
+        ``with_logits`` also fills :attr:`Prediction.logits` (where the graph has them).
 
         Decoding and preprocessing run in a thread pool (Pillow releases the GIL) one or two
         batches ahead of inference, so the model rarely waits for JPEG decoding.
@@ -210,10 +231,16 @@ class OnnxClassifier:
             for chunk in iter_preprocessed(paths, self.preprocessing, batch_size=batch_size,
                                            workers=workers, max_pixels=max_pixels):
                 good = [(p, a) for p, a, _ in chunk if a is not None]
-                probs = self.predict_arrays(np.stack([a for _, a in good])) if good else np.empty((0, 0))
+                probs, logits = (self.predict_arrays_with_logits(np.stack([a for _, a in good]),
+                                                                 with_logits=with_logits)
+                                 if good else (np.empty((0, 0)), None))
                 rows = iter(probs)
+                raw = iter(logits) if logits is not None else None
                 for p, a, err in chunk:
-                    yield Prediction(p, next(rows), None) if a is not None else Prediction(p, None, err)
+                    if a is None:
+                        yield Prediction(p, None, err)
+                    else:
+                        yield Prediction(p, next(rows), None, next(raw) if raw is not None else None)
                 bar.update(len(chunk))
         finally:
             bar.close()
