@@ -33,6 +33,7 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, _default_mode())  # mkstemp makes 0600; results should read like any new file
         os.replace(tmp, final)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -46,6 +47,13 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _default_mode() -> int:
+    """0666 minus the process umask: what ``open(path, "w")`` would have given the file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def ensure_writable_dir(folder: str | os.PathLike[str]) -> Path:

@@ -199,3 +199,15 @@ def test_resume_without_a_completed_epoch_says_so(tmp_path: Path) -> None:
     result = run_cli("train", "--resume", "--checkpoint-dir", ckpt, expect=1)
     assert "Traceback" not in result.output
     assert f"checkpoint not found: {ckpt / 'last.pt'}" in result.output
+
+
+def test_atomic_writes_get_normal_file_permissions(tmp_path: Path) -> None:
+    """mkstemp's 0600 must not leak into results that others (a web server, a colleague) need to read."""
+    from skinonnx.atomic import write_text
+
+    mask = os.umask(0o022)
+    try:
+        target = write_text(tmp_path / "report.txt", "x")
+    finally:
+        os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o644
