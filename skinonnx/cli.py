@@ -157,9 +157,12 @@ def train(**opts: object) -> None:
 @click.option("--atol", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
               help="Parity tolerance on probabilities and logits; above it the export fails.")
 @click.option("--parity-images", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--int8", is_flag=True,
+              help="Also write OUTPUT with .int8.onnx: static INT8 calibrated on the training images and gated "
+                   "against the fp32 file on the validation images (see the quantize command for the options).")
 @provider_option("cpu")
 def export(checkpoint: Path, output: Path, opset: int, data: str | None, atol: float, parity_images: int,
-           provider: str) -> None:
+           int8: bool, provider: str) -> None:
     """Export a checkpoint to a self-describing ONNX file (checked, parity-tested, atomic)."""
     from .export import export as run_export
 
@@ -168,6 +171,49 @@ def export(checkpoint: Path, output: Path, opset: int, data: str | None, atol: f
     c = result.contract
     click.echo(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB): classes {list(c.classes)}, "
                f"threshold {c.threshold:.4f} ({c.threshold_policy}), temperature {c.temperature:.3f}")
+    if int8:
+        from .checkpoint import load_checkpoint
+
+        root = data or load_checkpoint(checkpoint).get("data_root")
+        if not root or not Path(root).exists():
+            raise SkinOnnxError(f"{result.path} written; --int8 needs the training data: pass --data DIR")
+        _run_quantize(result.path, None, str(root), {})
+
+
+def _run_quantize(onnx_path: Path, output: Path | None, data: str, options: dict) -> None:
+    from .quantize import QuantizeSettings, quantize_model
+
+    q = quantize_model(onnx_path, output, data, QuantizeSettings(**options), echo=_echo)
+    size = q.path.stat().st_size / 1e6
+    click.echo(f"wrote {q.path} ({size:.1f} MB, INT8 QDQ, calibrated on {q.calibration_images} images) in "
+               f"{q.seconds:.0f} s")
+
+
+@main.command()
+@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=Path("exports/model.onnx"),
+              show_default=True, help="The fp32 skinonnx model.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="INT8 model path (default: ONNX with .int8.onnx, e.g. exports/model.int8.onnx).")
+@click.option("--data", required=True,
+              help="The data the model was trained on: calibration uses its train split, the gate its val split.")
+@click.option("--calibration-images", type=POSITIVE_INT, default=128, show_default=True,
+              help="Training images used to measure activation ranges (a seeded subset when there are more).")
+@click.option("--calibrate-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
+              show_default=True)
+@click.option("--reduce-range/--no-reduce-range", default=True, show_default=True,
+              help="7-bit weights: no int16 saturation on AVX2/AVX-512 CPUs without VNNI.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.98, show_default=True,
+              help="Gate: least fraction of validation images whose label INT8 and fp32 agree on.")
+@click.option("--max-auc-change", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Gate: largest allowed |ROC-AUC(INT8) - ROC-AUC(fp32)| on the validation images.")
+@click.option("--gate-split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def quantize(onnx_path: Path, output: Path | None, data: str, calibration_images: int, calibrate_method: str,
+             reduce_range: bool, min_agreement: float, max_auc_change: float, gate_split: str, seed: int) -> None:
+    """Static INT8 (QDQ) copy of an fp32 model, written only if it passes the accuracy gate."""
+    _run_quantize(onnx_path, output, data, {
+        "calibration_images": calibration_images, "method": calibrate_method, "reduce_range": reduce_range,
+        "min_agreement": min_agreement, "max_auc_change": max_auc_change, "gate_split": gate_split, "seed": seed})
 
 
 @main.command()
