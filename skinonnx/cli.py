@@ -71,10 +71,27 @@ def _contract_from_options(image_size: int | None, mean: str | None, std: str | 
     return ModelContract(classes=names, positive_index=pos, preprocessing=prep)
 
 
-def _open_classifier(onnx_path: Path, provider: str, contract_opts: tuple):
+def save_optimized_option(f):
+    return click.option(
+        "--save-optimized", type=click.Path(path_type=Path), default=None,
+        help="Also write the graph ONNX Runtime optimised (fusions, constant folding, CPU layouts) to this "
+             "path, e.g. to inspect it in Netron. It is tied to this machine kind and onnxruntime version.")(f)
+
+
+def _open_classifier(onnx_path: Path, provider: str, contract_opts: tuple, save_optimized: Path | None = None):
     from .runtime import OnnxClassifier
 
-    classifier = OnnxClassifier(onnx_path, provider, contract=_contract_from_options(*contract_opts))
+    contract = _contract_from_options(*contract_opts)
+    if save_optimized is None:
+        classifier = OnnxClassifier(onnx_path, provider, contract=contract)
+    else:
+        from .atomic import atomic_path
+
+        if save_optimized.resolve() == onnx_path.resolve():
+            raise click.BadParameter("must differ from the model path", param_hint="--save-optimized")
+        with atomic_path(save_optimized) as tmp:
+            classifier = OnnxClassifier(onnx_path, provider, contract=contract, optimized_model_path=tmp)
+        click.echo(f"optimised graph saved to {save_optimized}", err=True)
     click.echo(f"model {onnx_path} on ONNX Runtime {classifier.provider}", err=True)
     return classifier
 
@@ -207,13 +224,17 @@ def _run_quantize(onnx_path: Path, output: Path | None, data: str, options: dict
 @click.option("--max-auc-change", type=click.FloatRange(0, 1), default=0.01, show_default=True,
               help="Gate: largest allowed |ROC-AUC(INT8) - ROC-AUC(fp32)| on the validation images.")
 @click.option("--gate-split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+@click.option("--gate-images", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Gate on a seeded, class-stratified subset of this many images (0: the whole split).")
 @click.option("--seed", type=int, default=0, show_default=True)
 def quantize(onnx_path: Path, output: Path | None, data: str, calibration_images: int, calibrate_method: str,
-             reduce_range: bool, min_agreement: float, max_auc_change: float, gate_split: str, seed: int) -> None:
+             reduce_range: bool, min_agreement: float, max_auc_change: float, gate_split: str, gate_images: int,
+             seed: int) -> None:
     """Static INT8 (QDQ) copy of an fp32 model, written only if it passes the accuracy gate."""
     _run_quantize(onnx_path, output, data, {
         "calibration_images": calibration_images, "method": calibrate_method, "reduce_range": reduce_range,
-        "min_agreement": min_agreement, "max_auc_change": max_auc_change, "gate_split": gate_split, "seed": seed})
+        "min_agreement": min_agreement, "max_auc_change": max_auc_change, "gate_split": gate_split,
+        "gate_images": gate_images, "seed": seed})
 
 
 @main.command()
@@ -251,15 +272,16 @@ def parity(checkpoint: Path, onnx_path: Path, data: str | None, atol: float, n_i
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Report folder (default: reports/<model name>).")
 @provider_option()
+@save_optimized_option
 @contract_options
 @click.option("--quiet", is_flag=True)
 def test_cmd(onnx_path: Path, data: str, split: str, threshold: float | None, batch_size: int,
-             out_dir: Path | None, provider: str, image_size: int | None, mean: str | None, std: str | None,
-             classes: str | None, quiet: bool) -> None:
+             out_dir: Path | None, provider: str, save_optimized: Path | None, image_size: int | None,
+             mean: str | None, std: str | None, classes: str | None, quiet: bool) -> None:
     """Evaluate a split through ONNX Runtime: metrics, confusion matrix, per-image CSV."""
     from .evaluation import evaluate_split, format_metrics
 
-    classifier = _open_classifier(onnx_path, provider, (image_size, mean, std, classes))
+    classifier = _open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized)
     out = out_dir or Path("reports") / onnx_path.stem
     result = evaluate_split(classifier, data, split=split, threshold=threshold, batch_size=batch_size,
                             out_dir=out, progress=not quiet)
@@ -279,19 +301,20 @@ def test_cmd(onnx_path: Path, data: str, split: str, threshold: float | None, ba
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None)
 @click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True)
 @provider_option()
+@save_optimized_option
 @max_pixels_option
 @contract_options
 @click.option("--quiet", is_flag=True)
 def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: float | None, batch_size: int,
-            provider: str, max_pixels: int, image_size: int | None, mean: str | None, std: str | None,
-            classes: str | None, quiet: bool) -> None:
+            provider: str, save_optimized: Path | None, max_pixels: int, image_size: int | None, mean: str | None,
+            std: str | None, classes: str | None, quiet: bool) -> None:
     """Classify image files, folders or globs; unreadable files are reported and skipped."""
     from .predict import collect_inputs, run_predict, write_outputs
 
     paths, problems = collect_inputs(inputs)
     if not paths:
         raise SkinOnnxError("no images found in " + ", ".join(inputs))
-    classifier = _open_classifier(onnx_path, provider, (image_size, mean, std, classes))
+    classifier = _open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized)
     result = run_predict(classifier, paths, threshold=threshold, batch_size=batch_size, progress=not quiet,
                          max_pixels=max_pixels)
     result.skipped = problems + result.skipped

@@ -24,7 +24,9 @@ written under its final name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -62,15 +64,16 @@ class QuantizeSettings:
     max_auc_change: float = DEFAULT_MAX_AUC_CHANGE
     calibration_split: str = "train"
     gate_split: str = "val"
-    batch_size: int = 8
+    batch_size: int = 4  # calibration batch: onnxruntime keeps every activation of one batch (~0.1 GB/image)
+    gate_images: int = 0  # 0: the whole gate split; else a seeded subset
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in CALIBRATION_METHODS:
             raise QuantizationError(f"unknown calibration method '{self.method}' "
                                     f"(choose {', '.join(CALIBRATION_METHODS)})")
-        if self.calibration_images < 1 or self.batch_size < 1:
-            raise QuantizationError("calibration images and batch size must be at least 1")
+        if self.calibration_images < 1 or self.batch_size < 1 or self.gate_images < 0:
+            raise QuantizationError("calibration images and batch size must be at least 1, gate images >= 0")
         if not (0.0 <= self.min_agreement <= 1.0 and self.max_auc_change >= 0.0):
             raise QuantizationError("min_agreement must be in [0, 1] and max_auc_change >= 0")
 
@@ -140,24 +143,47 @@ def default_int8_path(fp32_path: str | os.PathLike[str]) -> Path:
 
 
 def pick_samples(samples: Sequence[Sample], limit: int, seed: int) -> list[Sample]:
-    """A seeded subset of at most ``limit`` samples, in file order (the same files every run)."""
+    """A seeded subset of at most ~``limit`` samples, stratified by class, in file order (same files every run)."""
     if len(samples) <= limit:
         return list(samples)
-    chosen = np.random.default_rng(seed).choice(len(samples), size=limit, replace=False)
+    rng = np.random.default_rng(seed)
+    by_label: dict[int, list[int]] = {}
+    for i, sample in enumerate(samples):
+        by_label.setdefault(sample.label, []).append(i)
+    chosen: list[int] = []
+    for _, index in sorted(by_label.items()):
+        take = min(len(index), max(1, round(limit * len(index) / len(samples))))
+        chosen.extend(int(i) for i in rng.choice(index, size=take, replace=False))
     return [samples[i] for i in sorted(chosen)]
 
 
 class _CalibrationReader:
-    """onnxruntime's CalibrationDataReader protocol over real images, decoded ahead in threads."""
+    """onnxruntime's CalibrationDataReader protocol over real images, decoded in threads.
+
+    ``__len__``/``set_range`` (in batches) let onnxruntime calibrate one batch at a time and
+    merge the ranges or histograms (its "strided" mode): the histogram calibrators otherwise
+    hold every activation of every image at once, ~100 MB per 224 px ResNet50 image.
+    """
 
     def __init__(self, paths: Sequence[Path], prep: Preprocessing, input_name: str, batch_size: int) -> None:
-        self.paths, self.prep, self.input_name, self.batch_size = list(paths), prep, input_name, batch_size
+        paths = list(paths)
+        self.chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+        self.prep, self.input_name, self.batch_size = prep, input_name, batch_size
+        self.start, self.end = 0, len(self.chunks)
         self.used = 0
         self.skipped: list[tuple[str, str]] = []
         self._batches: Iterator[dict[str, np.ndarray]] | None = None
 
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.start, self.end = start_index, min(end_index, len(self.chunks))
+        self._batches = None
+
     def _generate(self) -> Iterator[dict[str, np.ndarray]]:
-        for chunk in iter_preprocessed(self.paths, self.prep, batch_size=self.batch_size):
+        paths = [p for chunk in self.chunks[self.start:self.end] for p in chunk]
+        for chunk in iter_preprocessed(paths, self.prep, batch_size=self.batch_size):
             arrays = [a for _, a, _ in chunk if a is not None]
             self.skipped += [(p, str(e)) for p, a, e in chunk if a is None]
             if arrays:
@@ -168,9 +194,6 @@ class _CalibrationReader:
         if self._batches is None:
             self._batches = self._generate()
         return next(self._batches, None)
-
-    def rewind(self) -> None:
-        self._batches, self.used, self.skipped = None, 0, []
 
 
 def _calibrate_method(name: str):
@@ -189,7 +212,8 @@ def _quantize_file(source: Path, target: Path, reader: _CalibrationReader, setti
     previous = quant_logger.level
     quant_logger.setLevel(logging.ERROR)
     try:
-        with tempfile.TemporaryDirectory(prefix="skinonnx-quant-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="skinonnx-quant-") as tmp, \
+                contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print() per batch
             prepared = Path(tmp) / "prepared.onnx"
             quant_pre_process(str(source), str(prepared))
             quantize_static(
@@ -198,7 +222,7 @@ def _quantize_file(source: Path, target: Path, reader: _CalibrationReader, setti
                 reduce_range=settings.reduce_range, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, calibrate_method=_calibrate_method(settings.method),
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
-                               "CalibMaxIntermediateOutputs": 16})
+                               "CalibStridedMinMax": 1})  # one batch per pass: bounded memory, any method
     finally:
         quant_logger.setLevel(previous)
 
@@ -229,7 +253,7 @@ def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sampl
     threshold = fp32.contract.threshold
     p32, p8, truth = [], [], []
     skipped, i = 0, 0
-    for chunk in iter_preprocessed([s.path for s in samples], fp32.preprocessing, batch_size=settings.batch_size):
+    for chunk in iter_preprocessed([s.path for s in samples], fp32.preprocessing, batch_size=8):
         arrays = []
         for _, array, _ in chunk:
             if array is None:
@@ -306,7 +330,10 @@ def quantize_model(fp32_path: str | os.PathLike[str], output: str | os.PathLike[
         for path, problem in reader.skipped[:5]:
             echo(f"calibration: skipped {path}: {problem}")
         int8 = OnnxClassifier(tmp, "cpu", contract=fp32.contract)
-        gate = run_gate(fp32, int8, found.split(settings.gate_split), settings, split=settings.gate_split,
+        gate_samples = found.split(settings.gate_split)
+        if settings.gate_images:
+            gate_samples = pick_samples(gate_samples, settings.gate_images, settings.seed)
+        gate = run_gate(fp32, int8, gate_samples, settings, split=settings.gate_split,
                         positive_index=found.classes.index(fp32.contract.positive_class))
         del int8
         echo(gate.text())
