@@ -70,10 +70,27 @@ def _contract_from_options(image_size: int | None, mean: str | None, std: str | 
     return ModelContract(classes=names, positive_index=pos, preprocessing=prep)
 
 
-def _open_classifier(onnx_path: Path, provider: str, contract_opts: tuple):
+def save_optimized_option(f):
+    return click.option(
+        "--save-optimized", type=click.Path(path_type=Path), default=None,
+        help="Also write the graph ONNX Runtime optimised (fusions, constant folding, CPU layouts) to this "
+             "path, e.g. to inspect it in Netron. It is tied to this machine kind and onnxruntime version.")(f)
+
+
+def _open_classifier(onnx_path: Path, provider: str, contract_opts: tuple, save_optimized: Path | None = None):
     from .runtime import OnnxClassifier
 
-    classifier = OnnxClassifier(onnx_path, provider, contract=_contract_from_options(*contract_opts))
+    contract = _contract_from_options(*contract_opts)
+    if save_optimized is None:
+        classifier = OnnxClassifier(onnx_path, provider, contract=contract)
+    else:
+        from .atomic import atomic_path
+
+        if save_optimized.resolve() == onnx_path.resolve():
+            raise click.BadParameter("must differ from the model path", param_hint="--save-optimized")
+        with atomic_path(save_optimized) as tmp:
+            classifier = OnnxClassifier(onnx_path, provider, contract=contract, optimized_model_path=tmp)
+        click.echo(f"optimised graph saved to {save_optimized}", err=True)
     click.echo(f"model {onnx_path} on ONNX Runtime {classifier.provider}", err=True)
     return classifier
 
@@ -156,9 +173,12 @@ def train(**opts: object) -> None:
 @click.option("--atol", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
               help="Parity tolerance on probabilities and logits; above it the export fails.")
 @click.option("--parity-images", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--int8", is_flag=True,
+              help="Also write OUTPUT with .int8.onnx: static INT8 calibrated on the training images and gated "
+                   "against the fp32 file on the validation images (see the quantize command for the options).")
 @provider_option("cpu")
 def export(checkpoint: Path, output: Path, opset: int, data: str | None, atol: float, parity_images: int,
-           provider: str) -> None:
+           int8: bool, provider: str) -> None:
     """Export a checkpoint to a self-describing ONNX file (checked, parity-tested, atomic)."""
     from .export import export as run_export
 
@@ -167,6 +187,53 @@ def export(checkpoint: Path, output: Path, opset: int, data: str | None, atol: f
     c = result.contract
     click.echo(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB): classes {list(c.classes)}, "
                f"threshold {c.threshold:.4f} ({c.threshold_policy}), temperature {c.temperature:.3f}")
+    if int8:
+        from .checkpoint import load_checkpoint
+
+        root = data or load_checkpoint(checkpoint).get("data_root")
+        if not root or not Path(root).exists():
+            raise SkinOnnxError(f"{result.path} written; --int8 needs the training data: pass --data DIR")
+        _run_quantize(result.path, None, str(root), {})
+
+
+def _run_quantize(onnx_path: Path, output: Path | None, data: str, options: dict) -> None:
+    from .quantize import QuantizeSettings, quantize_model
+
+    q = quantize_model(onnx_path, output, data, QuantizeSettings(**options), echo=_echo)
+    size = q.path.stat().st_size / 1e6
+    click.echo(f"wrote {q.path} ({size:.1f} MB, INT8 QDQ, calibrated on {q.calibration_images} images) in "
+               f"{q.seconds:.0f} s")
+
+
+@main.command()
+@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=Path("exports/model.onnx"),
+              show_default=True, help="The fp32 skinonnx model.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="INT8 model path (default: ONNX with .int8.onnx, e.g. exports/model.int8.onnx).")
+@click.option("--data", required=True,
+              help="The data the model was trained on: calibration uses its train split, the gate its val split.")
+@click.option("--calibration-images", type=POSITIVE_INT, default=128, show_default=True,
+              help="Training images used to measure activation ranges (a seeded subset when there are more).")
+@click.option("--calibrate-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
+              show_default=True)
+@click.option("--reduce-range/--no-reduce-range", default=True, show_default=True,
+              help="7-bit weights: no int16 saturation on AVX2/AVX-512 CPUs without VNNI.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.98, show_default=True,
+              help="Gate: least fraction of validation images whose label INT8 and fp32 agree on.")
+@click.option("--max-auc-change", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Gate: largest allowed |ROC-AUC(INT8) - ROC-AUC(fp32)| on the validation images.")
+@click.option("--gate-split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+@click.option("--gate-images", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Gate on a seeded, class-stratified subset of this many images (0: the whole split).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def quantize(onnx_path: Path, output: Path | None, data: str, calibration_images: int, calibrate_method: str,
+             reduce_range: bool, min_agreement: float, max_auc_change: float, gate_split: str, gate_images: int,
+             seed: int) -> None:
+    """Static INT8 (QDQ) copy of an fp32 model, written only if it passes the accuracy gate."""
+    _run_quantize(onnx_path, output, data, {
+        "calibration_images": calibration_images, "method": calibrate_method, "reduce_range": reduce_range,
+        "min_agreement": min_agreement, "max_auc_change": max_auc_change, "gate_split": gate_split,
+        "gate_images": gate_images, "seed": seed})
 
 
 @main.command()
@@ -222,20 +289,22 @@ def parity(checkpoint: Path, onnx_path: Path, data: str | None, atol: float, n_i
                    "at the operating point).")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
 @provider_option()
+@save_optimized_option
 @max_pixels_option
 @contract_options
 @click.option("--quiet", is_flag=True)
 def test_cmd(onnx_path: Path, data: str, split: str, threshold: float | None, batch_size: int,
              out_dir: Path | None, n_bootstrap: int, ci_seed: int, confidence: float, no_ci: bool, as_json: bool,
-             run_dir: Path | None, skip_val: bool, no_plots: bool, provider: str, max_pixels: int,
-             image_size: int | None, mean: str | None, std: str | None, classes: str | None, quiet: bool) -> None:
+             run_dir: Path | None, skip_val: bool, no_plots: bool, provider: str, save_optimized: Path | None,
+             max_pixels: int, image_size: int | None, mean: str | None, std: str | None, classes: str | None,
+             quiet: bool) -> None:
     """Evaluate a split through ONNX Runtime: metrics with CIs, calibration, plots, model card (docs/REPORTS.md)."""
     from .atomic import ensure_writable_dir
     from .evaluation import evaluate_split, format_metrics, summary_json
 
     out = out_dir or Path("reports") / onnx_path.stem
     ensure_writable_dir(out)
-    classifier = _open_classifier(onnx_path, provider, (image_size, mean, std, classes))
+    classifier = _open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized)
     result = evaluate_split(classifier, data, split=split, threshold=threshold, batch_size=batch_size,
                             out_dir=out, progress=not quiet, max_pixels=max_pixels,
                             bootstrap=0 if no_ci else n_bootstrap, ci_seed=ci_seed, confidence=confidence,
@@ -259,12 +328,13 @@ def test_cmd(onnx_path: Path, data: str, split: str, threshold: float | None, ba
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None)
 @click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True)
 @provider_option()
+@save_optimized_option
 @max_pixels_option
 @contract_options
 @click.option("--quiet", is_flag=True)
 def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: float | None, batch_size: int,
-            provider: str, max_pixels: int, image_size: int | None, mean: str | None, std: str | None,
-            classes: str | None, quiet: bool) -> None:
+            provider: str, save_optimized: Path | None, max_pixels: int, image_size: int | None, mean: str | None,
+            std: str | None, classes: str | None, quiet: bool) -> None:
     """Classify image files, folders or globs; unreadable files are reported and skipped."""
     from .atomic import ensure_writable_dir
     from .predict import collect_inputs, run_predict, write_outputs
@@ -275,7 +345,7 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
     if not paths:
         raise SkinOnnxError("no images found in " + ", ".join(inputs))
     ensure_writable_dir(output.parent)
-    classifier = _open_classifier(onnx_path, provider, (image_size, mean, std, classes))
+    classifier = _open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized)
     result = run_predict(classifier, paths, threshold=threshold, batch_size=batch_size, progress=not quiet,
                          max_pixels=max_pixels)
     result.skipped = problems + result.skipped

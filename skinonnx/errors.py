@@ -47,6 +47,10 @@ class ExportError(SkinOnnxError):
     """Export produced an invalid graph."""
 
 
+class QuantizationError(ExportError):
+    """INT8 quantization could not run, or its result failed the accuracy gate (no file is written)."""
+
+
 class ShapeError(ExportError):
     """ONNX and PyTorch outputs have different shapes."""
 

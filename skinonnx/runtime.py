@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,11 +31,48 @@ PROVIDER_CHOICES = ("auto", *PROVIDER_CHAINS)
 
 
 def physical_cores() -> int:
-    """Cores this process may use (affinity-aware); ORT's intra-op pool is sized to it."""
+    """Physical cores this process may use: ORT's intra-op pool (and the decode pool) are sized to it.
+
+    Counts the CPUs in the affinity mask once per (package, core) pair, so SMT siblings do not
+    double the thread count (two threads on one core slow convolutions down), and caps the
+    result by a cgroup CPU quota (containers often see every host CPU but may use only a few).
+    """
+    cpus = _allowed_cpus()
+    cores: set[tuple[str, str]] = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
+        except OSError:  # no sysfs topology (not Linux, or hidden): count logical CPUs
+            cores.add(("cpu", str(cpu)))
+    count = len(cores) or len(cpus)
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, max(1, math.ceil(quota)))
+    return max(1, count)
+
+
+def _allowed_cpus() -> list[int]:
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        return sorted(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        return list(range(os.cpu_count() or 1))
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPUs granted by a cgroup v2 (``cpu.max``) or v1 (``cpu.cfs_quota_us``) quota; None when unlimited."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 def session_options(threads: int | None = None, optimized_model_path: str | None = None):
@@ -128,10 +166,16 @@ class OnnxClassifier:
 
     def __init__(self, path: str | os.PathLike[str], provider: str = "auto", *,
                  contract: ModelContract | None = None, threads: int | None = None,
-                 optimized_model_path: str | None = None) -> None:
+                 optimized_model_path: str | os.PathLike[str] | None = None, io_binding: bool | None = None) -> None:
         self.path = Path(path)
-        self.session, self.provider = create_session(self.path, provider, threads=threads,
-                                                     optimized_model_path=optimized_model_path)
+        self.session, self.provider = create_session(
+            self.path, provider, threads=threads,
+            optimized_model_path=str(optimized_model_path) if optimized_model_path else None)
+        on_gpu = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        # I/O binding: one explicit host-to-device copy per batch into a device OrtValue and the
+        # (N x 2) outputs bound to host memory, instead of run()'s per-call staging. Auto on GPUs.
+        self.io_binding = on_gpu if io_binding is None else io_binding
+        self._device = "cuda" if on_gpu else "cpu"
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.metadata = meta
         self.contract = contract or ModelContract.from_metadata(meta, source=str(self.path))
@@ -149,6 +193,10 @@ class OnnxClassifier:
     def has_logits(self) -> bool:
         """Whether the graph exposes raw logits (skinonnx exports do), i.e. uncalibrated probabilities."""
         return self._logits_output is not None
+
+    @property
+    def input_name(self) -> str:
+        return self._input.name
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -208,11 +256,23 @@ class OnnxClassifier:
 
     def _run(self, outputs: list[str], batch: np.ndarray) -> list[np.ndarray]:
         try:
+            if self.io_binding:
+                return self._run_bound(outputs, batch)
             return self.session.run(outputs, {self._input.name: batch})
         except Exception as exc:  # onnxruntime's own exception types: one clear line, not a traceback
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise ModelFileError(f"{self.path}: ONNX Runtime could not run the model on a "
                                  f"{'x'.join(map(str, batch.shape))} input ({first})") from None
+
+    def _run_bound(self, outputs: list[str], batch: np.ndarray) -> list[np.ndarray]:
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self._input.name, ort.OrtValue.ortvalue_from_numpy(batch, self._device, 0))
+        for name in outputs:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
 
     def predict_files(self, paths: Sequence[str | os.PathLike[str]], *, batch_size: int = 16,
                       workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -149,6 +149,26 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, criterion: nn.Module,
+               optimizer: torch.optim.Optimizer, device: torch.device, *, scaler: torch.amp.GradScaler, amp: bool,
+               channels_last: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimisation step on one batch; returns detached (loss, logits, targets on the device)."""
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    targets = targets.to(device, non_blocking=True)
+    optimizer.zero_grad(set_to_none=True)
+    with _autocast(device, amp):
+        logits = model(images)
+        loss = criterion(logits, targets)
+    if not torch.isfinite(loss):
+        raise SkinOnnxError("training diverged (loss is not finite); lower --lr")
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), logits.detach(), targets
+
+
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     device: torch.device, *, scaler: torch.amp.GradScaler, amp: bool, channels_last: bool,
                     desc: str = "train", progress: bool = True) -> dict[str, float]:
@@ -157,19 +177,8 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
     start = time.perf_counter()
     bar = tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False)
     for images, targets in bar:
-        images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        targets = targets.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, amp):
-            logits = model(images)
-            loss = criterion(logits, targets)
-        if not torch.isfinite(loss):
-            raise SkinOnnxError("training diverged (loss is not finite); lower --lr")
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        loss, logits, targets = train_step(model, images, targets, criterion, optimizer, device, scaler=scaler,
+                                           amp=amp, channels_last=channels_last)
         n = targets.numel()
         total_loss += loss.item() * n
         correct += (logits.argmax(1) == targets).sum().item()
