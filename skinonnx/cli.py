@@ -266,7 +266,8 @@ def parity(checkpoint: Path, onnx_path: Path, data: str | None, atol: float, n_i
 @main.command("test")
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=Path("exports/model.onnx"),
               show_default=True)
-@click.option("--data", default="data/synthetic", show_default=True)
+@click.option("--data", default=None,
+              help="Data set to evaluate (default: the training data recorded in the model's metadata).")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Override the decision threshold stored in the model.")
@@ -293,7 +294,7 @@ def parity(checkpoint: Path, onnx_path: Path, data: str | None, atol: float, n_i
 @max_pixels_option
 @contract_options
 @click.option("--quiet", is_flag=True)
-def test_cmd(onnx_path: Path, data: str, split: str, threshold: float | None, batch_size: int,
+def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | None, batch_size: int,
              out_dir: Path | None, n_bootstrap: int, ci_seed: int, confidence: float, no_ci: bool, as_json: bool,
              run_dir: Path | None, skip_val: bool, no_plots: bool, provider: str, save_optimized: Path | None,
              max_pixels: int, image_size: int | None, mean: str | None, std: str | None, classes: str | None,
@@ -305,6 +306,10 @@ def test_cmd(onnx_path: Path, data: str, split: str, threshold: float | None, ba
     out = out_dir or Path("reports") / onnx_path.stem
     ensure_writable_dir(out)
     classifier = _open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized)
+    data = data or classifier.metadata.get("training_data")
+    if not data or not Path(data).exists():
+        raise click.UsageError("pass --data DIR: the model's metadata names no training data that exists here"
+                               + (f" ({data})" if data else ""))
     result = evaluate_split(classifier, data, split=split, threshold=threshold, batch_size=batch_size,
                             out_dir=out, progress=not quiet, max_pixels=max_pixels,
                             bootstrap=0 if no_ci else n_bootstrap, ci_seed=ci_seed, confidence=confidence,

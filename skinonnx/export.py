@@ -67,6 +67,8 @@ def contract_from_checkpoint(state: dict[str, Any], checkpoint_path: Path, opset
         "opset": str(opset),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if state.get("data_root"):  # lets `test` default to the data the model was trained on
+        extra["training_data"] = str(state["data_root"])
     if config.get("runs_dir") and config.get("name"):  # lets `test` find metrics.csv for the training curves
         extra["training_run_dir"] = str((Path(config["runs_dir"]) / config["name"]).resolve())
     return ModelContract(classes=tuple(state["classes"]), positive_index=int(state["positive_index"]),

@@ -316,7 +316,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, echo=print) -> TrainResult:
             "preprocessing": prep.to_dict(), "epoch": epoch, "metrics": {k: float(v) for k, v in row.items()},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "rng_state": torch.get_rng_state(), "stale_epochs": stale,
-            "history": history, "config": cfg.to_dict(), "data_root": str(data.root),
+            "history": history, "config": cfg.to_dict(), "data_root": str(Path(cfg.data).resolve()),
             "skinonnx_version": __version__,
         }
         saver.update(checkpoint_state, value, epoch)

@@ -138,3 +138,13 @@ def test_resume_continues_to_the_requested_epoch(trained: TrainedModel, tmp_path
     assert load_checkpoint(ckpt / "last.pt")["epoch"] == 3
     history = load_checkpoint(ckpt / "last.pt")["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_test_defaults_to_the_training_data_recorded_in_the_model(trained: TrainedModel, tmp_path) -> None:
+    meta = {p.key: p.value for p in onnx.load(str(trained.onnx)).metadata_props}
+    assert meta["training_data"] == str(trained.data.resolve())
+    result = run_cli("test", "--onnx", trained.onnx, "--out", tmp_path / "r", "--provider", "cpu", "--quiet",
+                     "--no-ci", "--no-plots")
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["data"]["root"] == str(trained.data.resolve()) and summary["metrics"]["n"] == 12
+    assert "roc_auc" in result.output
