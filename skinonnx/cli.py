@@ -157,17 +157,23 @@ def train(**opts: object) -> None:
 @click.option("--atol", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
               help="Parity tolerance on probabilities and logits; above it the export fails.")
 @click.option("--parity-images", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--embed-preprocessing", is_flag=True,
+              help="Also write OUTPUT's stem + .uint8.onnx: input uint8 RGB NHWC (decoded, resized), crop and "
+                   "normalisation in the graph; parity-checked against the float model (atol 1e-5).")
 @provider_option("cpu")
 def export(checkpoint: Path, output: Path, opset: int, data: str | None, atol: float, parity_images: int,
-           provider: str) -> None:
+           embed_preprocessing: bool, provider: str) -> None:
     """Export a checkpoint to a self-describing ONNX file (checked, parity-tested, atomic)."""
     from .export import export as run_export
 
     result = run_export(checkpoint, output, opset=opset, data=data, atol=atol, parity_images=parity_images,
-                        provider=provider, echo=_echo)
+                        provider=provider, embed_preprocessing=embed_preprocessing, echo=_echo)
     c = result.contract
     click.echo(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB): classes {list(c.classes)}, "
                f"threshold {c.threshold:.4f} ({c.threshold_policy}), temperature {c.temperature:.3f}")
+    if result.uint8_path is not None:
+        click.echo(f"wrote {result.uint8_path} (input 'image': uint8 [N, H, W, 3] RGB, shorter side resized to "
+                   f"{c.preprocessing.resize_size}; see docs/EMBEDDING.md)")
 
 
 @main.command()
@@ -259,6 +265,25 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
         click.echo(f"... {len(result.skipped) - 20} more skipped; see {output}", err=True)
     if not result.rows:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+def info(model: Path, as_json: bool) -> None:
+    """Show an ONNX file's contract: metadata, opset, inputs/outputs, size, sha256; validate its schema.
+
+    Exits 1 when the file is not a skinonnx model or its metadata does not validate.
+    """
+    import json
+
+    from .model_info import inspect_model, schema_error
+
+    details = inspect_model(model)
+    click.echo(json.dumps(details.to_dict(), indent=2) if as_json else details.text())
+    problem = schema_error(details)
+    if problem is not None:
+        raise problem
 
 
 @main.command()

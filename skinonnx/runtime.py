@@ -128,23 +128,38 @@ class OnnxClassifier:
     def preprocessing(self) -> Preprocessing:
         return self.contract.preprocessing
 
+    @property
+    def takes_uint8(self) -> bool:
+        """True for ``export --embed-preprocessing`` models: uint8 NHWC in, normalisation in the graph."""
+        return self.contract.input_spec.dtype == "uint8"
+
     def _check_input(self) -> None:
         shape = self._input.shape
         size = self.preprocessing.image_size
+        spec = self.contract.input_spec
+        want = "tensor(uint8)" if self.takes_uint8 else "tensor(float)"
+        layout = "[N, H, W, 3]" if spec.layout == "NHWC" else "[N, 3, H, W]"
         if len(shape) != 4:
-            raise ModelFileError(f"{self.path}: input '{self._input.name}' has shape {shape}; expected [N, 3, H, W]")
-        if self._input.type != "tensor(float)":
-            raise ModelFileError(f"{self.path}: input '{self._input.name}' is {self._input.type}; this command "
-                                 "needs a float32 NCHW input model")
-        channels, height, width = shape[1:]
-        fixed = [d for d in (height, width) if isinstance(d, int)]
-        if (isinstance(channels, int) and channels != 3) or any(d != size for d in fixed):
-            raise ModelFileError(f"{self.path}: input shape {shape} does not match 3x{size}x{size} "
+            raise ModelFileError(f"{self.path}: input '{self._input.name}' has shape {shape}; expected {layout}")
+        if self._input.type != want:
+            raise ModelFileError(f"{self.path}: input '{self._input.name}' is {self._input.type}, but the "
+                                 f"metadata/options say {spec.dtype} {spec.layout}")
+        channels, spatial = (shape[3], shape[1:3]) if spec.layout == "NHWC" else (shape[1], shape[2:])
+        fixed = [d for d in spatial if isinstance(d, int)]
+        # a uint8 model crops in the graph: any side >= image_size is accepted there
+        if (isinstance(channels, int) and channels != 3) or any(
+                d < size if self.takes_uint8 else d != size for d in fixed):
+            raise ModelFileError(f"{self.path}: input shape {shape} does not match {layout} with H = W = {size} "
                                  "from the metadata/options")
 
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
-        """NCHW float32 batch -> per-class probabilities (N, C)."""
-        out = self.session.run([self._output], {self._input.name: np.ascontiguousarray(batch, np.float32)})[0]
+        """A batch in the model's input format -> per-class probabilities (N, C).
+
+        Float models take normalised NCHW float32; uint8 models take RGB NHWC uint8
+        (see :meth:`Preprocessing.pixels_from_file`).
+        """
+        dtype = np.uint8 if self.takes_uint8 else np.float32
+        out = self.session.run([self._output], {self._input.name: np.ascontiguousarray(batch, dtype)})[0]
         if self._output_is_logits:
             out = _softmax(out / self.contract.temperature)
         return np.asarray(out, dtype=np.float64)
@@ -161,8 +176,8 @@ class OnnxClassifier:
 
         bar = tqdm(total=len(paths), unit="img", desc="predict", disable=not progress, leave=False)
         try:
-            for chunk in iter_preprocessed(paths, self.preprocessing, batch_size=batch_size,
-                                           workers=workers, max_pixels=max_pixels):
+            for chunk in iter_preprocessed(paths, self.preprocessing, batch_size=batch_size, workers=workers,
+                                           max_pixels=max_pixels, pixels_only=self.takes_uint8):
                 good = [(p, a) for p, a, _ in chunk if a is not None]
                 probs = self.predict_arrays(np.stack([a for _, a in good])) if good else np.empty((0, 0))
                 rows = iter(probs)
@@ -174,17 +189,20 @@ class OnnxClassifier:
 
 
 def iter_preprocessed(paths: Iterable[str | os.PathLike[str]], prep: Preprocessing, *, batch_size: int,
-                      workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+                      workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, pixels_only: bool = False
                       ) -> Iterator[list[tuple[str, np.ndarray | None, str | None]]]:
     """Yield batches of ``(path, array or None, error or None)``, decoding ahead in threads.
 
-    At most ~3 batches are in flight, so memory stays bounded for 10,000+ files.
+    Arrays are normalised float32 CHW, or with ``pixels_only`` the cropped uint8 HWC pixels
+    (for models that normalise in the graph). At most ~3 batches are in flight, so memory
+    stays bounded for 10,000+ files.
     """
     workers = workers or max(1, physical_cores())
+    load = prep.pixels_from_file if pixels_only else prep.from_file
 
     def work(p: str) -> tuple[str, np.ndarray | None, str | None]:
         try:
-            return p, prep.from_file(p, max_pixels=max_pixels), None
+            return p, load(p, max_pixels=max_pixels), None
         except ImageError as exc:
             return p, None, exc.problem
         except MemoryError:
