@@ -273,6 +273,30 @@ def _node_or_skip() -> str:
     return node
 
 
+def test_node_pillow_resize_port_is_bit_exact(tmp_path: Path) -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (the Node.js example needs Node >= 20)")
+    rng = np.random.default_rng(1)
+    cases = [(256, 256, 146, 146), (256, 256, 37, 37), (300, 200, 219, 146), (37, 50, 256, 346), (1000, 750, 341, 256),
+             (17, 9, 5, 3), (100, 100, 100, 57), (64, 64, 73, 73)]  # shrink, enlarge, one axis only
+    for i, (w, h, ow, oh) in enumerate(cases):
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        if i % 2:  # smooth content too, not only noise
+            pixels = np.asarray(Image.fromarray(pixels).resize((w // 4 + 1, h // 4 + 1)).resize((w, h), Image.BICUBIC))
+        pixels.tofile(tmp_path / f"in{i}.raw")
+        want = Image.fromarray(pixels).resize((ow, oh), Image.Resampling.BILINEAR)
+        np.asarray(want).tofile(tmp_path / f"want{i}.raw")
+    script = ("const {resizeBilinear} = require(process.argv[1]); const fs = require('fs');"
+              "const [dir, cases] = [process.argv[2], JSON.parse(process.argv[3])];"
+              "cases.forEach(([w, h, ow, oh], i) => fs.writeFileSync(`${dir}/got${i}.raw`,"
+              " resizeBilinear(fs.readFileSync(`${dir}/in${i}.raw`), w, h, ow, oh)));")
+    subprocess.run([node, "-e", script, str(NODE_DIR / "pillow_resize.js"), str(tmp_path), json.dumps(cases)],
+                   check=True, timeout=60)
+    for i in range(len(cases)):
+        assert (tmp_path / f"got{i}.raw").read_bytes() == (tmp_path / f"want{i}.raw").read_bytes(), cases[i]
+
+
 def _node(node: str, model: Path, images: list[Path], *extra: str) -> dict[str, dict]:
     return _json_lines([node, str(NODE_DIR / "index.js"), str(model), *map(str, images), *extra])
 
