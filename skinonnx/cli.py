@@ -176,17 +176,23 @@ def train(**opts: object) -> None:
 @click.option("--int8", is_flag=True,
               help="Also write OUTPUT with .int8.onnx: static INT8 calibrated on the training images and gated "
                    "against the fp32 file on the validation images (see the quantize command for the options).")
+@click.option("--embed-preprocessing", is_flag=True,
+              help="Also write OUTPUT's stem + .uint8.onnx: input uint8 RGB NHWC (decoded, resized), crop and "
+                   "normalisation in the graph; parity-checked against the float model (atol 1e-5).")
 @provider_option("cpu")
 def export(checkpoint: Path, output: Path, opset: int, data: str | None, atol: float, parity_images: int,
-           int8: bool, provider: str) -> None:
+           int8: bool, embed_preprocessing: bool, provider: str) -> None:
     """Export a checkpoint to a self-describing ONNX file (checked, parity-tested, atomic)."""
     from .export import export as run_export
 
     result = run_export(checkpoint, output, opset=opset, data=data, atol=atol, parity_images=parity_images,
-                        provider=provider, echo=_echo)
+                        provider=provider, embed_preprocessing=embed_preprocessing, echo=_echo)
     c = result.contract
     click.echo(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB): classes {list(c.classes)}, "
                f"threshold {c.threshold:.4f} ({c.threshold_policy}), temperature {c.temperature:.3f}")
+    if result.uint8_path is not None:
+        click.echo(f"wrote {result.uint8_path} (input 'image': uint8 [N, H, W, 3] RGB, shorter side resized to "
+                   f"{c.preprocessing.resize_size}; see docs/EMBEDDING.md)")
     if int8:
         from .checkpoint import load_checkpoint
 
@@ -364,6 +370,64 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
         click.echo(f"... {len(result.skipped) - 20} more skipped; see {output}", err=True)
     if not result.rows:
         raise SkinOnnxError(f"none of the {len(result.skipped)} inputs could be classified (reasons in {output})")
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+def info(model: Path, as_json: bool) -> None:
+    """Show an ONNX file's contract: metadata, opset, inputs/outputs, size, sha256; validate its schema.
+
+    Exits 1 when the file is not a skinonnx model or its metadata does not validate.
+    """
+    import json
+
+    from .model_info import inspect_model, schema_error
+
+    details = inspect_model(model)
+    click.echo(json.dumps(details.to_dict(), indent=2) if as_json else details.text())
+    problem = schema_error(details)
+    if problem is not None:
+        raise problem
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=Path("checkpoints/best.pt"), show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports/gradcam"), show_default=True,
+              help="Folder for the overlay PNGs and explanations.csv.")
+@click.option("--class", "target_class", default=None, help="Class to explain (default: the positive class).")
+@click.option("--masks", type=click.Path(path_type=Path), default=None,
+              help="Folder of lesion masks (X.png or X_segmentation.png for image X): also play the pointing game.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Pointing game: a peak this many model-input pixels from the lesion still counts as a hit.")
+@click.option("--batch-size", type=POSITIVE_INT, default=8, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@max_pixels_option
+@click.option("--quiet", is_flag=True)
+def explain(inputs: tuple[str, ...], checkpoint: Path, out_dir: Path, target_class: str | None, masks: Path | None,
+            tolerance: float, batch_size: int, device: str, max_pixels: int, quiet: bool) -> None:
+    """Grad-CAM heatmap overlays (PNG) from the last convolutional block, at the model's preprocessing."""
+    from .explain import explain_files
+    from .predict import collect_inputs
+
+    paths, problems = collect_inputs(inputs)
+    if not paths:
+        raise SkinOnnxError("no images found in " + ", ".join(inputs))
+    result = explain_files(checkpoint, paths, out_dir, target_class=target_class, batch_size=batch_size,
+                           device=device, masks=masks, tolerance=tolerance, max_pixels=max_pixels,
+                           progress=not quiet)
+    for path, problem in [(p["path"], p["problem"]) for p in problems] + result.skipped:
+        click.echo(f"skipped {path}: {problem}", err=True)
+    if not result.explanations:
+        raise SkinOnnxError("no image could be explained")
+    target = result.explanations[0].target
+    click.echo(f"{len(result.explanations)} Grad-CAM overlays for '{target}' in {out_dir}/ "
+               f"(summary: {result.csv_path})")
+    if result.pointing is not None:
+        click.echo(result.pointing.text())
+    elif masks is not None:
+        click.echo(f"no image had a mask in {masks}", err=True)
 
 
 @main.command()

@@ -20,6 +20,24 @@ OUTPUT_NAMES = ("logits", "probabilities")
 
 
 @dataclass(frozen=True)
+class InputSpec:
+    """What the graph's single input expects; the metadata says it so apps need not guess."""
+
+    name: str
+    dtype: str  # "float32" | "uint8"
+    layout: str  # "NCHW" | "NHWC"
+    in_graph: tuple[str, ...] = ()  # preprocessing steps the graph itself performs, in order
+
+
+#: the default export: the app does everything up to a normalised float32 NCHW batch
+FLOAT_INPUT = InputSpec(INPUT_NAME, "float32", "NCHW")
+#: ``export --embed-preprocessing``: the app decodes and resizes; the graph does the rest
+UINT8_INPUT = InputSpec("image", "uint8", "NHWC", ("center_crop", "cast_float32", "divide_255",
+                                                  "subtract_mean_divide_std", "nhwc_to_nchw"))
+INPUT_SPECS = {(s.dtype, s.layout): s for s in (FLOAT_INPUT, UINT8_INPUT)}
+
+
+@dataclass(frozen=True)
 class ModelContract:
     classes: tuple[str, ...]
     positive_index: int
@@ -27,6 +45,7 @@ class ModelContract:
     threshold: float = 0.5
     threshold_policy: str = "fixed:0.5"
     temperature: float = 1.0
+    input_spec: InputSpec = FLOAT_INPUT
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -42,7 +61,10 @@ class ModelContract:
             "decision_threshold": repr(float(self.threshold)),
             "threshold_policy": self.threshold_policy,
             "temperature": repr(float(self.temperature)),
-            "input_name": INPUT_NAME,
+            "input_name": self.input_spec.name,
+            "input_dtype": self.input_spec.dtype,
+            "input_layout": self.input_spec.layout,
+            "in_graph_preprocessing": json.dumps(list(self.input_spec.in_graph)),
             "output_names": json.dumps(list(OUTPUT_NAMES)),
             **self.preprocessing.to_metadata(),
         }
@@ -61,6 +83,10 @@ class ModelContract:
         try:
             classes = tuple(json.loads(meta["classes"]))
             known = set(cls.__dataclass_fields__) | set(Preprocessing.__dataclass_fields__)
+            layout = (meta.get("input_dtype", "float32"), meta.get("input_layout", "NCHW"))
+            if layout not in INPUT_SPECS:
+                raise ModelFileError(f"{source}: unsupported input {layout[0]} {layout[1]} in the metadata "
+                                     f"(supported: {', '.join(' '.join(k) for k in INPUT_SPECS)})")
             return cls(
                 classes=classes,
                 positive_index=int(meta["positive_index"]),
@@ -68,6 +94,7 @@ class ModelContract:
                 threshold=float(meta["decision_threshold"]),
                 threshold_policy=meta.get("threshold_policy", "fixed"),
                 temperature=float(meta.get("temperature", "1.0")),
+                input_spec=INPUT_SPECS[layout],
                 extra={k: v for k, v in meta.items() if k not in known and k not in _OWN_KEYS},
             )
         except (KeyError, ValueError, TypeError) as exc:
@@ -88,6 +115,6 @@ class ModelContract:
 
 
 _OWN_KEYS = frozenset({SCHEMA_KEY, "classes", "positive_class", "positive_index", "decision_threshold",
-                       "threshold_policy", "temperature", "input_name", "output_names", "image_size",
-                       "resize_size", "resize_policy", "interpolation", "mean", "std", "channel_order",
-                       "input_layout", "pixel_scale"})
+                       "threshold_policy", "temperature", "input_name", "input_dtype", "input_layout",
+                       "in_graph_preprocessing", "output_names", "image_size", "resize_size", "resize_policy",
+                       "interpolation", "mean", "std", "channel_order", "pixel_scale"})

@@ -20,6 +20,8 @@ from .atomic import atomic_path, ensure_writable_dir
 from .checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
 from .contract import INPUT_NAME, OUTPUT_NAMES, ModelContract
 from .data import discover
+from .embed import Uint8Parity, check_uint8_parity, uint8_path_for
+from .embed import embed_preprocessing as embed_preprocessing_graph
 from .errors import ExportError, ShapeError, SkinOnnxError
 from .images import DEFAULT_MAX_PIXELS
 from .parity import DEFAULT_ATOL, ParityReport, check_parity, load_parity_images
@@ -48,6 +50,8 @@ class ExportResult:
     contract: ModelContract
     parity: ParityReport | None
     seconds: float
+    uint8_path: Path | None = None  # --embed-preprocessing variant
+    uint8_parity: Uint8Parity | None = None
 
 
 def contract_from_checkpoint(state: dict[str, Any], checkpoint_path: Path, opset: int) -> ModelContract:
@@ -108,22 +112,31 @@ def to_onnx(model: nn.Module, contract: ModelContract, path: Path, opset: int) -
     return proto
 
 
-def parity_images_for(state: dict[str, Any], data: str | None, limit: int) -> tuple[np.ndarray, str]:
+def parity_paths_for(state: dict[str, Any], data: str | None) -> tuple[list[Path], str]:
+    """Real images for parity checks: the validation split of ``data`` or of the checkpoint's data."""
     root = data or state.get("data_root")
     if not root or not Path(root).exists():
         raise SkinOnnxError("parity needs real images: pass --data DIR (the data the model was trained on)")
     found = discover(root, seed=int((state.get("config") or {}).get("seed", 0)), write_split_file=False)
     split = "val" if found.splits.get("val") else next(iter(found.splits))
+    return [s.path for s in found.splits[split]], f"{root} ({split} split)"
+
+
+def parity_images_for(state: dict[str, Any], data: str | None, limit: int) -> tuple[np.ndarray, str]:
+    paths, source = parity_paths_for(state, data)
     prep = Preprocessing.from_dict(state["preprocessing"])
     max_pixels = int((state.get("config") or {}).get("max_pixels", DEFAULT_MAX_PIXELS))  # the limit training used
-    return (load_parity_images([s.path for s in found.splits[split]], prep, limit, max_pixels=max_pixels),
-            f"{root} ({split} split)")
+    return load_parity_images(paths, prep, limit, max_pixels=max_pixels), source
 
 
 def export(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET,
            data: str | None = None, atol: float = DEFAULT_ATOL, parity_images: int = 32,
-           provider: str = "cpu", echo=print) -> ExportResult:
-    """Export; the file appears under ``output`` only after the checker and parity pass."""
+           provider: str = "cpu", embed_preprocessing: bool = False, echo=print) -> ExportResult:
+    """Export; the file appears under ``output`` only after the checker and parity pass.
+
+    ``embed_preprocessing`` also writes the uint8-input variant (:mod:`skinonnx.embed`) beside it,
+    parity-checked against the float model; if that fails, neither file is written.
+    """
     t0 = time.perf_counter()
     checkpoint, output = Path(checkpoint), Path(output)
     if output.suffix.lower() != ".onnx":
@@ -133,16 +146,33 @@ def export(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *
     model = model_from_checkpoint(state)
     contract = contract_from_checkpoint(state, checkpoint, opset)
     report = None
+    result = ExportResult(output, contract, None, 0.0)
     with atomic_path(output) as tmp:
-        to_onnx(model, contract, tmp, opset)
+        proto = to_onnx(model, contract, tmp, opset)
         echo(f"ONNX checker and shape inference: ok (opset {opset})")
         if parity_images > 0:
             batch, source = parity_images_for(state, data, parity_images)
             echo(f"parity images: {source}")
             report = check_parity(model, tmp, batch, temperature=contract.temperature, atol=atol, provider=provider)
             echo(report.text())
+        if embed_preprocessing:
+            result.uint8_path, result.uint8_parity = _write_uint8_variant(
+                proto, contract, tmp, uint8_path_for(output), state, data, max(parity_images, 1), provider, echo)
     if report is not None:  # the report card reads it; it names the file's SHA-256, so it cannot go stale
         write_parity_record(output, report.to_dict(), source=source)
     else:
         parity_record_path(output).unlink(missing_ok=True)
-    return ExportResult(output, contract, report, time.perf_counter() - t0)
+    result.parity, result.seconds = report, time.perf_counter() - t0
+    return result
+
+
+def _write_uint8_variant(proto: onnx.ModelProto, contract: ModelContract, float_path: Path, output: Path,
+                         state: dict[str, Any], data: str | None, n_images: int, provider: str,
+                         echo) -> tuple[Path, Uint8Parity]:
+    variant = embed_preprocessing_graph(proto, contract)
+    paths, source = parity_paths_for(state, data)
+    with atomic_path(output) as tmp:
+        onnx.save(variant, str(tmp))
+        parity = check_uint8_parity(float_path, tmp, paths[:n_images], contract.preprocessing, provider=provider)
+        echo(parity.text() + f" [{source}]")
+    return output, parity

@@ -4,10 +4,12 @@ Training-time evaluation, the ONNX metadata, the parity check and the ONNX Runti
 path all call :meth:`Preprocessing.__call__` (or its two halves), so PyTorch and ONNX
 see identical pixels. docs/EMBEDDING.md restates these steps for other languages.
 
-Steps, for an upright 8-bit RGB image of size (W, H):
+Steps, for an upright 8-bit RGB image of size (W, H) (decoded by :func:`images.load_rgb`; a
+JPEG at least twice ``resize_size`` on both sides is decoded at 1/2, 1/4 or 1/8 scale):
 1. resize so that the shorter side equals ``resize_size`` (the longer side is
    ``int(resize_size * long / short)``, truncated), Pillow ``BILINEAR`` (antialiased when shrinking);
-2. centre-crop ``image_size`` x ``image_size``: left = ``int(round((W' - S) / 2))``, top likewise;
+2. centre-crop ``image_size`` x ``image_size``: left = ``round((W' - S) / 2)``, top likewise
+   (Python's ``round``: halves go to the even neighbour);
 3. float32 = uint8 / 255, then ``(x - mean) / std`` per channel (RGB order);
 4. HWC -> CHW; a batch is NCHW float32.
 """
@@ -54,22 +56,36 @@ class Preprocessing:
         return cls(image_size=image_size, resize_size=round(image_size / crop_pct), **kwargs)  # type: ignore[arg-type]
 
     # --- the two halves: geometry (cacheable uint8) and normalisation -------------------
+    def resized_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Step 1's output size for an input of ``size`` = (W, H): shorter side -> resize_size."""
+        w, h = size
+        if w <= h:
+            return self.resize_size, int(self.resize_size * h / w)
+        return int(self.resize_size * w / h), self.resize_size
+
+    def crop_origin(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Step 2's (left, top) in an image of ``size``; Python's round sends halves to even."""
+        w, h = size
+        return round((w - self.image_size) / 2.0), round((h - self.image_size) / 2.0)
+
     def resize(self, img: Image.Image) -> Image.Image:
         """Step 1: shorter side -> resize_size. Output is uint8 RGB, safe to cache."""
-        w, h = img.size
-        if w <= h:
-            size = (self.resize_size, int(self.resize_size * h / w))
-        else:
-            size = (int(self.resize_size * w / h), self.resize_size)
+        size = self.resized_size(img.size)
         if size == img.size:
             return img
         return img.resize(size, _FILTERS[self.interpolation])
 
     def center_crop(self, img: Image.Image) -> Image.Image:
-        w, h = img.size
         s = self.image_size
-        left, top = round((w - s) / 2.0), round((h - s) / 2.0)
+        left, top = self.crop_origin(img.size)
         return img.crop((left, top, left + s, top + s))
+
+    def crop_point_to_source(self, x: float, y: float, source_size: tuple[int, int]) -> tuple[float, float]:
+        """Map a point in the cropped image (pixel-area coordinates, pixel i spans [i, i+1)) back
+        into the image that was resized, of ``source_size``; the inverse of steps 1-2."""
+        resized = self.resized_size(source_size)
+        left, top = self.crop_origin(resized)
+        return ((x + left) * source_size[0] / resized[0], (y + top) * source_size[1] / resized[1])
 
     def normalize(self, img: Image.Image | np.ndarray) -> np.ndarray:
         """Steps 3-4: uint8 HWC RGB -> float32 CHW normalised.
@@ -97,9 +113,13 @@ class Preprocessing:
         """Decode safely (see images.load_rgb) and apply step 1; the cacheable half."""
         return self.resize(load_rgb(path, max_pixels=max_pixels, draft_size=self.resize_size))
 
+    def pixels_from_file(self, path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """Steps 1-2 from a file: the S x S x 3 uint8 RGB array a uint8-input model takes."""
+        return np.asarray(self.center_crop(self.load_resized(path, max_pixels)), dtype=np.uint8)
+
     def from_file(self, path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         """The full definition from a file to a float32 CHW array."""
-        return self.normalize(self.center_crop(self.load_resized(path, max_pixels)))
+        return self.normalize(self.pixels_from_file(path, max_pixels))
 
     # --- (de)serialisation: checkpoints and ONNX metadata ---------------------------------
     def to_dict(self) -> dict[str, object]:
@@ -124,7 +144,6 @@ class Preprocessing:
             "mean": json.dumps(list(self.mean)),
             "std": json.dumps(list(self.std)),
             "channel_order": "RGB",
-            "input_layout": "NCHW",
             "pixel_scale": "1/255",
         }
 

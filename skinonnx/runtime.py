@@ -202,18 +202,28 @@ class OnnxClassifier:
     def preprocessing(self) -> Preprocessing:
         return self.contract.preprocessing
 
+    @property
+    def takes_uint8(self) -> bool:
+        """True for ``export --embed-preprocessing`` models: uint8 NHWC in, normalisation in the graph."""
+        return self.contract.input_spec.dtype == "uint8"
+
     def _check_input(self) -> None:
         shape = self._input.shape
         size = self.preprocessing.image_size
+        spec = self.contract.input_spec
+        want = "tensor(uint8)" if self.takes_uint8 else "tensor(float)"
+        layout = "[N, H, W, 3]" if spec.layout == "NHWC" else "[N, 3, H, W]"
         if len(shape) != 4:
-            raise ModelFileError(f"{self.path}: input '{self._input.name}' has shape {shape}; expected [N, 3, H, W]")
-        if self._input.type != "tensor(float)":
-            raise ModelFileError(f"{self.path}: input '{self._input.name}' is {self._input.type}; this command "
-                                 "needs a float32 NCHW input model")
-        channels, height, width = shape[1:]
-        fixed = [d for d in (height, width) if isinstance(d, int)]
-        if (isinstance(channels, int) and channels != 3) or any(d != size for d in fixed):
-            raise ModelFileError(f"{self.path}: input shape {shape} does not match 3x{size}x{size} "
+            raise ModelFileError(f"{self.path}: input '{self._input.name}' has shape {shape}; expected {layout}")
+        if self._input.type != want:
+            raise ModelFileError(f"{self.path}: input '{self._input.name}' is {self._input.type}, but the "
+                                 f"metadata/options say {spec.dtype} {spec.layout}")
+        channels, spatial = (shape[3], shape[1:3]) if spec.layout == "NHWC" else (shape[1], shape[2:])
+        fixed = [d for d in spatial if isinstance(d, int)]
+        # a uint8 model crops in the graph: any side >= image_size is accepted there
+        if (isinstance(channels, int) and channels != 3) or any(
+                d < size if self.takes_uint8 else d != size for d in fixed):
+            raise ModelFileError(f"{self.path}: input shape {shape} does not match {layout} with H = W = {size} "
                                  "from the metadata/options")
 
     def _check_output(self, shape: list) -> None:
@@ -223,7 +233,11 @@ class OnnxClassifier:
                                  f"[N, {n_classes}] for the classes {list(self.contract.classes)}")
 
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
-        """NCHW float32 batch -> per-class probabilities (N, C)."""
+        """A batch in the model's input format -> per-class probabilities (N, C).
+
+        Float models take normalised NCHW float32; uint8 models take RGB NHWC uint8
+        (see :meth:`Preprocessing.pixels_from_file`).
+        """
         return self.predict_arrays_with_logits(batch, with_logits=False)[0]
 
     def predict_arrays_with_logits(self, batch: np.ndarray, *, with_logits: bool = True
@@ -235,7 +249,7 @@ class OnnxClassifier:
         wanted = [self._output]
         if with_logits and self._logits_output is not None and self._logits_output != self._output:
             wanted.append(self._logits_output)
-        batch = np.ascontiguousarray(batch, np.float32)
+        batch = np.ascontiguousarray(batch, np.uint8 if self.takes_uint8 else np.float32)
         step = self._fixed_batch
         if step is None or len(batch) == step:
             outs = self._run(wanted, batch)
@@ -243,7 +257,7 @@ class OnnxClassifier:
             parts = []
             for start in range(0, len(batch), step):
                 part = batch[start:start + step]
-                padded = np.concatenate([part, np.zeros((step - len(part), *part.shape[1:]), np.float32)])
+                padded = np.concatenate([part, np.zeros((step - len(part), *part.shape[1:]), batch.dtype)])
                 parts.append([o[:len(part)] for o in self._run(wanted, padded)])
             outs = [np.concatenate([p[k] for p in parts]) for k in range(len(wanted))]
         out = outs[0]
@@ -288,8 +302,8 @@ class OnnxClassifier:
 
         bar = tqdm(total=len(paths), unit="img", desc="predict", disable=not progress, leave=False)
         try:
-            for chunk in iter_preprocessed(paths, self.preprocessing, batch_size=batch_size,
-                                           workers=workers, max_pixels=max_pixels):
+            for chunk in iter_preprocessed(paths, self.preprocessing, batch_size=batch_size, workers=workers,
+                                           max_pixels=max_pixels, pixels_only=self.takes_uint8):
                 good = [(p, a) for p, a, _ in chunk if a is not None]
                 probs, logits = (self.predict_arrays_with_logits(np.stack([a for _, a in good]),
                                                                  with_logits=with_logits)
@@ -307,17 +321,20 @@ class OnnxClassifier:
 
 
 def iter_preprocessed(paths: Iterable[str | os.PathLike[str]], prep: Preprocessing, *, batch_size: int,
-                      workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+                      workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, pixels_only: bool = False
                       ) -> Iterator[list[tuple[str, np.ndarray | None, str | None]]]:
     """Yield batches of ``(path, array or None, error or None)``, decoding ahead in threads.
 
-    At most ~3 batches are in flight, so memory stays bounded for 10,000+ files.
+    Arrays are normalised float32 CHW, or with ``pixels_only`` the cropped uint8 HWC pixels
+    (for models that normalise in the graph). At most ~3 batches are in flight, so memory
+    stays bounded for 10,000+ files.
     """
     workers = workers or max(1, physical_cores())
+    load = prep.pixels_from_file if pixels_only else prep.from_file
 
     def work(p: str) -> tuple[str, np.ndarray | None, str | None]:
         try:
-            return p, prep.from_file(p, max_pixels=max_pixels), None
+            return p, load(p, max_pixels=max_pixels), None
         except ImageError as exc:
             return p, None, exc.problem
         except MemoryError:

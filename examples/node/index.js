@@ -1,0 +1,202 @@
+#!/usr/bin/env node
+'use strict';
+// Classify skin-lesion images with a skinonnx ONNX model from Node.js.
+//
+//   npm ci --ignore-scripts          (once, in this folder)
+//   node index.js MODEL.onnx IMAGE... [--resize pillow|sharp]
+//
+// Prints one JSON object per image: {"path", "label", "probabilities": {class: p}, "logits": [...]}.
+// Everything it needs comes from the model's metadata (docs/EMBEDDING.md). Works with the float
+// model and with the uint8-input variant from `export --embed-preprocessing`.
+//
+// --resize pillow (default): a line-by-line port of Pillow's BILINEAR filter (pillow_resize.js),
+//   so the model sees the same pixels as in Python: probabilities agree with `predict` to ~1e-6.
+// --resize sharp: sharp's own linear kernel (libvips). A different resizer; see EMBEDDING.md for
+//   the differences to expect.
+
+const fs = require('fs');
+const ort = require('onnxruntime-node');
+const sharp = require('sharp');
+const { readOnnxHeader } = require('./onnx_metadata');
+const { resizeBilinear } = require('./pillow_resize');
+
+const SCHEMA_KEY = 'skinonnx_schema_version';
+const MAX_PIXELS = 50000000; // the Python tool's default decompression-bomb guard
+
+function fail(message) {
+  process.stderr.write(`error: ${message}\n`);
+  process.exit(1);
+}
+
+// Python's round(): halves go to the even neighbour (used for the centre-crop offset).
+function roundHalfEven(x) {
+  const f = Math.floor(x);
+  const d = x - f;
+  if (d !== 0.5) return d < 0.5 ? f : f + 1;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+// The preprocessing contract, from the metadata (all values are strings; lists are JSON).
+function readContract(meta) {
+  if (!(SCHEMA_KEY in meta)) fail('not a skinonnx model (no skinonnx_schema_version metadata key)');
+  if (meta[SCHEMA_KEY] !== '1') fail(`metadata schema ${meta[SCHEMA_KEY]} is not supported (this example reads 1)`);
+  if (meta.interpolation !== 'bilinear') fail(`interpolation ${meta.interpolation} is not implemented here`);
+  return {
+    classes: JSON.parse(meta.classes),
+    positiveIndex: Number(meta.positive_index),
+    threshold: Number(meta.decision_threshold),
+    imageSize: Number(meta.image_size),
+    resizeSize: Number(meta.resize_size),
+    mean: JSON.parse(meta.mean),
+    std: JSON.parse(meta.std),
+    inputName: meta.input_name,
+    uint8: (meta.input_dtype || 'float32') === 'uint8',
+  };
+}
+
+// Shorter side -> resizeSize; the longer side is truncated, as Python's int() does.
+function resizedSize(width, height, r) {
+  return width <= height ? [r, Math.trunc((r * height) / width)] : [Math.trunc((r * width) / height), r];
+}
+
+// Pillow decodes a JPEG at least twice resizeSize on both sides at 1/2, 1/4 or 1/8 scale (libjpeg DCT
+// scaling). sharp offers no such control, so we approximate it by averaging a x a blocks.
+function draftFactor(width, height, r) {
+  const scale = Math.min(Math.floor(width / r), Math.floor(height / r));
+  return [8, 4, 2, 1].find((a) => scale >= a);
+}
+
+function boxReduce(rgb, width, height, a) {
+  const ow = Math.ceil(width / a);
+  const oh = Math.ceil(height / a);
+  const out = new Uint8Array(ow * oh * 3);
+  for (let y = 0; y < oh; y++) {
+    for (let x = 0; x < ow; x++) {
+      const sums = [0, 0, 0];
+      let n = 0;
+      for (let yy = y * a; yy < Math.min(height, (y + 1) * a); yy++) {
+        for (let xx = x * a; xx < Math.min(width, (x + 1) * a); xx++) {
+          const i = (yy * width + xx) * 3;
+          sums[0] += rgb[i];
+          sums[1] += rgb[i + 1];
+          sums[2] += rgb[i + 2];
+          n++;
+        }
+      }
+      for (let c = 0; c < 3; c++) out[(y * ow + x) * 3 + c] = Math.round(sums[c] / n);
+    }
+  }
+  return { data: out, width: ow, height: oh };
+}
+
+// Decode (EXIF orientation applied, alpha composited on white, ICC profile ignored as Pillow does)
+// and resize the shorter side to r. Returns packed RGB uint8.
+async function decodeAndResize(path, r, mode) {
+  const open = () => sharp(path, { autoOrient: true, ignoreIcc: true, failOn: 'error', limitInputPixels: MAX_PIXELS })
+    .flatten({ background: '#ffffff' }).toColourspace('srgb');
+  const meta = await sharp(path, { autoOrient: true, limitInputPixels: MAX_PIXELS }).metadata();
+  const width = meta.autoOrient ? meta.autoOrient.width : meta.width;
+  const height = meta.autoOrient ? meta.autoOrient.height : meta.height;
+  const [w, h] = resizedSize(width, height, r);
+  if (mode === 'sharp') {
+    const pipeline = open();
+    if (w !== width || h !== height) pipeline.resize(w, h, { kernel: 'linear', fit: 'fill' });
+    const { data, info } = await pipeline.removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+    return { data, width: info.width, height: info.height };
+  }
+  const { data, info } = await open().removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+  let image = { data, width: info.width, height: info.height };
+  const a = meta.format === 'jpeg' ? draftFactor(width, height, r) : 1;
+  if (a > 1) image = boxReduce(image.data, image.width, image.height, a);
+  const [w2, h2] = resizedSize(image.width, image.height, r);
+  return { data: resizeBilinear(image.data, image.width, image.height, w2, h2), width: w2, height: h2 };
+}
+
+function centerCrop(image, s) {
+  const left = roundHalfEven((image.width - s) / 2);
+  const top = roundHalfEven((image.height - s) / 2);
+  const out = new Uint8Array(s * s * 3);
+  for (let y = 0; y < s; y++) {
+    const from = ((top + y) * image.width + left) * 3;
+    out.set(image.data.subarray(from, from + s * 3), y * s * 3);
+  }
+  return out;
+}
+
+// uint8 HWC -> float32 CHW, (x / 255 - mean) / std, each step rounded to float32 as numpy does.
+function normalize(hwc, s, mean, std) {
+  const f = Math.fround;
+  const out = new Float32Array(3 * s * s);
+  const m = mean.map(f);
+  const d = std.map(f);
+  for (let c = 0; c < 3; c++) {
+    for (let i = 0; i < s * s; i++) {
+      out[c * s * s + i] = f(f(f(hwc[i * 3 + c] / 255) - m[c]) / d[c]);
+    }
+  }
+  return out;
+}
+
+async function inputFor(path, contract, mode) {
+  const image = await decodeAndResize(path, contract.resizeSize, mode);
+  const s = contract.imageSize;
+  if (contract.uint8) {
+    // the uint8 variant crops in the graph: the resized image goes in as it is
+    return new ort.Tensor('uint8', Uint8Array.from(image.data), [1, image.height, image.width, 3]);
+  }
+  return new ort.Tensor('float32', normalize(centerCrop(image, s), s, contract.mean, contract.std), [1, 3, s, s]);
+}
+
+async function main(argv) {
+  const args = [];
+  let mode = 'pillow';
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--resize') mode = argv[++i];
+    else if (argv[i].startsWith('--')) fail(`unknown option ${argv[i]}`);
+    else args.push(argv[i]);
+  }
+  if (!['pillow', 'sharp'].includes(mode)) fail(`--resize must be pillow or sharp, got ${mode}`);
+  if (args.length < 2) fail('usage: node index.js MODEL.onnx IMAGE... [--resize pillow|sharp]');
+  const [modelPath, ...images] = args;
+  let bytes;
+  try {
+    bytes = fs.readFileSync(modelPath);
+  } catch (err) {
+    fail(`cannot read ${modelPath}: ${err.code || err.message}`);
+  }
+  let header;
+  try {
+    header = readOnnxHeader(bytes);
+  } catch (err) {
+    fail(`${modelPath}: ${err.message}`);
+  }
+  const contract = readContract(header.metadata);
+  const session = await ort.InferenceSession.create(bytes, { executionProviders: ['cpu'] });
+  if (session.inputNames[0] !== contract.inputName) fail(`graph input ${session.inputNames[0]} != metadata input_name`);
+  process.stderr.write(`model ${modelPath}: input '${contract.inputName}' ${contract.uint8 ? 'uint8 NHWC' : 'float32 NCHW'}`
+    + `, opset ${header.opsets['ai.onnx']}, resize ${mode}\n`);
+  let classified = 0;
+  for (const path of images) {
+    try {
+      const input = await inputFor(path, contract, mode);
+      const result = await session.run({ [contract.inputName]: input });
+      const p = Array.from(result.probabilities.data);
+      const positive = contract.classes[contract.positiveIndex];
+      const negative = contract.classes[1 - contract.positiveIndex];
+      const label = p[contract.positiveIndex] >= contract.threshold ? positive : negative;
+      const probabilities = Object.fromEntries(contract.classes.map((c, i) => [c, p[i]]));
+      const logits = Array.from(result.logits.data);
+      process.stdout.write(`${JSON.stringify({ path, label, probabilities, logits })}\n`);
+      classified++;
+    } catch (err) {
+      process.stdout.write(`${JSON.stringify({ path, error: String(err.message || err).split('\n')[0] })}\n`);
+    }
+  }
+  if (classified === 0) process.exit(1);
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).catch((err) => fail(err.message || String(err)));
+}
+
+module.exports = { decodeAndResize, centerCrop, normalize, readContract, roundHalfEven };
