@@ -5,7 +5,8 @@ The float model's nodes are kept as they are; a small preprocessing graph is put
     image  uint8 [N, H, W, 3]  (RGB, shorter side resized to resize_size; or already cropped)
       -> centre crop S x S: start = Round((side - S) / 2)   (ONNX Round: halves to even, like Python)
       -> Reshape to [N, S, S, 3]                            (fails at run time if a side was < S)
-      -> Cast float32 -> Div 255 -> Sub mean -> Div std     (float32, the same operations as numpy)
+      -> Cast float32 -> Mul scale -> Add bias               (Preprocessing.normalization_constants: the
+                                                           same float32 constants and operations as numpy)
       -> Transpose to NCHW -> the float model
 
 So an app only decodes and resizes. Resizing stays outside the graph on purpose: ONNX
@@ -47,6 +48,7 @@ def embed_preprocessing(model: onnx.ModelProto, contract: ModelContract) -> onnx
     """Return a copy of the float-input ``model`` whose input is uint8 NHWC RGB pixels."""
     prep = contract.preprocessing
     s = prep.image_size
+    scale, bias = prep.normalization_constants()
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
@@ -61,8 +63,7 @@ def embed_preprocessing(model: onnx.ModelProto, contract: ModelContract) -> onnx
         _const("pre_hw_start", [1], np.int64), _const("pre_hw_end", [3], np.int64),
         _const("pre_crop_size", [s, s], np.int64), _const("pre_two", 2.0, np.float32),
         _const("pre_hw_axes", [1, 2], np.int64), _const("pre_fixed_shape", [0, s, s, 3], np.int64),
-        _const("pre_255", 255.0, np.float32),
-        _const("pre_mean", prep.mean, np.float32), _const("pre_std", prep.std, np.float32),
+        _const("pre_scale", scale, np.float32), _const("pre_bias", bias, np.float32),
     ])
     pre = [
         helper.make_node("Shape", [spec.name], ["pre_shape"]),
@@ -77,9 +78,8 @@ def embed_preprocessing(model: onnx.ModelProto, contract: ModelContract) -> onnx
         # element count must be N*S*S*3: the one runtime check ONNX offers against a side < S
         helper.make_node("Reshape", ["pre_cropped", "pre_fixed_shape"], ["pre_crop"]),
         helper.make_node("Cast", ["pre_crop"], ["pre_float"], to=TensorProto.FLOAT),
-        helper.make_node("Div", ["pre_float", "pre_255"], ["pre_scaled"]),
-        helper.make_node("Sub", ["pre_scaled", "pre_mean"], ["pre_centred"]),
-        helper.make_node("Div", ["pre_centred", "pre_std"], ["pre_normalized"]),
+        helper.make_node("Mul", ["pre_float", "pre_scale"], ["pre_scaled"]),
+        helper.make_node("Add", ["pre_scaled", "pre_bias"], ["pre_normalized"]),
         helper.make_node("Transpose", ["pre_normalized"], [_NORMALIZED], perm=[0, 3, 1, 2]),
     ]
     nodes = [*pre, *graph.node]

@@ -87,6 +87,17 @@ class Preprocessing:
         left, top = self.crop_origin(resized)
         return ((x + left) * source_size[0] / resized[0], (y + top) * source_size[1] / resized[1])
 
+    def normalization_constants(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``(scale, bias)`` per RGB channel with ``x_norm = x_uint8 * scale + bias``.
+
+        The uint8-input ONNX variant uses these same constants and the same two float32
+        operations, so its in-graph normalisation is bit-identical to :meth:`normalize`.
+        """
+        std = np.asarray(self.std, np.float64)
+        scale = (1.0 / (255.0 * std)).astype(np.float32)
+        bias = (-np.asarray(self.mean, np.float64) / std).astype(np.float32)
+        return scale, bias
+
     def normalize(self, img: Image.Image | np.ndarray) -> np.ndarray:
         """Steps 3-4: uint8 HWC RGB -> float32 CHW normalised.
 
@@ -97,9 +108,8 @@ class Preprocessing:
         arr = np.asarray(img)
         if arr.ndim != 3 or arr.shape[2] != 3:
             raise ValueError(f"expected an HxWx3 RGB image, got shape {arr.shape}")
-        std = np.asarray(self.std, np.float64)
-        scale = (1.0 / (255.0 * std)).astype(np.float32)[:, None, None]
-        bias = (-np.asarray(self.mean, np.float64) / std).astype(np.float32)[:, None, None]
+        scale, bias = self.normalization_constants()
+        scale, bias = scale[:, None, None], bias[:, None, None]
         out = np.empty((3, arr.shape[0], arr.shape[1]), np.float32)
         np.multiply(arr.transpose(2, 0, 1), scale, out=out, dtype=np.float32)
         out += bias

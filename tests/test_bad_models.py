@@ -260,10 +260,11 @@ def test_malformed_metadata_is_refused(tmp_path: Path, images: Path, meta: dict[
     cli_error("predict", "--onnx", model, images, "-o", tmp_path / "p.csv", says=(str(model), says))
 
 
+MISMATCH_32 = "does not match [N, 3, H, W] with H = W = 32"
 SHAPES: list[tuple[str, dict, str]] = [
-    ("fixed 48 px, metadata 32", {"input_shape": [1, 3, 48, 48], "meta_size": 32}, "does not match 3x32x32"),
-    ("NHWC input", {"input_shape": ["batch", 32, 32, 3], "image_size": 32}, "does not match 3x32x32"),
-    ("one channel", {"input_shape": ["batch", 1, 32, 32], "image_size": 32}, "does not match 3x32x32"),
+    ("fixed 48 px, metadata 32", {"input_shape": [1, 3, 48, 48], "meta_size": 32}, MISMATCH_32),
+    ("NHWC input", {"input_shape": ["batch", 32, 32, 3], "image_size": 32}, MISMATCH_32),
+    ("one channel", {"input_shape": ["batch", 1, 32, 32], "image_size": 32}, MISMATCH_32),
     ("flat input", {"input_shape": ["batch", 3072], "image_size": 32}, "expected [N, 3, H, W]"),
     ("three outputs", {"n_outputs": 3}, "expected [N, 2]"),
 ]

@@ -287,7 +287,7 @@ def test_validation_calibration_through_onnx_matches_training_time_values(report
     assert torch_side["temperature"] == pytest.approx(cal["temperature"])
     for key in ("ece_before", "ece_after", "brier_before", "brier_after"):
         assert val[key] == pytest.approx(torch_side[key], abs=1e-5), key
-    assert val["ece_after"] <= val["ece_before"]  # T was fitted on exactly these images
+    # (temperature scaling minimises NLL, not ECE or Brier: neither is guaranteed to drop, so no such assert)
 
 
 @pytest.mark.slow
