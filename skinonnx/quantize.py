@@ -92,6 +92,7 @@ class GateReport:
     min_agreement: float
     max_auc_change: float
     threshold: float
+    median_margin: float = float("nan")  # median |p_fp32 - threshold|: how close the fp32 scores sit to the boundary
     skipped: int = 0
 
     @property
@@ -118,7 +119,8 @@ class GateReport:
                  f"(need >= {self.min_agreement:.1%})",
                  f"  {mark[self.auc_ok]} ROC-AUC {self.auc_fp32:.4f} -> {self.auc_int8:.4f}, "
                  f"|Δ| = {self.auc_change:.4f} (allowed {self.max_auc_change:.4f})",
-                 f"    max |Δp| = {self.max_prob_diff:.4f}, mean |Δp| = {self.mean_prob_diff:.4f}"]
+                 f"    max |Δp| = {self.max_prob_diff:.4f}, mean |Δp| = {self.mean_prob_diff:.4f}; fp32 scores lie a "
+                 f"median {self.median_margin:.4f} from the threshold"]
         if self.skipped:
             lines.append(f"    {self.skipped} unreadable image(s) skipped")
         lines.append("INT8 gate ok" if self.ok else "INT8 gate FAILED")
@@ -272,7 +274,8 @@ def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sampl
     agreement = float(np.mean((prob32 >= threshold) == (prob8 >= threshold)))
     diff = np.abs(prob32 - prob8)
     return GateReport(split, len(y), agreement, roc_auc(y, prob32), roc_auc(y, prob8), float(diff.max()),
-                      float(diff.mean()), settings.min_agreement, settings.max_auc_change, threshold, skipped)
+                      float(diff.mean()), settings.min_agreement, settings.max_auc_change, threshold,
+                      float(np.median(np.abs(prob32 - threshold))), skipped)
 
 
 def _load_data(data: str | os.PathLike[str], fp32: OnnxClassifier, settings: QuantizeSettings) -> LabeledData:
@@ -301,6 +304,11 @@ def quantize_model(fp32_path: str | os.PathLike[str], output: str | os.PathLike[
     """fp32 ONNX -> INT8 QDQ ONNX calibrated on ``data``'s training images, written only if the gate passes."""
     settings = settings or QuantizeSettings()
     t0 = time.perf_counter()
+    try:
+        import onnx  # noqa: F401  (onnxruntime.quantization needs it; deployment installs may lack it)
+    except ImportError:
+        raise QuantizationError("quantization needs the 'onnx' package: pip install 'skinonnx[train]' "
+                                "(or pip install onnx)") from None
     fp32_path = Path(fp32_path)
     output = Path(output) if output is not None else default_int8_path(fp32_path)
     if output.suffix.lower() != ".onnx":
@@ -353,8 +361,12 @@ def _gate_failure(gate: GateReport, output: Path) -> str:
     if not gate.auc_ok:
         reasons.append(f"|ΔROC-AUC| = {gate.auc_change:.4f} > {gate.max_auc_change:.4f}"
                        if np.isfinite(gate.auc_change) else "ROC-AUC is undefined")
+    hint = ""
+    if not gate.agreement_ok and gate.median_margin < 5 * gate.mean_prob_diff:
+        hint = (f" Half the fp32 scores lie within {gate.median_margin:.4f} of the threshold, so INT8's mean change of "
+                f"{gate.mean_prob_diff:.4f} flips labels: the model separates the classes weakly.")
     return (f"INT8 accuracy gate failed on {gate.n_images} {gate.split} images ({'; '.join(reasons)}); {output} "
-            "was not written. Try --calibrate-method percentile, more --calibration-images, or deploy the fp32 model.")
+            f"was not written.{hint} Try --calibrate-method percentile or entropy, or deploy the fp32 model.")
 
 
 def _description(settings: QuantizeSettings, used: int, found: LabeledData, source: Path,
