@@ -36,6 +36,8 @@ def format_table(r: dict[str, Any]) -> str:
                          f"{row['gflops']:>8.1f} {row['fraction_of_limit']:>8.0%} "
                          f"{row['fraction_of_documented_limit']:>6.0%} {row['spread']:>7.0%}{extra}")
         lines.append("")
+    if any("INT8" in name for rows in r.get("inference", {}).values() for name in rows):
+        lines += ["INT8 rows: fp32-equivalent GFLOP/s; integer dot products are not bound by the fp32 FMA peak.", ""]
     gate = r.get("int8_gate")
     if gate:
         verdict = ("passed" if gate["ok"] else "FAILED") if gate["applies"] else "not applicable (random weights)"
