@@ -1,7 +1,7 @@
 """One command, one process: PyTorch eager vs ONNX Runtime fp32 vs INT8, end-to-end predict, training.
 
-    python -m benchmarks.run            # about 3-5 minutes on 2 cores
-    python -m benchmarks.run --quick    # about 1-2 minutes
+    python -m benchmarks.run            # ~2 minutes on 2 idle cores, ~6 under heavy load
+    python -m benchmarks.run --quick    # about half that
     python -m benchmarks.run --checkpoint /path/best.pt --data ../shared/data/isic-bm   # real weights + real gate
 
 Prints a table and writes JSON (default: /tmp/skinonnx-bench/bench-<time>.json). The machine is

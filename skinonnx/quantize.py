@@ -57,6 +57,8 @@ NOISE_GREY_LEVELS = 0.5  # sigma of the reference pixel noise, in 8-bit grey lev
 
 @dataclass(frozen=True)
 class QuantizeSettings:
+    """What to calibrate on and what the gate demands (CLI: ``skinonnx quantize --help``)."""
+
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES
     method: str = "minmax"
     reduce_range: bool = True

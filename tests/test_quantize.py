@@ -49,6 +49,7 @@ def test_quantize_writes_a_gated_int8_model_that_test_and_predict_use(trained: T
     assert info["format"] == "QDQ" and info["reduce_range"] is True
     assert info["calibration"]["split"] == "train" and info["calibration"]["images"] == 24  # all 12 + 12
     assert info["gate"]["split"] == "val" and info["gate"]["n_images"] == 12 and info["gate"]["ok"]
+    assert 0.0 <= info["gate"]["noise_agreement"] <= 1.0 and info["gate"]["median_margin"] >= 0.0
     assert len(info["source_model_sha256"]) == 64
 
     ops = {n.op_type for n in int8_model.graph.node}
