@@ -343,10 +343,12 @@ def quantize_model(fp32_path: str | os.PathLike[str], output: str | os.PathLike[
         except (QuantizationError, DataError):
             raise
         except Exception as exc:  # onnx/onnxruntime raise many types; the user needs one line
+            if reader.used == 0:
+                raise DataError(f"no readable calibration images in the {settings.calibration_split} split "
+                                f"({reader.skipped[0][0]}: {reader.skipped[0][1]} ...)" if reader.skipped
+                                else "no calibration images") from None
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise QuantizationError(f"quantization failed: {first[:300]}") from None
-        if reader.used == 0:
-            raise DataError(f"no readable calibration images in the {settings.calibration_split} split")
         for path, problem in reader.skipped[:5]:
             echo(f"calibration: skipped {path}: {problem}")
         int8 = OnnxClassifier(tmp, "cpu", contract=fp32.contract)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,14 @@ def test_quantize_refuses_bad_inputs_with_one_line(trained: TrainedModel, tmp_pa
     assert "would overwrite the fp32 model" in same.output
     missing = run_cli("quantize", "--onnx", tmp_path / "nope.onnx", "--data", trained.data, expect=1)
     assert "not found" in missing.output and "Traceback" not in missing.output
+    broken = tmp_path / "broken-train"
+    shutil.copytree(trained.data, broken)
+    for image in (broken / "train").rglob("*.png"):
+        image.write_bytes(b"<html>not an image</html>")
+    out = tmp_path / "x.int8.onnx"
+    unreadable = run_cli("quantize", "--onnx", trained.onnx, "--data", broken, "-o", out, expect=1)
+    assert "no readable calibration images in the train split" in unreadable.output
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
 
 
 def test_quantize_and_runtime_import_no_torch() -> None:
