@@ -13,7 +13,8 @@ def format_table(r: dict[str, Any]) -> str:
     s, pk = r["setup"], r.get("peak", {})
     lines = [
         f"skinonnx benchmark: {s['cpu']}, {s['threads']} threads, torch {s['torch']}, onnxruntime {s['onnxruntime']}, "
-        f"{s['allocator']}, load average {s['load_average_start'][0]:.1f} -> {s.get('load_average_end', [0])[0]:.1f}",
+        f"{s['allocator']}{' + GLIBC_TUNABLES' if s.get('glibc_tunables') else ''}, load average "
+        f"{s['load_average_start'][0]:.1f} -> {s.get('load_average_end', [0])[0]:.1f}",
         f"weights: {'checkpoint ' + s['checkpoint'] if s['checkpoint'] else 'random init'}; images: {s['data']}",
         f"forward pass {pk.get('forward_gflop_per_image', 0):.2f} GFLOP/image at {s['image_size']}²; fp32 FMA peak "
         f"measured {_f(pk.get('fma_measured_gflops'))} GFLOP/s (documented {pk.get('documented_fma_gflops')}), "
@@ -35,11 +36,15 @@ def format_table(r: dict[str, Any]) -> str:
                          f"{row['gflops']:>8.1f} {row['fraction_of_limit']:>8.0%} "
                          f"{row['fraction_of_documented_limit']:>6.0%} {row['spread']:>7.0%}{extra}")
         lines.append("")
+    if any("INT8" in name for rows in r.get("inference", {}).values() for name in rows):
+        lines += ["INT8 rows: fp32-equivalent GFLOP/s; integer dot products are not bound by the fp32 FMA peak.", ""]
     gate = r.get("int8_gate")
     if gate:
         verdict = ("passed" if gate["ok"] else "FAILED") if gate["applies"] else "not applicable (random weights)"
-        lines += [f"INT8 accuracy gate on {gate['n_images']} {gate['split']} images: {verdict}; label agreement "
-                  f"{gate['label_agreement']:.1%}, ROC-AUC {gate['auc_fp32']:.4f} -> {gate['auc_int8']:.4f}; "
+        lines += [f"INT8 accuracy gate (>= {gate['min_agreement']:.0%} agreement, |ΔAUC| <= {gate['max_auc_change']}) "
+                  f"on {gate['n_images']} {gate['split']} images: {verdict}; label agreement "
+                  f"{gate['label_agreement']:.1%}, ROC-AUC {gate['auc_fp32']:.4f} -> {gate['auc_int8']:.4f}, mean |Δp| "
+                  f"{gate['mean_prob_diff']:.4f}, fp32 median distance to threshold {gate['median_margin']:.4f}; "
                   f"calibrated on {gate['calibration_images']} training images in {gate['quantize_seconds']:.0f} s", ""]
     e2e = r.get("end_to_end", {})
     rows = {k: v for k, v in e2e.items() if isinstance(v, dict) and "fraction_of_model_only" in v}
@@ -65,7 +70,9 @@ def format_table(r: dict[str, Any]) -> str:
         lines.append("")
     phases = r.get("phases", {})
     if phases:
-        lines.append("peak RSS (whole process, after each phase): " +
-                     ", ".join(f"{k} {v['peak_rss_mb']:.0f} MB" for k, v in phases.items()))
+        per_phase = all(v.get("peak_is_per_phase") for v in phases.values())
+        lines.append(f"peak RSS ({'per phase' if per_phase else 'whole process so far'}) and kernel share of CPU "
+                     "time: " + ", ".join(f"{k} {v['peak_rss_mb']:.0f} MB / {v['kernel_cpu_share']:.0%}"
+                                           for k, v in phases.items()))
     lines.append(f"total {s.get('seconds', 0):.0f} s")
     return "\n".join(lines)

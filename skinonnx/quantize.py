@@ -52,10 +52,13 @@ QUANTIZED_OP_TYPES = ("Conv", "Add", "MaxPool")
 DEFAULT_CALIBRATION_IMAGES = 128
 DEFAULT_MIN_AGREEMENT = 0.98
 DEFAULT_MAX_AUC_CHANGE = 0.01
+NOISE_GREY_LEVELS = 0.5  # sigma of the reference pixel noise, in 8-bit grey levels
 
 
 @dataclass(frozen=True)
 class QuantizeSettings:
+    """What to calibrate on and what the gate demands (CLI: ``skinonnx quantize --help``)."""
+
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES
     method: str = "minmax"
     reduce_range: bool = True
@@ -92,6 +95,8 @@ class GateReport:
     min_agreement: float
     max_auc_change: float
     threshold: float
+    median_margin: float = float("nan")  # median |p_fp32 - threshold|: how close the fp32 scores sit to the boundary
+    noise_agreement: float = float("nan")  # fp32 vs fp32 on the same images plus invisible pixel noise (reference)
     skipped: int = 0
 
     @property
@@ -118,7 +123,10 @@ class GateReport:
                  f"(need >= {self.min_agreement:.1%})",
                  f"  {mark[self.auc_ok]} ROC-AUC {self.auc_fp32:.4f} -> {self.auc_int8:.4f}, "
                  f"|Δ| = {self.auc_change:.4f} (allowed {self.max_auc_change:.4f})",
-                 f"    max |Δp| = {self.max_prob_diff:.4f}, mean |Δp| = {self.mean_prob_diff:.4f}"]
+                 f"    max |Δp| = {self.max_prob_diff:.4f}, mean |Δp| = {self.mean_prob_diff:.4f}; fp32 scores lie a "
+                 f"median {self.median_margin:.4f} from the threshold",
+                 f"    reference: fp32 keeps {self.noise_agreement:.1%} of its own labels when pixels get "
+                 f"{NOISE_GREY_LEVELS} grey level of random noise"]
         if self.skipped:
             lines.append(f"    {self.skipped} unreadable image(s) skipped")
         lines.append("INT8 gate ok" if self.ok else "INT8 gate FAILED")
@@ -251,7 +259,10 @@ def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sampl
     """
     pos = fp32.contract.positive_index
     threshold = fp32.contract.threshold
-    p32, p8, truth = [], [], []
+    prep = fp32.preprocessing
+    noise_scale = (NOISE_GREY_LEVELS / 255.0 / np.asarray(prep.std, np.float32))[None, :, None, None]
+    rng = np.random.default_rng(settings.seed)
+    p32, p8, p32_noisy, truth = [], [], [], []
     skipped, i = 0, 0
     for chunk in iter_preprocessed([s.path for s in samples], fp32.preprocessing, batch_size=8):
         arrays = []
@@ -266,13 +277,17 @@ def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sampl
             batch = np.stack(arrays)
             p32.append(fp32.predict_arrays(batch)[:, pos])
             p8.append(int8.predict_arrays(batch)[:, pos])
+            noise = rng.standard_normal(batch.shape, dtype=np.float32) * noise_scale
+            p32_noisy.append(fp32.predict_arrays(batch + noise)[:, pos])
     if not p32:
         raise DataError(f"no readable images in the {split} split for the INT8 gate")
     prob32, prob8, y = np.concatenate(p32), np.concatenate(p8), np.asarray(truth)
     agreement = float(np.mean((prob32 >= threshold) == (prob8 >= threshold)))
+    noise_agreement = float(np.mean((prob32 >= threshold) == (np.concatenate(p32_noisy) >= threshold)))
     diff = np.abs(prob32 - prob8)
     return GateReport(split, len(y), agreement, roc_auc(y, prob32), roc_auc(y, prob8), float(diff.max()),
-                      float(diff.mean()), settings.min_agreement, settings.max_auc_change, threshold, skipped)
+                      float(diff.mean()), settings.min_agreement, settings.max_auc_change, threshold,
+                      float(np.median(np.abs(prob32 - threshold))), noise_agreement, skipped)
 
 
 def _load_data(data: str | os.PathLike[str], fp32: OnnxClassifier, settings: QuantizeSettings) -> LabeledData:
@@ -301,6 +316,11 @@ def quantize_model(fp32_path: str | os.PathLike[str], output: str | os.PathLike[
     """fp32 ONNX -> INT8 QDQ ONNX calibrated on ``data``'s training images, written only if the gate passes."""
     settings = settings or QuantizeSettings()
     t0 = time.perf_counter()
+    try:
+        import onnx  # noqa: F401  (onnxruntime.quantization needs it; deployment installs may lack it)
+    except ImportError:
+        raise QuantizationError("quantization needs the 'onnx' package: pip install 'skinonnx[train]' "
+                                "(or pip install onnx)") from None
     fp32_path = Path(fp32_path)
     output = Path(output) if output is not None else default_int8_path(fp32_path)
     if output.suffix.lower() != ".onnx":
@@ -323,10 +343,12 @@ def quantize_model(fp32_path: str | os.PathLike[str], output: str | os.PathLike[
         except (QuantizationError, DataError):
             raise
         except Exception as exc:  # onnx/onnxruntime raise many types; the user needs one line
+            if reader.used == 0:
+                raise DataError(f"no readable calibration images in the {settings.calibration_split} split "
+                                f"({reader.skipped[0][0]}: {reader.skipped[0][1]} ...)" if reader.skipped
+                                else "no calibration images") from None
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise QuantizationError(f"quantization failed: {first[:300]}") from None
-        if reader.used == 0:
-            raise DataError(f"no readable calibration images in the {settings.calibration_split} split")
         for path, problem in reader.skipped[:5]:
             echo(f"calibration: skipped {path}: {problem}")
         int8 = OnnxClassifier(tmp, "cpu", contract=fp32.contract)
@@ -353,8 +375,18 @@ def _gate_failure(gate: GateReport, output: Path) -> str:
     if not gate.auc_ok:
         reasons.append(f"|ΔROC-AUC| = {gate.auc_change:.4f} > {gate.max_auc_change:.4f}"
                        if np.isfinite(gate.auc_change) else "ROC-AUC is undefined")
+    hint = ""
+    if not gate.agreement_ok and gate.noise_agreement < gate.min_agreement:
+        hint = (f" The fp32 model itself changes {1 - gate.noise_agreement:.1%} of its labels under invisible pixel "
+                f"noise ({NOISE_GREY_LEVELS} grey level; half its scores lie within {gate.median_margin:.4f} of the "
+                "threshold): it is too unstable near its threshold for any INT8 version to pass; train it better.")
+    elif not gate.agreement_ok and gate.median_margin < 5 * gate.mean_prob_diff:
+        hint = (f" Half the fp32 scores lie within {gate.median_margin:.4f} of the threshold, so INT8's mean change of "
+                f"{gate.mean_prob_diff:.4f} flips labels: the model separates the classes weakly.")
+    advice = (" Deploy the fp32 model." if hint.endswith("train it better.")
+              else " Try --calibrate-method percentile or entropy, or deploy the fp32 model.")
     return (f"INT8 accuracy gate failed on {gate.n_images} {gate.split} images ({'; '.join(reasons)}); {output} "
-            "was not written. Try --calibrate-method percentile, more --calibration-images, or deploy the fp32 model.")
+            f"was not written.{hint}{advice}")
 
 
 def _description(settings: QuantizeSettings, used: int, found: LabeledData, source: Path,

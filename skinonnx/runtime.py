@@ -53,6 +53,11 @@ def physical_cores() -> int:
     return max(1, count)
 
 
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on (affinity-aware; os.cpu_count() is the whole host's)."""
+    return max(1, len(_allowed_cpus()))
+
+
 def _allowed_cpus() -> list[int]:
     try:
         return sorted(os.sched_getaffinity(0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,7 @@ def test_quantize_writes_a_gated_int8_model_that_test_and_predict_use(trained: T
     assert info["format"] == "QDQ" and info["reduce_range"] is True
     assert info["calibration"]["split"] == "train" and info["calibration"]["images"] == 24  # all 12 + 12
     assert info["gate"]["split"] == "val" and info["gate"]["n_images"] == 12 and info["gate"]["ok"]
+    assert 0.0 <= info["gate"]["noise_agreement"] <= 1.0 and info["gate"]["median_margin"] >= 0.0
     assert len(info["source_model_sha256"]) == 64
 
     ops = {n.op_type for n in int8_model.graph.node}
@@ -94,6 +96,14 @@ def test_quantize_refuses_bad_inputs_with_one_line(trained: TrainedModel, tmp_pa
     assert "would overwrite the fp32 model" in same.output
     missing = run_cli("quantize", "--onnx", tmp_path / "nope.onnx", "--data", trained.data, expect=1)
     assert "not found" in missing.output and "Traceback" not in missing.output
+    broken = tmp_path / "broken-train"
+    shutil.copytree(trained.data, broken)
+    for image in (broken / "train").rglob("*.png"):
+        image.write_bytes(b"<html>not an image</html>")
+    out = tmp_path / "x.int8.onnx"
+    unreadable = run_cli("quantize", "--onnx", trained.onnx, "--data", broken, "-o", out, expect=1)
+    assert "no readable calibration images in the train split" in unreadable.output
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))
 
 
 def test_quantize_and_runtime_import_no_torch() -> None:
