@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import pickle
@@ -75,14 +74,6 @@ def require_keys(state: dict[str, Any], keys: tuple[str, ...], path: str | os.Pa
     missing = [k for k in keys if k not in state]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}, needed for {purpose}")
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:

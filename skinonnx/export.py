@@ -17,12 +17,13 @@ from torch import nn
 
 from . import __version__
 from .atomic import atomic_path, ensure_writable_dir
-from .checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
+from .checkpoint import load_checkpoint, model_from_checkpoint
 from .contract import INPUT_NAME, OUTPUT_NAMES, ModelContract
 from .data import discover
 from .embed import Uint8Parity, check_uint8_parity, uint8_path_for
 from .embed import embed_preprocessing as embed_preprocessing_graph
 from .errors import ExportError, ShapeError, SkinOnnxError
+from .hashing import file_sha256
 from .images import DEFAULT_MAX_PIXELS
 from .parity import DEFAULT_ATOL, ParityReport, check_parity, load_parity_images
 from .preprocessing import Preprocessing

@@ -7,7 +7,6 @@ inputs and outputs come from an ONNX Runtime session, which also proves the file
 
 from __future__ import annotations
 
-import hashlib
 import json
 import mmap
 import os
@@ -17,6 +16,7 @@ from typing import Any
 
 from .contract import SCHEMA_KEY
 from .errors import ModelFileError
+from .hashing import file_sha256
 from .schema import NotOurs, validate
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16",
@@ -100,14 +100,6 @@ def read_header(path: str | os.PathLike[str]) -> Header:
         raise ModelFileError(f"{path}: not an ONNX model (no IR version or opset)")
     header.producer = " ".join(p for p in producer if p)
     return header
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

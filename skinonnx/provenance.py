@@ -8,7 +8,6 @@ deployed ONNX file is often evaluated far away from the machine that trained it.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import os
@@ -17,19 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_text
+from .hashing import file_sha256 as sha256_of
 
 PARITY_SCHEMA = "skinonnx-parity-record"
 PARITY_SCHEMA_VERSION = 1
 RUN_DIR_KEY = "training_run_dir"  # ONNX metadata key written by export
 CONFIG_KEY = "training_config"  # ONNX metadata key written by export (JSON)
-
-
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def json_ready(obj: Any) -> Any:

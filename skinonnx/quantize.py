@@ -25,7 +25,6 @@ written under its final name.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -43,6 +42,7 @@ from . import __version__
 from .atomic import atomic_path
 from .data import LabeledData, Sample, discover
 from .errors import DataError, QuantizationError
+from .hashing import file_sha256
 from .metrics import roc_auc
 from .preprocessing import Preprocessing
 from .runtime import OnnxClassifier, iter_preprocessed
@@ -300,14 +300,6 @@ def _load_data(data: str | os.PathLike[str], fp32: OnnxClassifier, settings: Qua
         raise DataError(f"the {settings.gate_split} split needs images of both classes for the ROC-AUC gate")
     found.split(settings.calibration_split)  # raises a clear error when missing
     return found
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def quantize_model(fp32_path: str | os.PathLike[str], output: str | os.PathLike[str] | None,
