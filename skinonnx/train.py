@@ -6,7 +6,6 @@ import contextlib
 import csv
 import dataclasses
 import io
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -334,7 +333,3 @@ def fit(cfg: TrainConfig, *, resume: bool = False, echo=print) -> TrainResult:
     finalize_best(ckpt_dir / "best.pt", val_loader, device, cfg, echo=echo)
     return TrainResult(ckpt_dir / "best.pt", ckpt_dir / "last.pt", run_dir, saver.best, saver.best_epoch,
                        epoch, history, skipped)
-
-
-def dump_config(cfg: TrainConfig) -> str:
-    return json.dumps(cfg.to_dict(), indent=2)

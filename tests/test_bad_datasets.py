@@ -14,7 +14,7 @@ import pytest
 from skinonnx.data import discover
 from skinonnx.errors import DataError
 
-from .badfiles import cli_error, cli_ok, make_imagefolder, rgb_pattern, tiny_onnx
+from .badfiles import cli_error, cli_ok, make_imagefolder, rgb_pattern, tiny_onnx, write_tiny_pngs
 
 TWO = {"benign": 3, "malignant": 3}
 
@@ -80,11 +80,8 @@ def _classes_differ_between_splits(t: Path) -> Path:
 
 
 def _flat_images_no_classes(t: Path) -> Path:
-    root = t / "d"
-    root.mkdir()
-    for i in range(3):
-        rgb_pattern(24, 24, i).save(root / f"img_{i}.png")
-    return root
+    write_tiny_pngs(t / "d", 3, size=24)
+    return t / "d"
 
 
 def _missing_path(t: Path) -> Path:

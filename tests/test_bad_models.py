@@ -17,7 +17,7 @@ import torch
 from skinonnx.checkpoint import FORMAT, load_checkpoint
 from skinonnx.errors import CheckpointError
 
-from .badfiles import cli_error, cli_ok, make_imagefolder, rgb_pattern, tiny_onnx
+from .badfiles import cli_error, cli_ok, make_imagefolder, rgb_pattern, tiny_onnx, write_tiny_pngs
 from .conftest import TrainedModel
 
 # --- checkpoints ------------------------------------------------------------------------------
@@ -208,11 +208,8 @@ def _predict(model: Path, folder: Path, out: Path, *extra: object) -> dict:
 
 @pytest.fixture
 def images(tmp_path: Path) -> Path:
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i in range(20):
-        rgb_pattern(40, 40, i).save(folder / f"{i:02d}.png")
-    return folder
+    write_tiny_pngs(tmp_path / "imgs", 20, size=40)
+    return tmp_path / "imgs"
 
 
 def test_onnx_without_metadata_needs_explicit_preprocessing(tmp_path: Path, images: Path) -> None:

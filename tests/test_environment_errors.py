@@ -19,6 +19,7 @@ from .badfiles import (
     rgb_pattern,
     tiny_onnx,
     unprivileged_prefix,
+    write_tiny_pngs,
 )
 from .conftest import TrainedModel, run_cli
 
@@ -27,11 +28,8 @@ TWO = {"benign": 2, "malignant": 2}
 
 @pytest.fixture
 def images(tmp_path: Path) -> Path:
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i in range(3):
-        rgb_pattern(24, 24, i).save(folder / f"{i}.png")
-    return folder
+    write_tiny_pngs(tmp_path / "imgs", 3, size=24)
+    return tmp_path / "imgs"
 
 
 def _leftover_temp_files(folder: Path) -> list[Path]:
