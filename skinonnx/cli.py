@@ -101,6 +101,20 @@ def main() -> None:
     """Train a ResNet50 skin-lesion classifier (benign vs malignant), export it to ONNX, deploy it."""
 
 
+_NEGATED_FLAGS = {"no_calibrate": "calibrate", "no_amp": "amp", "no_channels_last": "channels_last",
+                  "quiet": "progress"}
+
+
+def _explicit_train_settings() -> set[str]:
+    """TrainConfig fields the user typed (or set through the environment) on this `train` call."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    typed = {name for name in ctx.params
+             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    return {_NEGATED_FLAGS.get(name, name) for name in typed} - {"resume"}
+
+
 @main.command()
 @click.option("--data", default="data/synthetic", show_default=True,
               help="Data folder (split or flat ImageFolder) or index CSV (path,label,split).")
@@ -132,7 +146,9 @@ def main() -> None:
 @click.option("--name", default="", help="Run name under runs/ (default: a time stamp).")
 @click.option("--checkpoint-dir", default="checkpoints", show_default=True)
 @click.option("--runs-dir", default="runs", show_default=True)
-@click.option("--resume", is_flag=True, help="Continue from CHECKPOINT_DIR/last.pt with its saved settings.")
+@click.option("--resume", is_flag=True,
+              help="Continue from CHECKPOINT_DIR/last.pt with its saved settings; only --epochs, --early-stop, "
+                   "--data, --device, --workers, --cache-mb, --max-pixels, --runs-dir and --quiet may be given.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(**opts: object) -> None:
     """Fine-tune ResNet50; keep best.pt by a validation metric and last.pt every epoch."""
@@ -156,7 +172,7 @@ def train(**opts: object) -> None:
         cache_mb=int(opts["cache_mb"]), max_pixels=int(opts["max_pixels"]),
         checkpoint_dir=str(opts["checkpoint_dir"]), runs_dir=str(opts["runs_dir"]), progress=not quiet)
     try:
-        result = fit(cfg, resume=resume, echo=_echo)
+        result = fit(cfg, resume=resume, explicit=_explicit_train_settings(), echo=_echo)
     except KeyboardInterrupt:
         raise SkinOnnxError(f"interrupted; the last completed epoch is in {cfg.checkpoint_dir}/last.pt "
                             "(continue with --resume)") from None

@@ -230,20 +230,54 @@ def _write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
     write_text(path, buf.getvalue())
 
 
-def fit(cfg: TrainConfig, *, resume: bool = False, echo=print) -> TrainResult:
-    """Train, keeping best.pt (by the selection metric) and last.pt (every epoch, for --resume)."""
+# Settings a resumed run may take from the command line: where things are and how fast they run,
+# plus the epoch budget and patience. Everything else (lr, image size, ...) defines the run itself.
+RESUME_OVERRIDES = frozenset({"epochs", "early_stop", "data", "device", "workers", "cache_mb", "max_pixels",
+                              "checkpoint_dir", "runs_dir", "progress"})
+
+
+def resumed_config(saved: dict[str, Any], cfg: TrainConfig, explicit: frozenset[str] | set[str],
+                   where: Path) -> TrainConfig:
+    """The saved run's settings, with the explicitly given ones that may change on resume.
+
+    An explicitly given setting that would change the run itself is an error, not silently ignored.
+    """
+    given = {name: getattr(cfg, name) for name in explicit if hasattr(cfg, name)}
+    changed = sorted(name for name, value in given.items()
+                     if name not in RESUME_OVERRIDES and name in saved and saved[name] != value)
+    if changed:
+        listing = ", ".join(f"--{name.replace('_', '-')} (run: {saved[name]!r}, given: {given[name]!r})"
+                            for name in changed)
+        raise SkinOnnxError(f"--resume continues run '{saved.get('name', '?')}' with its saved settings; "
+                            f"{listing} would change the run itself. Drop the option, or start a new run "
+                            "(another --checkpoint-dir)")
+    if "epochs" in given and given["epochs"] != saved.get("epochs") and saved.get("scheduler") == "cosine":
+        raise SkinOnnxError(f"--epochs cannot change on --resume with the cosine schedule: its learning rate "
+                            f"was laid out over {saved.get('epochs')} epochs. Resume without --epochs, or "
+                            "start a new run")
+    overrides = {name: value for name, value in given.items() if name in RESUME_OVERRIDES}
+    try:
+        return TrainConfig(**{**saved, **overrides, "progress": cfg.progress})
+    except TypeError as exc:
+        raise CheckpointError(f"{where}: its saved settings do not fit this skinonnx ({exc})") from None
+
+
+def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | set[str] = frozenset(),
+        echo=print) -> TrainResult:
+    """Train, keeping best.pt (by the selection metric) and last.pt (every epoch, for --resume).
+
+    ``explicit``: the settings the user gave on this call; with ``resume`` only those in
+    :data:`RESUME_OVERRIDES` may differ from the saved run.
+    """
     ckpt_dir = Path(cfg.checkpoint_dir)
     state: dict[str, Any] | None = None
     if resume:
         state = load_checkpoint(ckpt_dir / "last.pt")
         require_keys(state, RESUME_KEYS, ckpt_dir / "last.pt", "--resume")
-        saved = state.get("config") or {}
-        try:
-            cfg = TrainConfig(**{**saved, "progress": cfg.progress})
-        except TypeError as exc:
-            raise CheckpointError(f"{ckpt_dir / 'last.pt'}: its saved settings do not fit this skinonnx "
-                                  f"({exc})") from None
+        cfg = resumed_config(state.get("config") or {}, cfg, {*explicit, "checkpoint_dir"}, ckpt_dir / "last.pt")
         echo(f"resuming run '{cfg.name}' from {ckpt_dir / 'last.pt'} (epoch {state['epoch']} of {cfg.epochs})")
+        if int(state["epoch"]) >= cfg.epochs:
+            echo(f"note: the run already completed {state['epoch']} epochs; pass a larger --epochs to train on")
     ensure_writable_dir(ckpt_dir)  # fail now, not after the first (possibly hour-long) epoch
     ensure_writable_dir(cfg.run_dir)
     seed_everything(cfg.seed)

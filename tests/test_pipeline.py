@@ -14,6 +14,7 @@ import torch
 from skinonnx.checkpoint import load_checkpoint
 from skinonnx.runtime import OnnxClassifier
 
+from .badfiles import cli_error
 from .conftest import TrainedModel, run_cli
 
 pytestmark = pytest.mark.slow
@@ -128,16 +129,41 @@ def test_resume_continues_to_the_requested_epoch(trained: TrainedModel, tmp_path
     ckpt.mkdir()
     shutil.copy(trained.last, ckpt / "last.pt")
     shutil.copy(trained.checkpoint, ckpt / "best.pt")
-    state = torch.load(ckpt / "last.pt", weights_only=True)
-    state["config"]["epochs"] = 3
-    state["config"]["checkpoint_dir"] = str(ckpt)
-    state["config"]["runs_dir"] = str(tmp_path / "runs")
+    result = run_cli("train", "--resume", "--checkpoint-dir", ckpt, "--runs-dir", tmp_path / "runs",
+                     "--epochs", "3", "--quiet")
+    assert "resuming run 't'" in result.output and "(epoch 2 of 3)" in result.output
+    last = load_checkpoint(ckpt / "last.pt")
+    assert last["epoch"] == 3 and last["config"]["epochs"] == 3
+    assert [h["epoch"] for h in last["history"]] == [1, 2, 3]
+    assert last["config"]["lr"] == 1e-3 and last["config"]["image_size"] == 32  # the run's own settings kept
+    assert (tmp_path / "runs" / "t" / "metrics.csv").read_text().count("\n") == 4  # header + 3 epochs
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--lr", "0.01", "--lr (run: 0.001, given: 0.01)"),
+    ("--image-size", "64", "--image-size (run: 32, given: 64)"),
+    ("--no-calibrate", None, "--calibrate (run: True, given: False)"),
+])
+def test_resume_refuses_options_that_would_change_the_run(trained: TrainedModel, tmp_path, option, value,
+                                                          says) -> None:
+    """Before, --resume silently ignored them; now the user hears which ones and why."""
+    ckpt = tmp_path / "ck"
+    ckpt.mkdir()
+    shutil.copy(trained.last, ckpt / "last.pt")
+    args = [option] if value is None else [option, value]
+    cli_error("train", "--resume", "--checkpoint-dir", ckpt, "--runs-dir", tmp_path / "runs", *args, "--quiet",
+              says=(says, "would change the run itself"))
+    assert load_checkpoint(ckpt / "last.pt")["epoch"] == 2  # untouched
+
+
+def test_resume_with_a_cosine_schedule_keeps_its_epoch_count(trained: TrainedModel, tmp_path) -> None:
+    ckpt = tmp_path / "ck"
+    ckpt.mkdir()
+    state = torch.load(trained.last, weights_only=True)
+    state["config"]["scheduler"] = "cosine"
     torch.save(state, ckpt / "last.pt")
-    result = run_cli("train", "--resume", "--checkpoint-dir", ckpt, "--quiet")
-    assert "resuming" in result.output
-    assert load_checkpoint(ckpt / "last.pt")["epoch"] == 3
-    history = load_checkpoint(ckpt / "last.pt")["history"]
-    assert [h["epoch"] for h in history] == [1, 2, 3]
+    cli_error("train", "--resume", "--checkpoint-dir", ckpt, "--epochs", "5", "--quiet",
+              says=("cosine schedule", "2 epochs"))
 
 
 def test_test_defaults_to_the_training_data_recorded_in_the_model(trained: TrainedModel, tmp_path) -> None:
