@@ -61,6 +61,16 @@ def test_quantize_writes_a_gated_int8_model_that_test_and_predict_use(trained: T
     assert max(w.dims[0] for w in int8_weights) == 2048
     scales = {t.name: t for t in int8_model.graph.initializer if t.name.endswith("_scale")}
     assert any(len(t.dims) == 1 and t.dims[0] > 1 for t in scales.values())  # per-channel weight scales
+    producers = {out: n.op_type for n in int8_model.graph.node for out in n.output}
+    consumers: dict[str, list[str]] = {}
+    for n in int8_model.graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n.op_type)
+    convs = [n for n in int8_model.graph.node if n.op_type == "Conv"]
+    assert all(producers.get(n.input[1]) == "DequantizeLinear" for n in convs)  # every Conv runs on int8 weights
+    adds = [n for n in int8_model.graph.node if n.op_type == "Add"]
+    assert len(adds) == 16  # the residual adds, one per bottleneck block...
+    assert all("QuantizeLinear" not in consumers.get(n.output[0], []) for n in adds)  # ...whose sums stay fp32
     softmax = next(n for n in int8_model.graph.node if n.op_type == "Softmax")
     assert softmax.output[0] == "probabilities"  # the probabilities are not quantized
     assert "Softmax" not in QUANTIZED_OP_TYPES
