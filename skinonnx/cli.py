@@ -459,5 +459,28 @@ def demo(data_dir: Path, epochs: int, image_size: int, seed: int, quiet: bool) -
     run_demo(data_dir, epochs=epochs, image_size=image_size, seed=seed, progress=not quiet, echo=_echo)
 
 
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("data/synthetic"), show_default=True)
+@click.option("--train", "n_train", type=POSITIVE_INT, default=96, show_default=True, help="Training images per class.")
+@click.option("--val", "n_val", type=POSITIVE_INT, default=24, show_default=True, help="Validation images per class.")
+@click.option("--test", "n_test", type=POSITIVE_INT, default=30, show_default=True, help="Test images per class.")
+@click.option("--size", type=click.IntRange(32, 1024), default=128, show_default=True, help="Image side in pixels.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--quiet", is_flag=True)
+def synthetic(out_dir: Path, n_train: int, n_val: int, n_test: int, size: int, seed: int, quiet: bool) -> None:
+    """Generate synthetic ABCD-rule lesions (split ImageFolder + masks).
+
+    Besides the demo, a larger set is an offline pretraining source when ImageNet weights cannot be
+    downloaded: train on it, then fine-tune on real data with --weights its best.pt (see README).
+    """
+    from .atomic import ensure_writable_dir
+    from .synthetic import generate_dataset
+
+    ensure_writable_dir(out_dir)
+    summary = generate_dataset(out_dir, counts={"train": n_train, "val": n_val, "test": n_test}, size=size,
+                               seed=seed, progress=not quiet)
+    click.echo(f"synthetic data set in {out_dir}: {summary['counts']} ({size} px, seed {seed})")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -263,3 +263,21 @@ def _mirror_iou(mask: np.ndarray) -> float:
     for flipped in (centred[:, ::-1], centred[::-1, :], centred[::-1, ::-1]):
         ious.append((centred & flipped).sum() / (centred | flipped).sum())
     return float(np.mean(ious))
+
+
+def test_synthetic_command_writes_the_same_set_as_the_library(tmp_path: Path) -> None:
+    from skinonnx.data import discover
+
+    from .conftest import run_cli
+
+    result = run_cli("synthetic", "--out", tmp_path / "cli", "--train", "3", "--val", "2", "--test", "1",
+                     "--size", "48", "--seed", "5", "--quiet")
+    assert "'train': {'benign': 3, 'malignant': 3}" in result.output
+    found = discover(tmp_path / "cli", write_split_file=False)
+    assert [len(found.split(s)) for s in ("train", "val", "test")] == [6, 4, 2]
+    samples = [s for split in found.splits.values() for s in split]
+    assert {Image.open(s.path).size for s in samples} == {(48, 48)}
+    generate_dataset(tmp_path / "lib", counts={"train": 3, "val": 2, "test": 1}, size=48, seed=5, progress=False)
+    for sample in samples:
+        twin = tmp_path / "lib" / sample.path.relative_to(tmp_path / "cli")
+        assert twin.read_bytes() == sample.path.read_bytes()
