@@ -27,10 +27,11 @@ def calibrate_and_choose(logits: np.ndarray, labels: np.ndarray, positive_index:
     calibrated = softmax_np(logits, temperature)[:, positive_index]
     policy = parse_policy(policy_text)
     choice = choose_threshold(policy, y, calibrated)
-    threshold = float(getattr(choice, "value", choice))
-    note = getattr(choice, "note", None)
+    threshold = float(choice.value)
+    note = choice.note
     return {
-        "decision": {"policy": str(policy), "threshold": threshold, "note": note or ""},
+        "decision": {"policy": str(policy), "threshold": threshold, "note": note or "",
+                     "roc_point": choice.roc_point},
         "calibration": {
             "temperature": temperature,
             "ece_before": float(expected_calibration_error(y, raw)),

@@ -11,8 +11,12 @@ A case is predicted malignant when ``prob >= threshold``. Policies, as text
   only trades specificity away);
 * ``fixed:T`` (0 <= T <= 1) - T itself.
 
-Candidate thresholds for the data-driven policies are the observed probabilities, so applying
-``prob >= t`` to the validation data reproduces exactly the ROC point that was chosen.
+Candidate thresholds for the data-driven policies are the observed probabilities: the chosen
+ROC point is ``roc_point`` (a validation image's own score). The threshold actually returned
+(``value``) is the midpoint between it and the next lower observed score. On the validation data
+``prob >= value`` gives exactly the same confusion matrix, but no image sits *on* the threshold:
+at the observed score itself one validation image would flip with any change in the last digits
+(another runtime, a GPU, INT8, a re-implemented resize), and the gap below it is free margin.
 :func:`choose_threshold` returns a :class:`ThresholdChoice`: the value plus the validation
 sensitivity / specificity it gives, and a ``note`` that is set only when the policy could not
 be applied (validation data with a single class) and the 0.5 fallback was used instead.
@@ -116,6 +120,7 @@ class ThresholdChoice:
     sensitivity: float = float("nan")
     specificity: float = float("nan")
     note: str | None = None
+    roc_point: float | None = None  # data-driven policies: the observed score that defines the ROC point
 
     @property
     def fell_back(self) -> bool:
@@ -130,7 +135,8 @@ def choose_threshold(
 ) -> ThresholdChoice:
     """Pick the decision threshold for ``policy`` on validation labels and probabilities.
 
-    ``youden``: ties in J go to the higher threshold. ``sensitivity:S``: highest threshold with
+    ``youden``: ties in J go to the higher threshold (``roc_point``; ``value`` lies halfway below
+    it). ``sensitivity:S``: highest threshold with
     sensitivity >= S (always exists, the lowest observed probability gives sensitivity 1).
     ``fixed:T``: T, whatever the data. When the data lack a class (or are empty) the data-driven
     policies cannot be applied: the choice is then 0.5 with an explanatory ``note``; no error.
@@ -143,6 +149,7 @@ def choose_threshold(
     n_neg = int(truth.size - n_pos)
 
     note: str | None = None
+    roc_point: float | None = None
     if pol.kind == "fixed":
         assert pol.value is not None
         value = pol.value
@@ -167,9 +174,12 @@ def choose_threshold(
             assert pol.value is not None
             # tp / n_pos is the same float the sensitivity metric computes, so the check agrees
             best = int(np.argmax(tp / n_pos >= pol.value))  # TPR rises along the list
-        value = float(candidates[best])
+        roc_point = float(candidates[best])
+        # halfway down to the next lower observed score: same confusion matrix, no image on the edge
+        value = roc_point if best + 1 == candidates.size else float((candidates[best] + candidates[best + 1]) / 2)
 
     counts = confusion(truth, (probs >= value).astype(np.int64))
     sens = counts.tp / n_pos if n_pos else float("nan")
     spec = counts.tn / n_neg if n_neg else float("nan")
-    return ThresholdChoice(value=value, policy=pol, sensitivity=sens, specificity=spec, note=note)
+    return ThresholdChoice(value=value, policy=pol, sensitivity=sens, specificity=spec, note=note,
+                           roc_point=roc_point)

@@ -134,6 +134,9 @@ def test_policy_chosen_on_validation_goes_into_checkpoint_and_onnx_metadata(poli
     prob = expit(logits[:, 1])
     kind, _, value = policy.partition(":")
     expected = float(value) if kind == "fixed" else _brute_force(labels, prob, kind, float(value or 0))
+    if kind != "fixed":  # the stored threshold lies halfway between that ROC point and the next score down
+        assert extra["decision"]["roc_point"] == pytest.approx(expected)
+        expected = (expected + prob[prob < expected].max()) / 2
     assert extra["decision"]["threshold"] == pytest.approx(expected)
     assert extra["decision"]["policy"] == policy and extra["calibration"]["temperature"] == 1.0
     if kind == "sensitivity":

@@ -114,7 +114,8 @@ def test_youden_hand_case_with_float_trap_tie() -> None:
     neg = [0.9, 0.7, 0.5, 0.4, 0.3]
     y = [1] * 5 + [0] * 5
     choice = choose_threshold("youden", y, pos + neg)
-    assert choice.value == 0.8
+    assert choice.roc_point == 0.8
+    assert choice.value == pytest.approx(0.75)  # halfway to the next score down (.7): same counts, no image on it
     assert choice.note is None and not choice.fell_back
     assert choice.sensitivity == pytest.approx(3 / 5)
     assert choice.specificity == pytest.approx(4 / 5)
@@ -125,8 +126,9 @@ def test_youden_unique_maximum() -> None:
     # .5 = 1 - 2/3, .4 = 0 -> unique maximum 2/3 at .8 and .6: tie again -> .8;
     # move .6 up to .75 so J(.75) = 1 > everything -> .75
     y = [1, 1, 0, 1, 0, 0]
-    assert choose_threshold("youden", y, [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]).value == 0.8
-    assert choose_threshold("youden", y, [0.9, 0.8, 0.7, 0.75, 0.5, 0.4]).value == 0.75
+    assert choose_threshold("youden", y, [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]).roc_point == 0.8
+    assert choose_threshold("youden", y, [0.9, 0.8, 0.7, 0.75, 0.5, 0.4]).roc_point == 0.75
+    assert choose_threshold("youden", y, [0.9, 0.8, 0.7, 0.75, 0.5, 0.4]).value == pytest.approx(0.725)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -136,12 +138,16 @@ def test_youden_reaches_best_roc_point(seed: int) -> None:
     p = np.round(np.clip(rng.normal(0.4 + 0.25 * y, 0.2), 0, 1), 2)
     fpr, tpr, _ = skm.roc_curve(y, p)
     choice = choose_threshold(ThresholdPolicy("youden"), y, p)
-    assert choice.value in set(p.tolist())
+    assert choice.roc_point in set(p.tolist())
+    below = p[p < choice.roc_point].max()
+    assert choice.value == pytest.approx((choice.roc_point + below) / 2)
+    assert np.array_equal(p >= choice.value, p >= choice.roc_point)  # the same ROC point...
+    assert not np.any(p == choice.value)  # ...with no image on the threshold
     pred = p >= choice.value
     j = skm.recall_score(y, pred) + skm.recall_score(y, pred, pos_label=0) - 1
     assert j == pytest.approx(np.max(tpr - fpr), abs=1e-12)
     # no higher observed threshold does as well
-    for t in np.unique(p[p > choice.value]):
+    for t in np.unique(p[p > choice.roc_point]):
         assert _sens(y, p, t) + _spec(y, p, t) - 1 < j - 1e-12
 
 
@@ -169,7 +175,9 @@ NEG = [0.65, 0.45, 0.25, 0.15, 0.05]
 def test_sensitivity_hand_cases(target: float, expected: float) -> None:
     y = [1] * len(POS) + [0] * len(NEG)
     choice = choose_threshold(f"sensitivity:{target}", y, POS + NEG)
-    assert choice.value == expected
+    assert choice.roc_point == expected
+    lower = [q for q in POS + NEG if q < expected]
+    assert choice.value == (pytest.approx((expected + max(lower)) / 2) if lower else expected)
     assert choice.sensitivity >= target
     assert choice.policy == ThresholdPolicy("sensitivity", target)
 
@@ -183,7 +191,8 @@ def test_sensitivity_is_highest_threshold_reaching_target(seed: int, target: flo
     p = np.round(rng.random(200) * 0.6 + 0.3 * y, 3)
     choice = choose_threshold(ThresholdPolicy("sensitivity", target), y, p)
     assert skm.recall_score(y, p >= choice.value) >= target
-    higher = np.unique(p[p > choice.value])
+    assert np.array_equal(p >= choice.value, p >= choice.roc_point)
+    higher = np.unique(p[p > choice.roc_point])
     if higher.size:  # the next observed threshold up misses the target
         assert skm.recall_score(y, p >= higher.min()) < target
     # the best specificity among all observed thresholds that reach the target
@@ -197,7 +206,7 @@ def test_sensitivity_is_highest_threshold_reaching_target(seed: int, target: flo
 
 def test_fixed_ignores_data() -> None:
     choice = choose_threshold("fixed:0.3", [1, 0, 1], [0.2, 0.4, 0.9])
-    assert choice.value == 0.3 and not choice.fell_back
+    assert choice.value == 0.3 and choice.roc_point is None and not choice.fell_back
     assert float(choice) == 0.3
     assert choice.sensitivity == pytest.approx(1 / 2) and choice.specificity == 0.0
     one_class = choose_threshold("fixed:0.7", [0, 0], [0.2, 0.9])
