@@ -247,15 +247,20 @@ def _run_quantize(onnx_path: Path, output: Path | None, data: str, options: dict
 @click.option("--gate-split", type=click.Choice(["val", "test"]), default="val", show_default=True)
 @click.option("--gate-images", type=click.IntRange(min=0), default=0, show_default=True,
               help="Gate on a seeded, class-stratified subset of this many images (0: the whole split).")
+@click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
+              help="Remove INT8's mean logit shift, measured on the calibration images, via the classifier bias.")
+@click.option("--keep-fp32", multiple=True, type=click.Choice(["stem", "layer1", "layer2", "layer3", "layer4"]),
+              help="Leave this ResNet stage unquantized (repeatable); layer4 is ~20 % of the FLOPs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def quantize(onnx_path: Path, output: Path | None, data: str, calibration_images: int, calibrate_method: str,
              reduce_range: bool, min_agreement: float, max_auc_change: float, gate_split: str, gate_images: int,
-             seed: int) -> None:
+             bias_correction: bool, keep_fp32: tuple[str, ...], seed: int) -> None:
     """Static INT8 (QDQ) copy of an fp32 model, written only if it passes the accuracy gate."""
     _run_quantize(onnx_path, output, data, {
         "calibration_images": calibration_images, "method": calibrate_method, "reduce_range": reduce_range,
         "min_agreement": min_agreement, "max_auc_change": max_auc_change, "gate_split": gate_split,
-        "gate_images": gate_images, "seed": seed})
+        "gate_images": gate_images, "bias_correction": bias_correction, "keep_fp32": tuple(keep_fp32),
+        "seed": seed})
 
 
 @main.command()
