@@ -128,3 +128,39 @@ def test_physical_cores_respects_the_affinity_mask() -> None:
     from skinonnx.runtime import physical_cores
 
     assert 1 <= physical_cores() <= len(os.sched_getaffinity(0))
+
+
+def test_bias_correction_removes_the_mean_logit_shift_and_keep_fp32_leaves_a_stage_unquantized(
+        trained: TrainedModel, tmp_path) -> None:
+    from skinonnx.quantize import mean_logits
+
+    out = tmp_path / "model.int8.onnx"
+    result = run_cli("quantize", "--onnx", trained.onnx, "--data", trained.data, "-o", out, "--keep-fp32", "layer4",
+                     "--min-agreement", "0.5", "--max-auc-change", "0.2")
+    assert "bias correction" in result.output and out.is_file()
+    info = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["quantization"])
+    assert info["fp32_stages"] == ["layer4"] and info["bias_correction"]["applied"]
+    shift = np.asarray(info["bias_correction"]["logit_shift_removed"])
+    assert shift.shape == (2,) and np.all(np.abs(shift) > 0)
+
+    # The calibration images (all 24 training images here): on them the corrected INT8 model's mean
+    # logits equal the fp32 model's; the uncorrected one's differ by exactly the recorded shift.
+    fp32 = OnnxClassifier(trained.onnx, "cpu")
+    paths = sorted((trained.data / "train").rglob("*.png"))
+    batches = [np.stack([fp32.preprocessing.from_file(p) for p in paths])]
+    reference = mean_logits(trained.onnx, batches, fp32.input_name)
+    corrected = mean_logits(out, batches, fp32.input_name)
+    assert np.abs(corrected - reference).max() < 1e-4 < np.abs(shift).max()
+    raw = tmp_path / "raw.int8.onnx"
+    run_cli("quantize", "--onnx", trained.onnx, "--data", trained.data, "-o", raw, "--keep-fp32", "layer4",
+            "--no-bias-correction", "--min-agreement", "0.5", "--max-auc-change", "0.2")
+    np.testing.assert_allclose(mean_logits(raw, batches, fp32.input_name) - reference, shift, atol=1e-4)
+
+    graph = onnx.load(str(out)).graph
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    convs = {n.name: n for n in graph.node if n.op_type == "Conv"}
+    layer4 = [n for name, n in convs.items() if name.startswith("/model/layer4/")]
+    others = [n for name, n in convs.items() if not name.startswith("/model/layer4/")]
+    assert len(layer4) == 10 and len(others) == 43  # 3 blocks x 3 convs + the downsample; the rest
+    assert all(producers.get(n.input[1]) != "DequantizeLinear" for n in layer4)  # fp32 weights
+    assert all(producers.get(n.input[1]) == "DequantizeLinear" for n in others)
