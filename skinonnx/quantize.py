@@ -299,9 +299,8 @@ def correct_logit_bias(path: Path, shift: np.ndarray, output: str = "logits") ->
 def _bias_correct(fp32_path: Path, int8_path: Path, paths: Sequence[Path], prep: Preprocessing,
                   input_name: str) -> list[float]:
     """Measure the mean INT8 - fp32 logit shift on the calibration images and remove it; return the shift."""
-    batches = [np.stack([a for _, a, _ in chunk if a is not None])
-               for chunk in iter_preprocessed(paths, prep, batch_size=8)]
-    batches = [b for b in batches if len(b)]
+    arrays = ([a for _, a, _ in chunk if a is not None] for chunk in iter_preprocessed(paths, prep, batch_size=8))
+    batches = [np.stack(chunk) for chunk in arrays if chunk]  # unreadable files were reported by calibration
     if not batches:
         return []
     shift = mean_logits(int8_path, batches, input_name) - mean_logits(fp32_path, batches, input_name)
