@@ -56,10 +56,7 @@ def parse_variant(text: str) -> tuple[tuple[str, ...], quantize.QuantizeSettings
 
 
 def margins(model: Path, batches: list[np.ndarray], input_name: str, positive: int) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    logits = np.concatenate([session.run(["logits"], {input_name: b})[0] for b in batches]).astype(np.float64)
+    logits = quantize.model_logits(model, batches, input_name)
     return logits[:, positive] - logits[:, 1 - positive]
 
 

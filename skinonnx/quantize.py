@@ -270,13 +270,18 @@ def _quantize_file(source: Path, target: Path, reader: _CalibrationReader, setti
         quant_logger.setLevel(previous)
 
 
-def mean_logits(model: Path, batches: Sequence[np.ndarray], input_name: str, output: str = "logits") -> np.ndarray:
-    """Mean of ``output`` over the batches (CPU, default session options)."""
+def model_logits(model: Path, batches: Sequence[np.ndarray], input_name: str, output: str = "logits") -> np.ndarray:
+    """``output`` for every image of the batches, as float64 rows (CPU, default session options)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     rows = [session.run([output], {input_name: batch})[0] for batch in batches]
-    return np.concatenate(rows).astype(np.float64).mean(axis=0)
+    return np.concatenate(rows).astype(np.float64)
+
+
+def mean_logits(model: Path, batches: Sequence[np.ndarray], input_name: str, output: str = "logits") -> np.ndarray:
+    """Mean of ``output`` over the batches."""
+    return model_logits(model, batches, input_name, output).mean(axis=0)
 
 
 def correct_logit_bias(path: Path, shift: np.ndarray, output: str = "logits") -> None:
