@@ -21,7 +21,7 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) cli.py demo
 
-# Node example used by tests/test_embedding.py (skips with a reason where npm/node are absent)
+# Node example used by tests/deploy/test_embedding.py (skips with a reason where npm/node are absent)
 examples/node/node_modules: examples/node/package.json examples/node/package-lock.json
 	@command -v npm >/dev/null && npm ci --ignore-scripts --no-audit --no-fund --prefix examples/node \
 	  || echo "npm not found: the Node example tests will skip"

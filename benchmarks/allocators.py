@@ -39,8 +39,8 @@ def probe(forward_batch: int = 32, train_batch: int = 16, image_size: int = 224)
     import torch
     from torch import nn
 
-    from skinonnx.model import build_model
-    from skinonnx.runtime import physical_cores
+    from skinonnx.cpus import physical_cores
+    from skinonnx.training.model import build_model
 
     torch.set_num_threads(physical_cores())
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from skinonnx.images import load_rgb
+from skinonnx.data.images import load_rgb
 
 from .peak import median
 

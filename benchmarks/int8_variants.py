@@ -3,7 +3,7 @@
     python -m benchmarks.int8_variants --onnx exports/model.onnx --data ../shared/data/isic-bm
     python -m benchmarks.int8_variants ... --variants conv,conv+add,conv:nobc,conv:keep=layer4
 
-Each variant is quantized with ``skinonnx.quantize`` (calibration on the training split, as the
+Each variant is quantized with ``skinonnx.export.quantize`` (calibration on the training split, as the
 ``quantize`` command does) and compared with the fp32 file on the validation split:
 
 * ``rel_error``: std of the INT8 - fp32 logit margin (positive minus other logit) divided by the std
@@ -28,10 +28,10 @@ from unittest import mock
 
 import numpy as np
 
-from skinonnx import quantize
-from skinonnx.data import discover
-from skinonnx.metrics import roc_auc
-from skinonnx.runtime import OnnxClassifier, iter_preprocessed
+from skinonnx.data.layouts import discover
+from skinonnx.deploy.runtime import OnnxClassifier, iter_preprocessed
+from skinonnx.evaluation.metrics import roc_auc
+from skinonnx.export import quantize
 
 OP_SETS = {"conv": ("Conv",), "conv+add": ("Conv", "Add", "MaxPool")}
 

@@ -130,7 +130,7 @@ def prepare_data(args: argparse.Namespace, work: Path) -> tuple[Path, bool]:
         return args.data, True
     if REAL_DATA.is_dir():
         return REAL_DATA, True
-    from skinonnx.synthetic import generate_dataset
+    from skinonnx.data.synthetic import generate_dataset
 
     root = work / "synthetic"
     generate_dataset(root, counts={"train": 40, "val": 16, "test": 16}, size=256, seed=0, progress=False)
@@ -141,16 +141,16 @@ def build_models(bench: Bench, data: Path):
     """(torch model, fp32 ONNX path, INT8 ONNX path or None, gate dict)."""
     import torch
 
-    from skinonnx.contract import ModelContract
-    from skinonnx.export import export, to_onnx
-    from skinonnx.model import build_model
-    from skinonnx.preprocessing import Preprocessing
-    from skinonnx.quantize import DEFAULT_MAX_AUC_CHANGE, DEFAULT_MIN_AGREEMENT, QuantizeSettings, quantize_model
+    from skinonnx.data.preprocessing import Preprocessing
+    from skinonnx.deploy.contract import ModelContract
+    from skinonnx.export.onnx_export import export, to_onnx
+    from skinonnx.export.quantize import DEFAULT_MAX_AUC_CHANGE, DEFAULT_MIN_AGREEMENT, QuantizeSettings, quantize_model
+    from skinonnx.training.model import build_model
 
     args = bench.args
     fp32_path = bench.work / "model.onnx"
     if args.checkpoint:
-        from skinonnx.checkpoint import load_checkpoint, model_from_checkpoint
+        from skinonnx.training.checkpoint import load_checkpoint, model_from_checkpoint
 
         state = load_checkpoint(args.checkpoint)
         model = model_from_checkpoint(state).eval()
@@ -182,7 +182,7 @@ def build_models(bench: Bench, data: Path):
 
 
 def run_inference(bench: Bench, model, fp32_path: Path, int8_path: Path | None, flops: float) -> None:
-    from skinonnx.runtime import OnnxClassifier
+    from skinonnx.deploy.runtime import OnnxClassifier
 
     from .inference import eager_variant, interleaved, ort_variant, summarize
 
@@ -210,8 +210,8 @@ def run_inference(bench: Bench, model, fp32_path: Path, int8_path: Path | None, 
 
 
 def run_end_to_end(bench: Bench, data: Path, fp32_path: Path, int8_path: Path | None) -> None:
-    from skinonnx.data import discover
-    from skinonnx.runtime import OnnxClassifier
+    from skinonnx.data.layouts import discover
+    from skinonnx.deploy.runtime import OnnxClassifier
 
     from .endtoend import draft_speedup, end_to_end, make_large_jpegs
 
@@ -238,7 +238,7 @@ def run_end_to_end(bench: Bench, data: Path, fp32_path: Path, int8_path: Path | 
 
 
 def run_training(bench: Bench, data: Path) -> None:
-    from skinonnx.data import discover
+    from skinonnx.data.layouts import discover
 
     from .training import training_throughput
 
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
     import torch
 
-    from skinonnx.runtime import physical_cores
+    from skinonnx.cpus import physical_cores
 
     from .peak import DOCUMENTED_FMA_PEAK_GFLOPS, forward_flops, measure_fma_peak, measure_sgemm
     from .report import format_table

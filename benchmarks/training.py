@@ -1,5 +1,5 @@
 """Training throughput: a plain fp32 loop (NCHW, JPEGs decoded every step) vs skinonnx's train path
-(channels_last + decoded-once cache), one step of each in turn, with skinonnx.train.train_step."""
+(channels_last + decoded-once cache), one step of each in turn, with skinonnx.training.loop.train_step."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from skinonnx.data import Sample
-from skinonnx.model import build_model
-from skinonnx.preprocessing import Preprocessing
-from skinonnx.torch_data import ImageCache, LesionDataset, default_workers, make_loader
-from skinonnx.train import TrainConfig, make_optimizer, train_step
+from skinonnx.data.layouts import Sample
+from skinonnx.data.preprocessing import Preprocessing
+from skinonnx.training.loaders import ImageCache, LesionDataset, default_workers, make_loader
+from skinonnx.training.loop import TrainConfig, make_optimizer, train_step
+from skinonnx.training.model import build_model
 
 from .peak import median
 

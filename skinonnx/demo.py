@@ -5,18 +5,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .synthetic import generate_dataset
+from .data.synthetic import generate_dataset
 
 DEMO_COUNTS = {"train": 96, "val": 24, "test": 30}  # per class: the original's 64/16/20 % proportions
 
 
 def run_demo(data_dir: Path, *, epochs: int = 8, image_size: int = 64, seed: int = 0, progress: bool = True,
              echo=print, workdir: Path = Path(".")) -> dict[str, float]:
-    from .evaluation import evaluate_split, format_metrics
-    from .export import export
-    from .predict import collect_inputs, run_predict, write_outputs
-    from .runtime import OnnxClassifier
-    from .train import TrainConfig, fit
+    from .deploy.predict import collect_inputs, run_predict, write_outputs
+    from .deploy.runtime import OnnxClassifier
+    from .evaluation.report import evaluate_split, format_metrics
+    from .export.onnx_export import export
+    from .training.loop import TrainConfig, fit
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -20,8 +20,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from skinonnx.contract import ModelContract
-from skinonnx.preprocessing import Preprocessing
+from skinonnx.data.preprocessing import Preprocessing
+from skinonnx.deploy.contract import ModelContract
 
 from .conftest import run_cli
 

@@ -25,7 +25,7 @@ def run_cli(*args: str, expect: int | None = 0):
 
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from skinonnx.synthetic import generate_dataset
+    from skinonnx.data.synthetic import generate_dataset
 
     root = tmp_path_factory.mktemp("synthetic")
     generate_dataset(root, counts={"train": 12, "val": 6, "test": 6}, size=64, seed=3, progress=False)

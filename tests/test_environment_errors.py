@@ -125,7 +125,7 @@ def test_disk_full_writing_predictions_keeps_the_old_file(tmp_path: Path, images
     if where == "at fsync":
         monkeypatch.setattr(atomic.os, "fsync", _enospc)
     else:
-        import skinonnx.predict as predict
+        import skinonnx.deploy.predict as predict
 
         def write_half(final, text):
             return atomic.write_with(final, lambda tmp: _half_then_enospc(tmp, text.encode()))
@@ -154,7 +154,7 @@ def test_disk_full_writing_the_test_report(tmp_path: Path, monkeypatch) -> None:
 @pytest.mark.slow
 def test_disk_full_writing_a_checkpoint_keeps_the_previous_one(tmp_path: Path, monkeypatch) -> None:
     """The first checkpoint save of a real run hits ENOSPC half-way: clear error, old files untouched."""
-    import skinonnx.checkpoint as checkpoint
+    import skinonnx.training.checkpoint as checkpoint
 
     data = make_imagefolder(tmp_path / "d", {"train": TWO, "val": TWO})
     ckpt = tmp_path / "ck"

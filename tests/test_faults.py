@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from skinonnx.checkpoint import load_checkpoint
+from skinonnx.training.checkpoint import load_checkpoint
 
 from .badfiles import (
     REPO,
@@ -87,7 +87,7 @@ def test_kill_9_during_training_then_resume_finishes_the_run(tmp_path: Path) -> 
 def test_kill_9_in_the_middle_of_a_checkpoint_write_keeps_the_previous_one(tmp_path: Path) -> None:
     target = tmp_path / "last.pt"
     code = SELF_KILL + (
-        "import sys, torch\nfrom pathlib import Path\nimport skinonnx.checkpoint as c\n"
+        "import sys, torch\nfrom pathlib import Path\nimport skinonnx.training.checkpoint as c\n"
         "state = lambda e: {'model': {'w': torch.full((256, 256), float(e))}, 'classes': ['benign', 'malignant'],"
         " 'positive_index': 1, 'preprocessing': {}, 'epoch': e}\n"
         "c.save_checkpoint(state(1), sys.argv[1])\n"
@@ -112,7 +112,7 @@ def test_kill_9_in_the_middle_of_a_checkpoint_write_keeps_the_previous_one(tmp_p
 def test_kill_9_during_export_leaves_no_model_under_the_final_name(trained: TrainedModel, tmp_path: Path) -> None:
     out = tmp_path / "exports" / "model.onnx"
     code = SELF_KILL + (
-        "import sys\nimport skinonnx.export as e\ne.check_parity = die\n"
+        "import sys\nimport skinonnx.export.onnx_export as e\ne.check_parity = die\n"
         "from skinonnx.cli import main\nmain(sys.argv[1:])\n")
     run = python_subprocess(code, "export", "--checkpoint", str(trained.checkpoint), "-o", str(out),
                             "--data", str(trained.data), "--parity-images", "2")

@@ -11,8 +11,8 @@ import onnx
 import pytest
 import torch
 
-from skinonnx.checkpoint import load_checkpoint
-from skinonnx.runtime import OnnxClassifier
+from skinonnx.deploy.runtime import OnnxClassifier
+from skinonnx.training.checkpoint import load_checkpoint
 
 from .badfiles import cli_error
 from .conftest import TrainedModel, run_cli
@@ -59,8 +59,8 @@ def test_onnx_metadata_is_self_describing(trained: TrainedModel) -> None:
 
 
 def test_onnx_probabilities_match_checkpoint_on_real_pixels(trained: TrainedModel) -> None:
-    from skinonnx.checkpoint import model_from_checkpoint
-    from skinonnx.parity import torch_outputs
+    from skinonnx.export.parity import torch_outputs
+    from skinonnx.training.checkpoint import model_from_checkpoint
 
     state = load_checkpoint(trained.checkpoint)
     clf = OnnxClassifier(trained.onnx, "cpu")

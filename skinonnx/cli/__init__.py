@@ -1,0 +1,28 @@
+"""Command line: a click group with one module per pipeline stage.
+
+Heavy imports (torch, onnxruntime) happen inside the commands that need them, so `test`, `predict`
+and `info` import no torch and a deploy machine needs only onnxruntime, numpy and Pillow.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from .deploy_commands import info, predict, test_cmd
+from .explain_commands import explain
+from .export_commands import export, parity, quantize
+from .training_commands import demo, synthetic, train
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="skinonnx")
+def main() -> None:
+    """Train a ResNet50 skin-lesion classifier (benign vs malignant), export it to ONNX, deploy it."""
+
+
+for _command in (train, export, quantize, parity, test_cmd, predict, info, explain, demo, synthetic):
+    main.add_command(_command)
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

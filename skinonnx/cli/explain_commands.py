@@ -1,0 +1,49 @@
+"""`explain`: Grad-CAM overlays from a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import SkinOnnxError
+from .options import POSITIVE_INT, max_pixels_option
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=Path("checkpoints/best.pt"), show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports/gradcam"), show_default=True,
+              help="Folder for the overlay PNGs and explanations.csv.")
+@click.option("--class", "target_class", default=None, help="Class to explain (default: the positive class).")
+@click.option("--masks", type=click.Path(path_type=Path), default=None,
+              help="Folder of lesion masks (X.png or X_segmentation.png for image X): also play the pointing game.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Pointing game: a peak this many model-input pixels from the lesion still counts as a hit.")
+@click.option("--batch-size", type=POSITIVE_INT, default=8, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@max_pixels_option
+@click.option("--quiet", is_flag=True)
+def explain(inputs: tuple[str, ...], checkpoint: Path, out_dir: Path, target_class: str | None, masks: Path | None,
+            tolerance: float, batch_size: int, device: str, max_pixels: int, quiet: bool) -> None:
+    """Grad-CAM heatmap overlays (PNG) from the last convolutional block, at the model's preprocessing."""
+    from ..deploy.predict import collect_inputs
+    from ..explain.run import explain_files
+
+    paths, problems = collect_inputs(inputs)
+    if not paths:
+        raise SkinOnnxError("no images found in " + ", ".join(inputs))
+    result = explain_files(checkpoint, paths, out_dir, target_class=target_class, batch_size=batch_size,
+                           device=device, masks=masks, tolerance=tolerance, max_pixels=max_pixels,
+                           progress=not quiet)
+    for path, problem in [(p["path"], p["problem"]) for p in problems] + result.skipped:
+        click.echo(f"skipped {path}: {problem}", err=True)
+    if not result.explanations:
+        raise SkinOnnxError("no image could be explained")
+    target = result.explanations[0].target
+    click.echo(f"{len(result.explanations)} Grad-CAM overlays for '{target}' in {out_dir}/ "
+               f"(summary: {result.csv_path})")
+    if result.pointing is not None:
+        click.echo(result.pointing.text())
+    elif masks is not None:
+        click.echo(f"no image had a mask in {masks}", err=True)

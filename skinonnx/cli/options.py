@@ -1,0 +1,89 @@
+"""Options and helpers shared by several commands (provider, pixel limit, contract for foreign ONNX files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..data.images import DEFAULT_MAX_PIXELS
+
+PROVIDERS = click.Choice(["auto", "cpu", "cuda", "tensorrt"])
+POSITIVE_INT = click.IntRange(min=1)
+
+
+def echo(msg: str) -> None:
+    click.echo(msg)
+
+
+def provider_option(default: str = "auto"):
+    return click.option("--provider", type=PROVIDERS, default=default, show_default=True,
+                        help="ONNX Runtime execution provider; cuda/tensorrt never fall back to CPU silently.")
+
+
+def max_pixels_option(f):
+    return click.option("--max-pixels", type=POSITIVE_INT, default=DEFAULT_MAX_PIXELS, show_default=True,
+                        help="Refuse images with more pixels than this (decompression-bomb guard).")(f)
+
+
+def contract_options(f):
+    """Options for ONNX files without skinonnx metadata (all three of size/mean/std are needed)."""
+    f = click.option("--classes", default=None, help="Comma-separated class names, for ONNX files without metadata.")(f)
+    f = click.option("--std", default=None, help="Three comma-separated values, for ONNX files without metadata.")(f)
+    f = click.option("--mean", default=None, help="Three comma-separated values, for ONNX files without metadata.")(f)
+    f = click.option("--image-size", type=click.IntRange(16, 4096), default=None,
+                     help="Input size, for ONNX files without skinonnx metadata.")(f)
+    return f
+
+
+def contract_from_options(image_size: int | None, mean: str | None, std: str | None, classes: str | None):
+    if image_size is None and mean is None and std is None:
+        return None
+    if image_size is None or mean is None or std is None:
+        raise click.UsageError("--image-size, --mean and --std must be given together")
+    from ..data.preprocessing import Preprocessing
+    from ..deploy.contract import ModelContract
+
+    def triple(text: str, name: str) -> tuple[float, float, float]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise click.BadParameter(f"expected three numbers, got '{text}'", param_hint=name) from None
+        if len(values) != 3:
+            raise click.BadParameter(f"expected three numbers, got '{text}'", param_hint=name)
+        return values  # type: ignore[return-value]
+
+    names = tuple(c.strip() for c in (classes or "benign,malignant").split(","))
+    if len(names) != 2:
+        raise click.BadParameter("expected two class names", param_hint="--classes")
+    try:
+        prep = Preprocessing.for_size(image_size, mean=triple(mean, "--mean"), std=triple(std, "--std"))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    pos = names.index("malignant") if "malignant" in names else 1
+    return ModelContract(classes=names, positive_index=pos, preprocessing=prep)
+
+
+def save_optimized_option(f):
+    return click.option(
+        "--save-optimized", type=click.Path(path_type=Path), default=None,
+        help="Also write the graph ONNX Runtime optimised (fusions, constant folding, CPU layouts) to this "
+             "path, e.g. to inspect it in Netron. It is tied to this machine kind and onnxruntime version.")(f)
+
+
+def open_classifier(onnx_path: Path, provider: str, contract_opts: tuple, save_optimized: Path | None = None):
+    from ..deploy.runtime import OnnxClassifier
+
+    contract = contract_from_options(*contract_opts)
+    if save_optimized is None:
+        classifier = OnnxClassifier(onnx_path, provider, contract=contract)
+    else:
+        from ..atomic import atomic_path
+
+        if save_optimized.resolve() == onnx_path.resolve():
+            raise click.BadParameter("must differ from the model path", param_hint="--save-optimized")
+        with atomic_path(save_optimized) as tmp:
+            classifier = OnnxClassifier(onnx_path, provider, contract=contract, optimized_model_path=tmp)
+        click.echo(f"optimised graph saved to {save_optimized}", err=True)
+    click.echo(f"model {onnx_path} on ONNX Runtime {classifier.provider}", err=True)
+    return classifier

@@ -1,0 +1,239 @@
+"""Data set discovery: which images, which labels, which split. No torch.
+
+Three layouts are accepted (checked in this order):
+
+1. split ImageFolder: ``ROOT/{train,val,test}/<class>/**/*.jpg``
+2. index CSV: ``ROOT.csv`` or ``ROOT/index.csv`` (or ``ROOT/splits.csv``) with columns
+   ``path,label,split``; paths are relative to the CSV's folder and may not escape it
+3. flat ImageFolder: ``ROOT/<class>/**/*.jpg``: a seeded stratified 64/16/20 % split is
+   made and written to ``ROOT/splits.csv`` (an index CSV) so later commands see the same
+   split even if files are added; if ROOT is read-only the split is recomputed identically.
+
+Class names come from the data (sorted folder names / label values), never from code.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import write_text
+from ..errors import DataError
+from .images import IMAGE_EXTENSIONS, is_image_file
+
+SPLITS = ("train", "val", "test")
+SPLIT_FRACTIONS = (0.64, 0.16, 0.20)
+SPLIT_FILE = "splits.csv"
+INDEX_FILES = ("index.csv", SPLIT_FILE)
+DEFAULT_POSITIVE = "malignant"
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+@dataclass
+class LabeledData:
+    root: Path
+    layout: str
+    classes: tuple[str, ...]
+    positive_index: int
+    splits: dict[str, list[Sample]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def positive_class(self) -> str:
+        return self.classes[self.positive_index]
+
+    def split(self, name: str) -> list[Sample]:
+        samples = self.splits.get(name)
+        if not samples:
+            raise DataError(f"{self.root}: the '{name}' split is missing or empty ({self.layout} layout)")
+        return samples
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {name: {c: sum(1 for s in samples if s.label == i) for i, c in enumerate(self.classes)}
+                for name, samples in self.splits.items()}
+
+
+def discover(root: str | os.PathLike[str], *, positive_class: str | None = None, seed: int = 0,
+             write_split_file: bool = True) -> LabeledData:
+    """Find images, labels and splits under ``root`` (a folder or an index CSV)."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data path not found: {root}")
+    if root.is_file():
+        if root.suffix.lower() != ".csv":
+            raise DataError(f"{root}: expected a folder or an index CSV (path,label,split)")
+        return _finish(*_from_index_csv(root), positive_class=positive_class)
+    present = [s for s in SPLITS if (root / s).is_dir()]
+    if present:
+        return _finish(root, "split-imagefolder", *_from_split_folders(root, present), positive_class=positive_class)
+    for name in INDEX_FILES:
+        if (root / name).is_file():
+            return _finish(*_from_index_csv(root / name), positive_class=positive_class)
+    return _finish(root, "flat-imagefolder", *_from_flat_folder(root, seed, write_split_file),
+                   positive_class=positive_class)
+
+
+def _finish(root: Path, layout: str, classes: list[str], splits: dict[str, list[tuple[Path, str]]],
+            notes: list[str] | None = None, *, positive_class: str | None) -> LabeledData:
+    if len(classes) < 2:
+        raise DataError(f"{root}: found a single class {classes}; two are needed (e.g. benign and malignant)")
+    if len(classes) > 2:
+        raise DataError(f"{root}: found {len(classes)} classes {classes}; skinonnx is a binary classifier "
+                        "(benign vs malignant): merge or remove class folders")
+    wanted = positive_class or (DEFAULT_POSITIVE if DEFAULT_POSITIVE in classes else classes[1])
+    if wanted not in classes:
+        raise DataError(f"positive class '{wanted}' is not one of the data's classes {classes}")
+    index = {c: i for i, c in enumerate(classes)}
+    built = {name: [Sample(p, index[c]) for p, c in items] for name, items in splits.items()}
+    return LabeledData(root=root, layout=layout, classes=tuple(classes), positive_index=index[wanted],
+                       splits=built, notes=list(notes or []))
+
+
+def _list_images(folder: Path) -> list[Path]:
+    """Images under ``folder``, recursively, sorted; symlinked folders are not followed (no loops)."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in sorted(filenames) if is_image_file(Path(f)))
+    return found
+
+
+def _class_folders(folder: Path) -> list[str]:
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _from_split_folders(root: Path, present: list[str]
+                        ) -> tuple[list[str], dict[str, list[tuple[Path, str]]], list[str]]:
+    missing = [s for s in ("train", "val") if s not in present]
+    notes = []
+    if missing:
+        notes.append(f"missing split folder(s): {', '.join(missing)}")
+    classes = _class_folders(root / present[0])
+    splits: dict[str, list[tuple[Path, str]]] = {}
+    for split in present:
+        found = _class_folders(root / split)
+        if found != classes:
+            raise DataError(f"{root}: class folders differ between splits: {present[0]}/ has {classes}, "
+                            f"{split}/ has {found}")
+        items = []
+        for cls in classes:
+            images = _list_images(root / split / cls)
+            if not images:
+                raise DataError(f"{root / split / cls}: class folder has no images "
+                                f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+            items.extend((p, cls) for p in images)
+        splits[split] = items
+    # A missing split is not fatal here: `test` needs only test/; training asks for train/val.
+    return classes, splits, notes
+
+
+def _from_flat_folder(root: Path, seed: int, write_split_file: bool
+                      ) -> tuple[list[str], dict[str, list[tuple[Path, str]]], list[str]]:
+    classes = _class_folders(root)
+    if not classes:
+        raise DataError(f"{root}: no class folders, split folders (train/val/test) or index CSV found")
+    by_class: dict[str, list[Path]] = {}
+    for cls in classes:
+        images = _list_images(root / cls)
+        if not images:
+            raise DataError(f"{root / cls}: class folder has no images")
+        by_class[cls] = images
+    assignment = stratified_split(by_class, seed=seed)
+    notes = [f"no split folders: made a seeded stratified {'/'.join(str(int(f * 100)) for f in SPLIT_FRACTIONS)} % "
+             f"split (seed {seed})"]
+    if write_split_file:
+        target = root / SPLIT_FILE
+        try:
+            write_index_csv(target, root, ((p, c, s) for s, items in assignment.items() for p, c in items))
+            notes.append(f"split written to {target}; later commands read it")
+        except OSError:
+            notes.append(f"{root} is read-only: split not saved (it is recomputed identically from the seed)")
+        except DataError as exc:
+            notes.append(f"split not saved: {exc.message}")
+    return classes, assignment, notes
+
+
+def stratified_split(by_class: dict[str, list[Path]], *, seed: int,
+                     fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> dict[str, list[tuple[Path, str]]]:
+    """Seeded per-class split; each class keeps the train/val/test proportions."""
+    out: dict[str, list[tuple[Path, str]]] = {s: [] for s in SPLITS}
+    for class_id, (cls, paths) in enumerate(sorted(by_class.items())):
+        ordered = sorted(paths)
+        order = np.random.default_rng([seed, class_id]).permutation(len(ordered))
+        n = len(ordered)
+        n_test = round(n * fractions[2])
+        n_val = round(n * fractions[1])
+        for rank, idx in enumerate(order):
+            split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+            out[split].append((ordered[idx], cls))
+    return {s: sorted(items) for s, items in out.items()}
+
+
+def write_index_csv(target: Path, base: Path, rows: Iterable[tuple[Path, str, str]]) -> None:
+    lines = ["path,label,split"]
+    for path, label, split in rows:
+        rel = Path(os.path.relpath(path, base)).as_posix()
+        lines.append(_csv_line([rel, label, split]))
+    write_text(target, "\n".join(lines) + "\n")
+
+
+def _csv_line(values: list[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(values)
+    return buf.getvalue()
+
+
+def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, list[tuple[Path, str]]]]:
+    base = csv_path.parent.resolve()
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in ("path", "label", "split") if c not in columns]
+            if missing:
+                raise DataError(f"{csv_path}: missing column(s) {missing}; expected a header 'path,label,split'")
+            rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{csv_path}: cannot read index CSV ({exc})") from None
+    splits: dict[str, list[tuple[Path, str]]] = {}
+    seen: set[Path] = set()
+    missing_files: list[str] = []
+    for line_no, row in enumerate(rows, start=2):
+        rel, label, split = row["path"], row["label"], row["split"]
+        if not rel or not label:
+            raise DataError(f"{csv_path}:{line_no}: empty path or label")
+        if split not in SPLITS:
+            raise DataError(f"{csv_path}:{line_no}: split '{split}' is not one of {list(SPLITS)}")
+        if Path(rel).is_absolute() or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
+            raise DataError(f"{csv_path}:{line_no}: absolute path '{rel}' refused; paths must be relative to the CSV")
+        resolved = (base / rel).resolve()
+        if not resolved.is_relative_to(base):
+            raise DataError(f"{csv_path}:{line_no}: path '{rel}' escapes the data root {base}; refused")
+        if resolved in seen:
+            raise DataError(f"{csv_path}:{line_no}: duplicate path '{rel}'")
+        seen.add(resolved)
+        if not resolved.is_file():
+            missing_files.append(rel)
+            continue
+        splits.setdefault(split, []).append((resolved, label))  # the path checked is the path opened
+    if missing_files:
+        shown = ", ".join(missing_files[:5]) + (f" and {len(missing_files) - 5} more" if len(missing_files) > 5 else "")
+        raise DataError(f"{csv_path}: {len(missing_files)} listed file(s) not found: {shown}")
+    if not splits:
+        raise DataError(f"{csv_path}: no rows")
+    classes = sorted({label for items in splits.values() for _, label in items})
+    if len(classes) != 2:
+        raise DataError(f"{csv_path}: found {len(classes)} label(s) {classes}; skinonnx is a binary classifier "
+                        "and needs exactly two labels (e.g. benign and malignant)")
+    return base, "index-csv", classes, splits

@@ -1,0 +1,120 @@
+"""The ONNX file's self-description: what an embedding app reads from ``metadata_props``.
+
+All values are strings (an ONNX rule); lists and dicts are JSON. docs/EMBEDDING.md
+documents each key. No torch here: this is read on the deployment path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..data.preprocessing import Preprocessing
+from ..errors import ModelFileError
+
+SCHEMA_KEY = "skinonnx_schema_version"
+SCHEMA_VERSION = "1"
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("logits", "probabilities")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the graph's single input expects; the metadata says it so apps need not guess."""
+
+    name: str
+    dtype: str  # "float32" | "uint8"
+    layout: str  # "NCHW" | "NHWC"
+    in_graph: tuple[str, ...] = ()  # preprocessing steps the graph itself performs, in order
+
+
+#: the default export: the app does everything up to a normalised float32 NCHW batch
+FLOAT_INPUT = InputSpec(INPUT_NAME, "float32", "NCHW")
+#: ``export --embed-preprocessing``: the app decodes and resizes; the graph does the rest
+UINT8_INPUT = InputSpec("image", "uint8", "NHWC", ("center_crop", "cast_float32", "divide_255",
+                                                  "subtract_mean_divide_std", "nhwc_to_nchw"))
+INPUT_SPECS = {(s.dtype, s.layout): s for s in (FLOAT_INPUT, UINT8_INPUT)}
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    classes: tuple[str, ...]
+    positive_index: int
+    preprocessing: Preprocessing
+    threshold: float = 0.5
+    threshold_policy: str = "fixed:0.5"
+    temperature: float = 1.0
+    input_spec: InputSpec = FLOAT_INPUT
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def positive_class(self) -> str:
+        return self.classes[self.positive_index]
+
+    def to_metadata(self) -> dict[str, str]:
+        meta = {
+            SCHEMA_KEY: SCHEMA_VERSION,
+            "classes": json.dumps(list(self.classes)),
+            "positive_class": self.positive_class,
+            "positive_index": str(self.positive_index),
+            "decision_threshold": repr(float(self.threshold)),
+            "threshold_policy": self.threshold_policy,
+            "temperature": repr(float(self.temperature)),
+            "input_name": self.input_spec.name,
+            "input_dtype": self.input_spec.dtype,
+            "input_layout": self.input_spec.layout,
+            "in_graph_preprocessing": json.dumps(list(self.input_spec.in_graph)),
+            "output_names": json.dumps(list(OUTPUT_NAMES)),
+            **self.preprocessing.to_metadata(),
+        }
+        meta.update(self.extra)
+        return meta
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str], source: str = "model") -> ModelContract:
+        if SCHEMA_KEY not in meta:
+            raise ModelFileError(
+                f"{source}: no skinonnx metadata in this ONNX file; pass --image-size, --mean and --std "
+                "(and --classes) to use it anyway")
+        if meta[SCHEMA_KEY] != SCHEMA_VERSION:
+            raise ModelFileError(f"{source}: metadata schema version {meta[SCHEMA_KEY]} is not supported "
+                                 f"(this skinonnx reads version {SCHEMA_VERSION})")
+        try:
+            classes = tuple(json.loads(meta["classes"]))
+            known = set(cls.__dataclass_fields__) | set(Preprocessing.__dataclass_fields__)
+            layout = (meta.get("input_dtype", "float32"), meta.get("input_layout", "NCHW"))
+            if layout not in INPUT_SPECS:
+                raise ModelFileError(f"{source}: unsupported input {layout[0]} {layout[1]} in the metadata "
+                                     f"(supported: {', '.join(' '.join(k) for k in INPUT_SPECS)})")
+            return cls(
+                classes=classes,
+                positive_index=int(meta["positive_index"]),
+                preprocessing=Preprocessing.from_metadata(meta),
+                threshold=float(meta["decision_threshold"]),
+                threshold_policy=meta.get("threshold_policy", "fixed"),
+                temperature=float(meta.get("temperature", "1.0")),
+                input_spec=INPUT_SPECS[layout],
+                extra={k: v for k, v in meta.items() if k not in known and k not in _OWN_KEYS},
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ModelFileError(f"{source}: skinonnx metadata is incomplete or malformed ({exc!r})") from None
+        except ModelFileError as exc:
+            raise ModelFileError(f"{source}: {exc.message}") from None
+
+    def __post_init__(self) -> None:
+        if len(self.classes) != 2 or not all(isinstance(c, str) and c for c in self.classes):
+            raise ModelFileError(f"model classes {list(self.classes)}: skinonnx models have exactly two named "
+                                 "classes (benign vs malignant)")
+        if self.positive_index not in (0, 1):
+            raise ModelFileError(f"positive class index {self.positive_index} is not 0 or 1")
+        if not 0.0 <= self.threshold <= 1.0:  # also refuses NaN
+            raise ModelFileError(f"decision threshold {self.threshold} is not in [0, 1]")
+        if not 0.0 < self.temperature < float("inf"):
+            raise ModelFileError(f"temperature {self.temperature} is not a positive number")
+
+
+_OWN_KEYS = frozenset({SCHEMA_KEY, "classes", "positive_class", "positive_index", "decision_threshold",
+                       "threshold_policy", "temperature", "input_name", "input_dtype", "input_layout",
+                       "in_graph_preprocessing", "output_names", "image_size", "resize_size", "resize_policy",
+                       "interpolation", "mean", "std", "channel_order", "pixel_scale"})

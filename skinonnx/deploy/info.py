@@ -1,0 +1,245 @@
+"""`info`: what an ONNX file is and whether it keeps the skinonnx contract (no torch, no onnx).
+
+The file's header (IR version, opsets, producer, metadata) is read straight from the
+protobuf wire format, the way an app without an ONNX library can do it (docs/EMBEDDING.md);
+inputs and outputs come from an ONNX Runtime session, which also proves the file loads.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelFileError
+from ..hashing import file_sha256
+from .contract import SCHEMA_KEY
+from .schema import NotOurs, validate
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16",
+              "tensor(double)": "float64", "tensor(int64)": "int64", "tensor(int32)": "int32"}
+_VALUE_WIDTH = 100
+
+
+@dataclass
+class Header:
+    ir_version: int = 0
+    producer: str = ""
+    opsets: dict[str, int] = field(default_factory=dict)  # domain ("ai.onnx" for the default) -> version
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _varint(buf: Any, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(buf: Any, start: int, end: int):
+    """Yield ``(field number, value)``: ints for varints, ``(begin, end)`` spans for bytes; skip fixed."""
+    pos = start
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+            yield number, value
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            if pos + length > end:
+                raise ValueError("field runs past the end of the message")
+            yield number, (pos, pos + length)
+            pos += length
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+    if pos != end:
+        raise ValueError("message ends inside a field")
+
+
+def read_header(path: str | os.PathLike[str]) -> Header:
+    """ModelProto fields 1 (ir_version), 2/3 (producer), 8 (opset_import), 14 (metadata_props)."""
+    header = Header()
+    producer = ["", ""]
+    try:
+        with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            def text(span: tuple[int, int]) -> str:
+                return bytes(buf[span[0]:span[1]]).decode("utf-8")
+
+            def pairs(span: tuple[int, int]) -> dict[int, Any]:
+                return dict(_fields(buf, *span))
+
+            for number, value in _fields(buf, 0, len(buf)):
+                if number == 1:
+                    header.ir_version = int(value)
+                elif number in (2, 3):
+                    producer[number - 2] = text(value)
+                elif number == 8:
+                    entry = pairs(value)
+                    domain = text(entry[1]) if 1 in entry else ""
+                    header.opsets[domain or "ai.onnx"] = int(entry.get(2, 0))
+                elif number == 14:
+                    entry = pairs(value)
+                    header.metadata[text(entry[1]) if 1 in entry else ""] = text(entry[2]) if 2 in entry else ""
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise ModelFileError(f"{path}: not an ONNX model (cannot parse the protobuf: {exc})") from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not header.ir_version or not header.opsets:
+        raise ModelFileError(f"{path}: not an ONNX model (no IR version or opset)")
+    header.producer = " ".join(p for p in producer if p)
+    return header
+
+
+@dataclass
+class Tensor:
+    name: str
+    dtype: str
+    shape: list[int | str]
+
+    def text(self) -> str:
+        return f"{self.name}: {self.dtype} [{', '.join(str(d) for d in self.shape)}]"
+
+
+@dataclass
+class ModelInfo:
+    path: str
+    size_bytes: int
+    sha256: str
+    ir_version: int
+    opsets: dict[str, int]
+    producer: str
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    metadata: dict[str, str]
+    ours: bool
+    problems: list[str]
+
+    @property
+    def valid(self) -> bool:
+        return self.ours and not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["schema"] = {"key": SCHEMA_KEY, "version": self.metadata.get(SCHEMA_KEY), "ours": self.ours,
+                          "valid": self.valid, "problems": self.problems}
+        for key in ("ours", "problems"):
+            del data[key]
+        return data
+
+    def text(self) -> str:
+        opsets = ", ".join(f"{d} {v}" for d, v in sorted(self.opsets.items()))
+        lines = [f"model     {self.path}",
+                 f"file      {self.size_bytes / 1e6:.1f} MB ({self.size_bytes:,} bytes), sha256 {self.sha256}",
+                 f"format    ONNX IR {self.ir_version}, opset {opsets}" + (f", by {self.producer}"
+                                                                          if self.producer else "")]
+        lines += [f"{'input' if i == 0 else '':<9} {t.text()}" for i, t in enumerate(self.inputs)]
+        lines += [f"{'outputs' if i == 0 else '':<9} {t.text()}" for i, t in enumerate(self.outputs)]
+        if not self.ours:
+            lines.append(f"schema    none (no '{SCHEMA_KEY}' key): not a skinonnx model")
+            return "\n".join(lines)
+        state = "valid" if self.valid else f"INVALID ({len(self.problems)} problems)"
+        lines.append(f"schema    {SCHEMA_KEY} {self.metadata[SCHEMA_KEY]}: {state}")
+        lines += [f"          ✗ {p}" for p in self.problems]
+        if self.valid:
+            lines.append("contract  " + feeding_summary(self.metadata))
+        width = max(len(k) for k in self.metadata)
+        lines.append(f"metadata  ({len(self.metadata)} keys)")
+        for key, value in self.metadata.items():
+            shown = value if len(value) <= _VALUE_WIDTH else value[:_VALUE_WIDTH - 1] + "…  (full value: --json)"
+            lines.append(f"  {key:<{width}}  {shown}")
+        return "\n".join(lines)
+
+
+def feeding_summary(meta: dict[str, str]) -> str:
+    """One paragraph: how to turn an image file into this model's input and read its output."""
+    size, resize = meta["image_size"], meta["resize_size"]
+    classes = json.loads(meta["classes"])
+    pos = int(meta["positive_index"])
+    steps = [f"decode to {meta['channel_order']}, resize the shorter side to {resize} "
+             f"(Pillow {meta['interpolation']}), centre-crop {size}x{size}"]
+    if meta.get("input_dtype", "float32") == "uint8":
+        steps.append(f"feed '{meta['input_name']}' as uint8 [N, H, W, 3], cropped or only resized "
+                     "(the graph centre-crops, scales and normalises)")
+    else:
+        steps.append(f"x/255, (x - mean {meta['mean']}) / std {meta['std']}, feed '{meta['input_name']}' as "
+                     f"float32 [N, 3, {size}, {size}]")
+    steps.append(f"'{meta['positive_class']}' if probabilities[:, {pos}] >= {float(meta['decision_threshold']):.4f}"
+                 f" else '{classes[1 - pos]}' (probabilities are calibrated, T = {float(meta['temperature']):.4g})")
+    return ";\n          ".join(steps)
+
+
+def _graph_problems(meta: dict[str, str], inputs: list[Tensor], outputs: list[Tensor]) -> list[str]:
+    """Does the graph match what its metadata promises?"""
+    problems = []
+    if len(inputs) != 1:
+        return [f"the graph has {len(inputs)} inputs; the contract has one"]
+    tensor = inputs[0]
+    dtype, layout = meta.get("input_dtype", "float32"), meta["input_layout"]
+    if tensor.name != meta["input_name"]:
+        problems.append(f"graph input is '{tensor.name}', metadata 'input_name' says '{meta['input_name']}'")
+    if tensor.dtype != dtype:
+        problems.append(f"graph input is {tensor.dtype}, metadata says {dtype}")
+    if len(tensor.shape) != 4:
+        problems.append(f"graph input has rank {len(tensor.shape)}, expected 4 ({layout})")
+    else:
+        channels = tensor.shape[1] if layout == "NCHW" else tensor.shape[3]
+        spatial = tensor.shape[2:] if layout == "NCHW" else tensor.shape[1:3]
+        if channels != 3:
+            problems.append(f"graph input has {channels} channels where {layout} needs 3")
+        if layout == "NCHW" and any(d != int(meta["image_size"]) for d in spatial if isinstance(d, int)):
+            problems.append(f"graph input is {tensor.shape}, metadata 'image_size' is {meta['image_size']}")
+    names = json.loads(meta["output_names"])
+    if [t.name for t in outputs] != names:
+        problems.append(f"graph outputs are {[t.name for t in outputs]}, metadata 'output_names' says {names}")
+    n_classes = len(json.loads(meta["classes"]))
+    problems += [f"output '{t.name}' has shape {t.shape}; expected [batch, {n_classes}]"
+                 for t in outputs if len(t.shape) != 2 or t.shape[1] != n_classes]
+    return problems
+
+
+def inspect_model(path: str | os.PathLike[str], provider: str = "cpu") -> ModelInfo:
+    """Everything ``info`` prints; raises :class:`ModelFileError` only for files that are not ONNX."""
+    from .runtime import create_session
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"ONNX model not found: {path}")
+    header = read_header(path)
+    session, _ = create_session(path, provider)
+
+    def tensors(args) -> list[Tensor]:
+        return [Tensor(a.name, _ORT_TYPES.get(a.type, a.type), list(a.shape)) for a in args]
+
+    inputs, outputs = tensors(session.get_inputs()), tensors(session.get_outputs())
+    meta = header.metadata
+    try:
+        problems = validate(meta)
+        ours = True
+    except NotOurs:
+        problems, ours = [], False
+    if ours and not problems:
+        problems = _graph_problems(meta, inputs, outputs)
+    return ModelInfo(str(path), path.stat().st_size, file_sha256(path), header.ir_version, header.opsets,
+                     header.producer, inputs, outputs, meta, ours, problems)
+
+
+def schema_error(info: ModelInfo) -> ModelFileError | None:
+    """The one-line error ``info`` exits with, or None for a valid skinonnx model."""
+    if not info.ours:
+        return ModelFileError(f"{info.path}: not a skinonnx model: no '{SCHEMA_KEY}' metadata key "
+                              "(predict/test can still use it with --image-size, --mean and --std)")
+    if info.problems:
+        return ModelFileError(f"{info.path}: skinonnx metadata does not validate: " + "; ".join(info.problems))
+    return None

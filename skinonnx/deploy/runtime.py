@@ -1,0 +1,324 @@
+"""ONNX Runtime inference: sessions with an explicit provider, batched prediction on files.
+
+Deployment path: imports onnxruntime, numpy and Pillow only, never torch.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..cpus import physical_cores
+from ..data.images import DEFAULT_MAX_PIXELS
+from ..data.preprocessing import Preprocessing
+from ..errors import ImageError, ModelFileError, ProviderError
+from .contract import ModelContract
+
+PROVIDER_CHAINS = {
+    "cpu": ("CPUExecutionProvider",),
+    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+}
+PROVIDER_CHOICES = ("auto", *PROVIDER_CHAINS)
+
+
+def session_options(threads: int | None = None, optimized_model_path: str | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or physical_cores()
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.enable_cpu_mem_arena = True
+    opts.log_severity_level = 3  # errors only; provider fallbacks are detected and reported by us
+    if optimized_model_path:
+        opts.optimized_model_filepath = str(optimized_model_path)
+    return opts
+
+
+def create_session(path: str | os.PathLike[str], provider: str = "auto", *, threads: int | None = None,
+                   optimized_model_path: str | None = None):
+    """Open ``path`` with the requested provider; return ``(session, provider_used)``.
+
+    ``cuda``/``tensorrt`` are never silently replaced by the CPU: ONNX Runtime itself falls
+    back quietly when the CUDA libraries or the GPU are missing, so we check what it chose.
+    ``auto`` picks CUDA when it really works, else CPU, and says which.
+    """
+    import onnxruntime as ort
+
+    if provider not in PROVIDER_CHOICES:
+        raise ProviderError(f"unknown provider '{provider}'; choose one of {', '.join(PROVIDER_CHOICES)}")
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"ONNX model not found: {path}")
+    available = ort.get_available_providers()
+    opts = session_options(threads, optimized_model_path)
+    if provider == "auto":
+        if "CUDAExecutionProvider" in available:
+            try:
+                return create_session(path, "cuda", threads=threads, optimized_model_path=optimized_model_path)
+            except ProviderError:
+                pass
+        provider = "cpu"
+    chain = PROVIDER_CHAINS[provider]
+    # ORT's provider bridge logs library-loading failures itself; we report them as one clear error.
+    ort.set_default_logger_severity(4 if provider != "cpu" else 3)
+    if chain[0] not in available:
+        raise ProviderError(f"provider '{provider}' ({chain[0]}) is not available in this onnxruntime build "
+                            f"(available: {', '.join(available)}); use --provider cpu")
+    banner = io.StringIO()  # ORT *prints* a multi-line "EP Error ... Falling back" banner; we report it
+    try:
+        with contextlib.redirect_stdout(banner):
+            session = ort.InferenceSession(str(path), sess_options=opts, providers=list(chain))
+    except Exception as exc:  # onnxruntime raises its own pybind exception types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if provider != "cpu" and ("CUDA" in first or "cuda" in first or "TensorRT" in first):
+            raise ProviderError(f"provider '{provider}' failed to start: {first}") from None
+        raise ModelFileError(f"{path}: not a valid ONNX model ({first[:300]})") from None
+    used = session.get_providers()[0]
+    if used != chain[0]:
+        reason = _fallback_reason(banner.getvalue()) or "no usable GPU or CUDA libraries?"
+        raise ProviderError(f"provider '{provider}' was requested but ONNX Runtime could not use it ({reason}) "
+                            f"and would run on {used}; refusing to fall back silently. "
+                            "Use --provider cpu to run on the CPU.")
+    return session, used
+
+
+def _fallback_reason(banner: str) -> str:
+    """The gist of ORT's printed 'EP Error' banner, e.g. 'Please install TensorRT libraries ...'."""
+    for line in banner.splitlines():
+        if line.startswith("EP Error"):
+            text = line.removeprefix("EP Error").strip()
+            if text.startswith("/") and ") " in text:  # drop "/src/file.cc:729 void f(args) " before the message
+                text = text.split(") ", 1)[1]
+            return text[:300]
+    return ""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    probabilities: np.ndarray | None  # per class, in contract.classes order
+    error: str | None = None
+    logits: np.ndarray | None = None  # raw (uncalibrated) logits, when asked for and the model has them
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class OnnxClassifier:
+    """A skinonnx ONNX model plus its contract (from metadata, or explicit overrides)."""
+
+    def __init__(self, path: str | os.PathLike[str], provider: str = "auto", *,
+                 contract: ModelContract | None = None, threads: int | None = None,
+                 optimized_model_path: str | os.PathLike[str] | None = None, io_binding: bool | None = None) -> None:
+        self.path = Path(path)
+        self.session, self.provider = create_session(
+            self.path, provider, threads=threads,
+            optimized_model_path=str(optimized_model_path) if optimized_model_path else None)
+        on_gpu = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        # I/O binding: one explicit host-to-device copy per batch into a device OrtValue and the
+        # (N x 2) outputs bound to host memory, instead of run()'s per-call staging. Auto on GPUs.
+        self.io_binding = on_gpu if io_binding is None else io_binding
+        self._device = "cuda" if on_gpu else "cpu"
+        meta = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.metadata = meta
+        self.contract = contract or ModelContract.from_metadata(meta, source=str(self.path))
+        self._input = self.session.get_inputs()[0]
+        self._check_input()
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        self._output = "probabilities" if "probabilities" in outputs else next(iter(outputs))
+        self._output_is_logits = self._output != "probabilities"
+        self._check_output(outputs[self._output].shape)
+        batch_dim = self._input.shape[0]
+        self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+        self._logits_output = "logits" if "logits" in outputs else (self._output if self._output_is_logits else None)
+
+    @property
+    def has_logits(self) -> bool:
+        """Whether the graph exposes raw logits (skinonnx exports do), i.e. uncalibrated probabilities."""
+        return self._logits_output is not None
+
+    @property
+    def input_name(self) -> str:
+        return self._input.name
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.contract.preprocessing
+
+    @property
+    def takes_uint8(self) -> bool:
+        """True for ``export --embed-preprocessing`` models: uint8 NHWC in, normalisation in the graph."""
+        return self.contract.input_spec.dtype == "uint8"
+
+    def _check_input(self) -> None:
+        shape = self._input.shape
+        size = self.preprocessing.image_size
+        spec = self.contract.input_spec
+        want = "tensor(uint8)" if self.takes_uint8 else "tensor(float)"
+        layout = "[N, H, W, 3]" if spec.layout == "NHWC" else "[N, 3, H, W]"
+        if len(shape) != 4:
+            raise ModelFileError(f"{self.path}: input '{self._input.name}' has shape {shape}; expected {layout}")
+        if self._input.type != want:
+            raise ModelFileError(f"{self.path}: input '{self._input.name}' is {self._input.type}, but the "
+                                 f"metadata/options say {spec.dtype} {spec.layout}")
+        channels, spatial = (shape[3], shape[1:3]) if spec.layout == "NHWC" else (shape[1], shape[2:])
+        fixed = [d for d in spatial if isinstance(d, int)]
+        # a uint8 model crops in the graph: any side >= image_size is accepted there
+        if (isinstance(channels, int) and channels != 3) or any(
+                d < size if self.takes_uint8 else d != size for d in fixed):
+            raise ModelFileError(f"{self.path}: input shape {shape} does not match {layout} with H = W = {size} "
+                                 "from the metadata/options")
+
+    def _check_output(self, shape: list) -> None:
+        n_classes = len(self.contract.classes)
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n_classes):
+            raise ModelFileError(f"{self.path}: output '{self._output}' has shape {shape}; expected "
+                                 f"[N, {n_classes}] for the classes {list(self.contract.classes)}")
+
+    def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """A batch in the model's input format -> per-class probabilities (N, C).
+
+        Float models take normalised NCHW float32; uint8 models take RGB NHWC uint8
+        (see :meth:`Preprocessing.pixels_from_file`).
+        """
+        return self.predict_arrays_with_logits(batch, with_logits=False)[0]
+
+    def predict_arrays_with_logits(self, batch: np.ndarray, *, with_logits: bool = True
+                                   ) -> tuple[np.ndarray, np.ndarray | None]:
+        """NCHW float32 batch -> (probabilities (N, C), raw logits (N, C) or None), in one run.
+
+        A model exported with a fixed batch size is run in chunks of that size (the last one padded).
+        """
+        wanted = [self._output]
+        if with_logits and self._logits_output is not None and self._logits_output != self._output:
+            wanted.append(self._logits_output)
+        batch = np.ascontiguousarray(batch, np.uint8 if self.takes_uint8 else np.float32)
+        step = self._fixed_batch
+        if step is None or len(batch) == step:
+            outs = self._run(wanted, batch)
+        else:
+            parts = []
+            for start in range(0, len(batch), step):
+                part = batch[start:start + step]
+                padded = np.concatenate([part, np.zeros((step - len(part), *part.shape[1:]), batch.dtype)])
+                parts.append([o[:len(part)] for o in self._run(wanted, padded)])
+            outs = [np.concatenate([p[k] for p in parts]) for k in range(len(wanted))]
+        out = outs[0]
+        logits = None
+        if with_logits and self._logits_output is not None:
+            logits = np.asarray(outs[-1] if len(outs) > 1 else out, dtype=np.float64)
+        if self._output_is_logits:
+            out = _softmax(out / self.contract.temperature)
+        return np.asarray(out, dtype=np.float64), logits
+
+    def _run(self, outputs: list[str], batch: np.ndarray) -> list[np.ndarray]:
+        try:
+            if self.io_binding:
+                return self._run_bound(outputs, batch)
+            return self.session.run(outputs, {self._input.name: batch})
+        except Exception as exc:  # onnxruntime's own exception types: one clear line, not a traceback
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ModelFileError(f"{self.path}: ONNX Runtime could not run the model on a "
+                                 f"{'x'.join(map(str, batch.shape))} input ({first})") from None
+
+    def _run_bound(self, outputs: list[str], batch: np.ndarray) -> list[np.ndarray]:
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self._input.name, ort.OrtValue.ortvalue_from_numpy(batch, self._device, 0))
+        for name in outputs:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
+
+    def predict_files(self, paths: Sequence[str | os.PathLike[str]], *, batch_size: int = 16,
+                      workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      progress: bool = False, with_logits: bool = False) -> Iterator[Prediction]:
+        """Predict in input order; unreadable files come back with ``error`` set, the rest still run.
+
+        ``with_logits`` also fills :attr:`Prediction.logits` (where the graph has them).
+
+        Decoding and preprocessing run in a thread pool (Pillow releases the GIL) one or two
+        batches ahead of inference, so the model rarely waits for JPEG decoding.
+        """
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(paths), unit="img", desc="predict", disable=not progress, leave=False)
+        try:
+            for chunk in iter_preprocessed(paths, self.preprocessing, batch_size=batch_size, workers=workers,
+                                           max_pixels=max_pixels, pixels_only=self.takes_uint8):
+                good = [(p, a) for p, a, _ in chunk if a is not None]
+                probs, logits = (self.predict_arrays_with_logits(np.stack([a for _, a in good]),
+                                                                 with_logits=with_logits)
+                                 if good else (np.empty((0, 0)), None))
+                rows = iter(probs)
+                raw = iter(logits) if logits is not None else None
+                for p, a, err in chunk:
+                    if a is None:
+                        yield Prediction(p, None, err)
+                    else:
+                        yield Prediction(p, next(rows), None, next(raw) if raw is not None else None)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+
+
+def iter_preprocessed(paths: Iterable[str | os.PathLike[str]], prep: Preprocessing, *, batch_size: int,
+                      workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, pixels_only: bool = False
+                      ) -> Iterator[list[tuple[str, np.ndarray | None, str | None]]]:
+    """Yield batches of ``(path, array or None, error or None)``, decoding ahead in threads.
+
+    Arrays are normalised float32 CHW, or with ``pixels_only`` the cropped uint8 HWC pixels
+    (for models that normalise in the graph). At most ~3 batches are in flight, so memory
+    stays bounded for 10,000+ files.
+    """
+    workers = workers or max(1, physical_cores())
+    load = prep.pixels_from_file if pixels_only else prep.from_file
+
+    def work(p: str) -> tuple[str, np.ndarray | None, str | None]:
+        try:
+            return p, load(p, max_pixels=max_pixels), None
+        except ImageError as exc:
+            return p, None, exc.problem
+        except MemoryError:
+            return p, None, "out of memory while decoding"
+
+    pending: collections.deque[Future] = collections.deque()
+    window = batch_size * 3
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        source = iter(paths)
+        exhausted = False
+        batch: list[tuple[str, np.ndarray | None, str | None]] = []
+        while True:
+            while not exhausted and len(pending) < window:
+                nxt = next(source, None)
+                if nxt is None:
+                    exhausted = True
+                    break
+                pending.append(pool.submit(work, str(nxt)))
+            if not pending:
+                break
+            batch.append(pending.popleft().result())
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

@@ -1,0 +1,155 @@
+"""`explain`: Grad-CAM overlays for image files, from a checkpoint, at the model's own preprocessing.
+
+Each image is decoded, resized and centre-cropped exactly as the model sees it
+(:class:`Preprocessing`); the overlay shows that crop beside the heatmap of the target class
+(default: the positive class). With lesion masks (``--masks``) it also plays the pointing
+game: does the heatmap's peak fall on the lesion? (:mod:`skinonnx.explain.pointing_game`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..atomic import write_text, write_with
+from ..data.images import DEFAULT_MAX_PIXELS, load_rgb
+from ..data.preprocessing import Preprocessing
+from ..errors import ImageError, SkinOnnxError
+from ..training.checkpoint import load_checkpoint, model_from_checkpoint
+from .gradcam import GradCam
+from .overlay import render_overlay
+from .pointing_game import ImageScore, MaskIndex, PointingSummary, score_image
+
+
+@dataclass
+class Explanation:
+    path: str
+    overlay: Path
+    target: str
+    probability: float  # calibrated p(target)
+    prediction: str  # by the checkpoint's decision threshold
+    grid: tuple[int, int]  # (rows, cols) of the Grad-CAM map
+    peak: tuple[float, float]  # x, y of the strongest cell's centre, cropped-image pixels
+    peak_source: tuple[float, float]  # the same point in the decoded image's pixels
+    empty: bool  # the map is all zero: no evidence for the class anywhere
+    score: ImageScore | None = None  # pointing game (with --masks and a mask for this image)
+
+    @property
+    def hit(self) -> bool | None:
+        return None if self.score is None else self.score.hit
+
+
+@dataclass
+class ExplainResult:
+    explanations: list[Explanation] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    pointing: PointingSummary | None = None
+    csv_path: Path | None = None
+
+
+def _overlay_names(paths: Sequence[Path], out_dir: Path) -> list[Path]:
+    """``<out>/<stem>.gradcam.png``; repeated stems get -2, -3, ..."""
+    seen: dict[str, int] = {}
+    names = []
+    for path in paths:
+        stem = path.stem
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(out_dir / (f"{stem}.gradcam.png" if seen[stem] == 1 else f"{stem}-{seen[stem]}.gradcam.png"))
+    return names
+
+
+def explain_files(checkpoint: str | os.PathLike[str], paths: Sequence[Path], out_dir: str | os.PathLike[str], *,
+                  target_class: str | None = None, batch_size: int = 8, device: str = "auto",
+                  masks: str | os.PathLike[str] | None = None, tolerance: float = 0.0,
+                  max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True) -> ExplainResult:
+    """Write one overlay PNG per readable image and ``explanations.csv`` into ``out_dir``."""
+    from tqdm import tqdm
+
+    from ..training.device import resolve_device
+
+    state = load_checkpoint(checkpoint)
+    classes = list(state["classes"])
+    target_name = target_class or classes[int(state["positive_index"])]
+    if target_name not in classes:
+        raise SkinOnnxError(f"--class {target_name!r} is not one of the model's classes {classes}")
+    target = classes.index(target_name)
+    pos = int(state["positive_index"])
+    temperature = float((state.get("calibration") or {}).get("temperature", 1.0))
+    threshold = float((state.get("decision") or {}).get("threshold", 0.5))
+    prep = Preprocessing.from_dict(state["preprocessing"])
+    dev = resolve_device(device)
+    cam = GradCam(model_from_checkpoint(state).to(dev))
+    mask_index = MaskIndex(Path(masks)) if masks is not None else None
+    out = Path(out_dir)
+    names = _overlay_names(paths, out)
+    result = ExplainResult()
+    scored = []
+    bar = tqdm(total=len(paths), unit="img", desc="explain", disable=not progress, leave=False)
+    for start in range(0, len(paths), batch_size):
+        items = []
+        for path, name in zip(paths[start:start + batch_size], names[start:start + batch_size], strict=True):
+            try:
+                decoded = load_rgb(path, max_pixels=max_pixels, draft_size=prep.resize_size)
+            except ImageError as exc:
+                result.skipped.append((str(path), exc.problem))
+                continue
+            items.append((path, name, decoded, prep.center_crop(prep.resize(decoded))))
+        bar.update(min(batch_size, len(paths) - start))
+        if not items:
+            continue
+        batch = torch.from_numpy(np.stack([prep.normalize(crop) for *_, crop in items])).to(dev)
+        maps = cam(batch, target)
+        if maps.cams.shape[1] * maps.cams.shape[2] == 1:
+            raise SkinOnnxError(f"at image_size {prep.image_size} the last block's map is 1x1: Grad-CAM has no "
+                                "spatial information (needs image_size >= 64)")
+        probs = _softmax(maps.logits / temperature)
+        for (path, name, decoded, crop), heat, peak, p in zip(items, maps.normalized(), maps.peaks(prep.image_size),
+                                                               probs, strict=True):
+            peak_xy = (float(peak[0]), float(peak[1]))
+            peak_source = prep.crop_point_to_source(*peak_xy, decoded.size)
+            prediction = classes[pos] if p[pos] >= threshold else classes[1 - pos]
+            explanation = Explanation(str(path), name, target_name, float(p[target]), prediction,
+                                      (heat.shape[0], heat.shape[1]), peak_xy, peak_source, empty=not heat.max() > 0)
+            if mask_index is not None:
+                mask = mask_index.load(path)
+                if mask is not None:
+                    explanation.score = score_image(prep, decoded.size, mask, peak_source, tolerance,
+                                                    empty=explanation.empty)
+                    scored.append(explanation.score)
+            caption = (f"{path.name}: p({target_name}) = {explanation.probability:.3f}, predicted {prediction}"
+                       f"\nGrad-CAM for '{target_name}', layer4 {heat.shape[0]}x{heat.shape[1]}, "
+                       f"{prep.image_size}px crop" + ("; no evidence for this class" if explanation.empty else ""))
+            panel = render_overlay(crop, heat, peak_xy, caption)
+            write_with(name, lambda tmp, panel=panel: panel.save(tmp, format="PNG"))
+            result.explanations.append(explanation)
+    bar.close()
+    if scored:
+        result.pointing = PointingSummary.from_scores(scored, tolerance)
+    if result.explanations:
+        result.csv_path = out / "explanations.csv"
+        write_text(result.csv_path, _csv(result.explanations))
+    return result
+
+
+def _csv(rows: Sequence[Explanation]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "overlay", "class", "probability", "prediction", "grid", "peak_x", "peak_y",
+                     "peak_source_x", "peak_source_y", "peak_on_lesion"])
+    for r in rows:
+        writer.writerow([r.path, r.overlay, r.target, f"{r.probability:.6f}", r.prediction, f"{r.grid[0]}x{r.grid[1]}",
+                         f"{r.peak[0]:.1f}", f"{r.peak[1]:.1f}", f"{r.peak_source[0]:.1f}", f"{r.peak_source[1]:.1f}",
+                         "" if r.hit is None else int(r.hit)])
+    return buf.getvalue()
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)

@@ -1,0 +1,72 @@
+"""The network: torchvision ResNet50 with a new classification head."""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.error
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from ..errors import CheckpointError, WeightsUnavailableError
+from .torch_load import safe_torch_load
+
+ARCH = "resnet50"
+IMAGENET_WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V2
+DOWNLOAD_TIMEOUT_S = 20
+
+
+def imagenet_weights_file() -> Path:
+    """Where torchvision looks for (and caches) the ImageNet weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(IMAGENET_WEIGHTS.url)
+
+
+def build_model(num_classes: int, weights: str = "imagenet") -> nn.Module:
+    """ResNet50 with a ``num_classes`` head; ``weights`` is ``imagenet``, ``none`` or a file path."""
+    if weights == "none":
+        # Each residual block starts as the identity (last BN scale 0): from-scratch training on a few
+        # hundred images is markedly more stable that way (Goyal et al. 2017, "bag of tricks").
+        return torchvision.models.resnet50(weights=None, num_classes=num_classes, zero_init_residual=True)
+    model = torchvision.models.resnet50(weights=None)
+    if weights == "imagenet":
+        model.load_state_dict(_imagenet_state_dict())
+    else:
+        model.load_state_dict(_local_state_dict(Path(weights)))
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+def _imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """torchvision's real loading code, with an offline error that says what to do."""
+    target = imagenet_weights_file()
+    if target.is_file():
+        return torch.load(target, map_location="cpu", weights_only=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return IMAGENET_WEIGHTS.get_state_dict(progress=True, check_hash=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as exc:
+        raise WeightsUnavailableError(
+            f"ImageNet weights are not available offline ({type(exc).__name__}): place {IMAGENET_WEIGHTS.url} "
+            f"at {target}, or use --weights PATH (a local ResNet50 state dict) or --weights none") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _local_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsUnavailableError(f"--weights {path}: file not found (or use --weights imagenet / none)")
+    state = safe_torch_load(path, "a weights file")
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # a skinonnx checkpoint: reuse its backbone
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a ResNet50 state dict")
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing = [k for k in torchvision.models.resnet50().state_dict() if not k.startswith("fc.") and k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a ResNet50 state dict ({len(missing)} missing keys, e.g. {missing[0]})")
+    state.update({k: v for k, v in torchvision.models.resnet50().state_dict().items() if k.startswith("fc.")})
+    return state

@@ -1,0 +1,40 @@
+"""Running a model over a loader and the per-epoch validation metrics (shared by the loop and finalize)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..evaluation.calibration import softmax
+from .device import autocast
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, *, amp: bool = False,
+             channels_last: bool = False, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Return (logits (N, C) float64, labels (N,)) in loader order."""
+    model.eval()
+    all_logits, all_labels = [], []
+    for images, targets in tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False):
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            logits = model(images)
+        all_logits.append(logits.float().cpu().numpy())
+        all_labels.append(targets.numpy())
+    return np.concatenate(all_logits).astype(np.float64), np.concatenate(all_labels)
+
+
+def validation_metrics(logits: np.ndarray, labels: np.ndarray, positive_index: int) -> dict[str, float]:
+    from sklearn.metrics import roc_auc_score
+
+    probs = softmax(logits)
+    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None))))
+    y = (labels == positive_index).astype(int)
+    auc = float(roc_auc_score(y, probs[:, positive_index])) if 0 < y.sum() < len(y) else math.nan
+    return {"val_loss": loss, "val_acc": float(np.mean(probs.argmax(1) == labels)), "val_auc": auc}

@@ -1,0 +1,149 @@
+"""The package layout is a rule, not a habit: the torch boundary is a folder boundary, stages import downwards.
+
+docs/ARCHITECTURE.md draws the same picture; these tests keep it true.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "skinonnx"
+
+# Stage packages that must import without torch, plus the torch-free modules of mixed stages and the top leaves.
+TORCH_FREE_PACKAGES = ("data", "deploy", "evaluation")
+TORCH_FREE_MODULES = ("skinonnx", "skinonnx.errors", "skinonnx.atomic", "skinonnx.hashing", "skinonnx.cpus",
+                      "skinonnx._lazy", "skinonnx.cli", "skinonnx.export", "skinonnx.export.quantize",
+                      "skinonnx.explain", "skinonnx.explain.overlay", "skinonnx.explain.pointing_game")
+
+# Which stage may import which (besides the top-level leaves every stage may use).
+ALLOWED = {
+    "data": set(),
+    "deploy": {"data"},
+    "evaluation": {"data", "deploy"},
+    "training": {"data", "evaluation"},
+    "export": {"data", "deploy", "evaluation", "training"},
+    "explain": {"data", "training"},
+}
+LEAVES = {"errors", "atomic", "hashing", "cpus", "_lazy"}
+
+# Run in a fresh interpreter: a finder that refuses torch and names the skinonnx module that asked for it.
+PROBE = textwrap.dedent("""
+    import importlib, json, sys
+
+    class NoTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] not in ("torch", "torchvision"):
+                return None
+            frame, culprit = sys._getframe(1), None
+            while frame is not None:
+                module = frame.f_globals.get("__name__", "")
+                if module.startswith("skinonnx"):
+                    culprit = module
+                    break
+                frame = frame.f_back
+            raise ImportError(f"torch blocked; imported by {culprit}")
+
+    sys.meta_path.insert(0, NoTorch())
+    failures = {}
+    for module in json.loads(sys.argv[1]):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            failures[module] = str(exc)
+    print(json.dumps(failures))
+""")
+
+
+def module_names(package: str) -> list[str]:
+    folder = PACKAGE / package
+    names = []
+    for path in sorted(folder.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def torch_free_modules() -> list[str]:
+    return [m for p in TORCH_FREE_PACKAGES for m in module_names(p)] + list(TORCH_FREE_MODULES)
+
+
+def torch_importers(modules: list[str]) -> dict[str, str]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(modules)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_every_torch_free_module_imports_without_torch() -> None:
+    modules = torch_free_modules()
+    assert len(modules) > 20  # the packages were found
+    failures = torch_importers(modules)
+    assert not failures, "torch pulled into the deploy side:\n" + "\n".join(
+        f"  {module}: {reason}" for module, reason in failures.items())
+
+
+def test_the_probe_names_the_module_that_imports_torch(tmp_path: Path) -> None:
+    """The rule can fail: a torch-free module that imports torch is reported by name."""
+    planted = PACKAGE / "deploy" / "_planted_torch_user.py"
+    planted.write_text("import torch  # planted by tests/test_layout.py\n")
+    try:
+        failures = torch_importers(["skinonnx.deploy._planted_torch_user", "skinonnx.deploy.runtime"])
+    finally:
+        planted.unlink()
+    assert list(failures) == ["skinonnx.deploy._planted_torch_user"]
+    assert "imported by skinonnx.deploy._planted_torch_user" in failures["skinonnx.deploy._planted_torch_user"]
+
+
+def _stage_imports(path: Path) -> set[str]:
+    """Stages and leaves a module imports (relative imports inside skinonnx, resolved)."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = list(parts[:-1])
+            base = base[: len(base) - (node.level - 1)]
+            target = base + (node.module.split(".") if node.module else [])
+            if target:
+                found.add(target[0])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("skinonnx."):
+            found.add(node.module.split(".")[1])
+    return found
+
+
+@pytest.mark.parametrize("stage", sorted(ALLOWED))
+def test_stages_import_only_downwards(stage: str) -> None:
+    wrong = {}
+    for path in (PACKAGE / stage).rglob("*.py"):
+        bad = _stage_imports(path) - ALLOWED[stage] - LEAVES - {stage}
+        if bad:
+            wrong[str(path.relative_to(ROOT))] = sorted(bad)
+    assert not wrong, f"imports against the layering of docs/ARCHITECTURE.md: {wrong}"
+
+
+@pytest.mark.parametrize("stage", sorted(ALLOWED))
+def test_public_names_resolve(stage: str) -> None:
+    package = importlib.import_module(f"skinonnx.{stage}")
+    assert package.__all__
+    for name in package.__all__:
+        assert getattr(package, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        package.nope  # noqa: B018
+
+
+def test_documented_entry_points() -> None:
+    from skinonnx.data import Preprocessing
+    from skinonnx.deploy import OnnxClassifier
+    from skinonnx.evaluation import binary_metrics
+
+    assert OnnxClassifier.__module__ == "skinonnx.deploy.runtime"
+    assert Preprocessing.__module__ == "skinonnx.data.preprocessing"
+    assert binary_metrics([0, 1, 1, 0], [0.1, 0.9, 0.4, 0.6], 0.5)["accuracy"] == 0.5
