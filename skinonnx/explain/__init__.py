@@ -2,12 +2,7 @@
 
 from .._lazy import lazy_exports
 
-_EXPORTS = {
-    "explain_files": "run",
-    "GradCam": "gradcam",
-    "render_overlay": "overlay",
-    "score_image": "pointing_game",
-    "MaskIndex": "pointing_game",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    run="explain_files", gradcam="GradCam", overlay="render_overlay", pointing_game="score_image MaskIndex",
+)

@@ -4,13 +4,8 @@
 
 from .._lazy import lazy_exports
 
-_EXPORTS = {
-    "export": "onnx_export",
-    "check_parity": "parity",
-    "ParityReport": "parity",
-    "embed_preprocessing": "uint8_input",
-    "quantize_model": "quantize",
-    "QuantizeSettings": "quantize",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    onnx_export="export", parity="check_parity ParityReport", uint8_input="embed_preprocessing",
+    quantize="quantize_model QuantizeSettings",
+)

@@ -2,13 +2,8 @@
 
 from .._lazy import lazy_exports
 
-_EXPORTS = {
-    "TrainConfig": "config",
-    "fit": "loop",
-    "build_model": "model",
-    "load_checkpoint": "checkpoint",
-    "model_from_checkpoint": "checkpoint",
-    "save_checkpoint": "checkpoint",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    config="TrainConfig", loop="fit", model="build_model",
+    checkpoint="load_checkpoint model_from_checkpoint save_checkpoint",
+)
