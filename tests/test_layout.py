@@ -57,8 +57,8 @@ PROBE = textwrap.dedent("""
     for module in json.loads(sys.argv[1]):
         try:
             importlib.import_module(module)
-        except ImportError as exc:
-            failures[module] = str(exc)
+        except Exception as exc:  # ImportError from the finder, or a module that fails for another reason
+            failures[module] = f"{type(exc).__name__}: {exc}"
     print(json.dumps(failures))
 """)
 
