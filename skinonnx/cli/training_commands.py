@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import RunInterrupted
-from .options import POSITIVE_INT, echo, max_pixels_option
+from .options import POSITIVE_INT, echo, max_pixels_option, program_name
 
 _NEGATED_FLAGS = {"no_calibrate": "calibrate", "no_amp": "amp", "no_channels_last": "channels_last",
                   "quiet": "progress"}
@@ -35,12 +35,6 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
             click.echo(f"note: --config {value}: ignored unknown setting '{key}'", err=True)
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
-
-
-def _program(ctx: click.Context) -> str:
-    """How the user started us, for commands we print: `skinonnx`, `python cli.py`, `python -m ...`."""
-    name = ctx.find_root().info_name or "skinonnx"
-    return f"python {name}" if name.endswith(".py") else name
 
 
 def _explicit_train_settings() -> set[str]:
@@ -119,17 +113,16 @@ def train(**opts: object) -> None:
         cache_mb=int(opts["cache_mb"]), max_pixels=int(opts["max_pixels"]),
         class_weights=str(opts["class_weights"]), sampler=str(opts["sampler"]),
         checkpoint_dir=str(opts["checkpoint_dir"] or ""), runs_dir=str(opts["runs_dir"]), progress=not quiet)
-    ctx = click.get_current_context()
     try:
         result = fit(cfg, resume=True if resume == _NEWEST else resume, explicit=_explicit_train_settings(),
                      echo=echo)
     except RunInterrupted as exc:
-        exc.message = exc.text(_program(ctx))
+        exc.message = exc.text(program_name())
         raise
     except KeyboardInterrupt:  # before the run folder existed
         raise RunInterrupted(cfg.run_dir, 0, cfg.epochs, False) from None
     click.echo(f"best {result.best_path} (epoch {result.best_epoch}, {cfg.select} {result.best_metric:.4f}); "
-               f"metrics and curves in {result.run_dir}/. Next: {_program(ctx)} export  (takes the newest run)")
+               f"metrics and curves in {result.run_dir}/. Next: {program_name()} export  (takes the newest run)")
 
 
 @click.command()

@@ -222,7 +222,7 @@ CSV_CASES: list[tuple[str, Callable[[Path], Path], tuple[str, ...]]] = [
     ("missing columns", _csv_case(["images/a.png,benign"], "path,label"), ("missing column(s) ['split']",)),
     ("missing label column", _csv_case(["images/a.png"], "file"), ("missing column(s) ['path', 'label', 'split']",)),
     ("missing files", _csv_case([*GOOD_ROWS, "images/gone.png,benign,test", "images/lost.png,malignant,test"]),
-     ("2 listed file(s) not found", "images/gone.png")),
+     ("2 bad row(s)", "index.csv:6: listed file not found 'images/gone.png'", "index.csv:7:")),
     ("duplicate paths", _csv_case([*GOOD_ROWS, "images/./a.png,malignant,test"]),
      ("index.csv:6", "duplicate path 'images/./a.png'")),
     ("absolute path", _csv_case([*GOOD_ROWS, "/etc/passwd,benign,test"]),
