@@ -37,7 +37,9 @@ def guard_temperature(logits: np.ndarray, labels: np.ndarray, positive_index: in
     nll = (negative_log_likelihood(logits, labels, 1.0), negative_log_likelihood(logits, labels, fitted))
     ece = (expected_calibration_error(y, softmax(logits)[:, positive_index]),
            expected_calibration_error(y, softmax(logits, fitted)[:, positive_index]))
-    if fitted <= lo * 1.001 or fitted >= hi / 1.001:
+    # The bounded search stops short of a bound it is drawn to (0.06 for a bound of 0.05), so compare the NLL
+    # there: if a bound is as good as the fit, the optimum lies on it (or beyond).
+    if min(negative_log_likelihood(logits, labels, bound) for bound in (lo, hi)) <= nll[1] + 1e-6:
         return 1.0, (f"hit its bound ({lo} .. {hi}): the validation split ({len(y)} images) is too small or too "
                      "easily separated to calibrate on")
     if nll[1] > nll[0] + 1e-9 or ece[1] > ece[0] + 1e-9:
