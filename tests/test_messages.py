@@ -137,6 +137,11 @@ def test_zero_width_auc_interval_is_explained_not_reported_as_a_span(tmp_path: P
     assert "spans 0.000" not in card and "interval of zero width" in card
     summary["ci"]["roc_auc"] = [0.61, 0.9]
     assert "the ROC AUC interval alone spans 0.290" in render_model_card(summary)
+    # class-imbalance handling, as a run's config.json records it, is in the training set-up
+    summary["training"]["config"] = {"class_weights": "auto", "class_loss_weights": [0.625, 2.5],
+                                     "sampler": "balanced"}
+    assert ("| Class imbalance | loss weighted per class (`--class-weights auto`: 0.625, 2.500); class-balanced "
+            "sampling (`--sampler balanced`) |") in render_model_card(summary)
 
 
 def test_refused_calibration_is_in_the_model_card(tmp_path: Path, synthetic_data: Path) -> None:
@@ -156,6 +161,6 @@ def test_collect_inputs_refuses_missing_paths_but_skips_empty_globs(tmp_path: Pa
 
     paths, problems = collect_inputs([str(images), str(tmp_path / "*.jpg")])
     assert len(paths) == len(list(images.glob("*.png"))) and problems[0]["problem"] == "glob matched no images"
-    with pytest.raises(SkinOnnxError, match="not found: .*nope.jpg"):
+    with pytest.raises(SkinOnnxError, match=r"not found: .*nope\.jpg"):
         collect_inputs([str(images), str(tmp_path / "nope.jpg")])
     assert np.all([p.exists() for p in paths])
