@@ -36,4 +36,4 @@ bench: install
 	$(PY) -m benchmarks.run
 
 clean-outputs:
-	rm -rf checkpoints/*.pt exports/*.onnx runs/*/ reports/*/ data/synthetic
+	rm -rf checkpoints/*.pt exports/*.onnx runs/*/ reports/*/ data/synthetic  # runs/<name>/weights/ hold the checkpoints

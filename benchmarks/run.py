@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_DATA = ROOT.parent / "shared" / "data" / "isic-bm"
+REAL_DATA = Path(os.environ.get("SKINONNX_ISIC_DATA") or ROOT.parent / "shared" / "data" / "isic-bm")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -28,10 +28,10 @@ def run_demo(data_dir: Path, *, epochs: int = 8, image_size: int = 64, seed: int
     t = time.perf_counter()
     cfg = TrainConfig(data=str(data_dir), name="demo", weights="none", epochs=epochs, batch_size=16, lr=5e-4,
                       image_size=image_size, seed=seed, early_stop=0, scheduler="cosine", progress=progress,
-                      checkpoint_dir=str(workdir / "checkpoints"), runs_dir=str(workdir / "runs"))
-    result = fit(cfg, echo=echo)
+                      runs_dir=str(workdir / "runs"))
+    result = fit(cfg, echo=echo)  # its own run folder: runs/demo/ (demo-2, ... if taken), never another run's
     timings["train_s"] = time.perf_counter() - t
-    echo(f"[2/5] trained: best val AUC {result.best_metric:.3f} at epoch {result.best_epoch}")
+    echo(f"[2/5] trained {result.run_dir}: best val AUC {result.best_metric:.3f} at epoch {result.best_epoch}")
 
     t = time.perf_counter()
     onnx_path = workdir / "exports" / "model.onnx"

@@ -61,3 +61,23 @@ class AtolError(ExportError):
 
 class OutputWriteError(SkinOnnxError):
     """A result file could not be written (permissions, disk full...)."""
+
+
+class RunInterrupted(SkinOnnxError):
+    """Training stopped by Ctrl-C (SIGINT): exit code 130, like a shell, with the command that continues it."""
+
+    exit_code = 130
+
+    def __init__(self, run_dir: object, epoch: int, epochs: int, resumable: bool, *,
+                 checkpoint_dir: str | None = None, program: str = "skinonnx") -> None:
+        self.run_dir, self.epoch, self.epochs, self.resumable = run_dir, epoch, epochs, resumable
+        self.checkpoint_dir = checkpoint_dir
+        super().__init__(self.text(program))
+
+    def text(self, program: str) -> str:
+        if not self.resumable:
+            return "interrupted before the first epoch completed; nothing to resume (start the run again)"
+        command = (f"{program} train --resume --checkpoint-dir {self.checkpoint_dir}" if self.checkpoint_dir
+                   else f"{program} train --resume {self.run_dir}")
+        return (f"interrupted after epoch {self.epoch} of {self.epochs}; it is saved in {self.run_dir}. "
+                f"Continue with: {command}")

@@ -10,7 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic-bm"
+# The real ISIC images: beside the project by default, anywhere with SKINONNX_ISIC_DATA=/path/to/isic-bm.
+REAL_DATA_ENV = "SKINONNX_ISIC_DATA"
+REAL_DATA = Path(os.environ.get(REAL_DATA_ENV) or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+                 / "isic-bm")
 
 
 def run_cli(*args: str, expect: int | None = 0):
@@ -44,20 +47,34 @@ class TrainedModel:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path) -> TrainedModel:
-    """Train 2 epochs at 32 px (seconds on 2 cores) and export with parity."""
+    """Train 2 epochs at 32 px (seconds on 2 cores) into runs/t/ and export with parity."""
     work = tmp_path_factory.mktemp("work")
     run_cli("train", "--data", synthetic_data, "--weights", "none", "--epochs", "2", "--batch-size", "8",
-            "--image-size", "32", "--name", "t", "--checkpoint-dir", work / "checkpoints",
-            "--runs-dir", work / "runs", "--quiet", "--lr", "1e-3")
+            "--image-size", "32", "--name", "t", "--runs-dir", work / "runs", "--quiet", "--lr", "1e-3")
+    weights = work / "runs" / "t" / "weights"
     onnx_path = work / "exports" / "model.onnx"
-    run_cli("export", "--checkpoint", work / "checkpoints" / "best.pt", "--output", onnx_path,
-            "--data", synthetic_data, "--parity-images", "8")
-    return TrainedModel(synthetic_data, work, work / "checkpoints" / "best.pt", work / "checkpoints" / "last.pt",
-                        onnx_path, work / "runs" / "t")
+    run_cli("export", "--checkpoint", weights / "best.pt", "--output", onnx_path, "--data", synthetic_data,
+            "--parity-images", "8")
+    return TrainedModel(synthetic_data, work, weights / "best.pt", weights / "last.pt", onnx_path, work / "runs" / "t")
 
 
 @pytest.fixture
 def real_data() -> Path:
     if not REAL_DATA.is_dir():
-        pytest.skip(f"real ISIC data not present at {REAL_DATA} (only inside the skinonnx workplace)")
+        pytest.skip(f"real ISIC data not present at {REAL_DATA} (set {REAL_DATA_ENV}=/path/to/isic-bm to use a "
+                    "copy elsewhere)")
     return REAL_DATA
+
+
+# Fixtures that train a network: a test that needs one (directly or through another fixture) is slow,
+# whatever its own marks say, so `pytest -m "not slow"` never trains.
+TRAINING_FIXTURES = frozenset({"trained", "off_centre_model"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        needs = set(getattr(item, "fixturenames", ()))
+        if needs & TRAINING_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        if "real_data" in needs:
+            item.add_marker(pytest.mark.realdata)

@@ -276,14 +276,23 @@ def test_export_output_must_be_onnx(tmp_path: Path) -> None:
 def test_predict_on_nothing_usable(tmp_path: Path) -> None:
     model = tiny_onnx(tmp_path / "m.onnx")
     (tmp_path / "empty").mkdir()
-    cli_error("predict", "--onnx", model, tmp_path / "empty", tmp_path / "missing.jpg", "-o", tmp_path / "p.csv",
-              says=("no images found in",))
+    cli_error("predict", "--onnx", model, tmp_path / "empty", "-o", tmp_path / "p.csv", says=("no images found in",))
     (tmp_path / "bad.jpg").write_text("<html>")
-    cli_error("predict", "--onnx", model, tmp_path / "bad.jpg", tmp_path / "missing.jpg", "-o", tmp_path / "p.csv",
+    cli_error("predict", "--onnx", model, tmp_path / "bad.jpg", str(tmp_path / "*.png"), "-o", tmp_path / "p.csv",
               says=("none of the 2 inputs could be classified",))
     rows = {r["path"]: r["error"] for r in csv.DictReader((tmp_path / "p.csv").read_text().splitlines())}
-    assert rows == {str(tmp_path / "missing.jpg"): "file not found",
+    assert rows == {str(tmp_path / "*.png"): "glob matched no images",
                     str(tmp_path / "bad.jpg"): "not a supported image (JPEG, PNG, BMP, TIFF or WebP)"}
+
+
+def test_predict_missing_input_path_is_an_error_even_next_to_a_valid_one(tmp_path: Path, images: Path) -> None:
+    """Before: `predict missing.jpg` said "no images found" and a mistyped folder beside a good one exited 0."""
+    model = tiny_onnx(tmp_path / "m.onnx")
+    cli_error("predict", "--onnx", model, tmp_path / "missing.jpg", "-o", tmp_path / "p.csv",
+              says=(f"not found: {tmp_path / 'missing.jpg'}",))
+    cli_error("predict", "--onnx", model, images, tmp_path / "imgs_typo", tmp_path / "gone.png", "-o",
+              tmp_path / "p.csv", says=(f"not found: {tmp_path / 'imgs_typo'}, {tmp_path / 'gone.png'}",))
+    assert not (tmp_path / "p.csv").exists()  # refused before any work
 
 
 def test_no_write_probe_files_are_left_behind(tmp_path: Path, images: Path) -> None:

@@ -22,6 +22,7 @@ PACKAGE = ROOT / "skinonnx"
 TORCH_FREE_PACKAGES = ("data", "deploy", "evaluation")
 TORCH_FREE_MODULES = ("skinonnx", "skinonnx.errors", "skinonnx.atomic", "skinonnx.hashing", "skinonnx.cpus",
                       "skinonnx._lazy", "skinonnx.cli", "skinonnx.export", "skinonnx.export.quantize",
+                      "skinonnx.training.runs", "skinonnx.training.config", "skinonnx.training.epoch_report",
                       "skinonnx.explain", "skinonnx.explain.overlay", "skinonnx.explain.pointing_game")
 
 # Which stage may import which (besides the top-level leaves every stage may use).

@@ -10,8 +10,10 @@ from ..errors import SkinOnnxError
 from .options import (
     POSITIVE_INT,
     contract_options,
+    data_from_metadata,
     max_pixels_option,
     open_classifier,
+    program_name,
     provider_option,
     save_optimized_option,
 )
@@ -60,10 +62,8 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
     out = out_dir or Path("reports") / onnx_path.stem
     ensure_writable_dir(out)
     classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized)
-    data = data or classifier.metadata.get("training_data")
-    if not data or not Path(data).exists():
-        raise click.UsageError("pass --data DIR: the model's metadata names no training data that exists here"
-                               + (f" ({data})" if data else ""))
+    data = data_from_metadata(data, classifier.metadata)
+    _say_which_run(classifier.metadata)
     result = evaluate_split(classifier, data, split=split, threshold=threshold, batch_size=batch_size,
                             out_dir=out, progress=not quiet, max_pixels=max_pixels,
                             bootstrap=0 if no_ci else n_bootstrap, ci_seed=ci_seed, confidence=confidence,
@@ -76,6 +76,19 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
     for path, problem in result.skipped:
         click.echo(f"skipped {path}: {problem}", err=True)
     click.echo(f"report in {out}/: {', '.join(result.files)}", err=as_json)
+
+
+def _say_which_run(metadata: dict[str, str]) -> None:
+    """Name the run the model was exported from, and a newer run if there is one (export takes the newest)."""
+    from ..training.runs import list_runs
+
+    source = metadata.get("training_run_dir")
+    if not source:
+        return
+    click.echo(f"model from run {source}", err=True)
+    newer = [r for r in list_runs() if (r / "weights" / "best.pt").is_file()]
+    if newer and newer[0].resolve() != Path(source).resolve():
+        click.echo(f"note: the newest run is {newer[0]}; `{program_name()} export` exports it", err=True)
 
 
 @click.command()

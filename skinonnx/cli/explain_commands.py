@@ -7,12 +7,12 @@ from pathlib import Path
 import click
 
 from ..errors import SkinOnnxError
-from .options import POSITIVE_INT, max_pixels_option
+from .options import POSITIVE_INT, checkpoint_option, max_pixels_option, resolve_checkpoint_option
 
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=Path("checkpoints/best.pt"), show_default=True)
+@checkpoint_option
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports/gradcam"), show_default=True,
               help="Folder for the overlay PNGs and explanations.csv.")
 @click.option("--class", "target_class", default=None, help="Class to explain (default: the positive class).")
@@ -24,7 +24,8 @@ from .options import POSITIVE_INT, max_pixels_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @max_pixels_option
 @click.option("--quiet", is_flag=True)
-def explain(inputs: tuple[str, ...], checkpoint: Path, out_dir: Path, target_class: str | None, masks: Path | None,
+def explain(inputs: tuple[str, ...], checkpoint: str | None, out_dir: Path, target_class: str | None,
+            masks: Path | None,
             tolerance: float, batch_size: int, device: str, max_pixels: int, quiet: bool) -> None:
     """Grad-CAM heatmap overlays (PNG) from the last convolutional block, at the model's preprocessing."""
     from ..deploy.predict import collect_inputs
@@ -33,9 +34,12 @@ def explain(inputs: tuple[str, ...], checkpoint: Path, out_dir: Path, target_cla
     paths, problems = collect_inputs(inputs)
     if not paths:
         raise SkinOnnxError("no images found in " + ", ".join(inputs))
+    checkpoint = resolve_checkpoint_option(checkpoint)
     result = explain_files(checkpoint, paths, out_dir, target_class=target_class, batch_size=batch_size,
                            device=device, masks=masks, tolerance=tolerance, max_pixels=max_pixels,
                            progress=not quiet)
+    for note in result.notes:
+        click.echo(note, err=True)
     for path, problem in [(p["path"], p["problem"]) for p in problems] + result.skipped:
         click.echo(f"skipped {path}: {problem}", err=True)
     if not result.explanations:

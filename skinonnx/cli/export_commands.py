@@ -7,11 +7,19 @@ from pathlib import Path
 import click
 
 from ..errors import SkinOnnxError
-from .options import POSITIVE_INT, echo, provider_option
+from .options import (
+    POSITIVE_INT,
+    checkpoint_option,
+    data_from_metadata,
+    echo,
+    provider_option,
+    require_onnx,
+    resolve_checkpoint_option,
+)
 
 
 @click.command()
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=Path("checkpoints/best.pt"), show_default=True)
+@checkpoint_option
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("exports/model.onnx"),
               show_default=True)
 @click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True)
@@ -26,11 +34,13 @@ from .options import POSITIVE_INT, echo, provider_option
               help="Also write OUTPUT's stem + .uint8.onnx: input uint8 RGB NHWC (decoded, resized), crop and "
                    "normalisation in the graph; parity-checked against the float model (atol 1e-5).")
 @provider_option("cpu")
-def export(checkpoint: Path, output: Path, opset: int, data: str | None, atol: float, parity_images: int,
+def export(checkpoint: str | None, output: Path, opset: int, data: str | None, atol: float, parity_images: int,
            int8: bool, embed_preprocessing: bool, provider: str) -> None:
-    """Export a checkpoint to a self-describing ONNX file (checked, parity-tested, atomic)."""
+    """Export a checkpoint (default: the newest run's best.pt) to a self-describing ONNX file (checked,
+    parity-tested, atomic)."""
     from ..export.onnx_export import export as run_export
 
+    checkpoint = resolve_checkpoint_option(checkpoint)
     result = run_export(checkpoint, output, opset=opset, data=data, atol=atol, parity_images=parity_images,
                         provider=provider, embed_preprocessing=embed_preprocessing, echo=echo)
     c = result.contract
@@ -62,8 +72,9 @@ def _run_quantize(onnx_path: Path, output: Path | None, data: str, options: dict
               show_default=True, help="The fp32 skinonnx model.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="INT8 model path (default: ONNX with .int8.onnx, e.g. exports/model.int8.onnx).")
-@click.option("--data", required=True,
-              help="The data the model was trained on: calibration uses its train split, the gate its val split.")
+@click.option("--data", default=None,
+              help="The data the model was trained on: calibration uses its train split, the gate its val split "
+                   "(default: the training data recorded in the model's metadata).")
 @click.option("--calibration-images", type=POSITIVE_INT, default=128, show_default=True,
               help="Training images used to measure activation ranges (a seeded subset when there are more).")
 @click.option("--calibrate-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
@@ -82,10 +93,14 @@ def _run_quantize(onnx_path: Path, output: Path | None, data: str, options: dict
 @click.option("--keep-fp32", multiple=True, type=click.Choice(["stem", "layer1", "layer2", "layer3", "layer4"]),
               help="Leave this ResNet stage unquantized (repeatable); layer4 is ~20 % of the FLOPs.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def quantize(onnx_path: Path, output: Path | None, data: str, calibration_images: int, calibrate_method: str,
+def quantize(onnx_path: Path, output: Path | None, data: str | None, calibration_images: int, calibrate_method: str,
              reduce_range: bool, min_agreement: float, max_auc_change: float, gate_split: str, gate_images: int,
              bias_correction: bool, keep_fp32: tuple[str, ...], seed: int) -> None:
     """Static INT8 (QDQ) copy of an fp32 model, written only if it passes the accuracy gate."""
+    from ..deploy.info import read_header
+
+    require_onnx(onnx_path)
+    data = data_from_metadata(data, read_header(onnx_path).metadata)
     _run_quantize(onnx_path, output, data, {
         "calibration_images": calibration_images, "method": calibrate_method, "reduce_range": reduce_range,
         "min_agreement": min_agreement, "max_auc_change": max_auc_change, "gate_split": gate_split,
@@ -94,19 +109,21 @@ def quantize(onnx_path: Path, output: Path | None, data: str, calibration_images
 
 
 @click.command()
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=Path("checkpoints/best.pt"), show_default=True)
+@checkpoint_option
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=Path("exports/model.onnx"),
               show_default=True)
 @click.option("--data", default=None, help="Real images for the check (default: the checkpoint's data).")
 @click.option("--atol", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True)
 @click.option("--images", "n_images", type=click.IntRange(min=1), default=32, show_default=True)
 @provider_option("cpu")
-def parity(checkpoint: Path, onnx_path: Path, data: str | None, atol: float, n_images: int, provider: str) -> None:
+def parity(checkpoint: str | None, onnx_path: Path, data: str | None, atol: float, n_images: int,
+           provider: str) -> None:
     """Compare an ONNX file with its checkpoint on real images; exit 1 above tolerance."""
     from ..export.onnx_export import parity_images_for
     from ..export.parity import check_parity
     from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 
+    checkpoint = resolve_checkpoint_option(checkpoint)
     state = load_checkpoint(checkpoint)
     model = model_from_checkpoint(state)
     batch, source = parity_images_for(state, data, n_images)

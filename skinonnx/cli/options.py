@@ -8,6 +8,7 @@ import click
 
 from ..data.images import DEFAULT_MAX_PIXELS
 
+DEFAULT_ONNX = Path("exports/model.onnx")
 PROVIDERS = click.Choice(["auto", "cpu", "cuda", "tensorrt"])
 POSITIVE_INT = click.IntRange(min=1)
 
@@ -51,6 +52,10 @@ def contract_from_options(image_size: int | None, mean: str | None, std: str | N
             raise click.BadParameter(f"expected three numbers, got '{text}'", param_hint=name) from None
         if len(values) != 3:
             raise click.BadParameter(f"expected three numbers, got '{text}'", param_hint=name)
+        if any(abs(v) > 1 for v in values):  # pixels are divided by 255 before (x - mean) / std
+            scaled = ",".join(f"{v / 255:.3f}" for v in values)
+            raise click.BadParameter(f"'{text}' is on the 0-255 scale; skinonnx scales pixels to 0-1 first, so "
+                                     f"pass {name} {scaled}", param_hint=name)
         return values  # type: ignore[return-value]
 
     names = tuple(c.strip() for c in (classes or "benign,malignant").split(","))
@@ -64,6 +69,48 @@ def contract_from_options(image_size: int | None, mean: str | None, std: str | N
     return ModelContract(classes=names, positive_index=pos, preprocessing=prep)
 
 
+def program_name() -> str:
+    """How the user started us, for commands we print: `skinonnx`, `python cli.py`, `python -m ...`."""
+    ctx = click.get_current_context(silent=True)
+    name = (ctx.find_root().info_name if ctx is not None else None) or "skinonnx"
+    return f"python {name}" if name.endswith(".py") else name
+
+
+def checkpoint_option(f):
+    return click.option("--checkpoint", default=None, metavar="FILE|RUN",
+                        help="A checkpoint file, or a run (folder or name under runs/) for its weights/best.pt "
+                             "(default: the newest run's).")(f)
+
+
+def resolve_checkpoint_option(spec: str | None) -> Path:
+    """--checkpoint as given, or the newest run's best.pt; says which run it took when it chose."""
+    from ..training.runs import resolve_checkpoint
+
+    path, note = resolve_checkpoint(spec)
+    if note:
+        click.echo(note, err=True)
+    return path
+
+
+def data_from_metadata(data: str | None, metadata: dict[str, str]) -> str:
+    """--data, or the training data recorded in the model's metadata when it exists here (test, quantize)."""
+    data = data or metadata.get("training_data")
+    if not data or not Path(data).exists():
+        raise click.UsageError("pass --data DIR: the model's metadata names no training data that exists here"
+                               + (f" ({data})" if data else ""), ctx=click.get_current_context(silent=True))
+    return data
+
+
+def require_onnx(onnx_path: Path) -> None:
+    """A missing model names the command that creates it (`test` or `quantize` before `export`)."""
+    from ..errors import ModelFileError
+
+    if not onnx_path.exists():
+        made_by = f"{program_name()} export" + ("" if onnx_path == DEFAULT_ONNX else f" --output {onnx_path}")
+        raise ModelFileError(f"ONNX model not found: {onnx_path}. Create it with: {made_by} (exports the newest "
+                             "run), or pass --onnx FILE")
+
+
 def save_optimized_option(f):
     return click.option(
         "--save-optimized", type=click.Path(path_type=Path), default=None,
@@ -75,6 +122,7 @@ def open_classifier(onnx_path: Path, provider: str, contract_opts: tuple, save_o
     from ..deploy.runtime import OnnxClassifier
 
     contract = contract_from_options(*contract_opts)
+    require_onnx(onnx_path)
     if save_optimized is None:
         classifier = OnnxClassifier(onnx_path, provider, contract=contract)
     else:

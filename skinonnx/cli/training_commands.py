@@ -6,11 +6,35 @@ from pathlib import Path
 
 import click
 
-from ..errors import SkinOnnxError
-from .options import POSITIVE_INT, echo, max_pixels_option
+from ..errors import RunInterrupted
+from .options import POSITIVE_INT, echo, max_pixels_option, program_name
 
 _NEGATED_FLAGS = {"no_calibrate": "calibrate", "no_amp": "amp", "no_channels_last": "channels_last",
                   "quiet": "progress"}
+# What a run records in config.json besides its settings: read back with --config, not options.
+_RECORDED_ONLY = {"skinonnx_version", "torch_version", "device_used", "classes", "counts", "class_loss_weights",
+                  "layout", "preprocessing"}
+_NEWEST = "@newest-unfinished"
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """--config FILE: its settings become this call's defaults, so options typed on the command line win."""
+    if value is None:
+        return None
+    from ..training.config import read_config_file
+
+    options = {p.name for p in ctx.command.params}
+    flags = {field: flag for flag, field in _NEGATED_FLAGS.items()}
+    defaults: dict[str, object] = {}
+    for key, val in read_config_file(value).items():
+        if key in flags:
+            defaults[flags[key]] = not val
+        elif key in options and key not in ("config", "resume"):
+            defaults[key] = val
+        elif key not in _RECORDED_ONLY:
+            click.echo(f"note: --config {value}: ignored unknown setting '{key}'", err=True)
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
 
 
 def _explicit_train_settings() -> set[str]:
@@ -18,12 +42,15 @@ def _explicit_train_settings() -> set[str]:
     from click.core import ParameterSource
 
     ctx = click.get_current_context()
-    typed = {name for name in ctx.params
-             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
-    return {_NEGATED_FLAGS.get(name, name) for name in typed} - {"resume"}
+    typed = {name for name in ctx.params if ctx.get_parameter_source(name) in
+             (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT, ParameterSource.DEFAULT_MAP)}
+    return {_NEGATED_FLAGS.get(name, name) for name in typed} - {"resume", "config"}
 
 
 @click.command()
+@click.option("--config", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None, is_eager=True,
+              expose_value=False, callback=_load_config,
+              help="JSON or YAML file of settings (e.g. a run's config.json); options given here override it.")
 @click.option("--data", default="data/synthetic", show_default=True,
               help="Data folder (split or flat ImageFolder) or index CSV (path,label,split).")
 @click.option("--weights", default="imagenet", show_default=True,
@@ -51,12 +78,18 @@ def _explicit_train_settings() -> set[str]:
 @click.option("--cache-mb", type=click.IntRange(min=0), default=2048, show_default=True,
               help="Memory for decoded training images; the rest streams from disk.")
 @max_pixels_option
-@click.option("--name", default="", help="Run name under runs/ (default: a time stamp).")
-@click.option("--checkpoint-dir", default="checkpoints", show_default=True)
+@click.option("--class-weights", type=click.Choice(["none", "auto"]), default="none", show_default=True,
+              help="auto: weight the loss by n / (2 n_class) from the training split (for imbalanced data).")
+@click.option("--sampler", type=click.Choice(["shuffle", "balanced"]), default="shuffle", show_default=True,
+              help="balanced: draw both classes equally often per epoch (with replacement).")
+@click.option("--name", default="", help="Run name: the run lives in RUNS_DIR/NAME/ (default: a time stamp; "
+              "a taken name gets -2, -3...).")
+@click.option("--checkpoint-dir", default="", help="Keep best.pt/last.pt here instead of the run's weights/ folder.")
 @click.option("--runs-dir", default="runs", show_default=True)
-@click.option("--resume", is_flag=True,
-              help="Continue from CHECKPOINT_DIR/last.pt with its saved settings; only --epochs, --early-stop, "
-                   "--data, --device, --workers, --cache-mb, --max-pixels, --runs-dir and --quiet may be given.")
+@click.option("--resume", is_flag=False, flag_value=_NEWEST, default=None, metavar="[RUN]",
+              help="Continue a run (a name under RUNS_DIR or a run folder; alone: the newest unfinished run) with "
+                   "its saved settings; only --epochs, --early-stop, --data, --device, --workers, --cache-mb, "
+                   "--max-pixels and --quiet may be given.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(**opts: object) -> None:
     """Fine-tune ResNet50; keep best.pt by a validation metric and last.pt every epoch."""
@@ -67,7 +100,7 @@ def train(**opts: object) -> None:
         parse_policy(str(opts["threshold_policy"]))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--threshold-policy") from None
-    resume = bool(opts.pop("resume"))
+    resume = opts.pop("resume")
     quiet = bool(opts.pop("quiet"))
     cfg = TrainConfig(
         data=str(opts["data"]), name=str(opts["name"]), weights=str(opts["weights"]), epochs=int(opts["epochs"]),
@@ -78,14 +111,18 @@ def train(**opts: object) -> None:
         positive_class=opts["positive_class"], seed=int(opts["seed"]), device=str(opts["device"]),  # type: ignore[arg-type]
         workers=opts["workers"], amp=not opts["no_amp"], channels_last=not opts["no_channels_last"],  # type: ignore[arg-type]
         cache_mb=int(opts["cache_mb"]), max_pixels=int(opts["max_pixels"]),
-        checkpoint_dir=str(opts["checkpoint_dir"]), runs_dir=str(opts["runs_dir"]), progress=not quiet)
+        class_weights=str(opts["class_weights"]), sampler=str(opts["sampler"]),
+        checkpoint_dir=str(opts["checkpoint_dir"] or ""), runs_dir=str(opts["runs_dir"]), progress=not quiet)
     try:
-        result = fit(cfg, resume=resume, explicit=_explicit_train_settings(), echo=echo)
-    except KeyboardInterrupt:
-        raise SkinOnnxError(f"interrupted; the last completed epoch is in {cfg.checkpoint_dir}/last.pt "
-                            "(continue with --resume)") from None
+        result = fit(cfg, resume=True if resume == _NEWEST else resume, explicit=_explicit_train_settings(),
+                     echo=echo)
+    except RunInterrupted as exc:
+        exc.message = exc.text(program_name())
+        raise
+    except KeyboardInterrupt:  # before the run folder existed
+        raise RunInterrupted(cfg.run_dir, 0, cfg.epochs, False) from None
     click.echo(f"best {result.best_path} (epoch {result.best_epoch}, {cfg.select} {result.best_metric:.4f}); "
-               f"metrics in {result.run_dir / 'metrics.csv'}")
+               f"metrics and curves in {result.run_dir}/. Next: {program_name()} export  (takes the newest run)")
 
 
 @click.command()

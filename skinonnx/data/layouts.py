@@ -32,6 +32,7 @@ SPLIT_FRACTIONS = (0.64, 0.16, 0.20)
 SPLIT_FILE = "splits.csv"
 INDEX_FILES = ("index.csv", SPLIT_FILE)
 DEFAULT_POSITIVE = "malignant"
+MAX_REPORTED_ROWS = 20  # bad index rows listed in one error; the count says how many more
 
 
 @dataclass(frozen=True)
@@ -207,29 +208,46 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{csv_path}: cannot read index CSV ({exc})") from None
     splits: dict[str, list[tuple[Path, str]]] = {}
-    seen: set[Path] = set()
-    missing_files: list[str] = []
+    first_line: dict[Path, int] = {}
+    label_lines: dict[str, list[int]] = {}
+    problems: list[str] = []  # every bad row, reported together with its line number
+    name = csv_path.name
     for line_no, row in enumerate(rows, start=2):
         rel, label, split = row["path"], row["label"], row["split"]
         if not rel or not label:
-            raise DataError(f"{csv_path}:{line_no}: empty path or label")
+            problems.append(f"{name}:{line_no}: empty path or label")
+            continue
+        label_lines.setdefault(label, []).append(line_no)
         if split not in SPLITS:
-            raise DataError(f"{csv_path}:{line_no}: split '{split}' is not one of {list(SPLITS)}")
+            problems.append(f"{name}:{line_no}: split '{split}' is not one of {list(SPLITS)}")
+            continue
         if Path(rel).is_absolute() or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
-            raise DataError(f"{csv_path}:{line_no}: absolute path '{rel}' refused; paths must be relative to the CSV")
+            problems.append(f"{name}:{line_no}: absolute path '{rel}' refused; paths must be relative to the CSV")
+            continue
         resolved = (base / rel).resolve()
         if not resolved.is_relative_to(base):
-            raise DataError(f"{csv_path}:{line_no}: path '{rel}' escapes the data root {base}; refused")
-        if resolved in seen:
-            raise DataError(f"{csv_path}:{line_no}: duplicate path '{rel}'")
-        seen.add(resolved)
+            problems.append(f"{name}:{line_no}: path '{rel}' escapes the data root {base}; refused")
+            continue
+        if resolved in first_line:
+            problems.append(f"{name}:{line_no}: duplicate path '{rel}' (first on line {first_line[resolved]})")
+            continue
+        first_line[resolved] = line_no
         if not resolved.is_file():
-            missing_files.append(rel)
+            problems.append(f"{name}:{line_no}: listed file not found '{rel}'")
             continue
         splits.setdefault(split, []).append((resolved, label))  # the path checked is the path opened
-    if missing_files:
-        shown = ", ".join(missing_files[:5]) + (f" and {len(missing_files) - 5} more" if len(missing_files) > 5 else "")
-        raise DataError(f"{csv_path}: {len(missing_files)} listed file(s) not found: {shown}")
+    if len(label_lines) > 2:  # the rarest labels are the likely typos: point at their lines
+        common = sorted(label_lines, key=lambda c: (-len(label_lines[c]), c))[:2]
+        for label in sorted(set(label_lines) - set(common), key=lambda c: label_lines[c][0]):
+            for line_no in label_lines[label]:
+                problems.append(f"{name}:{line_no}: label '{label}' is neither '{common[0]}' nor '{common[1]}'")
+        problems.sort(key=lambda text: int(text.split(":")[1]))
+    if problems:
+        labels = sorted(label_lines)
+        head = (f"{csv_path}: found {len(labels)} label(s) {labels}; skinonnx is a binary classifier and needs "
+                "exactly two labels (e.g. benign and malignant). " if len(labels) > 2 else f"{csv_path}: ")
+        more = f"; ... and {len(problems) - MAX_REPORTED_ROWS} more" if len(problems) > MAX_REPORTED_ROWS else ""
+        raise DataError(f"{head}{len(problems)} bad row(s): {'; '.join(problems[:MAX_REPORTED_ROWS])}{more}")
     if not splits:
         raise DataError(f"{csv_path}: no rows")
     classes = sorted({label for items in splits.values() for _, label in items})

@@ -25,9 +25,15 @@ class PredictResult:
 
 
 def collect_inputs(specs: Iterable[str]) -> tuple[list[Path], list[dict[str, str]]]:
-    """Expand files, folders (recursive, symlinked folders not followed) and globs; keep order, drop repeats."""
+    """Expand files, folders (recursive, symlinked folders not followed) and globs; keep order, drop repeats.
+
+    A named file or folder that does not exist is an error (all of them in one message): a typo must not pass
+    as a skipped line. A glob that matches nothing, and unreadable files found inside folders, are reported
+    as skipped.
+    """
     found: list[Path] = []
     problems: list[dict[str, str]] = []
+    missing: list[str] = []
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
@@ -40,7 +46,10 @@ def collect_inputs(specs: Iterable[str]) -> tuple[list[Path], list[dict[str, str
                 problems.append({"path": spec, "problem": "glob matched no images"})
             found.extend(images)
         else:
-            problems.append({"path": spec, "problem": "file not found"})
+            missing.append(spec)
+    if missing:
+        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+        raise SkinOnnxError(f"not found: {', '.join(missing[:20])}{more}")
     seen, unique = set(), []
     for p in found:
         key = os.path.abspath(p)

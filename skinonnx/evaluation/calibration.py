@@ -51,6 +51,12 @@ def _nll(logits: NDArray[np.float64], labels: NDArray[np.int64], temperature: fl
     return float(np.mean(logsumexp(z, axis=1) - z[np.arange(z.shape[0]), labels]))
 
 
+def negative_log_likelihood(logits: ArrayLike, labels: ArrayLike, temperature: float = 1.0) -> float:
+    """Mean NLL of ``softmax(logits / temperature)`` against class-index ``labels`` (what temperature scaling
+    minimises)."""
+    return _nll(_logits(logits), np.asarray(labels, dtype=np.int64), float(temperature))
+
+
 def fit_temperature(logits: ArrayLike, labels: ArrayLike) -> float:
     """Temperature T minimising the mean NLL of ``softmax(logits / T)`` against ``labels``.
 

@@ -58,28 +58,38 @@ def render_model_card(s: dict[str, Any]) -> str:
     out += _model(s, model, pos, neg)
     out += _intended_use(pos, neg)
     out += _data(s, data, training)
-    out += _training(training)
+    out += _training(training, model.get("skinonnx_metadata", True))
     out += _operating_point(s)
     out += _performance(s, data, pos)
     out += _calibration(s["calibration"])
-    out += _parity(s["parity"])
+    out += _parity(s["parity"], model.get("skinonnx_metadata", True))
     out += _figures(s["files"])
     out += _limitations(s, data, training, pos)
     return "\n".join(out).rstrip() + "\n"
 
 
 def _model(s: dict[str, Any], model: dict[str, Any], pos: str, neg: str) -> list[str]:
+    ours = model.get("skinonnx_metadata", True)  # a foreign file: say only what is true of it
     rows = [["File", f"`{model['path']}`"], ["SHA-256", f"`{model['sha256']}`"],
             ["Architecture", str(model.get("architecture") or "unknown")],
-            ["Task", f"binary classification, {neg} vs {pos} (positive class: **{pos}**)"],
-            ["Input", f"RGB {model['image_size']}×{model['image_size']}, NCHW float32, preprocessing in the ONNX "
-                      "metadata"],
-            ["Outputs", f"`logits` and `probabilities` = softmax(logits / T), T = {fmt(model['temperature'], 4)} "
-                        "(calibration inside the graph)"],
-            ["Decision threshold", f"{fmt(model['decision_threshold'], 4)} (policy `{model['threshold_policy']}`)"],
-            ["Exported", f"{model.get('exported_at') or 'unknown'}, opset {model.get('opset') or '?'}, from "
-                         f"`{model.get('source_checkpoint') or '?'}` by skinonnx {model.get('exported_by') or '?'}"],
-            ["Evaluated with", f"ONNX Runtime {s['provider']}"]]
+            ["Task", f"binary classification, {neg} vs {pos} (positive class: **{pos}**)"]]
+    if ours:
+        rows += [["Input", f"RGB {model['image_size']}×{model['image_size']}, NCHW float32, preprocessing in the "
+                           "ONNX metadata"],
+                 ["Outputs", f"`logits` and `probabilities` = softmax(logits / T), T = "
+                             f"{fmt(model['temperature'], 4)} (calibration inside the graph)"],
+                 ["Decision threshold", f"{fmt(model['decision_threshold'], 4)} (policy "
+                                        f"`{model['threshold_policy']}`)"],
+                 ["Exported", f"{model.get('exported_at') or 'unknown'}, opset {model.get('opset') or 'unknown'}, "
+                              f"from `{model.get('source_checkpoint') or '?'}` by skinonnx "
+                              f"{model.get('exported_by') or '?'}"]]
+    else:
+        rows += [["Input", f"RGB {model['image_size']}×{model['image_size']}, NCHW float32, preprocessing given "
+                           "on the command line (the file carries no skinonnx metadata)"],
+                 ["Outputs", "as the graph defines them; the file records no calibration"],
+                 ["Decision threshold", f"{fmt(model['decision_threshold'], 4)} (the file records none)"],
+                 ["Origin", f"not a skinonnx export; opset {model.get('opset') or 'unknown'}"]]
+    rows.append(["Evaluated with", f"ONNX Runtime {s['provider']}"])
     return ["## Model", "", *_table(["", ""], rows), ""]
 
 
@@ -113,8 +123,10 @@ def _data(s: dict[str, Any], data: dict[str, Any], training: dict[str, Any]) -> 
     return out
 
 
-def _training(training: dict[str, Any]) -> list[str]:
+def _training(training: dict[str, Any], ours: bool = True) -> list[str]:
     c = training.get("config")
+    if not c and not ours:
+        return ["## Training", "", "Unknown: the file is not a skinonnx export and records no training.", ""]
     if not c:
         return ["## Training", "", "No training record found: the ONNX metadata names no training run folder "
                 "that exists here. Pass `--run-dir runs/<name>` to `skinonnx test` to include it.", ""]
@@ -131,12 +143,25 @@ def _training(training: dict[str, Any]) -> list[str]:
             ["Optimiser", f"{c.get('optimizer', '?')}, lr {c.get('lr', '?')}, weight decay "
                           f"{c.get('weight_decay', '?')}, batch {c.get('batch_size', '?')}, "
                           f"{c.get('scheduler', '?')} schedule"],
+            ["Class imbalance", _imbalance(c)],
             ["Image size", f"{c.get('image_size', '?')} px"], ["Seed", str(c.get("seed", "?"))],
             ["Device", str(c.get("device_used", c.get("device", "?")))],
             ["After training", f"temperature scaling {'on' if c.get('calibrate', True) else 'off'}; threshold "
                                f"policy `{c.get('threshold_policy', '?')}` (both fitted on validation)"],
             ["Run folder", f"`{training['run_dir']}`" if training.get("run_dir") else "not found"]]
     return ["## Training", "", *_table(["", ""], rows), ""]
+
+
+def _imbalance(c: dict[str, Any]) -> str:
+    weights, sampler = c.get("class_weights", "none"), c.get("sampler", "shuffle")
+    parts = []
+    if weights == "auto":
+        values = c.get("class_loss_weights")
+        parts.append("loss weighted per class (`--class-weights auto`"
+                     + (f": {', '.join(fmt(w) for w in values)}" if values else "") + ")")
+    if sampler == "balanced":
+        parts.append("class-balanced sampling (`--sampler balanced`)")
+    return "; ".join(parts) if parts else "not handled (plain cross-entropy, shuffled batches)"
 
 
 def _operating_point(s: dict[str, Any]) -> list[str]:
@@ -193,17 +218,28 @@ def _calibration(cal: dict[str, Any]) -> list[str]:
     if t and "ece_before" in t:
         rows.append(["validation at training time (PyTorch)", "", fmt(t.get("ece_before")), fmt(t.get("ece_after")),
                      fmt(t.get("brier_before")), fmt(t.get("brier_after"))])
-    return ["## Calibration", "",
-            f"Temperature scaling: T = {fmt(cal['temperature'], 4)}, fitted on the validation split by minimising "
-            "the negative log-likelihood, applied inside the exported graph. It changes confidences, never the "
-            "ranking (AUC) nor which side of 0.5 a case falls. ECE: expected calibration error over "
+    return ["## Calibration", "", _temperature_line(cal, t or {}) + " ECE: expected calibration error over "
             f"{cal['n_bins']} equal-width bins of the predicted class's confidence; Brier: mean squared error of "
             "the positive-class probability. Lower is better for both.", "",
             *_table(["data", "images", "ECE before", "ECE after", "Brier before", "Brier after"], rows), ""]
 
 
-def _parity(p: dict[str, Any] | None) -> list[str]:
+def _temperature_line(cal: dict[str, Any], at_training: dict[str, Any]) -> str:
+    if not cal.get("at_training") and float(cal["temperature"]) == 1.0:
+        return "The file records no temperature scaling (T = 1)."
+    if at_training.get("refused"):
+        return (f"Temperature scaling was **refused** at training: the fitted T = "
+                f"{fmt(at_training.get('fitted_temperature'), 4)} {at_training['refused']}, so T = 1 (no "
+                "calibration) is in the graph.")
+    return (f"Temperature scaling: T = {fmt(cal['temperature'], 4)}, fitted on the validation split by minimising "
+            "the negative log-likelihood, applied inside the exported graph. It changes confidences, never the "
+            "ranking (AUC) nor which side of 0.5 a case falls.")
+
+
+def _parity(p: dict[str, Any] | None, ours: bool = True) -> list[str]:
     out = ["## Export parity", ""]
+    if not p and not ours:
+        return [*out, "Not a skinonnx export: there is no checkpoint to compare it with.", ""]
     if not p:
         return [*out, "No parity record beside the ONNX file. Run `skinonnx parity --checkpoint ... --onnx ...` "
                 "to compare it with its checkpoint.", ""]
@@ -243,7 +279,12 @@ def _limitations(s: dict[str, Any], data: dict[str, Any], training: dict[str, An
     prevalence = m["n_positive"] / m["n"] if m["n"] else math.nan
     auc_ci = (s["ci"] or {}).get("roc_auc")
     finite = auc_ci is not None and all(v is not None and math.isfinite(v) for v in auc_ci)
-    width = f" (the ROC AUC interval alone spans {fmt(auc_ci[1] - auc_ci[0])})" if finite else ""
+    width = ""
+    if finite and round(auc_ci[1] - auc_ci[0], 3) > 0:
+        width = f" (the ROC AUC interval alone spans {fmt(auc_ci[1] - auc_ci[0])})"
+    elif finite:  # every resample scored the same (a perfect score): the bootstrap cannot show the uncertainty
+        width = (f" (every bootstrap resample gives ROC AUC {fmt(auc_ci[0])}: on this few images a perfect score "
+                 "has an interval of zero width, which does not mean the score is certain)")
     out = ["## Limitations and risks", "",
            "- **Not a medical device.** No clinical validation, no prospective study, no regulatory clearance.",
            f"- **Small evaluation set:** {m['n']} images{width}; the confidence intervals above are the honest "

@@ -153,15 +153,20 @@ def plot_reliability(panels: Sequence[tuple[str, dict[str, Any]]], temperature: 
     return _png(fig)
 
 
-def plot_training_curves(history: Sequence[dict[str, float]], best_epoch: float | None = None) -> bytes:
-    """Loss (train/val), validation AUC and accuracy, learning rate, per epoch from metrics.csv."""
+def training_curves_figure(history: Sequence[dict[str, float]], best_epoch: float | None = None) -> Figure:
+    """Loss (train/val), validation AUC and accuracy, learning rate, per epoch from metrics.csv.
+
+    Whole-epoch ticks only; legends sit under the axes, never over a curve.
+    """
+    from matplotlib.ticker import MaxNLocator
+
     epochs = np.array([row.get("epoch", i + 1) for i, row in enumerate(history)], dtype=float)
 
     def column(name: str) -> np.ndarray | None:
         values = np.array([row.get(name, math.nan) for row in history], dtype=float)
         return None if np.all(np.isnan(values)) else values
 
-    fig = Figure(figsize=(14, 4.2))
+    fig = Figure(figsize=(14, 4.6))
     ax_loss, ax_auc, ax_lr = fig.subplots(1, 3)
     for ax, series, title in (
         (ax_loss, (("train_loss", "train loss", "tab:blue"), ("val_loss", "validation loss", "tab:orange")),
@@ -177,13 +182,18 @@ def plot_training_curves(history: Sequence[dict[str, float]], best_epoch: float 
         if best_epoch is not None and not math.isnan(best_epoch):
             ax.axvline(best_epoch, color="black", linestyle=":", linewidth=1, label=f"best epoch {int(best_epoch)}")
         ax.set(xlabel="epoch", title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False, ncol=2)
     lr = column("lr")
     if lr is not None and np.all(lr > 0):
         ax_lr.set_yscale("log")
     ax_auc.set_ylim(-0.02, 1.02)
-    return _png(fig)
+    return fig
+
+
+def plot_training_curves(history: Sequence[dict[str, float]], best_epoch: float | None = None) -> bytes:
+    return _png(training_curves_figure(history, best_epoch))
 
 
 def write_plots(summary: dict[str, Any], y_true: np.ndarray, y_prob: np.ndarray, out: Path, *,

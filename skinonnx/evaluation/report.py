@@ -25,6 +25,7 @@ from .. import __version__
 from ..atomic import write_text
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layouts import LabeledData, discover
+from ..deploy.contract import SCHEMA_KEY
 from ..deploy.runtime import OnnxClassifier
 from ..errors import DataError, SkinOnnxError
 from .calibration import brier_score, expected_calibration_error, reliability_curve
@@ -208,6 +209,17 @@ def _metadata_json(meta: dict[str, str], key: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _opset(path: Path, meta: dict[str, str]) -> str | None:
+    """The opset the file really declares (foreign files carry no skinonnx `opset` key)."""
+    from ..deploy.info import read_header
+
+    try:
+        opset = read_header(path).opsets.get("ai.onnx")
+    except SkinOnnxError:
+        opset = None
+    return str(opset) if opset else meta.get("opset")
+
+
 def build_summary(classifier: OnnxClassifier, data: LabeledData, evaluated: SplitPredictions,
                   validation: SplitPredictions | None, at_op: dict[str, Any], at_ref: dict[str, Any],
                   source: str, *, bootstrap: int, ci_seed: int, confidence: float,
@@ -241,7 +253,8 @@ def build_summary(classifier: OnnxClassifier, data: LabeledData, evaluated: Spli
             "image_size": contract.preprocessing.image_size, "decision_threshold": contract.threshold,
             "threshold_policy": contract.threshold_policy, "temperature": contract.temperature,
             "source_checkpoint": meta.get("source_checkpoint"), "exported_at": meta.get("exported_at"),
-            "opset": meta.get("opset"), "exported_by": meta.get("skinonnx_version"),
+            "opset": _opset(classifier.path, meta), "exported_by": meta.get("skinonnx_version"),
+            "skinonnx_metadata": SCHEMA_KEY in meta,
         },
         "provider": classifier.provider,
         "data": {"root": str(data.root), "layout": data.layout, "source": data_source_line(data.root),

@@ -52,6 +52,19 @@ class ExplainResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     pointing: PointingSummary | None = None
     csv_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+# Grad-CAM on layer4 has image_size / 32 cells per side; below 7 (224 px) a heatmap is a few blocks.
+COARSE_GRID = 7
+
+
+def grid_note(image_size: int) -> str | None:
+    cells = image_size // 32
+    if cells >= COARSE_GRID:
+        return None
+    return (f"warning: at {image_size} px Grad-CAM has a {cells}x{cells} grid (layer4 is 1/32 of the input): "
+            f"each cell covers {100 / max(cells, 1):.0f} % of the side, so the map only says which part of the "
+            f"image counted; train at >= {COARSE_GRID * 32} px for a finer map")
 
 
 def _overlay_names(paths: Sequence[Path], out_dir: Path) -> list[Path]:
@@ -85,11 +98,12 @@ def explain_files(checkpoint: str | os.PathLike[str], paths: Sequence[Path], out
     threshold = float((state.get("decision") or {}).get("threshold", 0.5))
     prep = Preprocessing.from_dict(state["preprocessing"])
     dev = resolve_device(device)
+    note = grid_note(prep.image_size)
     cam = GradCam(model_from_checkpoint(state).to(dev))
     mask_index = MaskIndex(Path(masks)) if masks is not None else None
     out = Path(out_dir)
     names = _overlay_names(paths, out)
-    result = ExplainResult()
+    result = ExplainResult(notes=[note] if note else [])
     scored = []
     bar = tqdm(total=len(paths), unit="img", desc="explain", disable=not progress, leave=False)
     for start in range(0, len(paths), batch_size):

@@ -436,7 +436,8 @@ def quantize_model(fp32_path: str | os.PathLike[str], output: str | os.PathLike[
         del int8
         echo(gate.text())
         if not gate.ok:
-            raise QuantizationError(_gate_failure(gate, output, settings.keep_fp32))
+            raise QuantizationError(_gate_failure(gate, output, settings.keep_fp32,
+                                                  retry=f"skinonnx quantize --onnx {fp32_path} --data {data}"))
         metadata = {**fp32.metadata, "quantization": json.dumps(_description(settings, reader.used, found, fp32_path,
                                                                             gate, shift))}
         _write_metadata(tmp, metadata, f"INT8 (static QDQ) version of {fp32_path.name}. "
@@ -444,7 +445,9 @@ def quantize_model(fp32_path: str | os.PathLike[str], output: str | os.PathLike[
     return QuantizeResult(output, gate, reader.used, time.perf_counter() - t0, metadata)
 
 
-def _gate_failure(gate: GateReport, output: Path, keep_fp32: Sequence[str] = ()) -> str:
+def _gate_failure(gate: GateReport, output: Path, keep_fp32: Sequence[str] = (),
+                  retry: str = "skinonnx quantize --onnx MODEL --data DIR") -> str:
+    """Why the gate failed and a command that can run as printed (`export --int8` has no --keep-fp32)."""
     reasons = []
     if not gate.agreement_ok:
         reasons.append(f"labels agree on {gate.label_agreement:.1%} < {gate.min_agreement:.1%}")
@@ -461,10 +464,11 @@ def _gate_failure(gate: GateReport, output: Path, keep_fp32: Sequence[str] = ())
                 f"{gate.mean_prob_diff:.4f} flips labels: the model separates the classes weakly.")
     if hint.endswith("train it better."):
         advice = " Deploy the fp32 model."
-    elif "layer4" not in keep_fp32:
-        advice = " Try --keep-fp32 layer4 (the stage most sensitive to INT8 here), or deploy the fp32 model."
     else:
-        advice = " Try keeping more stages in fp32 (--keep-fp32 layer3), or deploy the fp32 model."
+        stages = [*keep_fp32, "layer4" if "layer4" not in keep_fp32 else "layer3"]
+        why = "the stage most sensitive to INT8 here" if stages == ["layer4"] else "one more stage in fp32"
+        advice = (f" Try: {retry} {' '.join(f'--keep-fp32 {s}' for s in stages)} ({why}), or deploy the fp32 "
+                  "model.")
     return (f"INT8 accuracy gate failed on {gate.n_images} {gate.split} images ({'; '.join(reasons)}); {output} "
             f"was not written.{hint}{advice}")
 

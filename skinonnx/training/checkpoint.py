@@ -20,6 +20,9 @@ FORMAT = "skinonnx-checkpoint"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "classes", "positive_index", "preprocessing", "epoch")
 RESUME_KEYS = ("optimizer", "scheduler", "rng_state", "config", "best_metric", "best_epoch")
+# Only last.pt carries these: best.pt is what export and explain need (weights, classes, preprocessing, ...),
+# about a third of last.pt's size with AdamW (whose state is two more copies of the weights).
+RESUME_ONLY_KEYS = ("optimizer", "scheduler", "scaler", "rng_state", "stale_epochs")
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -82,6 +85,6 @@ class CheckpointSaver:
             self.best, self.best_epoch = value, epoch
         full = {**state, "best_metric": self.best, "best_epoch": self.best_epoch}
         if improved:
-            save_checkpoint(full, self.directory / "best.pt")
+            save_checkpoint({k: v for k, v in full.items() if k not in RESUME_ONLY_KEYS}, self.directory / "best.pt")
         save_checkpoint(full, self.directory / "last.pt")  # last: resume always continues from here
         return improved

@@ -12,8 +12,8 @@ from ..data.images import DEFAULT_MAX_PIXELS
 from ..errors import CheckpointError, SkinOnnxError
 
 SELECT_METRICS = {"auc": ("val_auc", "max"), "acc": ("val_acc", "max"), "loss": ("val_loss", "min")}
-
-
+CLASS_WEIGHTS = ("none", "auto")
+SAMPLERS = ("shuffle", "balanced")
 
 @dataclass
 class TrainConfig:
@@ -41,7 +41,9 @@ class TrainConfig:
     channels_last: bool = True
     cache_mb: int = 2048
     max_pixels: int = DEFAULT_MAX_PIXELS
-    checkpoint_dir: str = "checkpoints"
+    class_weights: str = "none"  # "auto": loss weights n / (k * n_class) from the training split
+    sampler: str = "shuffle"  # "balanced": draw each class equally often (with replacement)
+    checkpoint_dir: str = ""  # "" = RUN/weights (runs/<name>/weights); a folder here keeps the weights apart
     runs_dir: str = "runs"
     progress: bool = True
 
@@ -50,10 +52,19 @@ class TrainConfig:
             self.name = time.strftime("%Y%m%d-%H%M%S")
         if self.select not in SELECT_METRICS:
             raise SkinOnnxError(f"--select must be one of {sorted(SELECT_METRICS)}")
+        if self.class_weights not in CLASS_WEIGHTS:
+            raise SkinOnnxError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTS)}")
+        if self.sampler not in SAMPLERS:
+            raise SkinOnnxError(f"--sampler must be one of {', '.join(SAMPLERS)}")
 
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
+
+    @property
+    def weights_dir(self) -> Path:
+        """Where best.pt and last.pt go: the run's own weights/ folder unless --checkpoint-dir moved them."""
+        return Path(self.checkpoint_dir) if self.checkpoint_dir else self.run_dir / "weights"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -79,7 +90,7 @@ def resumed_config(saved: dict[str, Any], cfg: TrainConfig, explicit: frozenset[
                             for name in changed)
         raise SkinOnnxError(f"--resume continues run '{saved.get('name', '?')}' with its saved settings; "
                             f"{listing} would change the run itself. Drop the option, or start a new run "
-                            "(another --checkpoint-dir)")
+                            "(another --name)")
     if "epochs" in given and given["epochs"] != saved.get("epochs") and saved.get("scheduler") == "cosine":
         raise SkinOnnxError(f"--epochs cannot change on --resume with the cosine schedule: its learning rate "
                             f"was laid out over {saved.get('epochs')} epochs. Resume without --epochs, or "
@@ -89,3 +100,31 @@ def resumed_config(saved: dict[str, Any], cfg: TrainConfig, explicit: frozenset[
         return TrainConfig(**{**saved, **overrides, "progress": cfg.progress})
     except TypeError as exc:
         raise CheckpointError(f"{where}: its saved settings do not fit this skinonnx ({exc})") from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a JSON or YAML file (e.g. a run's own config.json), as a flat mapping."""
+    import json
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SkinOnnxError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise SkinOnnxError(f"--config {path}: YAML needs PyYAML (pip install pyyaml), or pass JSON") from None
+        try:
+            settings = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SkinOnnxError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    else:
+        try:
+            settings = json.loads(text)
+        except ValueError as exc:
+            raise SkinOnnxError(f"--config {path}: not valid JSON ({exc})") from None
+    if not isinstance(settings, dict):
+        raise SkinOnnxError(f"--config {path}: expected a mapping of setting: value at the top level")
+    return settings

@@ -12,18 +12,49 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..evaluation.calibration import brier_score, expected_calibration_error, fit_temperature, softmax
+from ..evaluation.calibration import (
+    TEMPERATURE_BOUNDS,
+    brier_score,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    softmax,
+)
 from ..evaluation.thresholds import choose_threshold, parse_policy
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from .validate import evaluate
 
 
+def guard_temperature(logits: np.ndarray, labels: np.ndarray, positive_index: int, fitted: float
+                      ) -> tuple[float, str]:
+    """Keep a fitted temperature only if it is off its bounds and makes validation NLL and ECE no worse.
+
+    On a tiny or separable validation split T runs to a bound (e.g. 0.05) and wrecks calibration; then T = 1
+    is kept and the reason returned (empty when the fit is kept).
+    """
+    lo, hi = TEMPERATURE_BOUNDS
+    y = (labels == positive_index).astype(int)
+    nll = (negative_log_likelihood(logits, labels, 1.0), negative_log_likelihood(logits, labels, fitted))
+    ece = (expected_calibration_error(y, softmax(logits)[:, positive_index]),
+           expected_calibration_error(y, softmax(logits, fitted)[:, positive_index]))
+    # The bounded search stops short of a bound it is drawn to (0.06 for a bound of 0.05), so compare the NLL
+    # there: if a bound is as good as the fit, the optimum lies on it (or beyond).
+    if min(negative_log_likelihood(logits, labels, bound) for bound in (lo, hi)) <= nll[1] + 1e-6:
+        return 1.0, (f"hit its bound ({lo} .. {hi}): the validation split ({len(y)} images) is too small or too "
+                     "easily separated to calibrate on")
+    if nll[1] > nll[0] + 1e-9 or ece[1] > ece[0] + 1e-9:
+        return 1.0, (f"made validation worse (NLL {nll[0]:.3f} -> {nll[1]:.3f}, ECE {ece[0]:.3f} -> {ece[1]:.3f})")
+    return fitted, ""
+
+
 def calibrate_and_choose(logits: np.ndarray, labels: np.ndarray, positive_index: int, policy_text: str,
                          calibrate: bool = True) -> dict[str, Any]:
-    """Pure step: fit T on validation logits, pick the threshold on calibrated probabilities."""
+    """Pure step: fit T on validation logits (refused when it would not help), pick the threshold on the
+    calibrated probabilities."""
     y = (labels == positive_index).astype(int)
     raw = softmax(logits)[:, positive_index]
-    temperature = float(fit_temperature(logits, labels)) if calibrate and 0 < y.sum() < len(y) else 1.0
+    fitted = float(fit_temperature(logits, labels)) if calibrate and 0 < y.sum() < len(y) else None
+    temperature, refused = (1.0, "") if fitted is None else guard_temperature(logits, labels, positive_index, fitted)
     calibrated = softmax(logits, temperature)[:, positive_index]
     policy = parse_policy(policy_text)
     choice = choose_threshold(policy, y, calibrated)
@@ -34,6 +65,8 @@ def calibrate_and_choose(logits: np.ndarray, labels: np.ndarray, positive_index:
                      "roc_point": choice.roc_point},
         "calibration": {
             "temperature": temperature,
+            "fitted_temperature": fitted,
+            "refused": refused,
             "ece_before": float(expected_calibration_error(y, raw)),
             "ece_after": float(expected_calibration_error(y, calibrated)),
             "brier_before": float(brier_score(y, raw)),
@@ -51,6 +84,9 @@ def finalize_best(best_path: Path, val_loader, device: torch.device, cfg, echo=p
     extra = calibrate_and_choose(logits, labels, int(state["positive_index"]), cfg.threshold_policy, cfg.calibrate)
     save_checkpoint({k: v for k, v in state.items() if k not in ("format", "format_version")} | extra, best_path)
     cal, dec = extra["calibration"], extra["decision"]
+    if cal["refused"]:
+        echo(f"calibration refused: the fitted temperature {cal['fitted_temperature']:.3f} {cal['refused']}; "
+             "keeping T = 1 (uncalibrated)")
     echo(f"best epoch {state['epoch']}: temperature {cal['temperature']:.3f} (val ECE {cal['ece_before']:.3f} -> "
          f"{cal['ece_after']:.3f}), threshold {dec['threshold']:.4f} by policy {dec['policy']}"
          + (f" ({dec['note']})" if dec["note"] else ""))

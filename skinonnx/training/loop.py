@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import time
 from dataclasses import dataclass
@@ -17,13 +18,16 @@ from .. import __version__
 from ..atomic import ensure_writable_dir, write_json, write_text
 from ..data.layouts import LabeledData, discover
 from ..data.preprocessing import Preprocessing
-from ..errors import CheckpointError, DataError, SkinOnnxError
+from ..errors import CheckpointError, DataError, RunInterrupted, SkinOnnxError
+from . import runs
 from .checkpoint import RESUME_KEYS, CheckpointSaver, load_checkpoint, require_keys
 from .config import SELECT_METRICS, TrainConfig, resumed_config
 from .device import autocast, resolve_device, seed_everything
+from .epoch_report import run_eta, write_training_curves
 from .finalize import finalize_best
+from .imbalance import auto_class_weights, balanced_sampler
 from .loaders import ImageCache, LesionDataset, default_workers, make_loader
-from .model import ARCH, build_model
+from .model import ARCH, build_model, check_weights_spec
 from .validate import evaluate, validation_metrics
 
 
@@ -51,8 +55,9 @@ def load_data(cfg: TrainConfig, data: LabeledData, prep: Preprocessing, device: 
             raise DataError(f"the {split} split has no usable images of class "
                             f"{[c for i, c in enumerate(data.classes) if i not in present]}")
     workers = default_workers(device) if cfg.workers is None else cfg.workers
+    sampler = balanced_sampler([s.label for s in train_samples], cfg.seed) if cfg.sampler == "balanced" else None
     train_loader = make_loader(LesionDataset(train_samples, cache, train=True), batch_size=cfg.batch_size,
-                               shuffle=True, workers=workers, seed=cfg.seed, device=device)
+                               shuffle=True, workers=workers, seed=cfg.seed, device=device, sampler=sampler)
     val_loader = make_loader(LesionDataset(val_samples, cache, train=False), batch_size=cfg.batch_size,
                              shuffle=False, workers=workers, seed=cfg.seed, device=device)
     return train_loader, val_loader, skipped
@@ -125,24 +130,62 @@ def _write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
     write_text(path, buf.getvalue())
 
 
-def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | set[str] = frozenset(),
+def _resume_source(cfg: TrainConfig, resume: str, explicit: frozenset[str] | set[str], echo
+                   ) -> tuple[Path, Path | None]:
+    """(last.pt to continue from, its run folder or None for a --checkpoint-dir run)."""
+    if "checkpoint_dir" in explicit and cfg.checkpoint_dir:  # weights kept outside the run folder
+        return Path(cfg.checkpoint_dir) / "last.pt", None
+    if resume:
+        run = runs.resolve_run(resume, cfg.runs_dir)
+    else:
+        run = runs.newest_unfinished_run(cfg.runs_dir)
+        echo(f"--resume without a run: continuing the newest unfinished run, {run}")
+    return runs.weights_dir(run) / "last.pt", run
+
+
+def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozenset[str] | set[str] = frozenset(),
         echo=print) -> TrainResult:
     """Train, keeping best.pt (by the selection metric) and last.pt (every epoch, for --resume).
 
-    ``explicit``: the settings the user gave on this call; with ``resume`` only those in
-    :data:`RESUME_OVERRIDES` may differ from the saved run.
+    Weights go to ``runs/<name>/weights/`` (a new name gets ``-2``, ``-3``... rather than overwrite a run).
+    ``resume``: a run name or folder, or True/"" for the newest unfinished run. ``explicit``: the settings
+    the user gave on this call; with ``resume`` only those in :data:`RESUME_OVERRIDES` may differ from the
+    saved run. Ctrl-C raises :class:`~skinonnx.errors.RunInterrupted` naming the run to resume.
     """
-    ckpt_dir = Path(cfg.checkpoint_dir)
     state: dict[str, Any] | None = None
-    if resume:
-        state = load_checkpoint(ckpt_dir / "last.pt")
-        require_keys(state, RESUME_KEYS, ckpt_dir / "last.pt", "--resume")
-        cfg = resumed_config(state.get("config") or {}, cfg, {*explicit, "checkpoint_dir"}, ckpt_dir / "last.pt")
-        echo(f"resuming run '{cfg.name}' from {ckpt_dir / 'last.pt'} (epoch {state['epoch']} of {cfg.epochs})")
+    if resume is not False and resume is not None:
+        last_path, run = _resume_source(cfg, "" if resume is True else str(resume), explicit, echo)
+        state = load_checkpoint(last_path)
+        require_keys(state, RESUME_KEYS, last_path, "--resume")
+        cfg = resumed_config(state.get("config") or {}, cfg, {*explicit, "checkpoint_dir"}, last_path)
+        if run is not None:  # the run folder may have moved: it is where this run lives now
+            cfg = dataclasses.replace(cfg, runs_dir=str(run.parent), name=run.name, checkpoint_dir="")
+        echo(f"resuming run '{cfg.name}' from {last_path} (epoch {state['epoch']} of {cfg.epochs})")
         if int(state["epoch"]) >= cfg.epochs:
             echo(f"note: the run already completed {state['epoch']} epochs; pass a larger --epochs to train on")
+    else:
+        check_weights_spec(cfg.weights)
+        run_dir = runs.unique_run_dir(cfg.runs_dir, cfg.name)
+        if run_dir.name != cfg.name:
+            echo(f"note: {cfg.run_dir} already holds a run; this one is {run_dir}")
+            cfg = dataclasses.replace(cfg, name=run_dir.name)
+    ckpt_dir = cfg.weights_dir
     ensure_writable_dir(ckpt_dir)  # fail now, not after the first (possibly hour-long) epoch
     ensure_writable_dir(cfg.run_dir)
+    epoch = int(state["epoch"]) if state is not None else 0
+    runs.write_status(cfg.run_dir, "running", epoch, cfg.epochs)
+    try:
+        result = _fit(cfg, state, ckpt_dir, echo)
+    except KeyboardInterrupt:
+        done = runs.run_status(cfg.run_dir).get("epoch", epoch)
+        runs.write_status(cfg.run_dir, "interrupted", done, cfg.epochs)
+        raise RunInterrupted(cfg.run_dir, int(done), cfg.epochs, (ckpt_dir / "last.pt").is_file(),
+                             checkpoint_dir=cfg.checkpoint_dir or None) from None
+    runs.write_status(cfg.run_dir, "finished", result.epochs_run, cfg.epochs)
+    return result
+
+
+def _fit(cfg: TrainConfig, state: dict[str, Any] | None, ckpt_dir: Path, echo) -> TrainResult:
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     data = discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed)
@@ -180,15 +223,25 @@ def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | se
         history = list(state.get("history", []))
 
     run_dir = cfg.run_dir
+    train_labels = [s.label for s in train_loader.dataset.samples]
+    loss_weights = auto_class_weights(train_labels, len(data.classes)) if cfg.class_weights == "auto" else None
     write_json(run_dir / "config.json", {**cfg.to_dict(), "skinonnx_version": __version__,
                                          "torch_version": torch.__version__, "device_used": str(device),
                                          "classes": list(data.classes), "counts": data.counts(),
+                                         "class_loss_weights": loss_weights,
                                          "layout": data.layout, "preprocessing": prep.to_dict()})
-    criterion = nn.CrossEntropyLoss()
+    criterion = nn.CrossEntropyLoss(weight=None if loss_weights is None
+                                    else torch.tensor(loss_weights, dtype=torch.float32, device=device))
     echo(f"training {ARCH} on {device} ({'AMP fp16, ' if amp else ''}{'channels_last' if channels_last else 'NCHW'}): "
          f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, classes {list(data.classes)}, "
          f"selecting by {metric_name} ({mode})")
+    if loss_weights is not None or cfg.sampler == "balanced":
+        parts = [f"loss weights {', '.join(f'{c} {w:.3f}' for c, w in zip(data.classes, loss_weights, strict=True))}"
+                 ] if loss_weights else []
+        echo("class imbalance: " + ", ".join(parts + (["class-balanced sampler"] if cfg.sampler == "balanced" else [])))
+    echo(f"run folder {run_dir} (weights in {ckpt_dir})")
     epoch = start_epoch
+    epoch_seconds: list[float] = []
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
@@ -216,10 +269,14 @@ def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | se
             "skinonnx_version": __version__,
         }
         saver.update(checkpoint_state, value, epoch)
+        runs.write_status(run_dir, "running", epoch, cfg.epochs)
         _write_metrics_csv(run_dir / "metrics.csv", history)
+        write_training_curves(run_dir, history, saver.best_epoch)
+        epoch_seconds.append(time.perf_counter() - t0)
         echo(f"epoch {epoch:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.3f}  "
              f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.3f}  val_auc {row['val_auc']:.3f}  "
-             f"{row['train_images_per_s']:.1f} img/s{'  *best' if improved else ''}")
+             f"{row['train_images_per_s']:.1f} img/s{'  *best' if improved else ''}  "
+             f"{run_eta(epoch_seconds, cfg.epochs - epoch)}")
         if cfg.early_stop and stale >= cfg.early_stop:
             echo(f"early stop: no {metric_name} improvement in {stale} epochs")
             break

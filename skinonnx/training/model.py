@@ -56,6 +56,13 @@ def _imagenet_state_dict() -> dict[str, torch.Tensor]:
         socket.setdefaulttimeout(previous)
 
 
+def check_weights_spec(weights: str) -> None:
+    """Fail on a mistyped --weights before any data is decoded (the model is built only after that)."""
+    if weights not in ("imagenet", "none") and not Path(weights).is_file():
+        raise WeightsUnavailableError(f"--weights {weights}: file not found (use 'imagenet', 'none' or the path "
+                                      "of a ResNet50 state dict or skinonnx checkpoint)")
+
+
 def _local_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsUnavailableError(f"--weights {path}: file not found (or use --weights imagenet / none)")

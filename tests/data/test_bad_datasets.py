@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -222,7 +223,7 @@ CSV_CASES: list[tuple[str, Callable[[Path], Path], tuple[str, ...]]] = [
     ("missing columns", _csv_case(["images/a.png,benign"], "path,label"), ("missing column(s) ['split']",)),
     ("missing label column", _csv_case(["images/a.png"], "file"), ("missing column(s) ['path', 'label', 'split']",)),
     ("missing files", _csv_case([*GOOD_ROWS, "images/gone.png,benign,test", "images/lost.png,malignant,test"]),
-     ("2 listed file(s) not found", "images/gone.png")),
+     ("2 bad row(s)", "index.csv:6: listed file not found 'images/gone.png'", "index.csv:7:")),
     ("duplicate paths", _csv_case([*GOOD_ROWS, "images/./a.png,malignant,test"]),
      ("index.csv:6", "duplicate path 'images/./a.png'")),
     ("absolute path", _csv_case([*GOOD_ROWS, "/etc/passwd,benign,test"]),
@@ -280,3 +281,30 @@ def test_test_command_reads_an_index_csv(tmp_path: Path) -> None:
     out = tmp_path / "r"
     cli_ok("test", "--onnx", tiny_onnx(tmp_path / "m.onnx"), "--data", csv_path, "--out", out, "--quiet")
     assert len(list(csv.DictReader((out / "predictions.csv").read_text().splitlines()))) == 4
+
+
+def test_index_csv_reports_every_bad_row_at_once_in_line_order(tmp_path: Path) -> None:
+    """Before: one problem per run, not in line order, and a label typo had no line number."""
+    from skinonnx.data.layouts import MAX_REPORTED_ROWS, discover
+    from skinonnx.errors import DataError
+
+    root = _index_root(tmp_path)
+    rgb_pattern(24, 24, 5).save(root / "images" / "e.png")
+    csv_path = _write_index(root, [*GOOD_ROWS[:3], "images/e.png,maligant,val", "images/gone.png,benign,test",
+                                   "images/a.png,benign,test", ",benign,train", "images/d.png,malignant,testing"])
+    with pytest.raises(DataError) as info:
+        discover(csv_path)
+    message = info.value.message
+    lines = [int(n) for n in re.findall(r"index\.csv:(\d+):", message)]
+    assert lines == [5, 6, 7, 8, 9]  # all five, in file order (the label typo is found last, listed first)
+    assert "index.csv:5: label 'maligant' is neither 'benign' nor 'malignant'" in message
+    assert "index.csv:6: listed file not found 'images/gone.png'" in message
+    assert "index.csv:7: duplicate path 'images/a.png' (first on line 2)" in message
+    assert "index.csv:8: empty path or label" in message and "index.csv:9: split 'testing'" in message
+    assert "found 3 label(s)" in message and "5 bad row(s)" in message
+
+    many = _write_index(tmp_path / "many", [f"gone{i}.png,benign,train" for i in range(30)])
+    with pytest.raises(DataError) as info:
+        discover(many)
+    assert "30 bad row(s)" in info.value.message and f"and {30 - MAX_REPORTED_ROWS} more" in info.value.message
+    assert len(re.findall(r"index\.csv:\d+:", info.value.message)) == MAX_REPORTED_ROWS

@@ -98,6 +98,7 @@ def test_mask_index_finds_masks_by_stem_and_refuses_ambiguity(tmp_path: Path) ->
         index.find(Path("dup.jpg"))
 
 
+@pytest.mark.slow  # trains (conftest marks every test that needs a training fixture, too)
 def test_explain_refuses_a_model_whose_map_is_one_cell(trained: TrainedModel, tmp_path: Path) -> None:
     image = next((trained.data / "test" / "malignant").glob("*.png"))
     out = run_cli("explain", "--checkpoint", trained.checkpoint, image, "--out", tmp_path, "--quiet", expect=1).output
@@ -157,6 +158,7 @@ def off_centre_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     return root, work / "checkpoints" / "best.pt"
 
 
+@pytest.mark.slow  # trains (conftest marks every test that needs a training fixture, too)
 def test_explain_writes_overlays_that_point_at_the_lesions(off_centre_model: tuple[Path, Path], tmp_path: Path) -> None:
     from skinonnx.explain.overlay import DISPLAY_MIN
     from skinonnx.explain.run import explain_files

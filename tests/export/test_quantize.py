@@ -97,6 +97,9 @@ def test_export_int8_fails_its_gate_on_a_destroyed_calibration_and_writes_no_int
                      "--int8", expect=1)  # --data defaults to the checkpoint's own training data
     assert "INT8 gate FAILED" in result.output and "INT8 accuracy gate failed" in result.output
     assert "Traceback" not in result.output
+    error = next(line for line in result.output.splitlines() if line.startswith("Error:"))
+    if "--keep-fp32" in error:  # a hint export cannot take must come as the quantize command that can
+        assert f"Try: skinonnx quantize --onnx {out} --data {trained.data.resolve()} --keep-fp32 layer4" in error
     assert out.is_file()  # the fp32 export passed its own checks and stays
     assert not (tmp_path / "model.int8.onnx").exists() and not list(tmp_path.glob("*.tmp"))
 

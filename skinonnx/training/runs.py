@@ -1,0 +1,122 @@
+"""Run folders: ``runs/<name>/`` holds one run's ``weights/{best,last}.pt``, ``metrics.csv``, ``config.json``.
+
+Resolves "the newest run", a run by name or by folder, and the run a ``--resume`` continues. Torch-free
+(plain files and JSON), so commands that never touch torch can name runs too.
+
+A run's ``state.json`` says how far it got: ``running`` (also what a killed run leaves), ``interrupted``
+(Ctrl-C) or ``finished``. A cross-validation run (``cv.json``, folds in ``fold-<k>/weights/``) has no
+top-level weights and is skipped where a single model is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..atomic import write_json
+from ..errors import CheckpointError
+
+WEIGHTS_DIR = "weights"
+STATE_FILE = "state.json"
+DEFAULT_RUNS_DIR = "runs"
+
+
+def weights_dir(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / WEIGHTS_DIR
+
+
+def _run_time(run_dir: Path) -> float:
+    """When the run last wrote something that marks progress (last.pt, else its config)."""
+    for marker in (weights_dir(run_dir) / "last.pt", run_dir / "config.json", run_dir):
+        try:
+            return marker.stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
+def list_runs(runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR) -> list[Path]:
+    """Run folders under ``runs_dir``, newest first."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    runs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+            and ((p / "config.json").is_file() or weights_dir(p).is_dir() or (p / "cv.json").is_file())]
+    return sorted(runs, key=lambda p: (_run_time(p), p.name), reverse=True)
+
+
+def run_status(run_dir: str | os.PathLike[str]) -> dict:
+    try:
+        state = json.loads((Path(run_dir) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def write_status(run_dir: str | os.PathLike[str], status: str, epoch: int, epochs: int) -> None:
+    write_json(Path(run_dir) / STATE_FILE, {"status": status, "epoch": epoch, "epochs": epochs})
+
+
+def is_finished(run_dir: str | os.PathLike[str]) -> bool:
+    return run_status(run_dir).get("status") == "finished"
+
+
+def newest_run(runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR, weights: str = "best.pt") -> Path:
+    """The newest run folder that has ``weights/<weights>``."""
+    for run in list_runs(runs_dir):
+        if (weights_dir(run) / weights).is_file():
+            return run
+    raise CheckpointError(f"no run with {WEIGHTS_DIR}/{weights} under {runs_dir}/: train one first "
+                          "(skinonnx train ...), or pass --checkpoint")
+
+
+def newest_unfinished_run(runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR) -> Path:
+    for run in list_runs(runs_dir):
+        if (weights_dir(run) / "last.pt").is_file() and not is_finished(run):
+            return run
+    raise CheckpointError(f"no unfinished run under {runs_dir}/ to resume; name one: --resume RUN "
+                          "(a name under runs/ or a run folder)")
+
+
+def resolve_run(spec: str | os.PathLike[str], runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR) -> Path:
+    """A run given by folder (``runs/x``, ``/elsewhere/x``) or by name under ``runs_dir``."""
+    path = Path(spec)
+    for candidate in (path, Path(runs_dir) / path):
+        if candidate.is_dir():
+            return candidate
+    known = [p.name for p in list_runs(runs_dir)][:10]
+    raise CheckpointError(f"no run '{spec}' (not a folder, nor a name under {runs_dir}/"
+                          + (f"; runs there, newest first: {', '.join(known)})" if known else ", which holds no runs)"))
+
+
+def resolve_checkpoint(spec: str | os.PathLike[str] | None, runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR,
+                       weights: str = "best.pt") -> tuple[Path, str | None]:
+    """``--checkpoint``: a file, a run folder or name (-> its weights/best.pt), or None (-> the newest run).
+
+    Returns the checkpoint path and, when it was chosen rather than given as a file, a line saying which.
+    """
+    if spec is not None and Path(spec).is_file():
+        return Path(spec), None
+    if spec is None:
+        run = newest_run(runs_dir, weights)
+        return weights_dir(run) / weights, f"checkpoint: {weights_dir(run) / weights} (the newest run; --checkpoint " \
+                                           "to choose another)"
+    path = Path(spec)
+    if path.suffix == ".pt" or not (path.is_dir() or (Path(runs_dir) / path).is_dir()):
+        return path, None  # a missing file: load_checkpoint says so
+    run = resolve_run(path, runs_dir)
+    return weights_dir(run) / weights, f"checkpoint: {weights_dir(run) / weights} (run {run.name})"
+
+
+def unique_run_dir(runs_dir: str | os.PathLike[str], name: str) -> Path:
+    """``runs_dir/name``, or ``name-2``, ``name-3``... when a run already lives there (never overwrite one).
+
+    A folder counts as taken once an epoch completed in it (a run that failed on its data can be retried).
+    """
+    root = Path(runs_dir)
+    candidate, k = root / name, 1
+    while any((candidate / marker).exists() for marker in ("weights/best.pt", "weights/last.pt", "metrics.csv")):
+        k += 1
+        candidate = root / f"{name}-{k}"
+    return candidate
