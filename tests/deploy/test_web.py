@@ -18,12 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from skinonnx.data.preprocessing import Preprocessing
 from skinonnx.deploy import web_server
-from skinonnx.training.checkpoint import load_checkpoint, save_checkpoint
 
 from ..conftest import TrainedModel, run_cli
-from .test_embedding import APPROX_TOL, EXACT_TOL, Exported, _compare, _export, _predict
+from .test_embedding import APPROX_TOL, EXACT_TOL, Exported, _compare, _predict
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,32 +116,17 @@ def run_page(node: str, model: Path, images: list[Path], workdir: Path, *extra: 
     return {row["path"]: row for row in lines}, summary
 
 
-@pytest.fixture(scope="module")
-def exported128(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    """The session weights at 128 px: ISIC's 256-px JPEGs are decoded at full scale and resized (no draft)."""
-    work = tmp_path_factory.mktemp("web128")
-    state = {k: v for k, v in load_checkpoint(trained.checkpoint).items() if k not in ("format", "format_version")}
-    state["preprocessing"] = Preprocessing.for_size(128).to_dict()
-    save_checkpoint(state, work / "best128.pt")
-    return _export(work / "best128.pt", work / "model128.onnx", trained.data)
-
-
-@pytest.fixture
-def real_images(real_data: Path) -> list[Path]:
-    return [p for label in ("benign", "malignant") for p in sorted((real_data / "test" / label).glob("*.jpg"))[:4]]
-
-
 @pytest.mark.realdata
-def test_browser_page_reproduces_predict_on_real_images(exported128: Exported, trained: TrainedModel,
-                                                         real_images: list[Path], tmp_path: Path) -> None:
+def test_browser_page_reproduces_predict_on_isic_images(model128: Exported, trained: TrainedModel,
+                                                         isic_images: list[Path], tmp_path: Path) -> None:
     node = _browser_or_skip()
-    cases = [(exported128.float_model, BROWSER_TOL, "128 px float model, full-scale JPEG decoding + Pillow resize"),
-             (exported128.uint8_model, BROWSER_TOL, "128 px uint8 model (the graph crops and normalises)"),
+    cases = [(model128.float_model, BROWSER_TOL, "128 px float model, full-scale JPEG decoding + Pillow resize"),
+             (model128.uint8_model, BROWSER_TOL, "128 px uint8 model (the graph crops and normalises)"),
              (trained.onnx, APPROX_TOL, "32 px model: JPEG draft 1/4 approximated by block means")]
     for i, (model, tol, what) in enumerate(cases):
-        reference = _predict(model, real_images, tmp_path)
+        reference = _predict(model, isic_images, tmp_path)
         shot = tmp_path / f"page-{i}.png"
-        rows, summary = run_page(node, model, real_images, tmp_path / str(i), "--screenshot", str(shot))
+        rows, summary = run_page(node, model, isic_images, tmp_path / str(i), "--screenshot", str(shot))
         assert summary["requestsOutsideOrigin"] == [], summary  # the image and the model stay on this machine
         assert summary["consoleErrors"] == [], summary
         assert summary["crossOriginIsolated"] is True and summary["threads"] >= 1
