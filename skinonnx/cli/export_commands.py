@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import SkinOnnxError
 from .options import POSITIVE_INT, echo, provider_option
+
+if TYPE_CHECKING:
+    from ..export.onnx_export import ExportResult
 
 
 @click.command()
@@ -58,7 +62,8 @@ def export(checkpoint: Path, output: Path, opset: int, data: str | None, atol: f
         _write_variants(result, data, fp16=fp16, fp16_tolerance=fp16_tolerance, ort_format=ort_format)
 
 
-def _write_variants(result, data: str | None, *, fp16: bool, fp16_tolerance: float, ort_format: bool) -> None:
+def _write_variants(result: ExportResult, data: str | None, *, fp16: bool, fp16_tolerance: float,
+                    ort_format: bool) -> None:
     """--fp16 and --ort-format: converted copies of the files just written, each checked on real images."""
     root = data or result.contract.extra.get("training_data")
     if not root or not Path(root).exists():
