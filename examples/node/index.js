@@ -19,74 +19,23 @@ const ort = require('onnxruntime-node');
 const sharp = require('sharp');
 const { readOnnxHeader } = require('./onnx_metadata');
 const { resizeBilinear } = require('./pillow_resize');
+const shared = require('./contract');
 
-const SCHEMA_KEY = 'skinonnx_schema_version';
-const MAX_PIXELS = 50000000; // the Python tool's default decompression-bomb guard
+const {
+  MAX_PIXELS, roundHalfEven, resizedSize, draftFactor, boxReduce, centerCrop, normalize, decide,
+} = shared;
 
 function fail(message) {
   process.stderr.write(`error: ${message}\n`);
   process.exit(1);
 }
 
-// Python's round(): halves go to the even neighbour (used for the centre-crop offset).
-function roundHalfEven(x) {
-  const f = Math.floor(x);
-  const d = x - f;
-  if (d !== 0.5) return d < 0.5 ? f : f + 1;
-  return f % 2 === 0 ? f : f + 1;
-}
-
-// The preprocessing contract, from the metadata (all values are strings; lists are JSON).
 function readContract(meta) {
-  if (!(SCHEMA_KEY in meta)) fail('not a skinonnx model (no skinonnx_schema_version metadata key)');
-  if (meta[SCHEMA_KEY] !== '1') fail(`metadata schema ${meta[SCHEMA_KEY]} is not supported (this example reads 1)`);
-  if (meta.interpolation !== 'bilinear') fail(`interpolation ${meta.interpolation} is not implemented here`);
-  return {
-    classes: JSON.parse(meta.classes),
-    positiveIndex: Number(meta.positive_index),
-    threshold: Number(meta.decision_threshold),
-    imageSize: Number(meta.image_size),
-    resizeSize: Number(meta.resize_size),
-    mean: JSON.parse(meta.mean),
-    std: JSON.parse(meta.std),
-    inputName: meta.input_name,
-    uint8: (meta.input_dtype || 'float32') === 'uint8',
-  };
-}
-
-// Shorter side -> resizeSize; the longer side is truncated, as Python's int() does.
-function resizedSize(width, height, r) {
-  return width <= height ? [r, Math.trunc((r * height) / width)] : [Math.trunc((r * width) / height), r];
-}
-
-// Pillow decodes a JPEG at least twice resizeSize on both sides at 1/2, 1/4 or 1/8 scale (libjpeg DCT
-// scaling). sharp offers no such control, so we approximate it by averaging a x a blocks.
-function draftFactor(width, height, r) {
-  const scale = Math.min(Math.floor(width / r), Math.floor(height / r));
-  return [8, 4, 2, 1].find((a) => scale >= a);
-}
-
-function boxReduce(rgb, width, height, a) {
-  const ow = Math.ceil(width / a);
-  const oh = Math.ceil(height / a);
-  const out = new Uint8Array(ow * oh * 3);
-  for (let y = 0; y < oh; y++) {
-    for (let x = 0; x < ow; x++) {
-      const sums = [0, 0, 0];
-      let n = 0;
-      for (let yy = y * a; yy < Math.min(height, (y + 1) * a); yy++) {
-        for (let xx = x * a; xx < Math.min(width, (x + 1) * a); xx++) {
-          const i = (yy * width + xx) * 3;
-          sums[0] += rgb[i];
-          sums[1] += rgb[i + 1];
-          sums[2] += rgb[i + 2];
-          n++;
-        }
-      }
-      for (let c = 0; c < 3; c++) out[(y * ow + x) * 3 + c] = Math.round(sums[c] / n);
-    }
+  try {
+    return shared.readContract(meta);
+  } catch (err) {
+    return fail(err.message);
   }
-  return { data: out, width: ow, height: oh };
 }
 
 // Decode (EXIF orientation applied, alpha composited on white, ICC profile ignored as Pillow does)
@@ -110,31 +59,6 @@ async function decodeAndResize(path, r, mode) {
   if (a > 1) image = boxReduce(image.data, image.width, image.height, a);
   const [w2, h2] = resizedSize(image.width, image.height, r);
   return { data: resizeBilinear(image.data, image.width, image.height, w2, h2), width: w2, height: h2 };
-}
-
-function centerCrop(image, s) {
-  const left = roundHalfEven((image.width - s) / 2);
-  const top = roundHalfEven((image.height - s) / 2);
-  const out = new Uint8Array(s * s * 3);
-  for (let y = 0; y < s; y++) {
-    const from = ((top + y) * image.width + left) * 3;
-    out.set(image.data.subarray(from, from + s * 3), y * s * 3);
-  }
-  return out;
-}
-
-// uint8 HWC -> float32 CHW, (x / 255 - mean) / std, each step rounded to float32 as numpy does.
-function normalize(hwc, s, mean, std) {
-  const f = Math.fround;
-  const out = new Float32Array(3 * s * s);
-  const m = mean.map(f);
-  const d = std.map(f);
-  for (let c = 0; c < 3; c++) {
-    for (let i = 0; i < s * s; i++) {
-      out[c * s * s + i] = f(f(f(hwc[i * 3 + c] / 255) - m[c]) / d[c]);
-    }
-  }
-  return out;
 }
 
 async function inputFor(path, contract, mode) {
@@ -181,9 +105,7 @@ async function main(argv) {
       const input = await inputFor(path, contract, mode);
       const result = await session.run({ [contract.inputName]: input });
       const p = Array.from(result.probabilities.data);
-      const positive = contract.classes[contract.positiveIndex];
-      const negative = contract.classes[1 - contract.positiveIndex];
-      const label = p[contract.positiveIndex] >= contract.threshold ? positive : negative;
+      const label = decide(contract, p);
       const probabilities = Object.fromEntries(contract.classes.map((c, i) => [c, p[i]]));
       const logits = Array.from(result.logits.data);
       process.stdout.write(`${JSON.stringify({ path, label, probabilities, logits })}\n`);

@@ -1,4 +1,3 @@
-'use strict';
 // Read an ONNX file's metadata_props without an ONNX library (onnxruntime-node does not expose
 // custom metadata). ModelProto is a protobuf message; we walk its top-level fields only and skip
 // the graph (field 7, the weights) by its length prefix. docs/EMBEDDING.md, "Reading the metadata".
@@ -6,6 +5,16 @@
 //   ModelProto field 1  ir_version      varint
 //   ModelProto field 8  opset_import    message OperatorSetIdProto { 1: domain (string), 2: version (varint) }
 //   ModelProto field 14 metadata_props  message StringStringEntryProto { 1: key, 2: value } (strings)
+//
+// Works in Node (require) and in the browser (<script>: window.SkinOnnx.readOnnxHeader); buf is a
+// Uint8Array (a Node Buffer is one).
+(function (root, factory) {
+  'use strict';
+  const api = factory();
+  if (typeof module === 'object' && module.exports) module.exports = api;
+  else root.SkinOnnx = Object.assign(root.SkinOnnx || {}, api);
+}(typeof self !== 'undefined' ? self : this, () => {
+'use strict';
 
 function readVarint(buf, pos) {
   let value = 0;
@@ -50,7 +59,8 @@ function walkFields(buf, start, end, visit) {
 
 /** @returns {{irVersion: number, opsets: Object<string, number>, metadata: Object<string, string>}} */
 function readOnnxHeader(buf) {
-  const text = ([a, b]) => buf.toString('utf8', a, b);
+  const utf8 = new TextDecoder('utf-8');
+  const text = ([a, b]) => utf8.decode(buf.subarray(a, b));
   const out = { irVersion: 0, opsets: {}, metadata: {} };
   walkFields(buf, 0, buf.length, (field, value) => {
     if (field === 1) {
@@ -77,4 +87,5 @@ function readOnnxHeader(buf) {
   return out;
 }
 
-module.exports = { readOnnxHeader };
+return { readOnnxHeader };
+}));

@@ -1,4 +1,3 @@
-'use strict';
 // Pillow's Image.resize(size, Image.BILINEAR) for 8-bit RGB, ported line by line from
 // Pillow's src/libImaging/Resample.c so that a JavaScript app gets the model's exact pixels.
 //
@@ -9,6 +8,15 @@
 //   shrinking (antialiasing), pixel centres at i + 0.5;
 // * weights are normalised to sum 1, then turned into 22-bit fixed point; each output
 //   value is (sum(pixel * weight) + 2^21) >> 22, clamped to 0..255.
+//
+// Works in Node (require) and in the browser (<script>: window.SkinOnnx.resizeBilinear).
+(function (root, factory) {
+  'use strict';
+  const api = factory();
+  if (typeof module === 'object' && module.exports) module.exports = api;
+  else root.SkinOnnx = Object.assign(root.SkinOnnx || {}, api);
+}(typeof self !== 'undefined' ? self : this, () => {
+'use strict';
 
 const PRECISION_BITS = 32 - 8 - 2;
 
@@ -135,4 +143,5 @@ function resizeBilinear(rgb, width, height, outWidth, outHeight) {
   return data;
 }
 
-module.exports = { resizeBilinear };
+return { resizeBilinear };
+}));

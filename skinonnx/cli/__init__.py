@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from .deploy_commands import info, predict, test_cmd
+from .deploy_commands import info, predict, test_cmd, web
 from .explain_commands import explain
 from .export_commands import export, parity, quantize
 from .training_commands import demo, synthetic, train
@@ -21,7 +21,7 @@ def main() -> None:
     """Train a ResNet50 skin-lesion classifier (benign vs malignant), export it to ONNX, deploy it."""
 
 
-for _command in (train, export, quantize, parity, test_cmd, predict, info, explain, demo, synthetic):
+for _command in (train, export, quantize, parity, test_cmd, predict, info, explain, demo, synthetic, web):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

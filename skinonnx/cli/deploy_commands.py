@@ -150,3 +150,21 @@ def info(model: Path, as_json: bool) -> None:
     problem = schema_error(details)
     if problem is not None:
         raise problem
+
+
+@click.command()
+@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=Path("exports/model.onnx"),
+              show_default=True, help="The model the page loads (float or uint8 variant).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port.")
+def web(onnx_path: Path, port: int) -> None:
+    """Serve the browser example and the model on 127.0.0.1 (images are classified in the browser, never uploaded)."""
+    from ..deploy.web_server import make_server
+
+    server = make_server(onnx_path, port)
+    click.echo(f"serving {onnx_path} and examples/web/ at {server.url} (127.0.0.1 only; Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +17,9 @@ from .options import (
     require_onnx,
     resolve_checkpoint_option,
 )
+
+if TYPE_CHECKING:
+    from ..export.onnx_export import ExportResult
 
 
 @click.command()
@@ -33,9 +37,17 @@ from .options import (
 @click.option("--embed-preprocessing", is_flag=True,
               help="Also write OUTPUT's stem + .uint8.onnx: input uint8 RGB NHWC (decoded, resized), crop and "
                    "normalisation in the graph; parity-checked against the float model (atol 1e-5).")
+@click.option("--fp16", is_flag=True,
+              help="Also write OUTPUT's stem + .fp16.onnx: fp16 weights, float32 input/outputs; written only if all "
+                   "labels agree with fp32 on validation images and probabilities within --fp16-tolerance.")
+@click.option("--fp16-tolerance", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
+@click.option("--ort-format", is_flag=True,
+              help="Also write .ort files (ONNX Runtime Mobile) of the written models, with the operator config for "
+                   "a reduced build; checked to keep the metadata and the outputs.")
 @provider_option("cpu")
 def export(checkpoint: str | None, output: Path, opset: int, data: str | None, atol: float, parity_images: int,
-           int8: bool, embed_preprocessing: bool, provider: str) -> None:
+           int8: bool, embed_preprocessing: bool, fp16: bool, fp16_tolerance: float, ort_format: bool,
+           provider: str) -> None:
     """Export a checkpoint (default: the newest run's best.pt) to a self-describing ONNX file (checked,
     parity-tested, atomic)."""
     from ..export.onnx_export import export as run_export
@@ -56,6 +68,27 @@ def export(checkpoint: str | None, output: Path, opset: int, data: str | None, a
         if not root or not Path(root).exists():
             raise SkinOnnxError(f"{result.path} written; --int8 needs the training data: pass --data DIR")
         _run_quantize(result.path, None, str(root), {})
+    if fp16 or ort_format:
+        _write_variants(result, data, fp16=fp16, fp16_tolerance=fp16_tolerance, ort_format=ort_format)
+
+
+def _write_variants(result: ExportResult, data: str | None, *, fp16: bool, fp16_tolerance: float,
+                    ort_format: bool) -> None:
+    """--fp16 and --ort-format: converted copies of the files just written, each checked on real images."""
+    root = data or result.contract.extra.get("training_data")
+    if not root or not Path(root).exists():
+        raise SkinOnnxError(f"{result.path} written; --fp16/--ort-format check on real images: pass --data DIR")
+    if fp16:
+        from ..export.fp16 import export_fp16
+
+        half = export_fp16(result.path, root, max_prob_diff=fp16_tolerance, echo=echo)
+        click.echo(f"wrote {half.path} ({half.path.stat().st_size / 1e6:.1f} MB, fp16 weights, float32 in/out)")
+    if ort_format:
+        from ..export.ort_format import export_ort_format
+
+        for model in [result.path] + ([result.uint8_path] if result.uint8_path else []):
+            done = export_ort_format(model, root, echo=echo)
+            click.echo(f"wrote {done.path} ({done.path.stat().st_size / 1e6:.1f} MB, ORT format), {done.config_path}")
 
 
 def _run_quantize(onnx_path: Path, output: Path | None, data: str, options: dict) -> None:

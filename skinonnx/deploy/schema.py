@@ -115,6 +115,7 @@ KEYS: dict[str, KeySpec] = {k.name: k for k in (
     KeySpec("training_run_dir", _text, required=False),
     KeySpec("training_data", _text, required=False),
     KeySpec("quantization", _json(dict), required=False),
+    KeySpec("precision", _json(dict), required=False),
 )}
 
 

@@ -1,0 +1,182 @@
+// The browser example: read the contract from the ONNX file's own metadata, decode a chosen image in
+// this tab, preprocess it exactly as docs/EMBEDDING.md says (the same contract.js and Pillow-compatible
+// pillow_resize.js as the Node example), run onnxruntime-web (wasm, SIMD; threads when the page is
+// cross-origin isolated) and show class, probability and threshold. Nothing is uploaded.
+/* global ort, SkinOnnx */
+'use strict';
+
+const state = { session: null, contract: null, meta: null };
+const $ = (id) => document.getElementById(id);
+
+function setStatus(text, isError = false) {
+  const el = $('model-status');
+  el.textContent = text;
+  el.className = isError ? 'error' : '';
+}
+
+ort.env.wasm.wasmPaths = new URL('ort/', document.baseURI).href; // served here, not from a CDN
+ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+ort.env.wasm.proxy = false;
+
+async function loadModel(bytes, name) {
+  const header = SkinOnnx.readOnnxHeader(bytes);
+  const contract = SkinOnnx.readContract(header.metadata);
+  const t0 = performance.now();
+  const session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
+  if (session.inputNames[0] !== contract.inputName) throw new Error(`graph input ${session.inputNames[0]} != metadata input_name`);
+  Object.assign(state, { session, contract, meta: header.metadata });
+  setStatus(`${name}: loaded in ${Math.round(performance.now() - t0)} ms`);
+  const rows = {
+    classes: contract.classes.join(', '),
+    'positive class': contract.classes[contract.positiveIndex],
+    'decision threshold': contract.threshold.toFixed(4),
+    input: `${contract.inputName}: ${contract.uint8 ? `uint8 [1, H, W, 3], shorter side ${contract.resizeSize}`
+      : `float32 [1, 3, ${contract.imageSize}, ${contract.imageSize}]`}`,
+    preprocessing: `shorter side → ${contract.resizeSize} (Pillow bilinear), centre crop ${contract.imageSize}`,
+    opset: String(header.opsets['ai.onnx']),
+  };
+  $('contract').replaceChildren(...Object.entries(rows).flatMap(([k, v]) => {
+    const dt = document.createElement('dt'); dt.textContent = k;
+    const dd = document.createElement('dd'); dd.textContent = v;
+    return [dt, dd];
+  }));
+  $('image-file').disabled = false;
+  $('runtime').textContent = `onnxruntime-web ${ort.env.versions.web}, wasm, SIMD, ${ort.env.wasm.numThreads} thread(s)`
+    + ` (cross-origin isolated: ${self.crossOriginIsolated ? 'yes' : 'no'})`;
+  document.body.dataset.ready = 'model';
+}
+
+// Decode to upright 8-bit RGB: EXIF orientation applied, ICC profile ignored, alpha composited on white.
+async function decode(file) {
+  const bitmap = await createImageBitmap(file, {
+    imageOrientation: 'from-image', colorSpaceConversion: 'none', premultiplyAlpha: 'none',
+  });
+  const { width, height } = bitmap;
+  if (width * height > SkinOnnx.MAX_PIXELS) throw new Error(`image is ${width}x${height}, over 50 megapixels`);
+  if (width < 8 || height < 8) throw new Error(`image is ${width}x${height}; at least 8x8 pixels are needed`);
+  const canvas = new OffscreenCanvas(width, height);
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  ctx.fillStyle = '#fff';
+  ctx.fillRect(0, 0, width, height);
+  ctx.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  const rgba = ctx.getImageData(0, 0, width, height, { colorSpace: 'srgb' }).data;
+  const rgb = new Uint8Array(width * height * 3);
+  for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) {
+    rgb[j] = rgba[i]; rgb[j + 1] = rgba[i + 1]; rgb[j + 2] = rgba[i + 2];
+  }
+  return { data: rgb, width, height };
+}
+
+async function isJpeg(file) {
+  const head = new Uint8Array(await file.slice(0, 3).arrayBuffer());
+  return head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff;
+}
+
+// Shorter side -> resizeSize with Pillow's bilinear filter; large JPEGs first reduced like Pillow's
+// draft mode (approximated by block means: the browser's decoder has no DCT scaling).
+async function decodeAndResize(file, r) {
+  let image = await decode(file);
+  const a = (await isJpeg(file)) ? SkinOnnx.draftFactor(image.width, image.height, r) : 1;
+  if (a > 1) image = SkinOnnx.boxReduce(image.data, image.width, image.height, a);
+  const [w, h] = SkinOnnx.resizedSize(image.width, image.height, r);
+  return { data: SkinOnnx.resizeBilinear(image.data, image.width, image.height, w, h), width: w, height: h };
+}
+
+async function classify(file) {
+  const c = state.contract;
+  const t0 = performance.now();
+  const image = await decodeAndResize(file, c.resizeSize);
+  const s = c.imageSize;
+  const crop = SkinOnnx.centerCrop(image, s);
+  const input = c.uint8
+    ? new ort.Tensor('uint8', image.data, [1, image.height, image.width, 3])
+    : new ort.Tensor('float32', SkinOnnx.normalize(crop, s, c.mean, c.std), [1, 3, s, s]);
+  const t1 = performance.now();
+  const out = await state.session.run({ [c.inputName]: input });
+  const t2 = performance.now();
+  const p = Array.from(out.probabilities.data);
+  return {
+    name: file.name, label: SkinOnnx.decide(c, p), probabilities: Object.fromEntries(c.classes.map((k, i) => [k, p[i]])),
+    logits: Array.from(out.logits.data), threshold: c.threshold, crop, size: s,
+    ms: { preprocess: t1 - t0, inference: t2 - t1 },
+  };
+}
+
+function show(result) {
+  const c = state.contract;
+  const row = document.createElement('div');
+  row.className = 'result';
+  row.dataset.result = JSON.stringify({ name: result.name, label: result.label, probabilities: result.probabilities,
+    logits: result.logits, threshold: result.threshold, ms: result.ms });
+  const canvas = document.createElement('canvas');
+  canvas.width = canvas.height = result.size;
+  const rgba = new ImageData(result.size, result.size);
+  for (let i = 0, j = 0; j < result.crop.length; i += 4, j += 3) {
+    rgba.data.set([result.crop[j], result.crop[j + 1], result.crop[j + 2], 255], i);
+  }
+  canvas.getContext('2d').putImageData(rgba, 0, 0);
+  const pos = c.classes[c.positiveIndex];
+  const p = result.probabilities[pos];
+  const text = document.createElement('div');
+  const label = document.createElement('div');
+  label.className = `label${result.label === pos ? ' flagged' : ''}`;
+  label.textContent = result.label;
+  const detail = document.createElement('div');
+  detail.textContent = `p(${pos}) = ${p.toFixed(4)}, threshold ${c.threshold.toFixed(4)} · ${result.name}`
+    + ` · ${Math.round(result.ms.inference)} ms`;
+  const bar = document.createElement('div');
+  bar.className = 'bar';
+  bar.title = `p(${pos}) and the threshold`;
+  const fill = document.createElement('span');
+  fill.style.width = `${(100 * p).toFixed(1)}%`;
+  const mark = document.createElement('i');
+  mark.style.left = `${(100 * c.threshold).toFixed(1)}%`;
+  bar.append(fill, mark);
+  text.append(label, detail, bar);
+  row.append(canvas, text);
+  $('results').prepend(row);
+}
+
+function showError(name, err) {
+  const row = document.createElement('div');
+  row.className = 'result error';
+  row.dataset.result = JSON.stringify({ name, error: String(err.message || err) });
+  row.textContent = `${name}: ${err.message || err}`;
+  $('results').prepend(row);
+}
+
+$('image-file').addEventListener('change', async (event) => {
+  const files = Array.from(event.target.files);
+  document.body.dataset.ready = 'busy';
+  for (const file of files) {
+    try {
+      show(await classify(file));
+    } catch (err) {
+      showError(file.name, err);
+    }
+  }
+  event.target.value = '';
+  document.body.dataset.ready = 'done';
+});
+
+$('model-file').addEventListener('change', async (event) => {
+  const file = event.target.files[0];
+  if (!file) return;
+  try {
+    await loadModel(new Uint8Array(await file.arrayBuffer()), file.name);
+  } catch (err) {
+    setStatus(`${file.name}: ${err.message || err}`, true);
+  }
+});
+
+(async () => {
+  try {
+    const response = await fetch('model.onnx');
+    if (!response.ok) throw new Error(`no model served (HTTP ${response.status}); open a file below`);
+    await loadModel(new Uint8Array(await response.arrayBuffer()), 'model.onnx');
+  } catch (err) {
+    setStatus(`model.onnx: ${err.message || err}`, true);
+    document.body.dataset.ready = 'error';
+  }
+})();

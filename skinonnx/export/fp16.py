@@ -1,0 +1,106 @@
+"""`export --fp16`: a half-precision copy of an fp32 skinonnx file, gated on real validation images.
+
+Weights and activations become float16; the input and both outputs stay float32 (``keep_io_types``),
+so an app feeds and reads it exactly like the fp32 file. Half the file size; faster only where the
+hardware computes in fp16 (GPUs with tensor cores, mobile NPUs/GPUs via NNAPI/Core ML). On an x86
+CPU ONNX Runtime has few fp16 kernels and casts around them: it is *slower* there (benchmarks/runtimes.py).
+
+The conversion is ONNX Runtime's own (``onnxruntime.transformers.float16``), which appends its
+input/output casts at the end of the node list; we restore topological order so ``onnx.checker``
+accepts the file. The gate compares fp16 with fp32 on the same preprocessed validation images:
+all labels must agree at the model's threshold and every probability within ``max_prob_diff``,
+else no file is written. No torch here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..atomic import atomic_path
+from ..deploy.runtime import OnnxClassifier
+from ..errors import ExportError
+from .variant_gate import VariantGate, compare, gate_images
+
+DEFAULT_MAX_PROB_DIFF = 0.01  # fp16 weights move logits by ~1e-3 relative; probabilities by far less than this
+DEFAULT_GATE_IMAGES = 64
+
+
+class Fp16GateError(ExportError):
+    """The fp16 copy disagrees with fp32 beyond the gate (no file is written)."""
+
+
+def fp16_path_for(fp32_path: str | os.PathLike[str]) -> Path:
+    """``exports/model.onnx`` -> ``exports/model.fp16.onnx``."""
+    path = Path(fp32_path)
+    return path.with_name(f"{path.stem}.fp16.onnx")
+
+
+def topological_sort(graph) -> None:  # onnx.GraphProto
+    """Reorder ``graph.node`` so every node comes after the producers of its inputs (in place)."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        waiting = []
+        for node in pending:
+            if all(name in ready for name in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                waiting.append(node)
+        if len(waiting) == len(pending):
+            raise ExportError(f"fp16 graph has a cycle or a missing input near node '{waiting[0].name}'")
+        pending = waiting
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def to_fp16(model):  # onnx.ModelProto -> onnx.ModelProto
+    """fp16 weights and activations, fp32 input and outputs; checked by ``onnx.checker`` (full)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    half = convert_float_to_float16(model, keep_io_types=True)
+    topological_sort(half.graph)
+    try:
+        onnx.checker.check_model(half, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"fp16 graph failed the ONNX checker: {exc}") from None
+    return half
+
+
+@dataclass
+class Fp16Result:
+    path: Path
+    gate: VariantGate
+    seconds: float
+
+
+def export_fp16(fp32_path: str | os.PathLike[str], data: str | os.PathLike[str], *,
+                output: str | os.PathLike[str] | None = None, max_prob_diff: float = DEFAULT_MAX_PROB_DIFF,
+                n_images: int = DEFAULT_GATE_IMAGES, echo=print) -> Fp16Result:
+    """Write the fp16 copy of ``fp32_path`` (default ``<stem>.fp16.onnx``) only if it passes the gate."""
+    import onnx
+
+    t0 = time.perf_counter()
+    fp32_path = Path(fp32_path)
+    output = Path(output) if output else fp16_path_for(fp32_path)
+    fp32 = OnnxClassifier(fp32_path, "cpu")
+    if fp32.takes_uint8:
+        raise ExportError(f"{fp32_path}: give the float32-input model; its uint8 variant is not converted")
+    half = to_fp16(onnx.load(str(fp32_path)))
+    paths = gate_images(data, n_images)
+    with atomic_path(output) as tmp:
+        onnx.save(half, str(tmp))
+        gate = compare(fp32, OnnxClassifier(tmp, "cpu"), paths, max_prob_diff, "fp16 vs fp32")
+        echo(gate.text() + f" [{data}]")
+        if not gate.ok:
+            raise Fp16GateError(gate.text() + f"\nfp16 gate FAILED: {output} not written")
+        record = {"weights": "float16", "activations": "float16", "inputs_outputs": "float32",
+                  "converter": "onnxruntime.transformers.float16 (keep_io_types)", "gate": asdict(gate)}
+        half.metadata_props.add(key="precision", value=json.dumps(record))
+        onnx.save(half, str(tmp))
+    return Fp16Result(output, gate, time.perf_counter() - t0)
