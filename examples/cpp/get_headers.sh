@@ -16,7 +16,11 @@ if [ -f "$DEST/include/onnxruntime_cxx_api.h" ]; then echo "$DEST/include"; exit
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/lists/partial" "$WORK/cache/archives/partial"
-echo "deb http://deb.debian.org/debian trixie main" > "$WORK/sources.list"
+# The machine's own Debian archive (its first URI in the apt sources), asked for the trixie suite.
+MIRROR="$(grep -hoE '^URIs: *[^ ]+' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1 | sed 's/^URIs: *//')"
+[ -n "$MIRROR" ] || MIRROR="$(grep -hoE '^deb +[^ ]+' /etc/apt/sources.list 2>/dev/null | head -n1 | sed 's/^deb *//')"
+[ -n "$MIRROR" ] || { echo "no Debian archive found in the apt sources" >&2; exit 1; }
+echo "deb $MIRROR trixie main" > "$WORK/sources.list"
 APT=(-o Dir::Etc::SourceList="$WORK/sources.list" -o Dir::Etc::SourceParts=/dev/null
      -o Dir::State::Lists="$WORK/lists" -o Dir::Cache="$WORK/cache" -o APT::Sandbox::User=root -qq)
 apt-get "${APT[@]}" update >&2
