@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms
 from tqdm import tqdm
 
@@ -107,11 +107,13 @@ def default_workers(device: torch.device) -> int:
 
 
 def make_loader(dataset: LesionDataset, *, batch_size: int, shuffle: bool, workers: int, seed: int,
-                device: torch.device) -> DataLoader:
+                device: torch.device, sampler: Sampler | None = None) -> DataLoader:
+    """``sampler`` (e.g. a DistributedSampler) replaces ``shuffle``."""
     if len(dataset) == 0:
         raise DataError("no usable images in this split")
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else None,
+                      sampler=sampler, num_workers=workers,
                       generator=generator, pin_memory=device.type == "cuda",
                       persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
                       drop_last=False)

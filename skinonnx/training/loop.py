@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from .. import __version__
@@ -18,6 +21,7 @@ from ..atomic import ensure_writable_dir, write_json, write_text
 from ..data.layouts import LabeledData, discover
 from ..data.preprocessing import Preprocessing
 from ..errors import CheckpointError, DataError, SkinOnnxError
+from . import distributed
 from .checkpoint import RESUME_KEYS, CheckpointSaver, load_checkpoint, require_keys
 from .config import SELECT_METRICS, TrainConfig, resumed_config
 from .device import autocast, resolve_device, seed_everything
@@ -40,7 +44,12 @@ class TrainResult:
 
 
 def load_data(cfg: TrainConfig, data: LabeledData, prep: Preprocessing, device: torch.device):
-    """DataLoaders for train (augmented, shuffled) and val (the shared eval preprocessing)."""
+    """DataLoaders for train (augmented, shuffled) and val (the shared eval preprocessing).
+
+    Training always draws through a DistributedSampler (one replica when alone): the sample order of an
+    epoch depends only on the seed and the epoch, so a torchrun run with global batch B sees exactly the
+    batches of a one-process run with batch B. Under torchrun, validation is sharded too (see gather_by_index).
+    """
     cache = ImageCache(prep, limit_bytes=cfg.cache_mb << 20, max_pixels=cfg.max_pixels)
     train_samples, skipped = cache.fill(data.split("train"), progress=cfg.progress, desc="decode train")
     val_samples, skipped_val = cache.fill(data.split("val"), progress=cfg.progress, desc="decode val")
@@ -51,10 +60,17 @@ def load_data(cfg: TrainConfig, data: LabeledData, prep: Preprocessing, device: 
             raise DataError(f"the {split} split has no usable images of class "
                             f"{[c for i, c in enumerate(data.classes) if i not in present]}")
     workers = default_workers(device) if cfg.workers is None else cfg.workers
-    train_loader = make_loader(LesionDataset(train_samples, cache, train=True), batch_size=cfg.batch_size,
-                               shuffle=True, workers=workers, seed=cfg.seed, device=device)
-    val_loader = make_loader(LesionDataset(val_samples, cache, train=False), batch_size=cfg.batch_size,
-                             shuffle=False, workers=workers, seed=cfg.seed, device=device)
+    ctx, batch = distributed.current(), distributed.per_process_batch(cfg.batch_size)
+    train_set = LesionDataset(train_samples, cache, train=cfg.augment)
+    val_set = LesionDataset(val_samples, cache, train=False)
+    train_sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                       seed=cfg.seed) if train_set.samples else None
+    val_sampler = DistributedSampler(val_set, num_replicas=ctx.world_size, rank=ctx.rank,
+                                     shuffle=False) if ctx.enabled and val_set.samples else None
+    train_loader = make_loader(train_set, batch_size=batch, shuffle=True, workers=workers, seed=cfg.seed,
+                               device=device, sampler=train_sampler)
+    val_loader = make_loader(val_set, batch_size=batch, shuffle=False, workers=workers, seed=cfg.seed,
+                             device=device, sampler=val_sampler)
     return train_loader, val_loader, skipped
 
 
@@ -99,8 +115,12 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, cr
 
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     device: torch.device, *, scaler: torch.amp.GradScaler, amp: bool, channels_last: bool,
-                    desc: str = "train", progress: bool = True) -> dict[str, float]:
+                    desc: str = "train", progress: bool = True, freeze_bn: bool = False) -> dict[str, float]:
     model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
     bar = tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False)
@@ -113,6 +133,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
         seen += n
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", img_s=f"{seen / (time.perf_counter() - start):.1f}")
     elapsed = time.perf_counter() - start
+    total_loss, correct, seen = distributed.sum_values([total_loss, correct, seen], device)  # all ranks' images
     return {"train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
             "train_images_per_s": seen / elapsed if elapsed > 0 else 0.0}
 
@@ -125,6 +146,21 @@ def _write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
     write_text(path, buf.getvalue())
 
 
+def validate_all(model: nn.Module, val_loader, device: torch.device, *, amp: bool, channels_last: bool
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of the whole validation split, each image once, on every rank."""
+    distributed.sync_buffers(model)
+    logits, labels = evaluate(distributed.unwrap(model), val_loader, device, amp=amp, channels_last=channels_last)
+    if isinstance(val_loader.sampler, DistributedSampler):
+        logits, labels = distributed.gather_by_index(list(val_loader.sampler), logits, labels,
+                                                     len(val_loader.dataset))
+    return logits, labels
+
+
+def _silent(*_args: object, **_kwargs: object) -> None:
+    """echo for ranks other than 0: one process speaks."""
+
+
 def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | set[str] = frozenset(),
         echo=print) -> TrainResult:
     """Train, keeping best.pt (by the selection metric) and last.pt (every epoch, for --resume).
@@ -132,20 +168,26 @@ def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | se
     ``explicit``: the settings the user gave on this call; with ``resume`` only those in
     :data:`RESUME_OVERRIDES` may differ from the saved run.
     """
+    ctx = distributed.setup(resolve_device(cfg.device))  # no-op outside torchrun
+    if not ctx.is_main:  # rank 0 alone prints, shows progress and writes files
+        echo, cfg = _silent, dataclasses.replace(cfg, progress=False)
     ckpt_dir = Path(cfg.checkpoint_dir)
     state: dict[str, Any] | None = None
     if resume:
-        state = load_checkpoint(ckpt_dir / "last.pt")
+        # rank 0 reads last.pt and hands it to the others (other nodes need no copy of the folder)
+        state = distributed.broadcast_object(load_checkpoint(ckpt_dir / "last.pt") if ctx.is_main else None)
         require_keys(state, RESUME_KEYS, ckpt_dir / "last.pt", "--resume")
         cfg = resumed_config(state.get("config") or {}, cfg, {*explicit, "checkpoint_dir"}, ckpt_dir / "last.pt")
         echo(f"resuming run '{cfg.name}' from {ckpt_dir / 'last.pt'} (epoch {state['epoch']} of {cfg.epochs})")
         if int(state["epoch"]) >= cfg.epochs:
             echo(f"note: the run already completed {state['epoch']} epochs; pass a larger --epochs to train on")
-    ensure_writable_dir(ckpt_dir)  # fail now, not after the first (possibly hour-long) epoch
-    ensure_writable_dir(cfg.run_dir)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    data = discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed)
+    if ctx.is_main:
+        ensure_writable_dir(ckpt_dir)  # fail now, not after the first (possibly hour-long) epoch
+        ensure_writable_dir(cfg.run_dir)
+    seed_everything(cfg.seed + ctx.rank)  # rank 0 as alone; DDP copies rank 0's initial weights to all
+    device = distributed.local_device(resolve_device(cfg.device))
+    with distributed.rank0_first():  # a flat folder's split file is written once
+        data = discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed)
     for note in data.notes:
         echo(f"note: {note}")
     if state is not None and tuple(state["classes"]) != data.classes:
@@ -162,7 +204,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | se
     model = build_model(len(data.classes), cfg.weights if state is None else "none").to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(cfg, model)
+    net, model = model, distributed.wrap_model(model, device, sync_bn=cfg.sync_bn)  # net: the bare ResNet50
+    optimizer = make_optimizer(cfg, net)
     scheduler = make_scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     metric_name, mode = SELECT_METRICS[cfg.select]
@@ -170,32 +213,39 @@ def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | se
     history: list[dict[str, float]] = []
     start_epoch, stale = 0, 0
     if state is not None:
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state.get("scaler") or {})
         torch.set_rng_state(state["rng_state"])
+        if ctx.rank:  # the saved RNG is rank 0's; the others draw their own augmentations
+            torch.manual_seed(cfg.seed + ctx.rank + 1000 * int(state["epoch"]))
         start_epoch, stale = int(state["epoch"]), int(state.get("stale_epochs", 0))
         saver.best, saver.best_epoch = float(state["best_metric"]), int(state["best_epoch"])
         history = list(state.get("history", []))
 
     run_dir = cfg.run_dir
-    write_json(run_dir / "config.json", {**cfg.to_dict(), "skinonnx_version": __version__,
-                                         "torch_version": torch.__version__, "device_used": str(device),
-                                         "classes": list(data.classes), "counts": data.counts(),
-                                         "layout": data.layout, "preprocessing": prep.to_dict()})
+    if ctx.is_main:
+        write_json(run_dir / "config.json", {**cfg.to_dict(), "skinonnx_version": __version__,
+                                             "torch_version": torch.__version__, "device_used": str(device),
+                                             "world_size": ctx.world_size,
+                                             "classes": list(data.classes), "counts": data.counts(),
+                                             "layout": data.layout, "preprocessing": prep.to_dict()})
     criterion = nn.CrossEntropyLoss()
     echo(f"training {ARCH} on {device} ({'AMP fp16, ' if amp else ''}{'channels_last' if channels_last else 'NCHW'}): "
          f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, classes {list(data.classes)}, "
-         f"selecting by {metric_name} ({mode})")
+         f"selecting by {metric_name} ({mode})"
+         + (f"; {ctx.world_size} processes ({ctx.backend}), {cfg.batch_size // ctx.world_size} images per process "
+            f"per step" if ctx.enabled else ""))
     epoch = start_epoch
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        train_loader.sampler.set_epoch(epoch)  # the epoch's order: seed + epoch, the same on every rank
         row.update(train_one_epoch(model, train_loader, criterion, optimizer, device, scaler=scaler, amp=amp,
                                    channels_last=channels_last, desc=f"epoch {epoch}/{cfg.epochs}",
-                                   progress=cfg.progress))
-        logits, labels = evaluate(model, val_loader, device, amp=amp, channels_last=channels_last)
+                                   progress=cfg.progress, freeze_bn=cfg.freeze_bn))
+        logits, labels = validate_all(model, val_loader, device, amp=amp, channels_last=channels_last)
         row.update(validation_metrics(logits, labels, data.positive_index))
         row["epoch_seconds"] = time.perf_counter() - t0
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -204,10 +254,16 @@ def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | se
             scheduler.step()
         history.append(row)
         value = row[metric_name]
-        improved = saver.is_better(value)
+        improved = distributed.agree(saver.is_better(value), device)  # rank 0's call, on every rank
         stale = 0 if improved else stale + 1
+        if not ctx.is_main:
+            if improved:
+                saver.best, saver.best_epoch = value, epoch
+            if distributed.agree(False, device):
+                break
+            continue
         checkpoint_state = {
-            "arch": ARCH, "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            "arch": ARCH, "model": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
             "classes": list(data.classes), "positive_index": data.positive_index,
             "preprocessing": prep.to_dict(), "epoch": epoch, "metrics": {k: float(v) for k, v in row.items()},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -220,11 +276,15 @@ def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | se
         echo(f"epoch {epoch:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.3f}  "
              f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.3f}  val_auc {row['val_auc']:.3f}  "
              f"{row['train_images_per_s']:.1f} img/s{'  *best' if improved else ''}")
-        if cfg.early_stop and stale >= cfg.early_stop:
+        if distributed.agree(bool(cfg.early_stop and stale >= cfg.early_stop), device):
             echo(f"early stop: no {metric_name} improvement in {stale} epochs")
             break
     if saver.best_epoch < 0:
         raise SkinOnnxError(f"no epoch produced a usable {metric_name}; nothing to keep")
-    finalize_best(ckpt_dir / "best.pt", val_loader, device, cfg, echo=echo)
+    if ctx.is_main:  # the others are done: rank 0 calibrates on the whole validation split alone
+        full_val = val_loader if not ctx.enabled else make_loader(
+            val_loader.dataset, batch_size=val_loader.batch_size, shuffle=False, workers=0, seed=cfg.seed,
+            device=device)
+        finalize_best(ckpt_dir / "best.pt", full_val, device, cfg, echo=echo)
     return TrainResult(ckpt_dir / "best.pt", ckpt_dir / "last.pt", run_dir, saver.best, saver.best_epoch,
                        epoch, history, skipped)
