@@ -47,7 +47,7 @@ class Journal:
     def __init__(self, output: Path, fingerprint: dict[str, Any], *, part_rows: int = PART_ROWS,
                  part_format: str = "csv", echo: Callable[[str], None] = print) -> None:
         self.dir = parts_dir(output)
-        self.fingerprint = fingerprint
+        self.fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back from job.json
         self.part_rows = part_rows
         self.part_format = part_format
         self.done: dict[str, dict[str, Any]] = {}
