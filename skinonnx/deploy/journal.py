@@ -20,8 +20,24 @@ from typing import Any
 
 from ..atomic import atomic_path, write_json, write_text
 from ..errors import SkinOnnxError
+from .contract import ModelContract
 
 PART_ROWS = 1000
+
+
+def prediction_row(contract: ModelContract, threshold: float, path: str, probabilities: Sequence[float] | None,
+                   error: str | None = None) -> dict[str, Any]:
+    """One result row, the same for both engines: path, prediction, p_<class>..., threshold, error."""
+    pos = contract.positive_index
+    row: dict[str, Any] = {"path": path, "prediction": ""}
+    if probabilities is not None:
+        prob = float(probabilities[pos])
+        row["prediction"] = contract.classes[pos] if prob >= threshold else contract.classes[1 - pos]
+    row.update({f"p_{name}": None if probabilities is None else float(probabilities[i])
+                for i, name in enumerate(contract.classes)})
+    row["threshold"] = threshold
+    row["error"] = error or ""
+    return row
 
 
 def parts_dir(output: Path) -> Path:

@@ -21,8 +21,7 @@ from ..data.images import DEFAULT_MAX_PIXELS, is_image_file
 from ..data.layouts import _list_images
 from ..errors import DataError, SkinOnnxError
 from ..hashing import file_sha256
-from .contract import ModelContract
-from .journal import PART_ROWS, Journal, require_pyarrow
+from .journal import PART_ROWS, Journal, prediction_row, require_pyarrow
 from .runtime import OnnxClassifier
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
@@ -134,21 +133,6 @@ def _literal_parts(spec: str) -> list[str]:
             break
         parts.append(part)
     return parts
-
-
-def prediction_row(contract: ModelContract, threshold: float, path: str, probabilities: Sequence[float] | None,
-                   error: str | None = None) -> dict[str, Any]:
-    """One result row, the same for both engines: path, prediction, p_<class>..., threshold, error."""
-    pos = contract.positive_index
-    row: dict[str, Any] = {"path": path, "prediction": ""}
-    if probabilities is not None:
-        prob = float(probabilities[pos])
-        row["prediction"] = contract.classes[pos] if prob >= threshold else contract.classes[1 - pos]
-    row.update({f"p_{name}": None if probabilities is None else float(probabilities[i])
-                for i, name in enumerate(contract.classes)})
-    row["threshold"] = threshold
-    row["error"] = error or ""
-    return row
 
 
 def job_fingerprint(classifier: OnnxClassifier, threshold: float, max_pixels: int) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import numpy as np
 from ..cpus import physical_cores
 from ..errors import SkinOnnxError
 from .contract import ModelContract
-from .journal import Journal
+from .journal import Journal, prediction_row
 from .runtime import OnnxClassifier
 
 PATHS_PER_TASK = 4  # a Ray batch is this many inference batches: decode/infer overlap inside, few round trips
@@ -92,8 +92,6 @@ def run_ray_predict(classifier: OnnxClassifier, paths: Sequence[str], journal: J
                     echo: Callable[[str], None] = print) -> None:
     """Predict ``paths`` on an actor pool of ``workers`` and add every row to ``journal``."""
     from tqdm import tqdm
-
-    from .predict import prediction_row
 
     ray, started = start_ray(address)
     logging.getLogger("ray").setLevel(logging.ERROR)
