@@ -1,0 +1,184 @@
+"""Scale-out costs, as ratios measured side by side in one run (the machine is shared and noisy).
+
+    python -m benchmarks.scale predict   # predict --engine ray (2 workers) vs local predict, same images and cores
+    python -m benchmarks.scale ddp       # torchrun DDP world size 2 vs one process, training images/s per sample
+
+``predict`` exports a random-init ResNet50 (speed does not depend on the weights), takes isic-bm test JPEGs
+(or synthetic images where absent), starts one local Ray (2 CPUs, 127.0.0.1) and alternates local and Ray
+jobs over the same files; Ray's own start-up is reported on its own, and each job's steady rate (after its
+first results, i.e. without loading sessions and starting actors) next to its end-to-end rate.
+``ddp`` trains the same synthetic set for 2 epochs alone (OMP threads = cores) and under torchrun with 2
+processes (1 thread each) and compares epoch-2 training images/s (epoch 1 includes warm-up).
+Results are printed and written as JSON under /tmp/skinonnx-bench/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = ROOT.parent / "shared" / "data" / "isic-bm"
+
+
+def export_random_model(path: Path, image_size: int) -> None:
+    import torch
+
+    from skinonnx.data.preprocessing import Preprocessing
+    from skinonnx.deploy.contract import ModelContract
+    from skinonnx.export.onnx_export import to_onnx
+    from skinonnx.training.model import build_model
+
+    torch.manual_seed(0)
+    contract = ModelContract(classes=("benign", "malignant"), positive_index=1,
+                             preprocessing=Preprocessing.for_size(image_size))
+    to_onnx(build_model(2, "none").eval(), contract, path, 17)
+
+
+def bench_images(work: Path, count: int) -> list[Path]:
+    if REAL_DATA.is_dir():
+        return sorted((REAL_DATA / "test").rglob("*.jpg"))[:count]
+    from skinonnx.data.synthetic import generate_dataset
+
+    generate_dataset(work / "synthetic", counts={"train": 1, "val": 1, "test": count // 2}, size=256, seed=0,
+                     progress=False)
+    return sorted((work / "synthetic" / "test").rglob("*.png"))
+
+
+def predict_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """End-to-end rate of each job, and its steady rate: images after the first batch of results over the time
+    from that batch to the last (leaves out the one-off start of a job: ORT sessions, Ray actors)."""
+    import ray
+
+    from skinonnx.cpus import physical_cores
+    from skinonnx.deploy.journal import Journal
+    from skinonnx.deploy.predict import job_fingerprint
+    from skinonnx.deploy.ray_predict import run_ray_predict
+    from skinonnx.deploy.runtime import OnnxClassifier
+
+    class TimedJournal(Journal):
+        def add(self, rows):  # type: ignore[override]
+            rows = list(rows)
+            self.stamps.append((time.perf_counter(), len(rows)))
+            return super().add(rows)
+
+    model = work / "model.onnx"
+    export_random_model(model, args.image_size)
+    paths = [str(p) for p in bench_images(work, args.count)]
+    cores = physical_cores()
+    t0 = time.perf_counter()
+    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    ray_start_s = time.perf_counter() - t0
+    rates: dict[str, list[float]] = {"local": [], "ray": [], "local_steady": [], "ray_steady": []}
+    try:
+        classifier = OnnxClassifier(model, "cpu")
+        fingerprint = job_fingerprint(classifier, 0.5, 10**8)
+        for r in range(args.rounds + 1):  # round 0 warms up (file cache, imports)
+            for engine in ("local", "ray"):
+                journal = TimedJournal(work / f"{engine}-{r}.csv", fingerprint, echo=lambda m: None)
+                journal.stamps = []
+                start = time.perf_counter()
+                if engine == "ray":
+                    run_ray_predict(classifier, paths, journal, threshold=0.5, batch_size=8, max_pixels=10**8,
+                                    workers=cores, provider="cpu", progress=False, echo=lambda m: None)
+                else:
+                    for pred in classifier.predict_files(paths, batch_size=8):
+                        journal.add([{"path": pred.path}])
+                end = time.perf_counter()
+                journal.remove()
+                first = journal.stamps[0][1] if engine == "ray" else 8
+                steady = (len(paths) - first) / (journal.stamps[-1][0] - journal.stamps[first - 1 if engine == "local"
+                                                                                        else 0][0])
+                if r:
+                    rates[engine].append(len(paths) / (end - start))
+                    rates[f"{engine}_steady"].append(steady)
+                print(f"round {r} {engine}: {len(paths) / (end - start):.2f} images/s end to end, "
+                      f"{steady:.2f} steady", flush=True)
+    finally:
+        ray.shutdown()
+    mean = {k: sum(v) / len(v) for k, v in rates.items()}
+    return {"images": len(paths), "image_size": args.image_size, "cores": cores, "ray_workers": cores,
+            **{f"{k}_images_per_s": v for k, v in mean.items()},
+            "ratio_ray_over_local_steady": mean["ray_steady"] / mean["local_steady"],
+            "ratio_ray_over_local_end_to_end": mean["ray"] / mean["local"],
+            "local_images_per_s_per_core": mean["local_steady"] / cores, "ray_start_seconds": ray_start_s,
+            "rounds": rates, "real_images": REAL_DATA.is_dir()}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train(work: Path, data: Path, name: str, world: int, args: argparse.Namespace, threads: int) -> float:
+    train_args = ["train", "--data", str(data), "--weights", "none", "--epochs", "2", "--batch-size", "16",
+                  "--image-size", str(args.image_size), "--no-calibrate", "--quiet", "--early-stop", "0",
+                  "--name", name, "--checkpoint-dir", str(work / name), "--runs-dir", str(work / "runs")]
+    launcher = [sys.executable, str(ROOT / "cli.py")]
+    if world > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world), "--master_addr",
+                    "127.0.0.1", "--master_port", str(_free_port()), str(ROOT / "cli.py")]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    subprocess.run([*launcher, *train_args], cwd=ROOT, env=env, check=True, capture_output=True)
+    with open(work / "runs" / name / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    return float(rows[-1]["train_images_per_s"])
+
+
+def ddp_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from skinonnx.cpus import physical_cores
+    from skinonnx.data.synthetic import generate_dataset
+
+    data = work / "data"
+    generate_dataset(data, counts={"train": args.train // 2, "val": 8, "test": 1}, size=args.image_size * 2,
+                     seed=0, progress=False)
+    cores = physical_cores()
+    one, two = [], []
+    for r in range(args.rounds):
+        one.append(_train(work, data, f"one{r}", 1, args, cores))
+        two.append(_train(work, data, f"two{r}", 2, args, max(1, cores // 2)))
+        print(f"round {r}: one process {one[-1]:.2f}, DDP x2 {two[-1]:.2f} images/s", flush=True)
+    a, b = sum(one) / len(one), sum(two) / len(two)
+    return {"cores": cores, "image_size": args.image_size, "train_images": args.train, "global_batch": 16,
+            "one_process_images_per_s": a, "ddp2_images_per_s": b, "ratio_ddp2_over_one": b / a,
+            "rounds": {"one": one, "ddp2": two}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["predict", "ddp"])
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--count", type=int, default=96, help="predict: images per job")
+    p.add_argument("--train", type=int, default=64, help="ddp: training images")
+    p.add_argument("--image-size", type=int, default=None, help="default: 224 (predict), 96 (ddp)")
+    p.add_argument("--out", type=Path, default=Path("/tmp/skinonnx-bench"))
+    args = p.parse_args(argv)
+    args.image_size = args.image_size or (224 if args.what == "predict" else 96)
+    work = Path(tempfile.mkdtemp(prefix=f"scale-{args.what}-"))
+    try:
+        result = (predict_bench if args.what == "predict" else ddp_bench)(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result["load_average"] = os.getloadavg()
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"scale-{args.what}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    print(f"-> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
