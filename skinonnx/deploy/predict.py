@@ -71,11 +71,12 @@ def read_manifest(path: Path) -> list[Path]:
     if path.suffix.lower() == ".parquet":
         pq = require_pyarrow(f"reading the Parquet manifest {path}")
         try:
-            table = pq.read_table(path, columns=["path"])
-        except KeyError:
-            raise DataError(f"{path}: the manifest has no 'path' column") from None
+            names = pq.read_schema(path).names
+            table = pq.read_table(path, columns=["path"]) if "path" in names else None
         except Exception as exc:  # pyarrow's own error types: one clear line
             raise DataError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:200]})") from None
+        if table is None:
+            raise DataError(f"{path}: the manifest has no 'path' column (columns: {names})")
         entries = [str(v) for v in table.column("path").to_pylist() if v not in (None, "")]
     else:
         try:
