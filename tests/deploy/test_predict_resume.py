@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import TrainedModel, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # uses the trained model
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -23,6 +23,7 @@ from tests.conftest import TrainedModel, run_cli
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'skinonnx[scale]'")
 pq = pytest.importorskip("pyarrow.parquet")
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # uses the trained model
 
 
 @pytest.fixture(scope="module")
