@@ -7,8 +7,9 @@
 (or synthetic images where absent), starts one local Ray (2 CPUs, 127.0.0.1) and alternates local and Ray
 jobs over the same files, each timed end to end (a Ray job includes starting its actors); the start of Ray
 itself is reported on its own.
-``ddp`` trains the same synthetic set for 2 epochs alone (OMP threads = cores) and under torchrun with 2
-processes (1 thread each) and compares epoch-2 training images/s (epoch 1 includes warm-up).
+``ddp`` trains the same synthetic set for 2 epochs alone (OMP threads = cores), under torchrun with 2
+processes (1 thread each) and alone with 1 thread, and compares epoch-2 training images/s (epoch 1 includes
+warm-up). Ideal DDP x2 on 2 cores = 2 x the one-thread process.
 Results are printed and written as JSON under /tmp/skinonnx-bench/.
 """
 
@@ -124,15 +125,18 @@ def ddp_bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     generate_dataset(data, counts={"train": args.train // 2, "val": 8, "test": 1}, size=args.image_size * 2,
                      seed=0, progress=False)
     cores = physical_cores()
-    one, two = [], []
+    rates: dict[str, list[float]] = {"one": [], "one_1thread": [], "ddp2": []}
     for r in range(args.rounds):
-        one.append(_train(work, data, f"one{r}", 1, args, cores))
-        two.append(_train(work, data, f"two{r}", 2, args, max(1, cores // 2)))
-        print(f"round {r}: one process {one[-1]:.2f}, DDP x2 {two[-1]:.2f} images/s", flush=True)
-    a, b = sum(one) / len(one), sum(two) / len(two)
+        rates["one"].append(_train(work, data, f"one{r}", 1, args, cores))
+        rates["ddp2"].append(_train(work, data, f"two{r}", 2, args, max(1, cores // 2)))
+        rates["one_1thread"].append(_train(work, data, f"single{r}", 1, args, 1))
+        print(f"round {r}: one process ({cores} threads) {rates['one'][-1]:.2f}, DDP x2 (1 thread each) "
+              f"{rates['ddp2'][-1]:.2f}, one process (1 thread) {rates['one_1thread'][-1]:.2f} images/s", flush=True)
+    mean = {k: sum(v) / len(v) for k, v in rates.items()}
     return {"cores": cores, "image_size": args.image_size, "train_images": args.train, "global_batch": 16,
-            "one_process_images_per_s": a, "ddp2_images_per_s": b, "ratio_ddp2_over_one": b / a,
-            "rounds": {"one": one, "ddp2": two}}
+            **{f"{k}_images_per_s": v for k, v in mean.items()},
+            "ratio_ddp2_over_one": mean["ddp2"] / mean["one"],
+            "ratio_ddp2_over_one_1thread": mean["ddp2"] / mean["one_1thread"], "rounds": rates}
 
 
 def main(argv: list[str] | None = None) -> int:
