@@ -3,7 +3,7 @@
     python -m benchmarks.scale predict   # predict --engine ray (2 workers) vs local predict, same images and cores
     python -m benchmarks.scale ddp       # torchrun DDP world size 2 vs one process, training images/s per sample
 
-``predict`` exports a random-init ResNet50 (speed does not depend on the weights), takes isic-bm test JPEGs
+``predict`` exports a random-init ResNet50 (speed does not depend on the weights), takes isic-bm JPEGs
 (or synthetic images where absent), starts one local Ray (2 CPUs, 127.0.0.1) and alternates local and Ray
 jobs over the same files, each timed end to end (a Ray job includes starting its actors); the start of Ray
 itself is reported on its own.
@@ -48,7 +48,7 @@ def export_random_model(path: Path, image_size: int) -> None:
 
 def bench_images(work: Path, count: int) -> list[Path]:
     if REAL_DATA.is_dir():
-        return sorted((REAL_DATA / "test").rglob("*.jpg"))[:count]
+        return sorted(REAL_DATA.rglob("*.jpg"))[:count]
     from skinonnx.data.synthetic import generate_dataset
 
     generate_dataset(work / "synthetic", counts={"train": 1, "val": 1, "test": count // 2}, size=256, seed=0,
