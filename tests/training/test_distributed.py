@@ -61,16 +61,23 @@ def metrics(run_dir: Path) -> list[dict[str, float]]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path) -> dict[str, Path]:
-    """The same 1-epoch run alone and under torchrun with 2 processes (global batch 8 = 2 x 4)."""
+    """The same 1-epoch run alone and under torchrun with 2 processes (global batch 8 = 2 x 4).
+
+    11 validation images: the DistributedSampler pads rank 1's shard with a repeat of image 0, which must
+    not count twice.
+    """
     work = tmp_path_factory.mktemp("ddp")
-    run_cli("train", "--data", synthetic_data, *COMMON, "--epochs", "1", "--name", "one",
+    data = work / "data"
+    shutil.copytree(synthetic_data, data)
+    next(iter(sorted((data / "val" / "benign").glob("*.png")))).unlink()
+    run_cli("train", "--data", data, *COMMON, "--epochs", "1", "--name", "one",
             "--checkpoint-dir", work / "one", "--runs-dir", work / "runs")
-    proc = torchrun("--data", str(synthetic_data), *COMMON, "--epochs", "1", "--name", "two",
+    proc = torchrun("--data", str(data), *COMMON, "--epochs", "1", "--name", "two",
                     "--checkpoint-dir", str(work / "two"), "--runs-dir", str(work / "runs"))
-    return {"work": work, "one": work / "one", "two": work / "two", "log": proc.stdout + proc.stderr}
+    return {"work": work, "data": data, "one": work / "one", "two": work / "two", "log": proc.stdout + proc.stderr}
 
 
-def test_one_ddp_epoch_equals_one_process_epoch(runs: dict, synthetic_data: Path) -> None:
+def test_one_ddp_epoch_equals_one_process_epoch(runs: dict) -> None:
     one, two = weights(runs["one"] / "last.pt"), weights(runs["two"] / "last.pt")
     assert one.keys() == two.keys()
     diff = max((one[k].double() - two[k].double()).abs().max().item() for k in one if one[k].is_floating_point())
@@ -80,15 +87,16 @@ def test_one_ddp_epoch_equals_one_process_epoch(runs: dict, synthetic_data: Path
         assert m2[0][key] == pytest.approx(m1[0][key], abs=1e-6), key
     # rank 0 alone wrote: one progress report per epoch, one set of files
     assert runs["log"].count("epoch   1/1") == 1 and runs["log"].count("2 processes (gloo)") == 1
+    assert "24 train / 11 val images" in runs["log"]  # an odd split: rank 1's shard was padded
     assert sorted(p.name for p in runs["two"].iterdir()) == ["best.pt", "last.pt"]
     assert sorted(p.name for p in (runs["work"] / "runs" / "two").iterdir()) == ["config.json", "metrics.csv"]
     # the DDP checkpoint is a plain ResNet50 one: it exports with the parity check
     run_cli("export", "--checkpoint", runs["two"] / "best.pt", "--output", runs["work"] / "two.onnx",
-            "--data", synthetic_data, "--parity-images", "4")
+            "--data", runs["data"], "--parity-images", "4")
     assert (runs["work"] / "two.onnx").is_file()
 
 
-def test_two_nodes_resume_under_torchrun(runs: dict, synthetic_data: Path) -> None:
+def test_two_nodes_resume_under_torchrun(runs: dict) -> None:
     """Two launchers (--nnodes 2, c10d rendezvous on 127.0.0.1) continue the DDP run to epoch 2 and stop."""
     ckpt = runs["work"] / "two-nodes"
     shutil.copytree(runs["two"], ckpt)
@@ -96,7 +104,7 @@ def test_two_nodes_resume_under_torchrun(runs: dict, synthetic_data: Path) -> No
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
            "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "skinonnx-test",
            "--local_addr", "127.0.0.1", str(ROOT / "cli.py"), "train", "--resume", "--epochs", "2",
-           "--data", str(synthetic_data), "--checkpoint-dir", str(ckpt), "--runs-dir", str(runs["work"] / "runs"),
+           "--data", str(runs["data"]), "--checkpoint-dir", str(ckpt), "--runs-dir", str(runs["work"] / "runs"),
            "--quiet"]
     nodes = [subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]
