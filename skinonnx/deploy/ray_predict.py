@@ -94,7 +94,8 @@ def run_ray_predict(classifier: OnnxClassifier, paths: Sequence[str], journal: J
     from tqdm import tqdm
 
     ray, started = start_ray(address)
-    logging.getLogger("ray").setLevel(logging.ERROR)
+    for name in ("ray", "ray.data"):  # Ray Data's own INFO/WARNING lines (progress, "execution finished")
+        logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.")
     try:
         resources = ray.cluster_resources()
