@@ -134,7 +134,9 @@ def test_kill_9_while_writing_a_report_keeps_the_old_one(tmp_path: Path, command
     final.write_text("old,report\n")
     args = (["predict", "--onnx", str(model), str(data / "test"), "-o", str(final)] if command == "predict" else
             ["test", "--onnx", str(model), "--data", str(data), "--out", str(report)])
-    code = SELF_KILL + ("import sys\nimport skinonnx.atomic as a\na.os.replace = die\n"
+    # die at the report's rename (predict's resumable part files in predictions.csv.parts/ are renamed before)
+    code = SELF_KILL + ("import sys\nimport skinonnx.atomic as a\nreal = a.os.replace\n"
+                        "a.os.replace = lambda s, d: die() if str(d).endswith('predictions.csv') else real(s, d)\n"
                         "from skinonnx.cli import main\nmain(sys.argv[1:])\n")
     run = python_subprocess(code, *args, "--quiet", "--provider", "cpu")
     assert run.returncode == -signal.SIGKILL, run.stdout + run.stderr

@@ -96,32 +96,60 @@ def _say_which_run(metadata: dict[str, str]) -> None:
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=Path("exports/model.onnx"),
               show_default=True)
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("reports/predictions.csv"),
-              show_default=True, help="Results file, .csv or .json.")
+              show_default=True, help="Results file, .csv, .json or .parquet (Parquet needs pyarrow).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None)
 @click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True)
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: one ONNX Runtime session in this process; ray: Ray Data, one session per worker "
+                   "(pip install 'skinonnx[scale]').")
+@click.option("--address", default=None, help="--engine ray: a Ray cluster to join (default: start a local one).")
+@click.option("--workers", type=POSITIVE_INT, default=None,
+              help="--engine ray: worker actors (default: one per CPU, or per --gpus-per-worker GPUs).")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="--engine ray: GPUs per worker (e.g. 1, or 0.5 to share one); 0: CPU workers.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Predict only shard I of N (0 <= I < N, split by a hash of the path), e.g. for a scheduler "
+                   "array: each task writes its own --output.")
+@click.option("--part-size", type=POSITIVE_INT, default=1000, show_default=True,
+              help="Images per part file in OUTPUT.parts/ (what a rerun after a crash keeps).")
 @provider_option()
 @save_optimized_option
 @max_pixels_option
 @contract_options
 @click.option("--quiet", is_flag=True)
 def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: float | None, batch_size: int,
-            provider: str, save_optimized: Path | None, max_pixels: int, image_size: int | None, mean: str | None,
-            std: str | None, classes: str | None, quiet: bool) -> None:
-    """Classify image files, folders or globs; unreadable files are reported and skipped."""
+            engine: str, address: str | None, workers: int | None, gpus_per_worker: float, shard: str | None,
+            part_size: int, provider: str, save_optimized: Path | None, max_pixels: int, image_size: int | None,
+            mean: str | None, std: str | None, classes: str | None, quiet: bool) -> None:
+    """Classify image files, folders, globs or manifests (.csv/.parquet with a 'path' column); unreadable
+    files are reported and skipped. An interrupted job run again with the same --output continues."""
     from ..atomic import ensure_writable_dir
-    from ..deploy.predict import collect_inputs, run_predict, write_outputs
+    from ..deploy.predict import collect_inputs, parse_shard, run_job, select_shard, write_outputs
 
-    if output.suffix.lower() not in (".csv", ".json"):
-        raise click.BadParameter(f"must end in .csv or .json: {output}", param_hint="--output")
+    if output.suffix.lower() not in (".csv", ".json", ".parquet"):
+        raise click.BadParameter(f"must end in .csv, .json or .parquet: {output}", param_hint="--output")
+    if engine != "ray" and (address or workers or gpus_per_worker):
+        raise click.UsageError("--address, --workers and --gpus-per-worker need --engine ray")
+    try:
+        shard_spec = parse_shard(shard) if shard else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shard") from None
     paths, problems = collect_inputs(inputs)
     if not paths:
         raise SkinOnnxError("no images found in " + ", ".join(inputs))
+    paths = select_shard(paths, shard_spec)
+    if shard_spec:
+        click.echo(f"shard {shard}: {len(paths)} images", err=True)
     ensure_writable_dir(output.parent)
     classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized)
-    result = run_predict(classifier, paths, threshold=threshold, batch_size=batch_size, progress=not quiet,
-                         max_pixels=max_pixels)
+    ray_options = None if engine != "ray" else {"address": address, "workers": workers,
+                                                 "gpus_per_worker": gpus_per_worker, "provider": provider}
+    result, journal = run_job(classifier, paths, output, threshold=threshold, batch_size=batch_size,
+                              max_pixels=max_pixels, progress=not quiet, part_rows=part_size,
+                              ray_options=ray_options, echo=lambda msg: click.echo(msg, err=True))
     result.skipped = problems + result.skipped
     write_outputs(result, output, provider=classifier.provider, model=onnx_path)
+    journal.remove()
     pos = classifier.contract.positive_class
     n_pos = sum(r["prediction"] == pos for r in result.rows)
     click.echo(f"{len(result.rows)} images classified ({n_pos} {pos}), {len(result.skipped)} skipped -> {output}")

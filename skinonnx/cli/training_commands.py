@@ -10,7 +10,7 @@ from ..errors import RunInterrupted
 from .options import POSITIVE_INT, echo, max_pixels_option, program_name
 
 _NEGATED_FLAGS = {"no_calibrate": "calibrate", "no_amp": "amp", "no_channels_last": "channels_last",
-                  "quiet": "progress"}
+                  "quiet": "progress", "no_augment": "augment"}
 # What a run records in config.json besides its settings: read back with --config, not options.
 _RECORDED_ONLY = {"skinonnx_version", "torch_version", "device_used", "classes", "counts", "class_loss_weights",
                   "layout", "preprocessing"}
@@ -56,7 +56,9 @@ def _explicit_train_settings() -> set[str]:
 @click.option("--weights", default="imagenet", show_default=True,
               help="'imagenet' (torchvision), 'none' (random init) or a path to a ResNet50 state dict.")
 @click.option("--epochs", type=POSITIVE_INT, default=15, show_default=True)
-@click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True)
+@click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True,
+              help="Global batch per optimizer step. Under torchrun it is split evenly among the processes "
+                   "(each takes batch-size / world size), so the same value trains the same way at any scale.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-4, show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
@@ -74,6 +76,16 @@ def _explicit_train_settings() -> set[str]:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers (default: auto).")
 @click.option("--no-amp", is_flag=True, help="Disable mixed precision on CUDA.")
+@click.option("--no-augment", is_flag=True,
+              help="Train on the centre crop only (deterministic; e.g. to check torchrun against one process).")
+@click.option("--freeze-bn", is_flag=True,
+              help="BatchNorm keeps its running statistics (e.g. ImageNet's); only its scale and shift train. "
+                   "Makes results independent of the per-process batch.")
+@click.option("--sync-bn", is_flag=True,
+              help="Under torchrun on CUDA: BatchNorm statistics over the global batch (SyncBatchNorm).")
+@click.option("--dist-timeout", type=click.IntRange(min=1), default=600, show_default=True,
+              help="Under torchrun: seconds a process waits for the others in any collective before it "
+                   "stops with an error (a dead or stuck rank never hangs the run).")
 @click.option("--no-channels-last", is_flag=True, help="Keep NCHW memory format.")
 @click.option("--cache-mb", type=click.IntRange(min=0), default=2048, show_default=True,
               help="Memory for decoded training images; the rest streams from disk.")
@@ -94,6 +106,7 @@ def _explicit_train_settings() -> set[str]:
 def train(**opts: object) -> None:
     """Fine-tune ResNet50; keep best.pt by a validation metric and last.pt every epoch."""
     from ..evaluation.thresholds import parse_policy
+    from ..training.distributed import distributed_run
     from ..training.loop import TrainConfig, fit
 
     try:
@@ -102,6 +115,7 @@ def train(**opts: object) -> None:
         raise click.BadParameter(str(exc), param_hint="--threshold-policy") from None
     resume = opts.pop("resume")
     quiet = bool(opts.pop("quiet"))
+    dist_timeout = int(opts.pop("dist_timeout"))  # type: ignore[call-overload]
     cfg = TrainConfig(
         data=str(opts["data"]), name=str(opts["name"]), weights=str(opts["weights"]), epochs=int(opts["epochs"]),
         batch_size=int(opts["batch_size"]), lr=float(opts["lr"]), weight_decay=float(opts["weight_decay"]),
@@ -110,17 +124,21 @@ def train(**opts: object) -> None:
         threshold_policy=str(opts["threshold_policy"]), calibrate=not opts["no_calibrate"],
         positive_class=opts["positive_class"], seed=int(opts["seed"]), device=str(opts["device"]),  # type: ignore[arg-type]
         workers=opts["workers"], amp=not opts["no_amp"], channels_last=not opts["no_channels_last"],  # type: ignore[arg-type]
+        augment=not opts["no_augment"], freeze_bn=bool(opts["freeze_bn"]), sync_bn=bool(opts["sync_bn"]),
         cache_mb=int(opts["cache_mb"]), max_pixels=int(opts["max_pixels"]),
         class_weights=str(opts["class_weights"]), sampler=str(opts["sampler"]),
         checkpoint_dir=str(opts["checkpoint_dir"] or ""), runs_dir=str(opts["runs_dir"]), progress=not quiet)
     try:
-        result = fit(cfg, resume=True if resume == _NEWEST else resume, explicit=_explicit_train_settings(),
-                     echo=echo)
+        with distributed_run(cfg.device, dist_timeout) as ctx:
+            result = fit(cfg, resume=True if resume == _NEWEST else resume,
+                         explicit=_explicit_train_settings() - {"dist_timeout"}, echo=echo)
     except RunInterrupted as exc:
         exc.message = exc.text(program_name())
         raise
     except KeyboardInterrupt:  # before the run folder existed
         raise RunInterrupted(cfg.run_dir, 0, cfg.epochs, False) from None
+    if not ctx.is_main:
+        return
     click.echo(f"best {result.best_path} (epoch {result.best_epoch}, {cfg.select} {result.best_metric:.4f}); "
                f"metrics and curves in {result.run_dir}/. Next: {program_name()} export  (takes the newest run)")
 

@@ -1,4 +1,8 @@
-"""`predict`: batch inference on files, folders and globs through ONNX Runtime (no torch)."""
+"""`predict`: batch inference on files, folders, globs and manifests through ONNX Runtime (no torch).
+
+Jobs are resumable (:mod:`.journal`), can be split with ``--shard i/n`` for a scheduler array, and run
+either here (one ONNX Runtime session, decoding in threads) or on Ray Data (:mod:`.ray_predict`).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,21 @@ import csv
 import glob
 import io
 import os
-from collections.abc import Iterable
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_json, write_text
+from ..atomic import atomic_path, write_json, write_text
 from ..data.images import DEFAULT_MAX_PIXELS, is_image_file
 from ..data.layouts import _list_images
-from ..errors import SkinOnnxError
+from ..errors import DataError, SkinOnnxError
+from ..hashing import file_sha256
+from .journal import PART_ROWS, Journal, prediction_row, require_pyarrow
 from .runtime import OnnxClassifier
+
+MANIFEST_SUFFIXES = (".csv", ".parquet")
 
 
 @dataclass
@@ -25,18 +34,22 @@ class PredictResult:
 
 
 def collect_inputs(specs: Iterable[str]) -> tuple[list[Path], list[dict[str, str]]]:
-    """Expand files, folders (recursive, symlinked folders not followed) and globs; keep order, drop repeats.
+    """Expand files, folders (recursive, symlinked folders not followed), globs and manifests (a .csv or
+    .parquet file with a ``path`` column); keep order, drop repeats.
 
     A named file or folder that does not exist is an error (all of them in one message): a typo must not pass
     as a skipped line. A glob that matches nothing, and unreadable files found inside folders, are reported
-    as skipped.
+    as skipped. Manifest entries are not checked here (an archive can list millions): a missing one becomes a
+    skipped row ("file not found") when it is read.
     """
     found: list[Path] = []
     problems: list[dict[str, str]] = []
     missing: list[str] = []
     for spec in specs:
         path = Path(spec)
-        if path.is_dir():
+        if path.suffix.lower() in MANIFEST_SUFFIXES and path.is_file():
+            found.extend(read_manifest(path))
+        elif path.is_dir():
             found.extend(_list_images(path))
         elif path.exists() or path.is_symlink():
             found.append(path)
@@ -57,6 +70,50 @@ def collect_inputs(specs: Iterable[str]) -> tuple[list[Path], list[dict[str, str
             seen.add(key)
             unique.append(p)
     return unique, problems
+
+
+def read_manifest(path: Path) -> list[Path]:
+    """Image paths from a manifest's ``path`` column; relative ones are relative to the manifest's folder."""
+    if path.suffix.lower() == ".parquet":
+        pq = require_pyarrow(f"reading the Parquet manifest {path}")
+        try:
+            names = pq.read_schema(path).names
+            table = pq.read_table(path, columns=["path"]) if "path" in names else None
+        except Exception as exc:  # pyarrow's own error types: one clear line
+            raise DataError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:200]})") from None
+        if table is None:
+            raise DataError(f"{path}: the manifest has no 'path' column (columns: {names})")
+        entries = [str(v) for v in table.column("path").to_pylist() if v not in (None, "")]
+    else:
+        try:
+            with open(path, newline="", encoding="utf-8") as handle:
+                reader = csv.DictReader(handle)
+                if "path" not in (reader.fieldnames or []):
+                    raise DataError(f"{path}: the manifest has no 'path' column (columns: {reader.fieldnames})")
+                entries = [row["path"] for row in reader if row.get("path")]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{path}: not a readable CSV manifest ({exc})") from None
+    return [Path(e) if os.path.isabs(e) else path.parent / e for e in entries]
+
+
+def select_shard(paths: Sequence[Path], shard: tuple[int, int] | None) -> list[Path]:
+    """The images of shard ``i`` of ``n`` (0-based), by a hash of the path: the shards partition any input
+    list, and an image stays in its shard when files are added or the listing order changes."""
+    if shard is None:
+        return list(paths)
+    index, count = shard
+    return [p for p in paths if zlib.crc32(str(p).encode("utf-8", "surrogateescape")) % count == index]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` with 0 <= i < n."""
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"expected i/n (e.g. 0/4), got '{text}'") from None
+    if not (count >= 1 and 0 <= index < count):
+        raise ValueError(f"expected 0 <= i < n, got '{text}'")
+    return index, count
 
 
 def _glob_images(spec: str) -> list[Path]:
@@ -85,22 +142,62 @@ def _literal_parts(spec: str) -> list[str]:
     return parts
 
 
+def job_fingerprint(classifier: OnnxClassifier, threshold: float, max_pixels: int) -> dict[str, Any]:
+    """What a journal's rows depend on: a resumed job must not mix in rows of another model or threshold."""
+    return {"model_sha256": file_sha256(classifier.path), "threshold": threshold, "max_pixels": max_pixels,
+            "classes": list(classifier.contract.classes),
+            "preprocessing": classifier.contract.preprocessing.to_dict()}
+
+
+def run_job(classifier: OnnxClassifier, paths: Sequence[Path], output: Path, *, threshold: float | None = None,
+            batch_size: int = 16, max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True,
+            part_rows: int = PART_ROWS, ray_options: dict[str, Any] | None = None,
+            echo: Callable[[str], None] = print) -> tuple[PredictResult, Journal]:
+    """Predict ``paths`` into the journal of ``output``, skipping what an earlier run finished.
+
+    ``ray_options`` (``address``, ``workers``, ``gpus_per_worker``, ``provider``) runs the job on Ray Data.
+    Returns the result for every path (in input order) and the journal, to remove once the output is written.
+    """
+    t = classifier.contract.threshold if threshold is None else threshold
+    journal = Journal(output, job_fingerprint(classifier, t, max_pixels), part_rows=part_rows,
+                      part_format="parquet" if ray_options is not None else "csv", echo=echo)
+    keys = [str(p) for p in paths]
+    todo = [k for k in keys if k not in journal.done]
+    if len(todo) < len(keys):
+        echo(f"resuming: {len(keys) - len(todo)} of {len(keys)} images already done (in {journal.dir})")
+    try:
+        if todo and ray_options is not None:
+            from .ray_predict import run_ray_predict
+
+            run_ray_predict(classifier, todo, journal, threshold=t, batch_size=batch_size, max_pixels=max_pixels,
+                            progress=progress, echo=echo, **ray_options)
+        elif todo:
+            for pred in classifier.predict_files(todo, batch_size=batch_size, progress=progress,
+                                                 max_pixels=max_pixels):
+                journal.add([prediction_row(classifier.contract, t, pred.path, pred.probabilities, pred.error)])
+    finally:
+        journal.flush()  # also on Ctrl-C / errors: what is done stays done
+    result = PredictResult()
+    for row in journal.rows_for(keys):
+        if row["error"]:
+            result.skipped.append({"path": row["path"], "problem": row["error"]})
+        else:
+            result.rows.append({k: v for k, v in row.items() if k != "error"})
+    return result, journal
+
+
 def run_predict(classifier: OnnxClassifier, paths: list[Path], *, threshold: float | None = None,
                 batch_size: int = 16, progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> PredictResult:
     contract = classifier.contract
     t = contract.threshold if threshold is None else threshold
-    pos = contract.positive_index
     result = PredictResult()
     for pred in classifier.predict_files(paths, batch_size=batch_size, progress=progress,
                                            max_pixels=max_pixels):
         if not pred.ok:
             result.skipped.append({"path": pred.path, "problem": str(pred.error)})
             continue
-        prob = float(pred.probabilities[pos])
-        row: dict[str, Any] = {"path": pred.path,
-                               "prediction": contract.classes[pos] if prob >= t else contract.classes[1 - pos]}
-        row.update({f"p_{name}": float(pred.probabilities[i]) for i, name in enumerate(contract.classes)})
-        row["threshold"] = t
+        row = prediction_row(contract, t, pred.path, pred.probabilities)
+        del row["error"]
         result.rows.append(row)
     return result
 
@@ -119,5 +216,15 @@ def write_outputs(result: PredictResult, output: Path, *, provider: str, model: 
         for bad in result.skipped:
             writer.writerow({"path": bad["path"], "error": bad["problem"]})
         write_text(output, buf.getvalue())
+    elif output.suffix.lower() == ".parquet":  # the CSV's columns, with full-precision floats
+        pq = require_pyarrow("--output .parquet")
+        import pyarrow as pa
+
+        rows = [{**row, "error": ""} for row in result.rows]
+        fields = list(rows[0]) if rows else ["path", "prediction", "error"]
+        rows += [{**dict.fromkeys(fields), "path": bad["path"], "prediction": "", "error": bad["problem"]}
+                 for bad in result.skipped]
+        with atomic_path(output) as tmp:
+            pq.write_table(pa.Table.from_pylist(rows) if rows else pa.table({f: [] for f in fields}), tmp)
     else:
-        raise SkinOnnxError(f"--output must end in .csv or .json: {output}")
+        raise SkinOnnxError(f"--output must end in .csv, .json or .parquet: {output}")

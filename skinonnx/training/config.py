@@ -39,6 +39,9 @@ class TrainConfig:
     workers: int | None = None
     amp: bool = True
     channels_last: bool = True
+    augment: bool = True  # False: centre crops only, deterministic (the DDP == one-process check uses it)
+    freeze_bn: bool = False  # BatchNorm keeps its running statistics; only its scale/shift train
+    sync_bn: bool = False  # SyncBatchNorm across torchrun processes (CUDA only)
     cache_mb: int = 2048
     max_pixels: int = DEFAULT_MAX_PIXELS
     class_weights: str = "none"  # "auto": loss weights n / (k * n_class) from the training split

@@ -108,7 +108,7 @@ def default_workers(device: torch.device) -> int:
 
 def make_loader(dataset: LesionDataset, *, batch_size: int, shuffle: bool, workers: int, seed: int,
                 device: torch.device, sampler: Sampler | None = None) -> DataLoader:
-    """``sampler`` (e.g. class-balanced) replaces shuffling."""
+    """``sampler`` (class-balanced, or the per-epoch training sampler) replaces ``shuffle``."""
     if len(dataset) == 0:
         raise DataError("no usable images in this split")
     generator = torch.Generator().manual_seed(seed)

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from .. import __version__
@@ -19,7 +21,7 @@ from ..atomic import ensure_writable_dir, write_json, write_text
 from ..data.layouts import LabeledData, discover
 from ..data.preprocessing import Preprocessing
 from ..errors import CheckpointError, DataError, RunInterrupted, SkinOnnxError
-from . import runs
+from . import distributed, runs
 from .checkpoint import RESUME_KEYS, CheckpointSaver, load_checkpoint, require_keys
 from .config import SELECT_METRICS, TrainConfig, resumed_config
 from .device import autocast, resolve_device, seed_everything
@@ -44,7 +46,13 @@ class TrainResult:
 
 
 def load_data(cfg: TrainConfig, data: LabeledData, prep: Preprocessing, device: torch.device):
-    """DataLoaders for train (augmented, shuffled) and val (the shared eval preprocessing)."""
+    """DataLoaders for train (augmented, shuffled) and val (the shared eval preprocessing).
+
+    Training draws through a DistributedSampler (one replica when alone) unless ``--sampler balanced``: the
+    sample order of an epoch depends only on the seed and the epoch, so a torchrun run with global batch B sees
+    exactly the batches of a one-process run with batch B. Under torchrun, validation is sharded too (see
+    gather_by_index).
+    """
     cache = ImageCache(prep, limit_bytes=cfg.cache_mb << 20, max_pixels=cfg.max_pixels)
     train_samples, skipped = cache.fill(data.split("train"), progress=cfg.progress, desc="decode train")
     val_samples, skipped_val = cache.fill(data.split("val"), progress=cfg.progress, desc="decode val")
@@ -55,11 +63,22 @@ def load_data(cfg: TrainConfig, data: LabeledData, prep: Preprocessing, device: 
             raise DataError(f"the {split} split has no usable images of class "
                             f"{[c for i, c in enumerate(data.classes) if i not in present]}")
     workers = default_workers(device) if cfg.workers is None else cfg.workers
-    sampler = balanced_sampler([s.label for s in train_samples], cfg.seed) if cfg.sampler == "balanced" else None
-    train_loader = make_loader(LesionDataset(train_samples, cache, train=True), batch_size=cfg.batch_size,
-                               shuffle=True, workers=workers, seed=cfg.seed, device=device, sampler=sampler)
-    val_loader = make_loader(LesionDataset(val_samples, cache, train=False), batch_size=cfg.batch_size,
-                             shuffle=False, workers=workers, seed=cfg.seed, device=device)
+    ctx, batch = distributed.current(), distributed.per_process_batch(cfg.batch_size)
+    train_set = LesionDataset(train_samples, cache, train=cfg.augment)
+    val_set = LesionDataset(val_samples, cache, train=False)
+    if cfg.sampler == "balanced":
+        if ctx.enabled:
+            raise SkinOnnxError("--sampler balanced is not supported under torchrun; use --class-weights auto")
+        train_sampler = balanced_sampler([s.label for s in train_samples], cfg.seed)
+    else:
+        train_sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                           seed=cfg.seed) if train_set.samples else None
+    val_sampler = DistributedSampler(val_set, num_replicas=ctx.world_size, rank=ctx.rank,
+                                     shuffle=False) if ctx.enabled and val_set.samples else None
+    train_loader = make_loader(train_set, batch_size=batch, shuffle=True, workers=workers, seed=cfg.seed,
+                               device=device, sampler=train_sampler)
+    val_loader = make_loader(val_set, batch_size=batch, shuffle=False, workers=workers, seed=cfg.seed,
+                             device=device, sampler=val_sampler)
     return train_loader, val_loader, skipped
 
 
@@ -104,8 +123,12 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, cr
 
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     device: torch.device, *, scaler: torch.amp.GradScaler, amp: bool, channels_last: bool,
-                    desc: str = "train", progress: bool = True) -> dict[str, float]:
+                    desc: str = "train", progress: bool = True, freeze_bn: bool = False) -> dict[str, float]:
     model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
     bar = tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False)
@@ -118,6 +141,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
         seen += n
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", img_s=f"{seen / (time.perf_counter() - start):.1f}")
     elapsed = time.perf_counter() - start
+    total_loss, correct, seen = distributed.sum_values([total_loss, correct, seen], device)  # all ranks' images
     return {"train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
             "train_images_per_s": seen / elapsed if elapsed > 0 else 0.0}
 
@@ -128,6 +152,21 @@ def _write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
     writer.writeheader()
     writer.writerows(history)
     write_text(path, buf.getvalue())
+
+
+def validate_all(model: nn.Module, val_loader, device: torch.device, *, amp: bool, channels_last: bool
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of the whole validation split, each image once, on every rank."""
+    distributed.sync_buffers(model)
+    logits, labels = evaluate(distributed.unwrap(model), val_loader, device, amp=amp, channels_last=channels_last)
+    if isinstance(val_loader.sampler, DistributedSampler):
+        logits, labels = distributed.gather_by_index(list(val_loader.sampler), logits, labels,
+                                                     len(val_loader.dataset))
+    return logits, labels
+
+
+def _silent(*_args: object, **_kwargs: object) -> None:
+    """echo for ranks other than 0: one process speaks."""
 
 
 def _resume_source(cfg: TrainConfig, resume: str, explicit: frozenset[str] | set[str], echo
@@ -152,10 +191,17 @@ def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozen
     the user gave on this call; with ``resume`` only those in :data:`RESUME_OVERRIDES` may differ from the
     saved run. Ctrl-C raises :class:`~skinonnx.errors.RunInterrupted` naming the run to resume.
     """
+    ctx = distributed.setup(resolve_device(cfg.device))  # no-op outside torchrun
+    if not ctx.is_main:  # rank 0 alone prints, shows progress and writes files
+        echo, cfg = _silent, dataclasses.replace(cfg, progress=False)
     state: dict[str, Any] | None = None
     if resume is not False and resume is not None:
-        last_path, run = _resume_source(cfg, "" if resume is True else str(resume), explicit, echo)
-        state = load_checkpoint(last_path)
+        # rank 0 finds and reads last.pt and hands it to the others (other nodes need no copy of the folder)
+        found = None
+        if ctx.is_main:
+            last_path, run = _resume_source(cfg, "" if resume is True else str(resume), explicit, echo)
+            found = (last_path, run, load_checkpoint(last_path))
+        last_path, run, state = distributed.broadcast_object(found)  # type: ignore[misc]
         require_keys(state, RESUME_KEYS, last_path, "--resume")
         cfg = resumed_config(state.get("config") or {}, cfg, {*explicit, "checkpoint_dir"}, last_path)
         if run is not None:  # the run folder may have moved: it is where this run lives now
@@ -165,30 +211,36 @@ def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozen
             echo(f"note: the run already completed {state['epoch']} epochs; pass a larger --epochs to train on")
     else:
         check_weights_spec(cfg.weights)
-        run_dir = runs.unique_run_dir(cfg.runs_dir, cfg.name)
-        if run_dir.name != cfg.name:
-            echo(f"note: {cfg.run_dir} already holds a run; this one is {run_dir}")
-            cfg = dataclasses.replace(cfg, name=run_dir.name)
+        name = runs.unique_run_dir(cfg.runs_dir, cfg.name).name if ctx.is_main else None
+        name = str(distributed.broadcast_object(name))  # every rank writes nothing, but all use rank 0's name
+        if name != cfg.name:
+            echo(f"note: {cfg.run_dir} already holds a run; this one is {Path(cfg.runs_dir) / name}")
+            cfg = dataclasses.replace(cfg, name=name)
     ckpt_dir = cfg.weights_dir
-    ensure_writable_dir(ckpt_dir)  # fail now, not after the first (possibly hour-long) epoch
-    ensure_writable_dir(cfg.run_dir)
     epoch = int(state["epoch"]) if state is not None else 0
-    runs.write_status(cfg.run_dir, "running", epoch, cfg.epochs)
+    if ctx.is_main:
+        ensure_writable_dir(ckpt_dir)  # fail now, not after the first (possibly hour-long) epoch
+        ensure_writable_dir(cfg.run_dir)
+        runs.write_status(cfg.run_dir, "running", epoch, cfg.epochs)
     try:
-        result = _fit(cfg, state, ckpt_dir, echo)
+        result = _fit(cfg, state, ckpt_dir, echo, ctx)
     except KeyboardInterrupt:
         done = runs.run_status(cfg.run_dir).get("epoch", epoch)
-        runs.write_status(cfg.run_dir, "interrupted", done, cfg.epochs)
+        if ctx.is_main:
+            runs.write_status(cfg.run_dir, "interrupted", done, cfg.epochs)
         raise RunInterrupted(cfg.run_dir, int(done), cfg.epochs, (ckpt_dir / "last.pt").is_file(),
                              checkpoint_dir=cfg.checkpoint_dir or None) from None
-    runs.write_status(cfg.run_dir, "finished", result.epochs_run, cfg.epochs)
+    if ctx.is_main:
+        runs.write_status(cfg.run_dir, "finished", result.epochs_run, cfg.epochs)
     return result
 
 
-def _fit(cfg: TrainConfig, state: dict[str, Any] | None, ckpt_dir: Path, echo) -> TrainResult:
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    data = discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed)
+def _fit(cfg: TrainConfig, state: dict[str, Any] | None, ckpt_dir: Path, echo,
+         ctx: distributed.DistContext) -> TrainResult:
+    seed_everything(cfg.seed + ctx.rank)  # rank 0 as alone; DDP copies rank 0's initial weights to all
+    device = distributed.local_device(resolve_device(cfg.device))
+    with distributed.rank0_first():  # a flat folder's split file is written once
+        data = discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed)
     for note in data.notes:
         echo(f"note: {note}")
     if state is not None and tuple(state["classes"]) != data.classes:
@@ -205,7 +257,8 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, ckpt_dir: Path, echo) -
     model = build_model(len(data.classes), cfg.weights if state is None else "none").to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(cfg, model)
+    net, model = model, distributed.wrap_model(model, device, sync_bn=cfg.sync_bn)  # net: the bare ResNet50
+    optimizer = make_optimizer(cfg, net)
     scheduler = make_scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     metric_name, mode = SELECT_METRICS[cfg.select]
@@ -213,7 +266,7 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, ckpt_dir: Path, echo) -
     history: list[dict[str, float]] = []
     start_epoch, stale = 0, 0
     if state is not None:
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state.get("scaler") or {})
@@ -221,20 +274,26 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, ckpt_dir: Path, echo) -
         start_epoch, stale = int(state["epoch"]), int(state.get("stale_epochs", 0))
         saver.best, saver.best_epoch = float(state["best_metric"]), int(state["best_epoch"])
         history = list(state.get("history", []))
+        if ctx.rank:  # the saved RNG is rank 0's; the others draw their own augmentations
+            torch.manual_seed(cfg.seed + ctx.rank + 1000 * int(state["epoch"]))
 
     run_dir = cfg.run_dir
     train_labels = [s.label for s in train_loader.dataset.samples]
     loss_weights = auto_class_weights(train_labels, len(data.classes)) if cfg.class_weights == "auto" else None
-    write_json(run_dir / "config.json", {**cfg.to_dict(), "skinonnx_version": __version__,
-                                         "torch_version": torch.__version__, "device_used": str(device),
-                                         "classes": list(data.classes), "counts": data.counts(),
-                                         "class_loss_weights": loss_weights,
-                                         "layout": data.layout, "preprocessing": prep.to_dict()})
+    if ctx.is_main:
+        write_json(run_dir / "config.json", {**cfg.to_dict(), "skinonnx_version": __version__,
+                                             "torch_version": torch.__version__, "device_used": str(device),
+                                             "world_size": ctx.world_size,
+                                             "classes": list(data.classes), "counts": data.counts(),
+                                             "class_loss_weights": loss_weights,
+                                             "layout": data.layout, "preprocessing": prep.to_dict()})
     criterion = nn.CrossEntropyLoss(weight=None if loss_weights is None
                                     else torch.tensor(loss_weights, dtype=torch.float32, device=device))
     echo(f"training {ARCH} on {device} ({'AMP fp16, ' if amp else ''}{'channels_last' if channels_last else 'NCHW'}): "
          f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, classes {list(data.classes)}, "
-         f"selecting by {metric_name} ({mode})")
+         f"selecting by {metric_name} ({mode})"
+         + (f"; {ctx.world_size} processes ({ctx.backend}), {cfg.batch_size // ctx.world_size} images per process "
+            f"per step" if ctx.enabled else ""))
     if loss_weights is not None or cfg.sampler == "balanced":
         parts = [f"loss weights {', '.join(f'{c} {w:.3f}' for c, w in zip(data.classes, loss_weights, strict=True))}"
                  ] if loss_weights else []
@@ -245,10 +304,12 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, ckpt_dir: Path, echo) -
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        if isinstance(train_loader.sampler, DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)  # the epoch's order: seed + epoch, the same on every rank
         row.update(train_one_epoch(model, train_loader, criterion, optimizer, device, scaler=scaler, amp=amp,
                                    channels_last=channels_last, desc=f"epoch {epoch}/{cfg.epochs}",
-                                   progress=cfg.progress))
-        logits, labels = evaluate(model, val_loader, device, amp=amp, channels_last=channels_last)
+                                   progress=cfg.progress, freeze_bn=cfg.freeze_bn))
+        logits, labels = validate_all(model, val_loader, device, amp=amp, channels_last=channels_last)
         row.update(validation_metrics(logits, labels, data.positive_index))
         row["epoch_seconds"] = time.perf_counter() - t0
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -257,10 +318,16 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, ckpt_dir: Path, echo) -
             scheduler.step()
         history.append(row)
         value = row[metric_name]
-        improved = saver.is_better(value)
+        improved = distributed.agree(saver.is_better(value), device)  # rank 0's call, on every rank
         stale = 0 if improved else stale + 1
+        if not ctx.is_main:
+            if improved:
+                saver.best, saver.best_epoch = value, epoch
+            if distributed.agree(False, device):
+                break
+            continue
         checkpoint_state = {
-            "arch": ARCH, "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            "arch": ARCH, "model": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
             "classes": list(data.classes), "positive_index": data.positive_index,
             "preprocessing": prep.to_dict(), "epoch": epoch, "metrics": {k: float(v) for k, v in row.items()},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -277,11 +344,15 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, ckpt_dir: Path, echo) -
              f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.3f}  val_auc {row['val_auc']:.3f}  "
              f"{row['train_images_per_s']:.1f} img/s{'  *best' if improved else ''}  "
              f"{run_eta(epoch_seconds, cfg.epochs - epoch)}")
-        if cfg.early_stop and stale >= cfg.early_stop:
+        if distributed.agree(bool(cfg.early_stop and stale >= cfg.early_stop), device):
             echo(f"early stop: no {metric_name} improvement in {stale} epochs")
             break
     if saver.best_epoch < 0:
         raise SkinOnnxError(f"no epoch produced a usable {metric_name}; nothing to keep")
-    finalize_best(ckpt_dir / "best.pt", val_loader, device, cfg, echo=echo)
+    if ctx.is_main:  # the others are done: rank 0 calibrates on the whole validation split alone
+        full_val = val_loader if not ctx.enabled else make_loader(
+            val_loader.dataset, batch_size=val_loader.batch_size, shuffle=False, workers=0, seed=cfg.seed,
+            device=device)
+        finalize_best(ckpt_dir / "best.pt", full_val, device, cfg, echo=echo)
     return TrainResult(ckpt_dir / "best.pt", ckpt_dir / "last.pt", run_dir, saver.best, saver.best_epoch,
                        epoch, history, skipped)

@@ -1,0 +1,156 @@
+"""Resumable predictions: finished rows kept as part files beside the output until it is written.
+
+``predict -o reports/x.csv`` keeps what it has finished in ``reports/x.csv.parts/`` (one atomically
+written part file per ``part_rows`` images, CSV from the local engine, Parquet from Ray), with
+``job.json`` naming the model (SHA-256) and threshold. Run the same command again after a crash or
+a kill and it reads the parts, skips those images and predicts the rest; the final output is written
+from all rows, each image exactly once, and the folder removed. Parts made by another model or
+threshold are discarded, never mixed in. Both engines read each other's parts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_path, write_json, write_text
+from ..errors import SkinOnnxError
+from .contract import ModelContract
+
+PART_ROWS = 1000
+
+
+def prediction_row(contract: ModelContract, threshold: float, path: str, probabilities: Sequence[float] | None,
+                   error: str | None = None) -> dict[str, Any]:
+    """One result row, the same for both engines: path, prediction, p_<class>..., threshold, error."""
+    pos = contract.positive_index
+    row: dict[str, Any] = {"path": path, "prediction": ""}
+    if probabilities is not None:
+        prob = float(probabilities[pos])
+        row["prediction"] = contract.classes[pos] if prob >= threshold else contract.classes[1 - pos]
+    row.update({f"p_{name}": None if probabilities is None else float(probabilities[i])
+                for i, name in enumerate(contract.classes)})
+    row["threshold"] = threshold
+    row["error"] = error or ""
+    return row
+
+
+def parts_dir(output: Path) -> Path:
+    return output.with_name(output.name + ".parts")
+
+
+def require_pyarrow(purpose: str):
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SkinOnnxError(f"{purpose} needs pyarrow: pip install 'skinonnx[scale]'") from None
+    return pq
+
+
+class Journal:
+    """The finished rows of one job; ``add`` them as they come, ``flush`` writes a part file.
+
+    Rows all have the same keys (:func:`skinonnx.deploy.predict.prediction_row`): path, prediction,
+    p_<class>..., threshold, error ('' for a prediction, the reason for a skipped file).
+    """
+
+    def __init__(self, output: Path, fingerprint: dict[str, Any], *, part_rows: int = PART_ROWS,
+                 part_format: str = "csv", echo: Callable[[str], None] = print) -> None:
+        self.dir = parts_dir(output)
+        self.fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back from job.json
+        self.part_rows = part_rows
+        self.part_format = part_format
+        self.done: dict[str, dict[str, Any]] = {}
+        self._buffer: list[dict[str, Any]] = []
+        self._fields: list[str] | None = None
+        self._load(echo)
+
+    def _load(self, echo: Callable[[str], None]) -> None:
+        job = self.dir / "job.json"
+        if self.dir.is_dir():
+            try:
+                previous = json.loads(job.read_text())
+            except (OSError, ValueError):
+                previous = None
+            if previous != self.fingerprint:
+                echo(f"note: discarding the partial results in {self.dir}: another model, threshold or "
+                     "settings made them")
+                shutil.rmtree(self.dir)
+            else:
+                for part in sorted(self.dir.glob("part-*")):
+                    for row in _read_part(part):
+                        self.done.setdefault(str(row["path"]), row)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json(job, self.fingerprint)
+
+    def add(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Record rows of images not yet done (a retried batch adds nothing twice); returns how many were new."""
+        new = 0
+        for row in rows:
+            key = str(row["path"])
+            if key in self.done:
+                continue
+            self.done[key] = row
+            self._buffer.append(row)
+            new += 1
+        if len(self._buffer) >= self.part_rows:
+            self.flush()
+        return new
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        name = self.dir / f"part-{uuid.uuid4().hex[:16]}.{self.part_format}"
+        if self.part_format == "parquet":
+            pq = require_pyarrow("Parquet part files")
+            import pyarrow as pa
+
+            with atomic_path(name) as tmp:
+                pq.write_table(pa.Table.from_pylist(self._buffer), tmp)
+        else:
+            write_text(name, _csv_text(self._buffer))
+        self._buffer = []
+
+    def rows_for(self, paths: Sequence[str]) -> list[dict[str, Any]]:
+        """The rows of ``paths`` in that order (all must be done)."""
+        return [self.done[p] for p in paths]
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _csv_text(rows: list[dict[str, Any]]) -> str:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:  # repr keeps every bit of a float: a resumed job equals an uninterrupted one
+        writer.writerow({k: repr(v) if isinstance(v, float) else ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _read_part(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".parquet":
+        rows = require_pyarrow("reading Parquet part files").read_table(path).to_pylist()
+    else:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    out = []
+    for row in rows:
+        clean: dict[str, Any] = {}
+        for key, value in row.items():
+            if (key.startswith("p_") or key == "threshold") and value not in ("", None):
+                clean[key] = float(value)
+            elif value in ("", None):
+                clean[key] = None
+            else:
+                clean[key] = value
+        out.append(clean)
+    return out
