@@ -89,7 +89,8 @@ def test_one_ddp_epoch_equals_one_process_epoch(runs: dict) -> None:
     assert runs["log"].count("epoch   1/1") == 1 and runs["log"].count("2 processes (gloo)") == 1
     assert "24 train / 11 val images" in runs["log"]  # an odd split: rank 1's shard was padded
     assert sorted(p.name for p in runs["two"].iterdir()) == ["best.pt", "last.pt"]
-    assert sorted(p.name for p in (runs["work"] / "runs" / "two").iterdir()) == ["config.json", "metrics.csv"]
+    assert sorted(p.name for p in (runs["work"] / "runs" / "two").iterdir()) == [
+        "config.json", "metrics.csv", "state.json", "training_curves.png"]
     # the DDP checkpoint is a plain ResNet50 one: it exports with the parity check
     run_cli("export", "--checkpoint", runs["two"] / "best.pt", "--output", runs["work"] / "two.onnx",
             "--data", runs["data"], "--parity-images", "4")
