@@ -44,7 +44,7 @@ SUMMARY_SCHEMA = "skinonnx-evaluation-summary"
 SUMMARY_SCHEMA_VERSION = 1
 REFERENCE_THRESHOLD = 0.5
 CALIBRATION_BINS = 10
-RANK_METRICS = ("roc_auc", "average_precision", "pauc_80")  # threshold-free
+RANK_METRICS = ("roc_auc", "average_precision", "pauc_80", "auc_sens_80")  # threshold-free
 
 
 # --------------------------------------------------------------------------- library functions
@@ -340,8 +340,8 @@ def format_metrics(result: EvalResult) -> str:
         label = name + (" *" if name in RANK_METRICS else "")
         lines.append(f"  {label:<20} {_num(m[name]):>8} {_interval(ci, name):<{width}}  "
                      f"{_num(ref['metrics'][name]):>8} {_interval(ref['ci'], name)}".rstrip())
-    lines += ["  * threshold-free (same at both thresholds); pauc_80 = raw partial ROC AUC above 80 % sensitivity "
-              "(max 0.2)",
+    lines += ["  * threshold-free (same at both thresholds); pauc_80 = ISIC 2024 partial ROC AUC above 80 % "
+              "sensitivity (raw, max 0.2); auc_sens_80 = ISIC 2018-2019 scorer's \"AUC, Sens > 80%\" (max 1)",
               f"  confusion matrix at {result.threshold:.4f} (rows = truth, cols = prediction; "
               f"{next(c for c in s['classes'] if c != s['positive_class'])}, {s['positive_class']}):",
               f"    [[{c['tn']:>4} {c['fp']:>4}]", f"     [{c['fn']:>4} {c['tp']:>4}]]"]
