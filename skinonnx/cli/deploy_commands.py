@@ -86,14 +86,16 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
               show_default=True, help="Results file, .csv or .json.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None)
 @click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True)
+@click.option("--cam", "cam_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Also write <image>.cam.png heatmaps of the model's own 'cam' output into this folder (no torch).")
 @provider_option()
 @save_optimized_option
 @max_pixels_option
 @contract_options
 @click.option("--quiet", is_flag=True)
 def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: float | None, batch_size: int,
-            provider: str, save_optimized: Path | None, max_pixels: int, image_size: int | None, mean: str | None,
-            std: str | None, classes: str | None, quiet: bool) -> None:
+            cam_dir: Path | None, provider: str, save_optimized: Path | None, max_pixels: int,
+            image_size: int | None, mean: str | None, std: str | None, classes: str | None, quiet: bool) -> None:
     """Classify image files, folders or globs; unreadable files are reported and skipped."""
     from ..atomic import ensure_writable_dir
     from ..deploy.predict import collect_inputs, run_predict, write_outputs
@@ -104,14 +106,17 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
     if not paths:
         raise SkinOnnxError("no images found in " + ", ".join(inputs))
     ensure_writable_dir(output.parent)
+    if cam_dir is not None:
+        ensure_writable_dir(cam_dir)
     classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized)
     result = run_predict(classifier, paths, threshold=threshold, batch_size=batch_size, progress=not quiet,
-                         max_pixels=max_pixels)
+                         max_pixels=max_pixels, cam_dir=cam_dir)
     result.skipped = problems + result.skipped
     write_outputs(result, output, provider=classifier.provider, model=onnx_path)
     pos = classifier.contract.positive_class
     n_pos = sum(r["prediction"] == pos for r in result.rows)
-    click.echo(f"{len(result.rows)} images classified ({n_pos} {pos}), {len(result.skipped)} skipped -> {output}")
+    click.echo(f"{len(result.rows)} images classified ({n_pos} {pos}), {len(result.skipped)} skipped -> {output}"
+               + (f"; heatmaps in {cam_dir}/" if cam_dir is not None else ""))
     for bad in result.skipped[:20]:
         click.echo(f"skipped {bad['path']}: {bad['problem']}", err=True)
     if len(result.skipped) > 20:

@@ -25,14 +25,17 @@ from .options import POSITIVE_INT, echo, provider_option
 @click.option("--embed-preprocessing", is_flag=True,
               help="Also write OUTPUT's stem + .uint8.onnx: input uint8 RGB NHWC (decoded, resized), crop and "
                    "normalisation in the graph; parity-checked against the float model (atol 1e-5).")
+@click.option("--cam/--no-cam", default=True, show_default=True,
+              help="Add the 'cam' output [N, h, w]: each layer4 cell's share of the malignant log-odds (computed only "
+                   "when a caller asks for it; docs/EMBEDDING.md).")
 @provider_option("cpu")
 def export(checkpoint: Path, output: Path, opset: int, data: str | None, atol: float, parity_images: int,
-           int8: bool, embed_preprocessing: bool, provider: str) -> None:
+           int8: bool, embed_preprocessing: bool, cam: bool, provider: str) -> None:
     """Export a checkpoint to a self-describing ONNX file (checked, parity-tested, atomic)."""
     from ..export.onnx_export import export as run_export
 
     result = run_export(checkpoint, output, opset=opset, data=data, atol=atol, parity_images=parity_images,
-                        provider=provider, embed_preprocessing=embed_preprocessing, echo=echo)
+                        provider=provider, embed_preprocessing=embed_preprocessing, cam=cam, echo=echo)
     c = result.contract
     click.echo(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB): classes {list(c.classes)}, "
                f"threshold {c.threshold:.4f} ({c.threshold_policy}), temperature {c.temperature:.3f}")

@@ -15,6 +15,8 @@ from ..atomic import write_json, write_text
 from ..data.images import DEFAULT_MAX_PIXELS, is_image_file
 from ..data.layouts import _list_images
 from ..errors import SkinOnnxError
+from ..overlay import overlay_file_names
+from .cam_overlays import CAM_SUFFIX, cam_caption, model_crop, require_cam, write_cam_overlay
 from .runtime import OnnxClassifier
 
 
@@ -77,13 +79,20 @@ def _literal_parts(spec: str) -> list[str]:
 
 
 def run_predict(classifier: OnnxClassifier, paths: list[Path], *, threshold: float | None = None,
-                batch_size: int = 16, progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> PredictResult:
+                batch_size: int = 16, progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
+                cam_dir: Path | None = None) -> PredictResult:
+    """Classify ``paths``; with ``cam_dir`` also write ``<stem>.cam.png`` overlays of the graph's ``cam``
+    output there (column ``cam_overlay``); the model must have that output."""
     contract = classifier.contract
     t = contract.threshold if threshold is None else threshold
     pos = contract.positive_index
     result = PredictResult()
+    if cam_dir is not None:
+        require_cam(classifier.has_cam, classifier.path)
+    overlays = iter(overlay_file_names(paths, cam_dir, CAM_SUFFIX)) if cam_dir is not None else None
     for pred in classifier.predict_files(paths, batch_size=batch_size, progress=progress,
-                                           max_pixels=max_pixels):
+                                           max_pixels=max_pixels, with_cam=cam_dir is not None):
+        overlay = next(overlays) if overlays is not None else None
         if not pred.ok:
             result.skipped.append({"path": pred.path, "problem": str(pred.error)})
             continue
@@ -92,6 +101,11 @@ def run_predict(classifier: OnnxClassifier, paths: list[Path], *, threshold: flo
                                "prediction": contract.classes[pos] if prob >= t else contract.classes[1 - pos]}
         row.update({f"p_{name}": float(pred.probabilities[i]) for i, name in enumerate(contract.classes)})
         row["threshold"] = t
+        if overlay is not None and pred.cam is not None:
+            crop = model_crop(pred.path, classifier.preprocessing, max_pixels)
+            caption = cam_caption(Path(pred.path).name, prob, contract.positive_class, row["prediction"], pred.cam,
+                                  classifier.preprocessing.image_size)
+            row["cam_overlay"] = str(write_cam_overlay(overlay, crop, pred.cam, caption))
         result.rows.append(row)
     return result
 

@@ -1,11 +1,11 @@
-"""Explanations: Grad-CAM (torch), heatmap overlays and the pointing game (no torch)."""
+"""Explanations: Grad-CAM (torch) and the pointing game (no torch); overlays are drawn by the leaf
+``skinonnx.overlay``, shared with `predict --cam` and the `test` report."""
 
 from .._lazy import lazy_exports
 
 _EXPORTS = {
     "explain_files": "run",
     "GradCam": "gradcam",
-    "render_overlay": "overlay",
     "score_image": "pointing_game",
     "MaskIndex": "pointing_game",
 }
