@@ -43,6 +43,7 @@ from .options import (
               help="Don't also run the validation split (used for its calibration before/after and its figures "
                    "at the operating point).")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
+@click.option("--no-html", is_flag=True, help="Skip report.html and its case images (report_files/).")
 @provider_option()
 @save_optimized_option
 @max_pixels_option
@@ -50,7 +51,8 @@ from .options import (
 @click.option("--quiet", is_flag=True)
 def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | None, batch_size: int,
              out_dir: Path | None, n_bootstrap: int, ci_seed: int, confidence: float, no_ci: bool, as_json: bool,
-             run_dir: Path | None, skip_val: bool, no_plots: bool, provider: str, save_optimized: Path | None,
+             run_dir: Path | None, skip_val: bool, no_plots: bool, no_html: bool, provider: str,
+             save_optimized: Path | None,
              max_pixels: int, image_size: int | None, mean: str | None, std: str | None, classes: str | None,
              quiet: bool) -> None:
     """Evaluate a split through ONNX Runtime: metrics with CIs, calibration, plots, model card (docs/REPORTS.md)."""
@@ -67,7 +69,7 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
     result = evaluate_split(classifier, data, split=split, threshold=threshold, batch_size=batch_size,
                             out_dir=out, progress=not quiet, max_pixels=max_pixels,
                             bootstrap=0 if no_ci else n_bootstrap, ci_seed=ci_seed, confidence=confidence,
-                            use_val=not skip_val, run_dir=run_dir, plots=not no_plots)
+                            use_val=not skip_val, run_dir=run_dir, plots=not no_plots, html=not no_html)
     if as_json:
         click.echo(summary_json(result.summary), nl=False)
     else:

@@ -1,0 +1,408 @@
+"""report.html: the `test` report a person opens first (one file, offline, no torch, no framework).
+
+Layout, top to bottom: the headline (ROC AUC and sensitivity/specificity at the operating point with
+their intervals, the threshold and where it came from, the model's provenance), the figures, every
+misclassified image (false negatives, i.e. missed malignant lesions, before false positives; the most
+confidently wrong first), the correct cases nearest the threshold, then every other image in a table
+that sorts and filters with a few lines of plain JavaScript, and the skipped files with their reasons.
+
+Each image is shown as one small JPEG, ``report_files/NNNNN.jpg``: the crop the model saw beside the
+same crop under the heatmap of the model's own ``cam`` output (the crop alone for models without it),
+loaded lazily so that a 5,000-image split still opens quickly (benchmarks/report_html.py). Figures are
+the PNGs beside the report. Nothing is fetched from anywhere else: a Content-Security-Policy meta tag
+(``default-src 'none'``; images from the report's own folder; the one inline style and script allowed
+by their SHA-256) makes the browser refuse any other request, and the script writes every error and
+refused request into the page (``#js-errors``), where tests look for them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import math
+import os
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..atomic import write_text, write_with
+from ..cpus import physical_cores
+from ..data.images import DEFAULT_MAX_PIXELS
+from ..data.preprocessing import Preprocessing
+from ..deploy.cam_overlays import model_crop
+from ..errors import ImageError
+from ..overlay import blend, normalize_map
+from .model_card import FIGURE_TITLES
+
+HTML_NAME = "report.html"
+FILES_DIR = "report_files"
+THUMB = 112  # pixels per half of a case image: [crop | crop + heatmap]
+NEAR_CASES = 24  # correct cases nearest the threshold shown as cards
+_THUMB_NAME = re.compile(r"^\d{5,}\.jpg$")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One evaluated image as the report shows it."""
+
+    index: int
+    path: str
+    label: str
+    probability: float  # calibrated, positive class
+    prediction: str
+    outcome: str  # TP, TN, FP, FN
+    distance: float  # probability - threshold: < 0 predicted negative
+    thumb: str | None  # relative path of the case image, None when it could not be made
+
+
+def cases_from_rows(rows: Sequence[dict[str, Any]], positive_class: str, threshold: float,
+                    thumbs: Sequence[str | None]) -> list[Case]:
+    out = []
+    for i, (row, thumb) in enumerate(zip(rows, thumbs, strict=True)):
+        truth, predicted = row["label"] == positive_class, row["prediction"] == positive_class
+        outcome = ("T" if truth == predicted else "F") + ("P" if predicted else "N")
+        out.append(Case(i, str(row["path"]), str(row["label"]), float(row["probability"]), str(row["prediction"]),
+                        outcome, float(row["probability"]) - threshold, thumb))
+    return out
+
+
+def order_cases(cases: Sequence[Case], near: int = NEAR_CASES) -> tuple[list[Case], list[Case], list[Case], list[Case]]:
+    """(false negatives, false positives, near-threshold correct, the rest); errors most confidently wrong first,
+    near cases nearest first, the rest by probability, highest first."""
+    fn = sorted((c for c in cases if c.outcome == "FN"), key=lambda c: (c.distance, c.index))
+    fp = sorted((c for c in cases if c.outcome == "FP"), key=lambda c: (-c.distance, c.index))
+    correct = sorted((c for c in cases if c.outcome in ("TP", "TN")), key=lambda c: (abs(c.distance), c.index))
+    near_cases = correct[:near]
+    shown = {c.index for c in near_cases}
+    rest = sorted((c for c in correct if c.index not in shown), key=lambda c: (-c.probability, c.index))
+    return fn, fp, near_cases, rest
+
+
+# --------------------------------------------------------------------------- case images
+
+
+def case_image(path: str, prep: Preprocessing, cam: np.ndarray | None, max_pixels: int = DEFAULT_MAX_PIXELS,
+               size: int = THUMB) -> Image.Image:
+    """[crop | crop + heatmap] at ``size`` px per half (just the crop without a map)."""
+    crop = model_crop(path, prep, max_pixels).convert("RGB")
+    halves = [crop.resize((size, size), Image.Resampling.BILINEAR)]
+    if cam is not None:
+        halves.append(blend(crop, normalize_map(cam)).resize((size, size), Image.Resampling.BILINEAR))
+    panel = Image.new("RGB", (size * len(halves) + 2 * (len(halves) - 1), size), (255, 255, 255))
+    for k, half in enumerate(halves):
+        panel.paste(half, (k * (size + 2), 0))
+    return panel
+
+
+def write_case_images(paths: Sequence[str], cams: Sequence[np.ndarray | None] | None, prep: Preprocessing,
+                      folder: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None = None
+                      ) -> list[str | None]:
+    """``folder/NNNNN.jpg`` per image (decoded in threads); relative names, None where an image failed.
+
+    Case images of an earlier, larger run that this run did not rewrite are removed.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    maps = list(cams) if cams is not None else [None] * len(paths)
+
+    def one(i: int) -> str | None:
+        name = f"{i:05d}.jpg"
+        try:
+            image = case_image(paths[i], prep, maps[i], max_pixels)
+        except (ImageError, OSError):
+            return None
+        write_with(folder / name, lambda tmp: image.save(tmp, format="JPEG", quality=82))
+        return f"{folder.name}/{name}"
+
+    with ThreadPoolExecutor(max_workers=workers or max(1, physical_cores())) as pool:
+        written = list(pool.map(one, range(len(paths))))
+    keep = {Path(w).name for w in written if w}
+    for stale in folder.iterdir():
+        if _THUMB_NAME.match(stale.name) and stale.name not in keep:
+            stale.unlink(missing_ok=True)
+    return written
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _signed(d: float) -> str:
+    """Distance to the threshold: 4 decimals, or 2 significant digits when that would read 0.0000."""
+    return f"{d:+.4f}" if abs(d) >= 5e-5 or d == 0 else f"{d:+.1e}"
+
+
+def _sci(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.1e}"
+
+
+def _ci(ci: dict[str, Any] | None, name: str) -> str:
+    if not ci or ci.get(name) is None:
+        return ""
+    lo, hi = ci[name]
+    return f" <span class=ci>[{_num(lo)}, {_num(hi)}]</span>"
+
+
+def _sha(text: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+
+
+STYLE = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1b1b1b}
+body{margin:0 auto;max-width:1200px;padding:0 16px 40px}
+h1{font-size:22px;margin:18px 0 4px}
+h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.banner{background:#fff3cd;border:1px solid #e0c36c;padding:6px 10px;border-radius:4px}
+.head{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
+.tile{border:1px solid #ccc;border-radius:6px;padding:8px 12px;min-width:170px}
+.tile b{display:block;font-size:22px}
+.ci{color:#555;font-size:12px}
+.muted{color:#666}
+table{border-collapse:collapse;width:100%}
+th,td{border-bottom:1px solid #e4e4e4;padding:3px 6px;text-align:left;vertical-align:middle}
+th button{font:inherit;font-weight:600;background:none;border:0;cursor:pointer;padding:0}
+.prov td:first-child{color:#555;white-space:nowrap;width:1%}
+code{font-size:12px;word-break:break-all}
+.figs{display:flex;flex-wrap:wrap;gap:12px}
+.figs figure{margin:0;max-width:100%}
+.figs img{width:380px;max-width:100%;height:auto;border:1px solid #eee}
+.cases{display:flex;flex-wrap:wrap;gap:10px}
+.case{margin:0;width:228px;border:2px solid #ccc;border-radius:6px;padding:4px}
+.case.FN{border-color:#c62828}
+.case.FP{border-color:#ef8f00}
+.case img{display:block;width:226px;height:112px;background:#eee}
+.case figcaption{font-size:12px;overflow-wrap:anywhere}
+.tag{font-weight:700}
+.FN .tag{color:#c62828}
+.FP .tag{color:#b36b00}
+td img{display:block;width:114px;height:56px;background:#eee}
+.controls{display:flex;gap:10px;margin:6px 0;flex-wrap:wrap}
+#js-errors{color:#b00020;border:1px solid #b00020;padding:4px 20px}
+"""
+
+SCRIPT = """
+(function () {
+  var errors = document.getElementById('js-errors');
+  function report(message) {
+    errors.hidden = false;
+    var item = document.createElement('li');
+    item.textContent = message;
+    errors.appendChild(item);
+    document.body.setAttribute('data-errors', String(errors.children.length));
+  }
+  window.addEventListener('error', function (e) {
+    var t = e.target;
+    report(t && t !== window && t.src ? 'could not load ' + t.getAttribute('src') : 'script error: ' + e.message);
+  }, true);
+  document.addEventListener('securitypolicyviolation', function (e) {
+    report('refused by the content security policy: ' + e.violatedDirective + ' ' + e.blockedURI);
+  });
+  var body = document.querySelector('#rest tbody');
+  var rows = body ? Array.prototype.slice.call(body.rows) : [];
+  var text = document.getElementById('filter-text');
+  var outcome = document.getElementById('filter-outcome');
+  var shown = document.getElementById('shown');
+  function filter() {
+    var needle = text.value.toLowerCase(), want = outcome.value, n = 0;
+    rows.forEach(function (r) {
+      var ok = (!needle || r.getAttribute('data-name').indexOf(needle) >= 0) &&
+               (!want || r.getAttribute('data-outcome') === want);
+      r.hidden = !ok;
+      if (ok) { n += 1; }
+    });
+    shown.textContent = String(n);
+  }
+  var direction = {};
+  function sort(key, numeric) {
+    direction[key] = -(direction[key] || -1);
+    var d = direction[key];
+    rows.sort(function (a, b) {
+      var x = a.getAttribute('data-' + key), y = b.getAttribute('data-' + key);
+      if (numeric) { return d * (parseFloat(x) - parseFloat(y)); }
+      return d * (x < y ? -1 : x > y ? 1 : 0);
+    });
+    var frag = document.createDocumentFragment();
+    rows.forEach(function (r) { frag.appendChild(r); });
+    body.appendChild(frag);
+  }
+  if (body) {
+    text.addEventListener('input', filter);
+    outcome.addEventListener('change', filter);
+    document.querySelectorAll('#rest th button').forEach(function (b) {
+      b.addEventListener('click', function () { sort(b.getAttribute('data-key'), b.hasAttribute('data-numeric')); });
+    });
+    filter();
+  }
+  document.body.setAttribute('data-render-ms', String(Math.round(performance.now())));
+  document.body.setAttribute('data-ready', '1');
+})();
+"""
+
+
+def _csp() -> str:
+    return (f"default-src 'none'; img-src 'self' data:; style-src '{_sha(STYLE)}'; script-src '{_sha(SCRIPT)}'; "
+            "base-uri 'none'; form-action 'none'")
+
+
+def _case_card(c: Case, positive_class: str, threshold: float, cls: str) -> str:
+    name = os.path.basename(c.path)
+    img = (f'<img loading="lazy" decoding="async" width="226" height="112" src="{_e(c.thumb)}" '
+           f'alt="{_e(name)}: crop and heatmap">' if c.thumb else '<p class="muted">image unavailable</p>')
+    return (f'<figure class="case {cls}" data-outcome="{c.outcome}">{img}<figcaption><span class=tag>{c.outcome}</span>'
+            f" {_e(name)}<br>truth {_e(c.label)}, p({_e(positive_class)}) = {c.probability:.4f}<br>"
+            f"threshold {threshold:.4f}, distance {_signed(c.distance)}</figcaption></figure>")
+
+
+def _headline(s: dict[str, Any]) -> str:
+    m, ci, conf = s["metrics"], s["ci"], s["metrics"]["confusion"]
+    level = f"{s['bootstrap']['confidence']:.0%} CI" if s.get("bootstrap") else "no CI (--no-ci)"
+    tiles = [
+        ("ROC AUC", f"{_num(m['roc_auc'])}{_ci(ci, 'roc_auc')}", "threshold-free"),
+        ("Sensitivity", f"{_num(m['sensitivity'])}{_ci(ci, 'sensitivity')}",
+         f"{conf['tp']} of {conf['tp'] + conf['fn']} {s['positive_class']} found"),
+        ("Specificity", f"{_num(m['specificity'])}{_ci(ci, 'specificity')}",
+         f"{conf['tn']} of {conf['tn'] + conf['fp']} others cleared"),
+        ("Threshold", f"{s['threshold']:.4f}", _e(s["threshold_source"])),
+        ("Partial AUCs", f"{_num(m['pauc_80'])} <span class=ci>/ {_num(m['auc_sens_80'])}</span>",
+         "pauc_80 (ISIC 2024, max 0.2) / auc_sens_80 (ISIC 2018-19, max 1)"),
+    ]
+    d = s["data"]
+    counts = (f'<p>{level}. Evaluated <b data-count="n_evaluated">{d["n_evaluated"]}</b> images of the '
+              f'<code>{_e(d["split"])}</code> split (<b data-count="n_positive">{d["n_positive"]}</b> '
+              f'{_e(s["positive_class"])}), skipped <b data-count="n_skipped">{d["n_skipped"]}</b>. At the operating '
+              f'point: TP <b data-count="tp">{conf["tp"]}</b>, FN <b data-count="fn">{conf["fn"]}</b>, '
+              f'TN <b data-count="tn">{conf["tn"]}</b>, FP <b data-count="fp">{conf["fp"]}</b>.</p>')
+    return ('<div class="head">' + "".join(f'<div class="tile">{_e(t)}<b>{v}</b><span class=muted>{note}</span></div>'
+                                           for t, v, note in tiles) + "</div>" + counts)
+
+
+def _provenance(s: dict[str, Any]) -> str:
+    model, training, parity = s["model"], s["training"], s.get("parity")
+    config = training.get("config") or {}
+    if parity:
+        verdict = "passed" if parity.get("ok") else "FAILED"
+        stale = "" if parity.get("matches_model") else " (record is for other bytes: stale)"
+        parity_text = (f"{verdict} on {parity.get('n_images')} real images ({_e(parity.get('images'))}), max |Δp| "
+                       f"{_sci(parity.get('max_abs_diff_probabilities'))}{stale}")
+    else:
+        parity_text = "no parity record beside the ONNX file"
+    rows = [("model file", f"<code>{_e(model['path'])}</code>"), ("SHA-256", f"<code>{_e(model['sha256'])}</code>"),
+            ("exported", f"{_e(model.get('exported_at') or 'unknown')} by skinonnx "
+                         f"{_e(model.get('exported_by') or '?')} from "
+                         f"<code>{_e(model.get('source_checkpoint') or '?')}</code>, opset "
+                         f"{_e(model.get('opset') or '?')}"),
+            ("training data", f"<code>{_e(config.get('data') or 'unknown')}</code>"
+                              + (f", best epoch {training['best_epoch']}" if training.get("best_epoch") else "")),
+            ("evaluated data", f"<code>{_e(s['data']['root'])}</code> ({_e(s['data'].get('source') or 'no README')})"),
+            ("export parity", parity_text),
+            ("runtime", f"ONNX Runtime {_e(s['provider'])}, temperature {model['temperature']:.4f}, "
+                        f"report {_e(s['created_at'])}")]
+    return '<table class="prov">' + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _figures(files: Sequence[str]) -> str:
+    pngs = [f for f in files if f.endswith(".png")]
+    if not pngs:
+        return '<p class="muted">No figures (--no-plots).</p>'
+    return '<div class="figs">' + "".join(
+        f'<figure><a href="{_e(f)}"><img loading="lazy" src="{_e(f)}" alt="{_e(FIGURE_TITLES.get(f, f))}"></a>'
+        f"<figcaption>{_e(FIGURE_TITLES.get(f, f))}</figcaption></figure>" for f in pngs) + "</div>"
+
+
+def _rest_table(rest: Sequence[Case], positive_class: str) -> str:
+    head = ('<div class="controls"><label>file name contains <input id="filter-text" type="search"></label>'
+            '<label>outcome <select id="filter-outcome"><option value="">any</option><option>TP</option>'
+            '<option>TN</option></select></label><span>showing <b id="shown">'
+            f'{len(rest)}</b> of <b data-count="rest">{len(rest)}</b></span></div>')
+    cols = [("image", None, False), ("file", "name", False), ("truth", "label", False),
+            (f"p({positive_class})", "p", True), ("distance to threshold", "d", True), ("outcome", "outcome", False)]
+    ths = "".join(f"<th>{_e(t)}</th>" if key is None else
+                  f'<th><button type="button" data-key="{key}"{" data-numeric" if num else ""}>{_e(t)}</button></th>'
+                  for t, key, num in cols)
+    body = []
+    for c in rest:
+        name = os.path.basename(c.path)
+        img = f'<img loading="lazy" decoding="async" width="114" height="56" src="{_e(c.thumb)}" alt="">' if c.thumb \
+            else ""
+        body.append(f'<tr data-name="{_e(name.lower())}" data-label="{_e(c.label)}" data-p="{c.probability:.6f}" '
+                    f'data-d="{c.distance:.6f}" data-outcome="{c.outcome}"><td>{img}</td><td title="{_e(c.path)}">'
+                    f"{_e(name)}</td><td>{_e(c.label)}</td><td>{c.probability:.4f}</td><td>{_signed(c.distance)}</td>"
+                    f"<td>{c.outcome}</td></tr>")
+    return head + f'<table id="rest"><thead><tr>{ths}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def render_html(summary: dict[str, Any], cases: Sequence[Case], *, has_cam: bool) -> str:
+    """The whole page, from the summary (same numbers as summary.json) and the evaluated cases."""
+    s = summary
+    pos, t = s["positive_class"], float(s["threshold"])
+    fn, fp, near, rest = order_cases(cases)
+    name = os.path.basename(s["model"]["path"])
+    cam_note = ("Each image: the crop the model saw, and the same crop under the heatmap of the model's own "
+                "<code>cam</code> output (where the evidence for " + _e(pos) + " lies; docs/EMBEDDING.md)."
+                if has_cam else "This model has no <code>cam</code> output (exported with --no-cam or by an older "
+                "skinonnx): the crops are shown without heatmaps.")
+
+    def cards(items: Sequence[Case], cls: str) -> str:
+        return '<div class="cases">' + "".join(_case_card(c, pos, t, cls) for c in items) + "</div>" if items else \
+            '<p class="muted">None.</p>'
+
+    skipped = s.get("skipped") or []
+    skipped_html = ("<table><tr><th>file</th><th>reason</th></tr>" + "".join(
+        f"<tr><td><code>{_e(x['path'])}</code></td><td>{_e(x['problem'])}</td></tr>" for x in skipped) + "</table>"
+                    ) if skipped else '<p class="muted">None.</p>'
+    parts = [
+        "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_csp()}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>skinonnx test report: {_e(name)}</title><style>{STYLE}</style></head><body>",
+        '<ul id="js-errors" hidden></ul>',
+        f"<h1>Test report: {_e(name)} on {_e(s['data']['split'])}</h1>",
+        '<p class="banner">Research software. Not a medical device; not for diagnosis.</p>',
+        '<section id="headline">', _headline(s), _provenance(s), "</section>",
+        '<section id="figures"><h2>Figures</h2>', _figures(s.get("files") or []), "</section>",
+        f'<section id="errors"><h2>Misclassified: <span data-count="errors">{len(fn) + len(fp)}</span></h2>'
+        f'<p class="muted">{cam_note} Distance = probability − threshold; most confidently wrong first.</p>',
+        f'<h3>Missed {_e(pos)} lesions (false negatives): <span data-count="fn_cards">{len(fn)}</span></h3>',
+        cards(fn, "FN"),
+        f'<h3>False positives: <span data-count="fp_cards">{len(fp)}</span></h3>', cards(fp, "FP"), "</section>",
+        f'<section id="near"><h2>Correct, nearest the threshold: <span data-count="near_cards">{len(near)}</span>'
+        f'</h2><p class="muted">The {NEAR_CASES} correct cases closest to the threshold: the uncertain ones.</p>',
+        cards(near, "near"), "</section>",
+        f'<section id="all"><h2>All other images: {len(rest)}</h2>', _rest_table(rest, pos), "</section>",
+        f'<section id="skipped"><h2>Skipped files: <span data-count="skipped_rows">{len(skipped)}</span></h2>',
+        skipped_html, "</section>",
+        f'<p class="muted">Generated by skinonnx {_e(s["skinonnx_version"])} at {_e(s["created_at"])}; the numbers '
+        'are those of <a href="summary.json">summary.json</a> in this folder (docs/REPORTS.md).</p>',
+        f"<script>{SCRIPT}</script></body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def write_html_report(out_dir: Path, summary: dict[str, Any], rows: Sequence[dict[str, Any]],
+                      cams: Sequence[np.ndarray | None] | None, prep: Preprocessing | None, *,
+                      max_pixels: int = DEFAULT_MAX_PIXELS) -> list[str]:
+    """Write ``report_files/`` (case images) and ``report.html``; return the names for ``files``."""
+    if prep is not None:
+        thumbs = write_case_images([str(r["path"]) for r in rows], cams, prep, out_dir / FILES_DIR,
+                                   max_pixels=max_pixels)
+    else:
+        thumbs = [None] * len(rows)
+    cases = cases_from_rows(rows, summary["positive_class"], float(summary["threshold"]), thumbs)
+    has_cam = cams is not None and any(c is not None for c in cams)
+    write_text(out_dir / HTML_NAME, render_html(summary, cases, has_cam=has_cam))
+    return [HTML_NAME, FILES_DIR + "/"] if prep is not None else [HTML_NAME]
