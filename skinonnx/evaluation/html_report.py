@@ -248,6 +248,9 @@ SCRIPT = """
     });
     filter();
   }
+  window.addEventListener('load', function () {
+    document.body.setAttribute('data-load-ms', String(Math.round(performance.now())));
+  });
   document.body.setAttribute('data-render-ms', String(Math.round(performance.now())));
   document.body.setAttribute('data-ready', '1');
 })();
