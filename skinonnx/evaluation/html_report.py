@@ -45,6 +45,8 @@ HTML_NAME = "report.html"
 FILES_DIR = "report_files"
 THUMB = 112  # pixels per half of a case image: [crop | crop + heatmap]
 NEAR_CASES = 24  # correct cases nearest the threshold shown as cards
+CARD_PAGE = 120  # cards shown per section before "show more" (a weak model on 5,000 images has 1,000+ errors)
+TABLE_PAGE = 200  # table rows shown at a time (the rest stay display:none until asked for)
 _THUMB_NAME = re.compile(r"^\d{5,}\.jpg$")
 
 
@@ -91,10 +93,10 @@ def order_cases(cases: Sequence[Case], near: int = NEAR_CASES) -> tuple[list[Cas
 def case_image(path: str, prep: Preprocessing, cam: np.ndarray | None, max_pixels: int = DEFAULT_MAX_PIXELS,
                size: int = THUMB) -> Image.Image:
     """[crop | crop + heatmap] at ``size`` px per half (just the crop without a map)."""
-    crop = model_crop(path, prep, max_pixels).convert("RGB")
-    halves = [crop.resize((size, size), Image.Resampling.BILINEAR)]
-    if cam is not None:
-        halves.append(blend(crop, normalize_map(cam)).resize((size, size), Image.Resampling.BILINEAR))
+    small = model_crop(path, prep, max_pixels).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    halves = [small]
+    if cam is not None:  # blended at thumbnail size: the map is 7 x 7, nothing finer is lost
+        halves.append(blend(small, normalize_map(cam)))
     panel = Image.new("RGB", (size * len(halves) + 2 * (len(halves) - 1), size), (255, 255, 255))
     for k, half in enumerate(halves):
         panel.paste(half, (k * (size + 2), 0))
@@ -183,6 +185,7 @@ code{font-size:12px;word-break:break-all}
 .figs img{width:380px;max-width:100%;height:auto;border:1px solid #eee}
 .cases{display:flex;flex-wrap:wrap;gap:10px}
 .case{margin:0;width:228px;border:2px solid #ccc;border-radius:6px;padding:4px}
+.case{content-visibility:auto;contain-intrinsic-size:236px 190px}
 .case.FN{border-color:#c62828}
 .case.FP{border-color:#ef8f00}
 .case img{display:block;width:226px;height:112px;background:#eee}
@@ -197,6 +200,7 @@ td img{display:block;width:114px;height:56px;background:#eee}
 
 SCRIPT = """
 (function () {
+  var CARD_PAGE = parseInt(document.body.getAttribute('data-card-page'), 10);
   var errors = document.getElementById('js-errors');
   function report(message) {
     errors.hidden = false;
@@ -213,41 +217,66 @@ SCRIPT = """
     report('refused by the content security policy: ' + e.violatedDirective + ' ' + e.blockedURI);
   });
   var body = document.querySelector('#rest tbody');
-  var rows = body ? Array.prototype.slice.call(body.rows) : [];
-  var text = document.getElementById('filter-text');
-  var outcome = document.getElementById('filter-outcome');
-  var shown = document.getElementById('shown');
-  function filter() {
-    var needle = text.value.toLowerCase(), want = outcome.value, n = 0;
-    rows.forEach(function (r) {
-      var ok = (!needle || r.getAttribute('data-name').indexOf(needle) >= 0) &&
-               (!want || r.getAttribute('data-outcome') === want);
-      r.hidden = !ok;
-      if (ok) { n += 1; }
-    });
-    shown.textContent = String(n);
-  }
-  var direction = {};
-  function sort(key, numeric) {
-    direction[key] = -(direction[key] || -1);
-    var d = direction[key];
-    rows.sort(function (a, b) {
-      var x = a.getAttribute('data-' + key), y = b.getAttribute('data-' + key);
-      if (numeric) { return d * (parseFloat(x) - parseFloat(y)); }
-      return d * (x < y ? -1 : x > y ? 1 : 0);
-    });
-    var frag = document.createDocumentFragment();
-    rows.forEach(function (r) { frag.appendChild(r); });
-    body.appendChild(frag);
-  }
   if (body) {
-    text.addEventListener('input', filter);
-    outcome.addEventListener('change', filter);
+    var rows = Array.prototype.slice.call(body.rows);
+    var text = document.getElementById('filter-text'), outcome = document.getElementById('filter-outcome');
+    var shown = document.getElementById('shown'), more = document.getElementById('more');
+    var PAGE = parseInt(body.getAttribute('data-page'), 10), limit = PAGE, direction = {};
+    var show = function () {  // rows past the page stay display:none: no layout, no image request
+      var needle = text.value.toLowerCase(), want = outcome.value, n = 0;
+      rows.forEach(function (r) {
+        var ok = (!needle || r.getAttribute('data-name').indexOf(needle) >= 0) &&
+                 (!want || r.getAttribute('data-outcome') === want);
+        if (ok) { n += 1; }
+        r.hidden = !(ok && n <= limit);
+        var src = r.getAttribute('data-thumb');
+        if (!r.hidden && src && !r.cells[0].firstChild) {  // images only for rows on screen
+          addImage(r.cells[0], src, 114, 56, false);
+        }
+      });
+      shown.textContent = String(Math.min(n, limit)) + ' of ' + String(n);
+      more.hidden = n <= limit;
+    };
+    var sort = function (key, numeric) {
+      direction[key] = -(direction[key] || -1);
+      var d = direction[key];
+      rows.sort(function (a, b) {
+        var x = a.getAttribute('data-' + key), y = b.getAttribute('data-' + key);
+        if (numeric) { return d * (parseFloat(x) - parseFloat(y)); }
+        return d * (x < y ? -1 : x > y ? 1 : 0);
+      });
+      var frag = document.createDocumentFragment();
+      rows.forEach(function (r) { frag.appendChild(r); });
+      body.appendChild(frag);
+      show();
+    };
+    text.addEventListener('input', function () { limit = PAGE; show(); });
+    outcome.addEventListener('change', function () { limit = PAGE; show(); });
+    more.addEventListener('click', function () { limit += PAGE; show(); });
     document.querySelectorAll('#rest th button').forEach(function (b) {
       b.addEventListener('click', function () { sort(b.getAttribute('data-key'), b.hasAttribute('data-numeric')); });
     });
-    filter();
+    show();
   }
+  function addImage(holder, src, width, height, first) {
+    var img = document.createElement('img');
+    img.loading = 'lazy';
+    img.width = width;
+    img.height = height;
+    img.alt = '';
+    img.src = src;
+    holder.insertBefore(img, first ? holder.firstChild : null);
+  }
+  document.querySelectorAll('.more-cards').forEach(function (button) {
+    button.addEventListener('click', function () {
+      var hidden = button.previousElementSibling.querySelectorAll('figure[hidden]');
+      for (var i = 0; i < Math.min(CARD_PAGE, hidden.length); i += 1) {
+        hidden[i].hidden = false;
+        addImage(hidden[i], hidden[i].getAttribute('data-thumb'), 226, 112, true);
+      }
+      button.hidden = hidden.length <= CARD_PAGE;
+    });
+  });
   window.addEventListener('load', function () {
     document.body.setAttribute('data-load-ms', String(Math.round(performance.now())));
   });
@@ -262,13 +291,19 @@ def _csp() -> str:
             "base-uri 'none'; form-action 'none'")
 
 
-def _case_card(c: Case, positive_class: str, threshold: float, cls: str) -> str:
+def _case_card(c: Case, positive_class: str, threshold: float, cls: str, later: bool = False) -> str:
+    """One case; ``later`` cards start hidden, their image added by the script when they are shown."""
     name = os.path.basename(c.path)
-    img = (f'<img loading="lazy" decoding="async" width="226" height="112" src="{_e(c.thumb)}" '
-           f'alt="{_e(name)}: crop and heatmap">' if c.thumb else '<p class="muted">image unavailable</p>')
-    return (f'<figure class="case {cls}" data-outcome="{c.outcome}">{img}<figcaption><span class=tag>{c.outcome}</span>'
-            f" {_e(name)}<br>truth {_e(c.label)}, p({_e(positive_class)}) = {c.probability:.4f}<br>"
-            f"threshold {threshold:.4f}, distance {_signed(c.distance)}</figcaption></figure>")
+    if not c.thumb:
+        img, extra = '<p class="muted">image unavailable</p>', ""
+    elif later:
+        img, extra = "", f' hidden data-thumb="{_e(c.thumb)}"'
+    else:
+        img, extra = (f'<img loading="lazy" decoding="async" width="226" height="112" src="{_e(c.thumb)}" '
+                      f'alt="{_e(name)}: crop and heatmap">'), ""
+    return (f'<figure class="case {cls}" data-outcome="{c.outcome}"{extra}>{img}<figcaption><span class=tag>'
+            f"{c.outcome}</span> {_e(name)}<br>truth {_e(c.label)}, p({_e(positive_class)}) = {c.probability:.4f}"
+            f"<br>threshold {threshold:.4f}, distance {_signed(c.distance)}</figcaption></figure>")
 
 
 def _headline(s: dict[str, Any]) -> str:
@@ -327,26 +362,29 @@ def _figures(files: Sequence[str]) -> str:
         f"<figcaption>{_e(FIGURE_TITLES.get(f, f))}</figcaption></figure>" for f in pngs) + "</div>"
 
 
-def _rest_table(rest: Sequence[Case], positive_class: str) -> str:
+def _rest_table(rest: Sequence[Case], positive_class: str, page: int = TABLE_PAGE) -> str:
     head = ('<div class="controls"><label>file name contains <input id="filter-text" type="search"></label>'
             '<label>outcome <select id="filter-outcome"><option value="">any</option><option>TP</option>'
-            '<option>TN</option></select></label><span>showing <b id="shown">'
-            f'{len(rest)}</b> of <b data-count="rest">{len(rest)}</b></span></div>')
+            f'<option>TN</option></select></label><span>showing <b id="shown">{min(page, len(rest))} of '
+            f'{len(rest)}</b> (<b data-count="rest">{len(rest)}</b> images)</span></div>')
     cols = [("image", None, False), ("file", "name", False), ("truth", "label", False),
             (f"p({positive_class})", "p", True), ("distance to threshold", "d", True), ("outcome", "outcome", False)]
     ths = "".join(f"<th>{_e(t)}</th>" if key is None else
                   f'<th><button type="button" data-key="{key}"{" data-numeric" if num else ""}>{_e(t)}</button></th>'
                   for t, key, num in cols)
     body = []
-    for c in rest:
+    for k, c in enumerate(rest):
         name = os.path.basename(c.path)
-        img = f'<img loading="lazy" decoding="async" width="114" height="56" src="{_e(c.thumb)}" alt="">' if c.thumb \
-            else ""
-        body.append(f'<tr data-name="{_e(name.lower())}" data-label="{_e(c.label)}" data-p="{c.probability:.6f}" '
-                    f'data-d="{c.distance:.6f}" data-outcome="{c.outcome}"><td>{img}</td><td title="{_e(c.path)}">'
+        thumb = f' data-thumb="{_e(c.thumb)}"' if c.thumb else ""  # the script adds the <img> when shown
+        body.append(f'<tr data-name="{_e(name.lower())}" data-label="{_e(c.label)}"{thumb} '
+                    f'data-p="{c.probability:.6f}" '
+                    f'data-d="{c.distance:.6f}" data-outcome="{c.outcome}"{" hidden" if k >= page else ""}>'
+                    f'<td></td><td title="{_e(c.path)}">'
                     f"{_e(name)}</td><td>{_e(c.label)}</td><td>{c.probability:.4f}</td><td>{_signed(c.distance)}</td>"
                     f"<td>{c.outcome}</td></tr>")
-    return head + f'<table id="rest"><thead><tr>{ths}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    more = f'<button type="button" id="more"{"" if len(rest) > page else " hidden"}>show {page} more</button>'
+    return (head + f'<table id="rest"><thead><tr>{ths}</tr></thead><tbody data-page="{page}">{"".join(body)}'
+            f"</tbody></table>{more}")
 
 
 def render_html(summary: dict[str, Any], cases: Sequence[Case], *, has_cam: bool) -> str:
@@ -361,8 +399,12 @@ def render_html(summary: dict[str, Any], cases: Sequence[Case], *, has_cam: bool
                 "skinonnx): the crops are shown without heatmaps.")
 
     def cards(items: Sequence[Case], cls: str) -> str:
-        return '<div class="cases">' + "".join(_case_card(c, pos, t, cls) for c in items) + "</div>" if items else \
-            '<p class="muted">None.</p>'
+        if not items:
+            return '<p class="muted">None.</p>'
+        body = "".join(_case_card(c, pos, t, cls, later=k >= CARD_PAGE) for k, c in enumerate(items))
+        more = (f'<button type="button" class="more-cards">show {CARD_PAGE} more (of {len(items)})</button>'
+                if len(items) > CARD_PAGE else "")
+        return f'<div class="cases">{body}</div>{more}'
 
     skipped = s.get("skipped") or []
     skipped_html = ("<table><tr><th>file</th><th>reason</th></tr>" + "".join(
@@ -372,7 +414,8 @@ def render_html(summary: dict[str, Any], cases: Sequence[Case], *, has_cam: bool
         "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{_csp()}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>skinonnx test report: {_e(name)}</title><style>{STYLE}</style></head><body>",
+        f"<title>skinonnx test report: {_e(name)}</title><style>{STYLE}</style></head>",
+        f'<body data-card-page="{CARD_PAGE}">',
         '<ul id="js-errors" hidden></ul>',
         f"<h1>Test report: {_e(name)} on {_e(s['data']['split'])}</h1>",
         '<p class="banner">Research software. Not a medical device; not for diagnosis.</p>',

@@ -19,25 +19,18 @@ import pytest
 from PIL import Image
 
 from benchmarks.chromium import dump_dom, find_chromium, screenshot
-from skinonnx.evaluation.html_report import NEAR_CASES, cases_from_rows, order_cases, render_html
-from skinonnx.evaluation.report import evaluate_predictions
+from benchmarks.report_html import synthetic_summary
+from skinonnx.evaluation.html_report import (
+    CARD_PAGE,
+    NEAR_CASES,
+    SCRIPT,
+    TABLE_PAGE,
+    cases_from_rows,
+    order_cases,
+    render_html,
+)
 
 from ..conftest import TrainedModel, run_cli
-
-
-def fake_summary(y: np.ndarray, p: np.ndarray, threshold: float, skipped: list[dict[str, str]]) -> dict:
-    at = evaluate_predictions(y, p, threshold, bootstrap=20)
-    return {
-        "skinonnx_version": "0", "created_at": "2026-01-01T00:00:00Z", "provider": "CPUExecutionProvider",
-        "positive_class": "malignant", "threshold": threshold, "threshold_source": "model metadata (youden)",
-        "metrics": at["metrics"], "ci": at["ci"], "bootstrap": {"confidence": 0.95},
-        "model": {"path": "exports/m.onnx", "sha256": "ab" * 32, "exported_at": None, "exported_by": None,
-                  "source_checkpoint": None, "opset": "17", "temperature": 1.0},
-        "data": {"root": "d", "source": None, "split": "test", "n_evaluated": len(y), "n_positive": int(y.sum()),
-                 "n_skipped": len(skipped)},
-        "training": {"config": None, "best_epoch": None}, "parity": None, "skipped": skipped,
-        "files": ["roc_curve.png", "summary.json"],
-    }
 
 
 def _rows(y: np.ndarray, p: np.ndarray, t: float) -> list[dict]:
@@ -82,7 +75,8 @@ def test_cases_are_ordered_errors_first_and_the_page_is_self_contained() -> None
     p = np.clip(rng.normal(0.4 + 0.25 * y, 0.18), 0, 1)
     t = 0.5
     skipped = [{"path": "bad <1>.jpg", "problem": "corrupt or truncated image data"}]
-    summary = fake_summary(y, p, t, skipped)
+    summary = synthetic_summary(y, p, t, skipped)
+    summary["files"] = ["roc_curve.png", "summary.json"]
     cases = cases_from_rows(_rows(y, p, t), "malignant", t, [f"report_files/{i:05d}.jpg" for i in range(len(y))])
     fn, fp, near, rest = order_cases(cases)
     c = summary["metrics"]["confusion"]
@@ -112,6 +106,67 @@ def test_cases_are_ordered_errors_first_and_the_page_is_self_contained() -> None
     for kind in ("style", "script"):
         digest = base64.b64encode(hashlib.sha256(doc.inline[kind].encode()).digest()).decode()
         assert f"{kind}-src 'sha256-{digest}'" in csp
+
+
+# Clicks the page's own controls, then writes what it saw into the DOM (allowed by adding its hash to the CSP).
+SELFTEST = """
+(function () {
+  var out = [];
+  function rows() { return Array.prototype.slice.call(document.querySelectorAll('#rest tbody tr')); }
+  function visible() { return rows().filter(function (r) { return !r.hidden; }); }
+  function sorted(sign) {
+    var v = visible().map(function (r) { return parseFloat(r.getAttribute('data-p')); });
+    return v.every(function (x, i) { return i === 0 || sign * (x - v[i - 1]) >= 0; });
+  }
+  out.push('start:' + visible().length + ':' + visible().every(function (r) { return r.querySelector('img'); }));
+  var button = document.querySelector('#rest th button[data-key="p"]');
+  button.click();
+  out.push('ascending:' + sorted(1));
+  button.click();
+  out.push('descending:' + sorted(-1));
+  document.getElementById('more').click();
+  out.push('more:' + visible().length);
+  var outcome = document.getElementById('filter-outcome');
+  outcome.value = 'TN';
+  outcome.dispatchEvent(new Event('change'));
+  out.push('tn:' + visible().length + ':' + visible().every(function (r) {
+    return r.getAttribute('data-outcome') === 'TN' && r.querySelector('img'); }));
+  var cards = document.querySelector('.more-cards');
+  var before = cards.previousElementSibling.querySelectorAll('figure:not([hidden]) img').length;
+  cards.click();
+  out.push('cards:' + before + ':' + cards.previousElementSibling.querySelectorAll('figure:not([hidden]) img').length);
+  document.body.setAttribute('data-selftest', out.join(','));
+})();
+"""
+
+
+def test_table_sorts_filters_and_pages_and_cards_unfold_in_chromium(tmp_path: Path) -> None:
+    if find_chromium() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium); report.html not browser-tested")
+    rng = np.random.default_rng(1)
+    n = 900
+    y = (rng.random(n) < 0.3).astype(int)
+    p = np.clip(rng.normal(0.45 + 0.2 * y, 0.2), 0, 1)
+    (tmp_path / "report_files").mkdir()
+    Image.new("RGB", (226, 112), (200, 120, 90)).save(tmp_path / "report_files" / "t.jpg")
+    cases = cases_from_rows(_rows(y, p, 0.5), "malignant", 0.5, ["report_files/t.jpg"] * n)
+    fn, fp, _, rest = order_cases(cases)
+    assert len(fp) > CARD_PAGE and len(rest) > 2 * TABLE_PAGE  # both "show more" paths are exercised
+    page = render_html(synthetic_summary(y, p, 0.5, []), cases, has_cam=True)
+    digest = base64.b64encode(hashlib.sha256(SELFTEST.encode()).digest()).decode()
+    page = page.replace(f"<script>{SCRIPT}</script>", f"<script>{SCRIPT}</script><script>{SELFTEST}</script>")
+    page = page.replace("script-src '", f"script-src 'sha256-{digest}' '")
+    (tmp_path / "interact.html").write_text(page)
+    dom = dump_dom(tmp_path / "interact.html").stdout
+    found = re.search(r'data-selftest="([^"]*)"', dom)
+    assert found, dom[-3000:]
+    steps = dict(step.split(":", 1) for step in found.group(1).split(","))
+    n_tn = sum(c.outcome == "TN" for c in rest)
+    unfolded = fn if len(fn) > CARD_PAGE else fp  # the first section with a "show more" button
+    assert steps == {"start": f"{TABLE_PAGE}:true", "ascending": "true", "descending": "true",
+                     "more": str(2 * TABLE_PAGE), "tn": f"{min(n_tn, TABLE_PAGE)}:true",
+                     "cards": f"{CARD_PAGE}:{min(2 * CARD_PAGE, len(unfolded))}"}
+    assert _js_errors(dom) == []
 
 
 class _Counter(BaseHTTPRequestHandler):
