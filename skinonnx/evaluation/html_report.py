@@ -185,7 +185,6 @@ code{font-size:12px;word-break:break-all}
 .figs img{width:380px;max-width:100%;height:auto;border:1px solid #eee}
 .cases{display:flex;flex-wrap:wrap;gap:10px}
 .case{margin:0;width:228px;border:2px solid #ccc;border-radius:6px;padding:4px}
-.case{content-visibility:auto;contain-intrinsic-size:236px 190px}
 .case.FN{border-color:#c62828}
 .case.FP{border-color:#ef8f00}
 .case img{display:block;width:226px;height:112px;background:#eee}

@@ -38,18 +38,21 @@ def has_cam_head(model: nn.Module) -> bool:
     return all(hasattr(model, name) for name in parts) and isinstance(fc, nn.Linear) and fc.out_features == 2
 
 
-def layer4_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The ResNet's forward up to and including ``layer4`` (torchvision's ``_forward_impl``, same ops)."""
-    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
-    return model.layer4(model.layer3(model.layer2(model.layer1(x))))
-
-
 def logits_and_cam(model: nn.Module, x: torch.Tensor, positive_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits [N, 2], cam [N, h, w])`` in one pass; logits are exactly ``model(x)``'s ops."""
+    """``(logits [N, 2], cam [N, h, w])`` in one pass.
+
+    The logits are ``model(x)`` itself (layer4's output is captured by a forward hook), so the exported
+    graph keeps the model's own nodes and names (``/model/layer4/...``, which INT8 ``--keep-fp32`` uses).
+    """
     if not has_cam_head(model):
         raise ExportError("the cam output needs a ResNet with a global-average-pool + linear 2-class head")
-    features = layer4_features(model, x)
-    logits = model.fc(torch.flatten(model.avgpool(features), 1))
+    captured: list[torch.Tensor] = []
+    handle = model.layer4.register_forward_hook(lambda _m, _i, output: captured.append(output))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    features = captured[-1]
     weight = model.fc.weight
     h, w = int(features.shape[2]), int(features.shape[3])  # fixed by the input size: constants in the graph
     direction = (weight[positive_index] - weight[1 - positive_index]) / (h * w)
