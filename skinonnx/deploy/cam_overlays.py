@@ -8,6 +8,7 @@ equal: docs/EXPLAIN.md).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -22,6 +23,21 @@ from ..overlay import normalize_map, peak_point, render_overlay
 from .contract import CAM_OUTPUT
 
 CAM_SUFFIX = ".cam.png"
+
+
+def relative_to_threshold(cam: np.ndarray, log_odds: float, threshold: float, temperature: float) -> np.ndarray:
+    """The map shifted evenly so that its cells add up to the image's margin over the decision threshold.
+
+    ``cam`` adds up to the raw log-odds minus the classifier's bias difference (docs/EMBEDDING.md); the
+    decision is ``log_odds >= T * logit(threshold)``. Spreading the bias and that boundary evenly over the
+    cells gives a map whose sum is positive exactly when the image is called positive: its positive cells
+    are where the image looks more malignant than the threshold asks of an average cell. With the raw map
+    a model whose threshold sits far below p = 0.5 shows no positive cell on most of its positive calls
+    and none at all on its false negatives, the cases the report exists for.
+    """
+    t = min(max(float(threshold), 1e-12), 1.0 - 1e-12)
+    boundary = temperature * math.log(t / (1.0 - t))
+    return (cam + (log_odds - float(cam.sum()) - boundary) / cam.size).astype(np.float32)
 
 
 def require_cam(has_cam: bool, model: str | os.PathLike[str]) -> None:
@@ -39,7 +55,7 @@ def cam_caption(name: str, probability: float, positive_class: str, prediction: 
                 image_size: int) -> str:
     empty = "; no evidence for this class" if not np.any(cam > 0) else ""
     return (f"{name}: p({positive_class}) = {probability:.3f}, predicted {prediction}\n"
-            f"CAM from the ONNX file for '{positive_class}', layer4 {cam.shape[0]}x{cam.shape[1]}, "
+            f"CAM from the ONNX file for '{positive_class}' vs the threshold, layer4 {cam.shape[0]}x{cam.shape[1]}, "
             f"{image_size}px crop{empty}")
 
 

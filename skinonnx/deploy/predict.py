@@ -16,7 +16,14 @@ from ..data.images import DEFAULT_MAX_PIXELS, is_image_file
 from ..data.layouts import _list_images
 from ..errors import SkinOnnxError
 from ..overlay import overlay_file_names
-from .cam_overlays import CAM_SUFFIX, cam_caption, model_crop, require_cam, write_cam_overlay
+from .cam_overlays import (
+    CAM_SUFFIX,
+    cam_caption,
+    model_crop,
+    relative_to_threshold,
+    require_cam,
+    write_cam_overlay,
+)
 from .runtime import OnnxClassifier
 
 
@@ -91,7 +98,8 @@ def run_predict(classifier: OnnxClassifier, paths: list[Path], *, threshold: flo
         require_cam(classifier.has_cam, classifier.path)
     overlays = iter(overlay_file_names(paths, cam_dir, CAM_SUFFIX)) if cam_dir is not None else None
     for pred in classifier.predict_files(paths, batch_size=batch_size, progress=progress,
-                                           max_pixels=max_pixels, with_cam=cam_dir is not None):
+                                           max_pixels=max_pixels, with_cam=cam_dir is not None,
+                                           with_logits=cam_dir is not None):
         overlay = next(overlays) if overlays is not None else None
         if not pred.ok:
             result.skipped.append({"path": pred.path, "problem": str(pred.error)})
@@ -102,10 +110,12 @@ def run_predict(classifier: OnnxClassifier, paths: list[Path], *, threshold: flo
         row.update({f"p_{name}": float(pred.probabilities[i]) for i, name in enumerate(contract.classes)})
         row["threshold"] = t
         if overlay is not None and pred.cam is not None:
+            shown = pred.cam if pred.logits is None else relative_to_threshold(
+                pred.cam, float(pred.logits[pos] - pred.logits[1 - pos]), t, contract.temperature)
             crop = model_crop(pred.path, classifier.preprocessing, max_pixels)
-            caption = cam_caption(Path(pred.path).name, prob, contract.positive_class, row["prediction"], pred.cam,
+            caption = cam_caption(Path(pred.path).name, prob, contract.positive_class, row["prediction"], shown,
                                   classifier.preprocessing.image_size)
-            row["cam_overlay"] = str(write_cam_overlay(overlay, crop, pred.cam, caption))
+            row["cam_overlay"] = str(write_cam_overlay(overlay, crop, shown, caption))
         result.rows.append(row)
     return result
 

@@ -26,6 +26,7 @@ from ..atomic import write_text
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layouts import LabeledData, discover
 from ..data.preprocessing import Preprocessing
+from ..deploy.cam_overlays import relative_to_threshold
 from ..deploy.runtime import OnnxClassifier
 from ..errors import DataError, SkinOnnxError
 from .calibration import brier_score, expected_calibration_error, reliability_curve
@@ -102,7 +103,7 @@ class SplitPredictions:
     y_prob: np.ndarray
     y_prob_raw: np.ndarray | None  # softmax(logits) with T = 1; None when the graph has no logits
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    cams: list[np.ndarray] | None = None  # the graph's cam output per row, when asked for and present
+    cams: list[np.ndarray] | None = None  # per row: the graph's cam, shifted to the threshold (for display)
 
 
 def predict_split(classifier: OnnxClassifier, data: LabeledData, split: str, threshold: float, *,
@@ -130,8 +131,9 @@ def predict_split(classifier: OnnxClassifier, data: LabeledData, split: str, thr
             raw.append(float(np.exp(z[pos]) / np.exp(z).sum()))
             row["probability_uncalibrated"] = raw[-1]
         rows.append(row)
-        if pred.cam is not None:
-            cams.append(pred.cam)
+        if pred.cam is not None and pred.logits is not None:  # shown relative to the threshold used
+            cams.append(relative_to_threshold(pred.cam, float(pred.logits[pos] - pred.logits[1 - pos]), threshold,
+                                              contract.temperature))
     if not rows:
         first = f"; first: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
         raise SkinOnnxError(f"no readable images in the {split} split ({len(skipped)} skipped{first})")

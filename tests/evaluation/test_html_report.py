@@ -20,6 +20,7 @@ from PIL import Image
 
 from benchmarks.chromium import dump_dom, find_chromium, screenshot
 from benchmarks.report_html import synthetic_summary
+from skinonnx.deploy.cam_overlays import relative_to_threshold
 from skinonnx.evaluation.html_report import (
     CARD_PAGE,
     NEAR_CASES,
@@ -106,6 +107,22 @@ def test_cases_are_ordered_errors_first_and_the_page_is_self_contained() -> None
     for kind in ("style", "script"):
         digest = base64.b64encode(hashlib.sha256(doc.inline[kind].encode()).digest()).decode()
         assert f"{kind}-src 'sha256-{digest}'" in csp
+
+
+def test_maps_are_shown_relative_to_the_decision_threshold() -> None:
+    """Shifted evenly, the map adds up to the image's margin over the threshold: positive exactly for positive calls."""
+    from scipy.special import expit, logit
+
+    rng = np.random.default_rng(3)
+    temperature, threshold, bias = 2.5, 0.35, -0.6
+    for _ in range(50):
+        cam = rng.normal(-0.05, 0.1, (7, 7))
+        log_odds = float(cam.sum()) + bias  # what the graph's logits give: the cells plus the bias difference
+        shown = relative_to_threshold(cam, log_odds, threshold, temperature)
+        assert float(shown.sum()) == pytest.approx(log_odds - temperature * logit(threshold), abs=1e-5)
+        np.testing.assert_allclose(shown - cam, (shown - cam).flat[0], atol=1e-6)  # an even shift
+        called = expit(log_odds / temperature) >= threshold
+        assert (shown.sum() >= 0) == called and (not called or shown.max() > 0)
 
 
 # Clicks the page's own controls, then writes what it saw into the DOM (allowed by adding its hash to the CSP).
