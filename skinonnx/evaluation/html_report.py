@@ -393,7 +393,8 @@ def render_html(summary: dict[str, Any], cases: Sequence[Case], *, has_cam: bool
     fn, fp, near, rest = order_cases(cases)
     name = os.path.basename(s["model"]["path"])
     cam_note = ("Each image: the crop the model saw, and the same crop under the heatmap of the model's own "
-                "<code>cam</code> output (where the evidence for " + _e(pos) + " lies; docs/EMBEDDING.md)."
+                "<code>cam</code> output: where the image looks more " + _e(pos) + " than the threshold asks of an "
+                "average region (drawn relative to the threshold, normalised per image; docs/EMBEDDING.md)."
                 if has_cam else "This model has no <code>cam</code> output (exported with --no-cam or by an older "
                 "skinonnx): the crops are shown without heatmaps.")
 
