@@ -24,7 +24,8 @@ import numpy as np
 
 from benchmarks.chromium import dump_dom, find_chromium
 from skinonnx.data.preprocessing import Preprocessing
-from skinonnx.evaluation.html_report import FILES_DIR, HTML_NAME, cases_from_rows, render_html, write_case_images
+from skinonnx.evaluation.case_images import FILES_DIR, write_case_images
+from skinonnx.evaluation.html_report import HTML_NAME, cases_from_rows, render_html
 from skinonnx.evaluation.report import evaluate_predictions
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic-bm" / "test"

@@ -12,42 +12,33 @@ loaded lazily so that a 5,000-image split still opens quickly (benchmarks/report
 the PNGs beside the report. Nothing is fetched from anywhere else: a Content-Security-Policy meta tag
 (``default-src 'none'``; images from the report's own folder; the one inline style and script allowed
 by their SHA-256) makes the browser refuse any other request, and the script writes every error and
-refused request into the page (``#js-errors``), where tests look for them.
+refused request into the page (``#js-errors``), where tests look for them. The case images are made by
+:mod:`.case_images`, the stylesheet, script and policy live in :mod:`.html_assets`.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import html
 import math
 import os
-import re
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from ..atomic import write_text, write_with
-from ..cpus import physical_cores
+from ..atomic import write_text
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.preprocessing import Preprocessing
-from ..deploy.cam_overlays import model_crop
-from ..errors import ImageError
-from ..overlay import blend, normalize_map
+from .case_images import FILES_DIR, write_case_images
+from .html_assets import SCRIPT, STYLE, csp
 from .model_card import FIGURE_TITLES
 
 HTML_NAME = "report.html"
-FILES_DIR = "report_files"
-THUMB = 112  # pixels per half of a case image: [crop | crop + heatmap]
 NEAR_CASES = 24  # correct cases nearest the threshold shown as cards
 CARD_PAGE = 120  # cards shown per section before "show more" (a weak model on 5,000 images has 1,000+ errors)
 TABLE_PAGE = 200  # table rows shown at a time (the rest stay display:none until asked for)
-_THUMB_NAME = re.compile(r"^\d{5,}\.jpg$")
 
 
 @dataclass(frozen=True)
@@ -87,50 +78,6 @@ def order_cases(cases: Sequence[Case], near: int = NEAR_CASES) -> tuple[list[Cas
     return fn, fp, near_cases, rest
 
 
-# --------------------------------------------------------------------------- case images
-
-
-def case_image(path: str, prep: Preprocessing, cam: np.ndarray | None, max_pixels: int = DEFAULT_MAX_PIXELS,
-               size: int = THUMB) -> Image.Image:
-    """[crop | crop + heatmap] at ``size`` px per half (just the crop without a map)."""
-    small = model_crop(path, prep, max_pixels).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-    halves = [small]
-    if cam is not None:  # blended at thumbnail size: the map is 7 x 7, nothing finer is lost
-        halves.append(blend(small, normalize_map(cam)))
-    panel = Image.new("RGB", (size * len(halves) + 2 * (len(halves) - 1), size), (255, 255, 255))
-    for k, half in enumerate(halves):
-        panel.paste(half, (k * (size + 2), 0))
-    return panel
-
-
-def write_case_images(paths: Sequence[str], cams: Sequence[np.ndarray | None] | None, prep: Preprocessing,
-                      folder: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None = None
-                      ) -> list[str | None]:
-    """``folder/NNNNN.jpg`` per image (decoded in threads); relative names, None where an image failed.
-
-    Case images of an earlier, larger run that this run did not rewrite are removed.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    maps = list(cams) if cams is not None else [None] * len(paths)
-
-    def one(i: int) -> str | None:
-        name = f"{i:05d}.jpg"
-        try:
-            image = case_image(paths[i], prep, maps[i], max_pixels)
-        except (ImageError, OSError):
-            return None
-        write_with(folder / name, lambda tmp: image.save(tmp, format="JPEG", quality=82))
-        return f"{folder.name}/{name}"
-
-    with ThreadPoolExecutor(max_workers=workers or max(1, physical_cores())) as pool:
-        written = list(pool.map(one, range(len(paths))))
-    keep = {Path(w).name for w in written if w}
-    for stale in folder.iterdir():
-        if _THUMB_NAME.match(stale.name) and stale.name not in keep:
-            stale.unlink(missing_ok=True)
-    return written
-
-
 # --------------------------------------------------------------------------- HTML
 
 
@@ -158,136 +105,6 @@ def _ci(ci: dict[str, Any] | None, name: str) -> str:
         return ""
     lo, hi = ci[name]
     return f" <span class=ci>[{_num(lo)}, {_num(hi)}]</span>"
-
-
-def _sha(text: str) -> str:
-    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
-
-
-STYLE = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1b1b1b}
-body{margin:0 auto;max-width:1200px;padding:0 16px 40px}
-h1{font-size:22px;margin:18px 0 4px}
-h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
-.banner{background:#fff3cd;border:1px solid #e0c36c;padding:6px 10px;border-radius:4px}
-.head{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
-.tile{border:1px solid #ccc;border-radius:6px;padding:8px 12px;min-width:170px}
-.tile b{display:block;font-size:22px}
-.ci{color:#555;font-size:12px}
-.muted{color:#666}
-table{border-collapse:collapse;width:100%}
-th,td{border-bottom:1px solid #e4e4e4;padding:3px 6px;text-align:left;vertical-align:middle}
-th button{font:inherit;font-weight:600;background:none;border:0;cursor:pointer;padding:0}
-.prov td:first-child{color:#555;white-space:nowrap;width:1%}
-code{font-size:12px;word-break:break-all}
-.figs{display:flex;flex-wrap:wrap;gap:12px}
-.figs figure{margin:0;max-width:100%}
-.figs img{width:380px;max-width:100%;height:auto;border:1px solid #eee}
-.cases{display:flex;flex-wrap:wrap;gap:10px}
-.case{margin:0;width:228px;border:2px solid #ccc;border-radius:6px;padding:4px}
-.case.FN{border-color:#c62828}
-.case.FP{border-color:#ef8f00}
-.case img{display:block;width:226px;height:112px;background:#eee}
-.case figcaption{font-size:12px;overflow-wrap:anywhere}
-.tag{font-weight:700}
-.FN .tag{color:#c62828}
-.FP .tag{color:#b36b00}
-td img{display:block;width:114px;height:56px;background:#eee}
-.controls{display:flex;gap:10px;margin:6px 0;flex-wrap:wrap}
-#js-errors{color:#b00020;border:1px solid #b00020;padding:4px 20px}
-"""
-
-SCRIPT = """
-(function () {
-  var CARD_PAGE = parseInt(document.body.getAttribute('data-card-page'), 10);
-  var errors = document.getElementById('js-errors');
-  function report(message) {
-    errors.hidden = false;
-    var item = document.createElement('li');
-    item.textContent = message;
-    errors.appendChild(item);
-    document.body.setAttribute('data-errors', String(errors.children.length));
-  }
-  window.addEventListener('error', function (e) {
-    var t = e.target;
-    report(t && t !== window && t.src ? 'could not load ' + t.getAttribute('src') : 'script error: ' + e.message);
-  }, true);
-  document.addEventListener('securitypolicyviolation', function (e) {
-    report('refused by the content security policy: ' + e.violatedDirective + ' ' + e.blockedURI);
-  });
-  var body = document.querySelector('#rest tbody');
-  if (body) {
-    var rows = Array.prototype.slice.call(body.rows);
-    var text = document.getElementById('filter-text'), outcome = document.getElementById('filter-outcome');
-    var shown = document.getElementById('shown'), more = document.getElementById('more');
-    var PAGE = parseInt(body.getAttribute('data-page'), 10), limit = PAGE, direction = {};
-    var show = function () {  // rows past the page stay display:none: no layout, no image request
-      var needle = text.value.toLowerCase(), want = outcome.value, n = 0;
-      rows.forEach(function (r) {
-        var ok = (!needle || r.getAttribute('data-name').indexOf(needle) >= 0) &&
-                 (!want || r.getAttribute('data-outcome') === want);
-        if (ok) { n += 1; }
-        r.hidden = !(ok && n <= limit);
-        var src = r.getAttribute('data-thumb');
-        if (!r.hidden && src && !r.cells[0].firstChild) {  // images only for rows on screen
-          addImage(r.cells[0], src, 114, 56, false);
-        }
-      });
-      shown.textContent = String(Math.min(n, limit)) + ' of ' + String(n);
-      more.hidden = n <= limit;
-    };
-    var sort = function (key, numeric) {
-      direction[key] = -(direction[key] || -1);
-      var d = direction[key];
-      rows.sort(function (a, b) {
-        var x = a.getAttribute('data-' + key), y = b.getAttribute('data-' + key);
-        if (numeric) { return d * (parseFloat(x) - parseFloat(y)); }
-        return d * (x < y ? -1 : x > y ? 1 : 0);
-      });
-      var frag = document.createDocumentFragment();
-      rows.forEach(function (r) { frag.appendChild(r); });
-      body.appendChild(frag);
-      show();
-    };
-    text.addEventListener('input', function () { limit = PAGE; show(); });
-    outcome.addEventListener('change', function () { limit = PAGE; show(); });
-    more.addEventListener('click', function () { limit += PAGE; show(); });
-    document.querySelectorAll('#rest th button').forEach(function (b) {
-      b.addEventListener('click', function () { sort(b.getAttribute('data-key'), b.hasAttribute('data-numeric')); });
-    });
-    show();
-  }
-  function addImage(holder, src, width, height, first) {
-    var img = document.createElement('img');
-    img.loading = 'lazy';
-    img.width = width;
-    img.height = height;
-    img.alt = '';
-    img.src = src;
-    holder.insertBefore(img, first ? holder.firstChild : null);
-  }
-  document.querySelectorAll('.more-cards').forEach(function (button) {
-    button.addEventListener('click', function () {
-      var hidden = button.previousElementSibling.querySelectorAll('figure[hidden]');
-      for (var i = 0; i < Math.min(CARD_PAGE, hidden.length); i += 1) {
-        hidden[i].hidden = false;
-        addImage(hidden[i], hidden[i].getAttribute('data-thumb'), 226, 112, true);
-      }
-      button.hidden = hidden.length <= CARD_PAGE;
-    });
-  });
-  window.addEventListener('load', function () {
-    document.body.setAttribute('data-load-ms', String(Math.round(performance.now())));
-  });
-  document.body.setAttribute('data-render-ms', String(Math.round(performance.now())));
-  document.body.setAttribute('data-ready', '1');
-})();
-"""
-
-
-def _csp() -> str:
-    return (f"default-src 'none'; img-src 'self' data:; style-src '{_sha(STYLE)}'; script-src '{_sha(SCRIPT)}'; "
-            "base-uri 'none'; form-action 'none'")
 
 
 def _case_card(c: Case, positive_class: str, threshold: float, cls: str, later: bool = False) -> str:
@@ -412,7 +229,7 @@ def render_html(summary: dict[str, Any], cases: Sequence[Case], *, has_cam: bool
                     ) if skipped else '<p class="muted">None.</p>'
     parts = [
         "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{_csp()}">',
+        f'<meta http-equiv="Content-Security-Policy" content="{csp()}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>skinonnx test report: {_e(name)}</title><style>{STYLE}</style></head>",
         f'<body data-card-page="{CARD_PAGE}">',

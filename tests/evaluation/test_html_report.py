@@ -21,15 +21,8 @@ from PIL import Image
 from benchmarks.chromium import dump_dom, find_chromium, screenshot
 from benchmarks.report_html import synthetic_summary
 from skinonnx.deploy.cam_overlays import relative_to_threshold
-from skinonnx.evaluation.html_report import (
-    CARD_PAGE,
-    NEAR_CASES,
-    SCRIPT,
-    TABLE_PAGE,
-    cases_from_rows,
-    order_cases,
-    render_html,
-)
+from skinonnx.evaluation.html_assets import SCRIPT
+from skinonnx.evaluation.html_report import CARD_PAGE, NEAR_CASES, TABLE_PAGE, cases_from_rows, order_cases, render_html
 
 from ..conftest import TrainedModel, run_cli
 
