@@ -21,9 +21,9 @@ PACKAGE = ROOT / "skinonnx"
 # Stage packages that must import without torch, plus the torch-free modules of mixed stages and the top leaves.
 TORCH_FREE_PACKAGES = ("data", "deploy", "evaluation")
 TORCH_FREE_MODULES = ("skinonnx", "skinonnx.errors", "skinonnx.atomic", "skinonnx.hashing", "skinonnx.cpus",
-                      "skinonnx._lazy", "skinonnx.cli", "skinonnx.export", "skinonnx.export.quantize",
-                      "skinonnx.training.runs", "skinonnx.training.config", "skinonnx.training.epoch_report",
-                      "skinonnx.explain", "skinonnx.explain.overlay", "skinonnx.explain.pointing_game")
+                      "skinonnx._lazy", "skinonnx.overlay", "skinonnx.cli", "skinonnx.export",
+                      "skinonnx.export.quantize", "skinonnx.training.runs", "skinonnx.training.config",
+                      "skinonnx.training.epoch_report", "skinonnx.explain", "skinonnx.explain.pointing_game")
 
 # Which stage may import which (besides the top-level leaves every stage may use).
 ALLOWED = {
@@ -34,7 +34,7 @@ ALLOWED = {
     "export": {"data", "deploy", "evaluation", "training"},
     "explain": {"data", "training"},
 }
-LEAVES = {"errors", "atomic", "hashing", "cpus", "_lazy"}
+LEAVES = {"errors", "atomic", "hashing", "cpus", "_lazy", "overlay"}
 
 # Run in a fresh interpreter: a finder that refuses torch and names the skinonnx module that asked for it.
 PROBE = textwrap.dedent("""
@@ -128,6 +128,18 @@ def test_stages_import_only_downwards(stage: str) -> None:
         if bad:
             wrong[str(path.relative_to(ROOT))] = sorted(bad)
     assert not wrong, f"imports against the layering of docs/ARCHITECTURE.md: {wrong}"
+
+
+def test_leaves_import_no_stage() -> None:
+    """A leaf is importable from every stage, so it may use other leaves only (never a stage)."""
+    wrong = {}
+    for leaf in sorted(LEAVES):
+        path = PACKAGE / f"{leaf}.py"
+        assert path.is_file(), f"leaf {leaf} listed but {path} is missing"
+        bad = _stage_imports(path) - LEAVES
+        if bad:
+            wrong[leaf] = sorted(bad)
+    assert not wrong, f"leaves importing stages: {wrong}"
 
 
 @pytest.mark.parametrize("stage", sorted(ALLOWED))

@@ -45,6 +45,7 @@ from .options import (
               help="Don't also run the validation split (used for its calibration before/after and its figures "
                    "at the operating point).")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
+@click.option("--no-html", is_flag=True, help="Skip report.html and its case images (report_files/).")
 @provider_option()
 @save_optimized_option
 @max_pixels_option
@@ -52,7 +53,8 @@ from .options import (
 @click.option("--quiet", is_flag=True)
 def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | None, batch_size: int,
              out_dir: Path | None, n_bootstrap: int, ci_seed: int, confidence: float, no_ci: bool, as_json: bool,
-             run_dir: Path | None, skip_val: bool, no_plots: bool, provider: str, save_optimized: Path | None,
+             run_dir: Path | None, skip_val: bool, no_plots: bool, no_html: bool, provider: str,
+             save_optimized: Path | None,
              max_pixels: int, image_size: int | None, mean: str | None, std: str | None, classes: str | None,
              quiet: bool) -> None:
     """Evaluate a split through ONNX Runtime: metrics with CIs, calibration, plots, model card (docs/REPORTS.md)."""
@@ -67,7 +69,7 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
     result = evaluate_split(classifier, data, split=split, threshold=threshold, batch_size=batch_size,
                             out_dir=out, progress=not quiet, max_pixels=max_pixels,
                             bootstrap=0 if no_ci else n_bootstrap, ci_seed=ci_seed, confidence=confidence,
-                            use_val=not skip_val, run_dir=run_dir, plots=not no_plots)
+                            use_val=not skip_val, run_dir=run_dir, plots=not no_plots, html=not no_html)
     if as_json:
         click.echo(summary_json(result.summary), nl=False)
     else:
@@ -112,6 +114,9 @@ def _say_which_run(metadata: dict[str, str]) -> None:
                    "array: each task writes its own --output.")
 @click.option("--part-size", type=POSITIVE_INT, default=1000, show_default=True,
               help="Images per part file in OUTPUT.parts/ (what a rerun after a crash keeps).")
+@click.option("--cam", "cam_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Also write <image>.cam.png heatmaps of the model's own 'cam' output into this folder "
+                   "(no torch; local engine).")
 @provider_option()
 @save_optimized_option
 @max_pixels_option
@@ -119,8 +124,8 @@ def _say_which_run(metadata: dict[str, str]) -> None:
 @click.option("--quiet", is_flag=True)
 def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: float | None, batch_size: int,
             engine: str, address: str | None, workers: int | None, gpus_per_worker: float, shard: str | None,
-            part_size: int, provider: str, save_optimized: Path | None, max_pixels: int, image_size: int | None,
-            mean: str | None, std: str | None, classes: str | None, quiet: bool) -> None:
+            part_size: int, cam_dir: Path | None, provider: str, save_optimized: Path | None, max_pixels: int,
+            image_size: int | None, mean: str | None, std: str | None, classes: str | None, quiet: bool) -> None:
     """Classify image files, folders, globs or manifests (.csv/.parquet with a 'path' column); unreadable
     files are reported and skipped. An interrupted job run again with the same --output continues."""
     from ..atomic import ensure_writable_dir
@@ -130,6 +135,8 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
         raise click.BadParameter(f"must end in .csv, .json or .parquet: {output}", param_hint="--output")
     if engine != "ray" and (address or workers or gpus_per_worker):
         raise click.UsageError("--address, --workers and --gpus-per-worker need --engine ray")
+    if engine == "ray" and cam_dir is not None:
+        raise click.UsageError("--cam runs on the local engine only (drop --engine ray)")
     try:
         shard_spec = parse_shard(shard) if shard else None
     except ValueError as exc:
@@ -141,18 +148,21 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
     if shard_spec:
         click.echo(f"shard {shard}: {len(paths)} images", err=True)
     ensure_writable_dir(output.parent)
+    if cam_dir is not None:
+        ensure_writable_dir(cam_dir)
     classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized)
     ray_options = None if engine != "ray" else {"address": address, "workers": workers,
                                                  "gpus_per_worker": gpus_per_worker, "provider": provider}
     result, journal = run_job(classifier, paths, output, threshold=threshold, batch_size=batch_size,
                               max_pixels=max_pixels, progress=not quiet, part_rows=part_size,
-                              ray_options=ray_options, echo=lambda msg: click.echo(msg, err=True))
+                              ray_options=ray_options, cam_dir=cam_dir, echo=lambda msg: click.echo(msg, err=True))
     result.skipped = problems + result.skipped
     write_outputs(result, output, provider=classifier.provider, model=onnx_path)
     journal.remove()
     pos = classifier.contract.positive_class
     n_pos = sum(r["prediction"] == pos for r in result.rows)
-    click.echo(f"{len(result.rows)} images classified ({n_pos} {pos}), {len(result.skipped)} skipped -> {output}")
+    click.echo(f"{len(result.rows)} images classified ({n_pos} {pos}), {len(result.skipped)} skipped -> {output}"
+               + (f"; heatmaps in {cam_dir}/" if cam_dir is not None else ""))
     for bad in result.skipped[:20]:
         click.echo(f"skipped {bad['path']}: {bad['problem']}", err=True)
     if len(result.skipped) > 20:

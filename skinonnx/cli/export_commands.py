@@ -44,9 +44,12 @@ if TYPE_CHECKING:
 @click.option("--ort-format", is_flag=True,
               help="Also write .ort files (ONNX Runtime Mobile) of the written models, with the operator config for "
                    "a reduced build; checked to keep the metadata and the outputs.")
+@click.option("--cam/--no-cam", default=True, show_default=True,
+              help="Add the 'cam' output [N, h, w]: each layer4 cell's share of the malignant log-odds "
+                   "(docs/EMBEDDING.md).")
 @provider_option("cpu")
 def export(checkpoint: str | None, output: Path, opset: int, data: str | None, atol: float, parity_images: int,
-           int8: bool, embed_preprocessing: bool, fp16: bool, fp16_tolerance: float, ort_format: bool,
+           int8: bool, embed_preprocessing: bool, fp16: bool, fp16_tolerance: float, ort_format: bool, cam: bool,
            provider: str) -> None:
     """Export a checkpoint (default: the newest run's best.pt) to a self-describing ONNX file (checked,
     parity-tested, atomic)."""
@@ -54,7 +57,7 @@ def export(checkpoint: str | None, output: Path, opset: int, data: str | None, a
 
     checkpoint = resolve_checkpoint_option(checkpoint)
     result = run_export(checkpoint, output, opset=opset, data=data, atol=atol, parity_images=parity_images,
-                        provider=provider, embed_preprocessing=embed_preprocessing, echo=echo)
+                        provider=provider, embed_preprocessing=embed_preprocessing, cam=cam, echo=echo)
     c = result.contract
     click.echo(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB): classes {list(c.classes)}, "
                f"threshold {c.threshold:.4f} ({c.threshold_policy}), temperature {c.temperature:.3f}")

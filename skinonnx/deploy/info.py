@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ModelFileError
 from ..hashing import file_sha256
-from .contract import SCHEMA_KEY
+from .contract import CAM_OUTPUT, SCHEMA_KEY
 from .schema import NotOurs, validate
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16",
@@ -177,6 +177,9 @@ def feeding_summary(meta: dict[str, str]) -> str:
                      f"float32 [N, 3, {size}, {size}]")
     steps.append(f"'{meta['positive_class']}' if probabilities[:, {pos}] >= {float(meta['decision_threshold']):.4f}"
                  f" else '{classes[1 - pos]}' (probabilities are calibrated, T = {float(meta['temperature']):.4g})")
+    if CAM_OUTPUT in json.loads(meta.get("output_names", "[]")):
+        steps.append(f"optional output '{CAM_OUTPUT}' [N, h, w]: each layer4 cell's share of the log-odds of "
+                     f"'{meta['positive_class']}' (upsample to the crop; docs/EMBEDDING.md)")
     return ";\n          ".join(steps)
 
 
@@ -205,7 +208,9 @@ def _graph_problems(meta: dict[str, str], inputs: list[Tensor], outputs: list[Te
         problems.append(f"graph outputs are {[t.name for t in outputs]}, metadata 'output_names' says {names}")
     n_classes = len(json.loads(meta["classes"]))
     problems += [f"output '{t.name}' has shape {t.shape}; expected [batch, {n_classes}]"
-                 for t in outputs if len(t.shape) != 2 or t.shape[1] != n_classes]
+                 for t in outputs if t.name != CAM_OUTPUT and (len(t.shape) != 2 or t.shape[1] != n_classes)]
+    problems += [f"output '{t.name}' has shape {t.shape}; expected [batch, height, width]"
+                 for t in outputs if t.name == CAM_OUTPUT and len(t.shape) != 3]
     return problems
 
 

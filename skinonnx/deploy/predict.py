@@ -21,8 +21,17 @@ from ..data.images import DEFAULT_MAX_PIXELS, is_image_file
 from ..data.layouts import _list_images
 from ..errors import DataError, SkinOnnxError
 from ..hashing import file_sha256
+from ..overlay import overlay_file_names
+from .cam_overlays import (
+    CAM_SUFFIX,
+    cam_caption,
+    model_crop,
+    relative_to_threshold,
+    require_cam,
+    write_cam_overlay,
+)
 from .journal import PART_ROWS, Journal, prediction_row, require_pyarrow
-from .runtime import OnnxClassifier
+from .runtime import OnnxClassifier, Prediction
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
 
@@ -152,16 +161,24 @@ def job_fingerprint(classifier: OnnxClassifier, threshold: float, max_pixels: in
 def run_job(classifier: OnnxClassifier, paths: Sequence[Path], output: Path, *, threshold: float | None = None,
             batch_size: int = 16, max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True,
             part_rows: int = PART_ROWS, ray_options: dict[str, Any] | None = None,
-            echo: Callable[[str], None] = print) -> tuple[PredictResult, Journal]:
+            cam_dir: Path | None = None, echo: Callable[[str], None] = print) -> tuple[PredictResult, Journal]:
     """Predict ``paths`` into the journal of ``output``, skipping what an earlier run finished.
 
     ``ray_options`` (``address``, ``workers``, ``gpus_per_worker``, ``provider``) runs the job on Ray Data.
+    ``cam_dir`` (local engine): also write ``<stem>.cam.png`` heatmaps of the graph's ``cam`` output there
+    (column ``cam_overlay``); the model must have that output.
     Returns the result for every path (in input order) and the journal, to remove once the output is written.
     """
     t = classifier.contract.threshold if threshold is None else threshold
     journal = Journal(output, job_fingerprint(classifier, t, max_pixels), part_rows=part_rows,
                       part_format="parquet" if ray_options is not None else "csv", echo=echo)
     keys = [str(p) for p in paths]
+    overlays: dict[str, Path] = {}
+    if cam_dir is not None:
+        if ray_options is not None:
+            raise SkinOnnxError("--cam runs on the local engine only (drop --engine ray)")
+        require_cam(classifier.has_cam, classifier.path)
+        overlays = dict(zip(keys, overlay_file_names(paths, cam_dir, CAM_SUFFIX), strict=True))
     todo = [k for k in keys if k not in journal.done]
     if len(todo) < len(keys):
         echo(f"resuming: {len(keys) - len(todo)} of {len(keys)} images already done (in {journal.dir})")
@@ -173,7 +190,10 @@ def run_job(classifier: OnnxClassifier, paths: Sequence[Path], output: Path, *, 
                             progress=progress, echo=echo, **ray_options)
         elif todo:
             for pred in classifier.predict_files(todo, batch_size=batch_size, progress=progress,
-                                                 max_pixels=max_pixels):
+                                                 max_pixels=max_pixels, with_cam=bool(overlays),
+                                                 with_logits=bool(overlays)):
+                if overlays and pred.ok:
+                    write_cam(classifier, pred, overlays[pred.path], t, max_pixels)
                 journal.add([prediction_row(classifier.contract, t, pred.path, pred.probabilities, pred.error)])
     finally:
         journal.flush()  # also on Ctrl-C / errors: what is done stays done
@@ -183,21 +203,47 @@ def run_job(classifier: OnnxClassifier, paths: Sequence[Path], output: Path, *, 
             result.skipped.append({"path": row["path"], "problem": row["error"]})
         else:
             result.rows.append({k: v for k, v in row.items() if k != "error"})
+            if overlays:
+                result.rows[-1]["cam_overlay"] = str(overlays[row["path"]])
     return result, journal
 
 
+def write_cam(classifier: OnnxClassifier, pred: Prediction, overlay: Path, threshold: float,
+              max_pixels: int) -> Path:
+    """``pred``'s ``cam`` drawn over the model's crop, relative to the threshold (see cam_overlays)."""
+    contract, pos = classifier.contract, classifier.contract.positive_index
+    prob = float(pred.probabilities[pos])
+    prediction = contract.classes[pos] if prob >= threshold else contract.classes[1 - pos]
+    shown = pred.cam if pred.logits is None else relative_to_threshold(
+        pred.cam, float(pred.logits[pos] - pred.logits[1 - pos]), threshold, contract.temperature)
+    crop = model_crop(pred.path, classifier.preprocessing, max_pixels)
+    caption = cam_caption(Path(pred.path).name, prob, contract.positive_class, prediction, shown,
+                          classifier.preprocessing.image_size)
+    return write_cam_overlay(overlay, crop, shown, caption)
+
+
 def run_predict(classifier: OnnxClassifier, paths: list[Path], *, threshold: float | None = None,
-                batch_size: int = 16, progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> PredictResult:
+                batch_size: int = 16, progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
+                cam_dir: Path | None = None) -> PredictResult:
+    """Classify ``paths``; with ``cam_dir`` also write ``<stem>.cam.png`` overlays of the graph's ``cam``
+    output there (column ``cam_overlay``); the model must have that output."""
     contract = classifier.contract
     t = contract.threshold if threshold is None else threshold
     result = PredictResult()
+    if cam_dir is not None:
+        require_cam(classifier.has_cam, classifier.path)
+    overlays = iter(overlay_file_names(paths, cam_dir, CAM_SUFFIX)) if cam_dir is not None else None
     for pred in classifier.predict_files(paths, batch_size=batch_size, progress=progress,
-                                           max_pixels=max_pixels):
+                                           max_pixels=max_pixels, with_cam=cam_dir is not None,
+                                           with_logits=cam_dir is not None):
+        overlay = next(overlays) if overlays is not None else None
         if not pred.ok:
             result.skipped.append({"path": pred.path, "problem": str(pred.error)})
             continue
         row = prediction_row(contract, t, pred.path, pred.probabilities)
         del row["error"]
+        if overlay is not None:
+            row["cam_overlay"] = str(write_cam(classifier, pred, overlay, t, max_pixels))
         result.rows.append(row)
     return result
 

@@ -20,7 +20,7 @@ from ..cpus import physical_cores
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.preprocessing import Preprocessing
 from ..errors import ImageError, ModelFileError, ProviderError
-from .contract import ModelContract
+from .contract import CAM_OUTPUT, ModelContract
 
 PROVIDER_CHAINS = {
     "cpu": ("CPUExecutionProvider",),
@@ -110,6 +110,7 @@ class Prediction:
     probabilities: np.ndarray | None  # per class, in contract.classes order
     error: str | None = None
     logits: np.ndarray | None = None  # raw (uncalibrated) logits, when asked for and the model has them
+    cam: np.ndarray | None = None  # (h, w) map of the positive class's log-odds, when asked for and present
 
     @property
     def ok(self) -> bool:
@@ -143,6 +144,13 @@ class OnnxClassifier:
         batch_dim = self._input.shape[0]
         self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         self._logits_output = "logits" if "logits" in outputs else (self._output if self._output_is_logits else None)
+        cam = outputs.get(CAM_OUTPUT)
+        self._cam_output = CAM_OUTPUT if cam is not None and len(cam.shape) == 3 else None
+
+    @property
+    def has_cam(self) -> bool:
+        """Whether the graph has the ``cam`` output (exports since skinonnx 0.x; docs/EMBEDDING.md)."""
+        return self._cam_output is not None
 
     @property
     def has_logits(self) -> bool:
@@ -201,9 +209,18 @@ class OnnxClassifier:
 
         A model exported with a fixed batch size is run in chunks of that size (the last one padded).
         """
+        probs, logits, _ = self.predict_arrays_full(batch, with_logits=with_logits)
+        return probs, logits
+
+    def predict_arrays_full(self, batch: np.ndarray, *, with_logits: bool = True, with_cam: bool = False
+                            ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(probabilities, logits or None, cam (N, h, w) or None) in one run; ONNX Runtime computes only
+        the outputs asked for, so the map costs nothing unless ``with_cam`` (and the graph has it)."""
         wanted = [self._output]
         if with_logits and self._logits_output is not None and self._logits_output != self._output:
             wanted.append(self._logits_output)
+        if with_cam and self._cam_output is not None:
+            wanted.append(self._cam_output)
         batch = np.ascontiguousarray(batch, np.uint8 if self.takes_uint8 else np.float32)
         step = self._fixed_batch
         if step is None or len(batch) == step:
@@ -215,13 +232,15 @@ class OnnxClassifier:
                 padded = np.concatenate([part, np.zeros((step - len(part), *part.shape[1:]), batch.dtype)])
                 parts.append([o[:len(part)] for o in self._run(wanted, padded)])
             outs = [np.concatenate([p[k] for p in parts]) for k in range(len(wanted))]
+        named = dict(zip(wanted, outs, strict=True))
         out = outs[0]
         logits = None
         if with_logits and self._logits_output is not None:
-            logits = np.asarray(outs[-1] if len(outs) > 1 else out, dtype=np.float64)
+            logits = np.asarray(named[self._logits_output], dtype=np.float64)
+        cam = named.get(self._cam_output) if with_cam and self._cam_output is not None else None
         if self._output_is_logits:
             out = _softmax(out / self.contract.temperature)
-        return np.asarray(out, dtype=np.float64), logits
+        return np.asarray(out, dtype=np.float64), logits, None if cam is None else np.asarray(cam, np.float32)
 
     def _run(self, outputs: list[str], batch: np.ndarray) -> list[np.ndarray]:
         try:
@@ -245,10 +264,12 @@ class OnnxClassifier:
 
     def predict_files(self, paths: Sequence[str | os.PathLike[str]], *, batch_size: int = 16,
                       workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                      progress: bool = False, with_logits: bool = False) -> Iterator[Prediction]:
+                      progress: bool = False, with_logits: bool = False,
+                      with_cam: bool = False) -> Iterator[Prediction]:
         """Predict in input order; unreadable files come back with ``error`` set, the rest still run.
 
-        ``with_logits`` also fills :attr:`Prediction.logits` (where the graph has them).
+        ``with_logits`` / ``with_cam`` also fill :attr:`Prediction.logits` / :attr:`Prediction.cam`
+        (where the graph has them).
 
         Decoding and preprocessing run in a thread pool (Pillow releases the GIL) one or two
         batches ahead of inference, so the model rarely waits for JPEG decoding.
@@ -260,16 +281,18 @@ class OnnxClassifier:
             for chunk in iter_preprocessed(paths, self.preprocessing, batch_size=batch_size, workers=workers,
                                            max_pixels=max_pixels, pixels_only=self.takes_uint8):
                 good = [(p, a) for p, a, _ in chunk if a is not None]
-                probs, logits = (self.predict_arrays_with_logits(np.stack([a for _, a in good]),
-                                                                 with_logits=with_logits)
-                                 if good else (np.empty((0, 0)), None))
+                probs, logits, cams = (self.predict_arrays_full(np.stack([a for _, a in good]),
+                                                                with_logits=with_logits, with_cam=with_cam)
+                                       if good else (np.empty((0, 0)), None, None))
                 rows = iter(probs)
                 raw = iter(logits) if logits is not None else None
+                maps = iter(cams) if cams is not None else None
                 for p, a, err in chunk:
                     if a is None:
                         yield Prediction(p, None, err)
                     else:
-                        yield Prediction(p, next(rows), None, next(raw) if raw is not None else None)
+                        yield Prediction(p, next(rows), None, next(raw) if raw is not None else None,
+                                         next(maps) if maps is not None else None)
                 bar.update(len(chunk))
         finally:
             bar.close()

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .contract import INPUT_SPECS, SCHEMA_KEY, SCHEMA_VERSION
+from .contract import CAM_OUTPUT, INPUT_SPECS, OUTPUT_NAMES, SCHEMA_KEY, SCHEMA_VERSION
 
 Check = Callable[[str], str | None]  # value -> problem, or None when fine
 
@@ -65,6 +65,16 @@ def _pattern(regex: str, what: str) -> Check:
     return lambda v: None if re.fullmatch(regex, v) else f"expected {what}, got {v[:70]!r}"
 
 
+def _output_names(v: str) -> str | None:
+    """``["logits", "probabilities"]``, optionally followed by ``"cam"``."""
+    problem = _json(list, None, str)(v)
+    if problem:
+        return problem
+    names = json.loads(v)
+    return None if names in (list(OUTPUT_NAMES), [*OUTPUT_NAMES, CAM_OUTPUT]) else (
+        f"expected {json.dumps(list(OUTPUT_NAMES))}, optionally followed by \"{CAM_OUTPUT}\", got {v[:70]!r}")
+
+
 def _positive_std(v: str) -> str | None:
     problem = _json(list, 3, (int, float))(v)
     return problem or (None if min(json.loads(v)) > 0 else "all three values must be > 0")
@@ -91,7 +101,7 @@ KEYS: dict[str, KeySpec] = {k.name: k for k in (
     KeySpec("input_dtype", _one_of(*sorted({d for d, _ in INPUT_SPECS})), required=False),
     KeySpec("input_layout", _one_of(*sorted({layout for _, layout in INPUT_SPECS}))),
     KeySpec("in_graph_preprocessing", _json(list, None, str), required=False),
-    KeySpec("output_names", _json(list, 2, str)),
+    KeySpec("output_names", _output_names),
     # --- preprocessing -----------------------------------------------------------------
     KeySpec("image_size", _int(16, 4096)),
     KeySpec("resize_size", _int(16, 8192)),

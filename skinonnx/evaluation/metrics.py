@@ -37,8 +37,10 @@ METRIC_NAMES: tuple[str, ...] = (
     "roc_auc",
     "average_precision",
     "pauc_80",
+    "auc_sens_80",
 )
-#: Sensitivity floor of the ``pauc_80`` metric (ISIC "AUC above 80 % sensitivity").
+#: Sensitivity floor of both partial AUCs: ``pauc_80`` (ISIC 2024: raw area above TPR 0.8, max 0.2)
+#: and ``auc_sens_80`` (ISIC 2018-2019 scorer: area under the ROC from the point of 80 % sensitivity, max 1).
 PAUC_MIN_TPR = 0.80
 
 _BOOTSTRAP_CHUNK = 64  # resamples drawn and scored together; bounds memory at 64 x n
@@ -206,7 +208,7 @@ def _score_codes(y_prob: NDArray[np.float64]) -> tuple[NDArray[np.intp], int]:
 def _rank_metrics(
     pos_hist: NDArray[np.float64], neg_hist: NDArray[np.float64], min_tpr: float
 ) -> dict[str, NDArray[np.float64]]:
-    """ROC AUC, average precision and partial AUC for each row of (B, U) histograms.
+    """ROC AUC, average precision and both partial AUCs for each row of (B, U) histograms.
 
     Column u counts the positives / negatives whose score is the u-th highest distinct score,
     so the cumulative sums along a row are the TP / FP counts at threshold "score >= u-th".
@@ -242,11 +244,18 @@ def _rank_metrics(
     fpr_lo = c + (d - c) * frac
     pauc = np.sum(height * (1.0 - (fpr_lo + d) / 2.0), axis=1)
 
+    # ISIC 2018-2019 "AUC, Sens > 80%": integral of TPR over FPR along the same part of the polyline,
+    # from the point where it reaches TPR = min_tpr (FPR interpolated there) to (1, 1). A segment
+    # that ends at or above min_tpr contributes the trapezoid from (fpr_lo, lo) to (d, b).
+    reached = b >= min_tpr
+    above = np.sum(np.where(reached, (d - fpr_lo) * (lo + b) / 2.0, 0.0), axis=1)
+
     nan = np.nan
     return {
         "roc_auc": np.where(has_both, auc, nan),
         "average_precision": np.where(has_pos, ap, nan),
         "pauc": np.where(has_both, pauc, nan),
+        "auc_above": np.where(has_both, above, nan),
     }
 
 
@@ -257,7 +266,7 @@ def _point_rank_metrics(y_true: ArrayLike, y_prob: ArrayLike, min_tpr: float) ->
     if not 0.0 <= min_tpr <= 1.0:
         raise ValueError(f"min_tpr must be in [0, 1], got {min_tpr!r}")
     if truth.size == 0:
-        return {"roc_auc": np.nan, "average_precision": np.nan, "pauc": np.nan}
+        return {"roc_auc": np.nan, "average_precision": np.nan, "pauc": np.nan, "auc_above": np.nan}
     codes, n_unique = _score_codes(scores)
     pos = np.bincount(codes, weights=truth.astype(np.float64), minlength=n_unique)
     neg = np.bincount(codes, minlength=n_unique) - pos
@@ -301,6 +310,21 @@ def partial_roc_auc_above_sensitivity(
     return _point_rank_metrics(y_true, y_prob, float(min_tpr))["pauc"]
 
 
+def auc_above_sensitivity(y_true: ArrayLike, y_prob: ArrayLike, min_tpr: float = PAUC_MIN_TPR) -> float:
+    """The ISIC 2018-2019 challenge scorer's "AUC, Sens > 80%" (key ``auc_sens_80``), for any ``min_tpr``.
+
+    ``integral_{f}^{1} TPR dFPR`` where ``f`` is the false positive rate at which the ROC polyline
+    first reaches TPR = ``min_tpr`` (linearly interpolated): the area under the ROC curve to the
+    right of that point, TPR integrated over FPR (isic-challenge-scoring ``auc_above_sensitivity``:
+    ``sklearn.metrics.roc_curve(drop_intermediate=False)``, a point inserted at TPR = ``min_tpr``,
+    ``sklearn.metrics.auc`` of the rest). Not standardised: 1.0 for a perfect ranking,
+    ``(1 - min_tpr**2) / 2`` for chance (0.18 at 80 %), 0 for a reversed ranking. See
+    :func:`partial_roc_auc_above_sensitivity` for the ISIC 2024 definition (``pauc_80``).
+    NaN unless both classes are present.
+    """
+    return _point_rank_metrics(y_true, y_prob, float(min_tpr))["auc_above"]
+
+
 # --------------------------------------------------------------------------- summaries
 
 
@@ -323,6 +347,7 @@ def binary_metrics(y_true: ArrayLike, y_prob: ArrayLike, threshold: float) -> di
     result["roc_auc"] = rank["roc_auc"]
     result["average_precision"] = rank["average_precision"]
     result["pauc_80"] = rank["pauc"]
+    result["auc_sens_80"] = rank["auc_above"]
     ordered: dict[str, Any] = {name: result[name] for name in METRIC_NAMES}
     ordered["threshold"] = thr
     ordered["n"] = counts.n
@@ -377,7 +402,7 @@ def _resample_metrics(
     tn = idx.shape[1] - tp - fp - fn
     out = _count_metrics(tp, fp, tn, fn)
     if n_unique == 0:
-        for name in ("roc_auc", "average_precision", "pauc_80"):
+        for name in ("roc_auc", "average_precision", "pauc_80", "auc_sens_80"):
             out[name] = np.full(rows, np.nan)
         return out
     flat = (codes[idx] + (np.arange(rows) * n_unique)[:, None]).ravel()
@@ -388,6 +413,7 @@ def _resample_metrics(
     out["roc_auc"] = rank["roc_auc"]
     out["average_precision"] = rank["average_precision"]
     out["pauc_80"] = rank["pauc"]
+    out["auc_sens_80"] = rank["auc_above"]
     return out
 
 

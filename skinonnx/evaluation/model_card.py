@@ -17,7 +17,8 @@ METRIC_LABELS = {
     "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "sensitivity": "Sensitivity (recall)",
     "specificity": "Specificity", "ppv": "PPV (precision)", "npv": "NPV", "f1": "F1",
     "roc_auc": "ROC AUC ‡", "average_precision": "Average precision ‡",
-    "pauc_80": "Partial ROC AUC, sensitivity ≥ 80 % ‡",
+    "pauc_80": "Partial ROC AUC above 80 % sensitivity, ISIC 2024 (max 0.2) ‡",
+    "auc_sens_80": "AUC, Sens > 80 %, ISIC 2018-2019 scorer (max 1) ‡",
 }
 SELECT_NAMES = {"auc": "ROC AUC", "acc": "accuracy", "loss": "loss"}
 FIGURE_TITLES = {
@@ -201,8 +202,10 @@ def _performance(s: dict[str, Any], data: dict[str, Any], pos: str) -> list[str]
     return ["## Performance", "",
             f"On the `{data['split']}` split: {m['n']} images, {m['n_positive']} {pos}. {ci_note}", "",
             *chance, *_table(head, rows), "",
-            "‡ threshold-free (identical in both columns). The partial AUC is the raw ISIC area above 80 % "
-            "sensitivity: 0.2 is perfect, 0.02 is chance.", "",
+            "‡ threshold-free (identical in both columns). Two partial AUCs, named after their sources "
+            "(docs/REPORTS.md): `pauc_80` is ISIC 2024's raw area above 80 % sensitivity (0.2 perfect, 0.02 "
+            "chance); `auc_sens_80` is the ISIC 2018-2019 scorer's area under the ROC from the point of 80 % "
+            "sensitivity (1.0 perfect, 0.18 chance).", "",
             f"Confusion at the operating point: TP {c['tp']}, FN {c['fn']}, TN {c['tn']}, FP {c['fp']}. "
             f"At 0.5: TP {rc['tp']}, FN {rc['fn']}, TN {rc['tn']}, FP {rc['fp']}.", ""]
 

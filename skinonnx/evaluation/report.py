@@ -25,6 +25,8 @@ from .. import __version__
 from ..atomic import write_text
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layouts import LabeledData, discover
+from ..data.preprocessing import Preprocessing
+from ..deploy.cam_overlays import relative_to_threshold
 from ..deploy.contract import SCHEMA_KEY
 from ..deploy.runtime import OnnxClassifier
 from ..errors import DataError, SkinOnnxError
@@ -45,7 +47,7 @@ SUMMARY_SCHEMA = "skinonnx-evaluation-summary"
 SUMMARY_SCHEMA_VERSION = 1
 REFERENCE_THRESHOLD = 0.5
 CALIBRATION_BINS = 10
-RANK_METRICS = ("roc_auc", "average_precision", "pauc_80")  # threshold-free
+RANK_METRICS = ("roc_auc", "average_precision", "pauc_80", "auc_sens_80")  # threshold-free
 
 
 # --------------------------------------------------------------------------- library functions
@@ -102,18 +104,20 @@ class SplitPredictions:
     y_prob: np.ndarray
     y_prob_raw: np.ndarray | None  # softmax(logits) with T = 1; None when the graph has no logits
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    cams: list[np.ndarray] | None = None  # per row: the graph's cam, shifted to the threshold (for display)
 
 
 def predict_split(classifier: OnnxClassifier, data: LabeledData, split: str, threshold: float, *,
                   batch_size: int = 16, progress: bool = True,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> SplitPredictions:
+                  max_pixels: int = DEFAULT_MAX_PIXELS, with_cam: bool = False) -> SplitPredictions:
     contract = classifier.contract
     to_model = {i: contract.classes.index(c) for i, c in enumerate(data.classes)}
     samples = data.split(split)
     pos = contract.positive_index
-    rows, raw, skipped = [], [], []
+    rows, raw, skipped, cams = [], [], [], []
+    with_cam = with_cam and classifier.has_cam
     predictions = classifier.predict_files([s.path for s in samples], batch_size=batch_size, progress=progress,
-                                           with_logits=True, max_pixels=max_pixels)
+                                           with_logits=True, max_pixels=max_pixels, with_cam=with_cam)
     for sample, pred in zip(samples, predictions, strict=True):
         if not pred.ok:
             skipped.append((pred.path, str(pred.error)))
@@ -128,13 +132,17 @@ def predict_split(classifier: OnnxClassifier, data: LabeledData, split: str, thr
             raw.append(float(np.exp(z[pos]) / np.exp(z).sum()))
             row["probability_uncalibrated"] = raw[-1]
         rows.append(row)
+        if pred.cam is not None and pred.logits is not None:  # shown relative to the threshold used
+            cams.append(relative_to_threshold(pred.cam, float(pred.logits[pos] - pred.logits[1 - pos]), threshold,
+                                              contract.temperature))
     if not rows:
         first = f"; first: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
         raise SkinOnnxError(f"no readable images in the {split} split ({len(skipped)} skipped{first})")
     y_true = np.array([int(r["label"] == contract.positive_class) for r in rows])
     y_prob = np.array([r["probability"] for r in rows])
     y_raw = np.array(raw) if len(raw) == len(rows) else None
-    return SplitPredictions(split, rows, y_true, y_prob, y_raw, skipped)
+    return SplitPredictions(split, rows, y_true, y_prob, y_raw, skipped,
+                            cams if with_cam and len(cams) == len(rows) else None)
 
 
 @dataclass
@@ -152,6 +160,8 @@ class EvalResult:
     validation: SplitPredictions | None = None
     history: list[dict[str, float]] | None = None
     files: list[str] = field(default_factory=list)
+    preprocessing: Preprocessing | None = None  # for the HTML report's case images
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str], *, split: str = "test",
@@ -159,7 +169,7 @@ def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str]
                    progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS, bootstrap: int = 1000,
                    ci_seed: int = 0, confidence: float = 0.95,
                    use_val: bool = True, run_dir: str | os.PathLike[str] | None = None, plots: bool = True,
-                   model_card: bool = True) -> EvalResult:
+                   model_card: bool = True, html: bool = True) -> EvalResult:
     """Evaluate ``split`` and write the report folder ``out_dir`` (see docs/REPORTS.md).
 
     With ``use_val`` the validation split (where the threshold and temperature were chosen) is
@@ -172,7 +182,7 @@ def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str]
     used = contract.threshold if threshold is None else threshold
     source = f"model metadata ({contract.threshold_policy})" if threshold is None else "--threshold"
     evaluated = predict_split(classifier, data, split, used, batch_size=batch_size, progress=progress,
-                              max_pixels=max_pixels)
+                              max_pixels=max_pixels, with_cam=html)
     validation = None
     if use_val and split == "val":
         validation = evaluated
@@ -190,11 +200,12 @@ def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str]
     found_run = find_run_dir(classifier.metadata, run_dir)
     history = read_history(found_run)
     result = EvalResult(at_op["metrics"], used, source, classifier.provider, Path(out_dir), evaluated.rows,
-                        evaluated.skipped, report, evaluated=evaluated, validation=validation, history=history)
+                        evaluated.skipped, report, evaluated=evaluated, validation=validation, history=history,
+                        preprocessing=contract.preprocessing, max_pixels=max_pixels)
     result.summary = build_summary(classifier, data, evaluated, validation, at_op, at_ref, source,
                                    bootstrap=bootstrap, ci_seed=ci_seed, confidence=confidence, run_dir=found_run,
                                    history=history)
-    write_report(result, plots=plots, model_card=model_card)
+    write_report(result, plots=plots, model_card=model_card, html=html)
     return result
 
 
@@ -284,8 +295,8 @@ def build_summary(classifier: OnnxClassifier, data: LabeledData, evaluated: Spli
 # --------------------------------------------------------------------------- writing the report
 
 
-def write_report(result: EvalResult, *, plots: bool = True, model_card: bool = True) -> None:
-    """predictions.csv, classification_report.txt, PNGs, MODEL_CARD.md and last summary.json (atomic)."""
+def write_report(result: EvalResult, *, plots: bool = True, model_card: bool = True, html: bool = True) -> None:
+    """predictions.csv, classification_report.txt, PNGs, MODEL_CARD.md, report.html and last summary.json."""
     out = result.out_dir
     files = ["predictions.csv", "classification_report.txt"]
     write_predictions_csv(out / "predictions.csv", result.rows)
@@ -300,6 +311,13 @@ def write_report(result: EvalResult, *, plots: bool = True, model_card: bool = T
         files.append("MODEL_CARD.md")
         result.summary["files"] = [*files, "summary.json"]
         write_text(out / "MODEL_CARD.md", render_model_card(result.summary))
+    if html:
+        from .html_report import HTML_NAME, write_html_report
+
+        assert result.evaluated is not None
+        result.summary["files"] = [*files, HTML_NAME, "summary.json"]  # what the page lists as figures
+        files += write_html_report(out, result.summary, result.rows, result.evaluated.cams, result.preprocessing,
+                                   max_pixels=result.max_pixels)
     result.summary["files"] = [*files, "summary.json"]
     result.files = result.summary["files"]
     write_text(out / "summary.json", summary_json(result.summary))
@@ -353,8 +371,8 @@ def format_metrics(result: EvalResult) -> str:
         label = name + (" *" if name in RANK_METRICS else "")
         lines.append(f"  {label:<20} {_num(m[name]):>8} {_interval(ci, name):<{width}}  "
                      f"{_num(ref['metrics'][name]):>8} {_interval(ref['ci'], name)}".rstrip())
-    lines += ["  * threshold-free (same at both thresholds); pauc_80 = raw partial ROC AUC above 80 % sensitivity "
-              "(max 0.2)",
+    lines += ["  * threshold-free (same at both thresholds); pauc_80 = ISIC 2024 partial ROC AUC above 80 % "
+              "sensitivity (raw, max 0.2); auc_sens_80 = ISIC 2018-2019 scorer's \"AUC, Sens > 80%\" (max 1)",
               f"  confusion matrix at {result.threshold:.4f} (rows = truth, cols = prediction; "
               f"{next(c for c in s['classes'] if c != s['positive_class'])}, {s['positive_class']}):",
               f"    [[{c['tn']:>4} {c['fp']:>4}]", f"     [{c['fn']:>4} {c['tp']:>4}]]"]

@@ -22,9 +22,9 @@ from ..atomic import write_text, write_with
 from ..data.images import DEFAULT_MAX_PIXELS, load_rgb
 from ..data.preprocessing import Preprocessing
 from ..errors import ImageError, SkinOnnxError
+from ..overlay import overlay_file_names, render_overlay
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 from .gradcam import GradCam
-from .overlay import render_overlay
 from .pointing_game import ImageScore, MaskIndex, PointingSummary, score_image
 
 
@@ -67,17 +67,6 @@ def grid_note(image_size: int) -> str | None:
             f"image counted; train at >= {COARSE_GRID * 32} px for a finer map")
 
 
-def _overlay_names(paths: Sequence[Path], out_dir: Path) -> list[Path]:
-    """``<out>/<stem>.gradcam.png``; repeated stems get -2, -3, ..."""
-    seen: dict[str, int] = {}
-    names = []
-    for path in paths:
-        stem = path.stem
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(out_dir / (f"{stem}.gradcam.png" if seen[stem] == 1 else f"{stem}-{seen[stem]}.gradcam.png"))
-    return names
-
-
 def explain_files(checkpoint: str | os.PathLike[str], paths: Sequence[Path], out_dir: str | os.PathLike[str], *,
                   target_class: str | None = None, batch_size: int = 8, device: str = "auto",
                   masks: str | os.PathLike[str] | None = None, tolerance: float = 0.0,
@@ -102,7 +91,7 @@ def explain_files(checkpoint: str | os.PathLike[str], paths: Sequence[Path], out
     cam = GradCam(model_from_checkpoint(state).to(dev))
     mask_index = MaskIndex(Path(masks)) if masks is not None else None
     out = Path(out_dir)
-    names = _overlay_names(paths, out)
+    names = overlay_file_names(paths, out, ".gradcam.png")
     result = ExplainResult(notes=[note] if note else [])
     scored = []
     bar = tqdm(total=len(paths), unit="img", desc="explain", disable=not progress, leave=False)

@@ -6,7 +6,7 @@ import json
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,12 @@ from ..atomic import atomic_path, ensure_writable_dir
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layouts import discover
 from ..data.preprocessing import Preprocessing
-from ..deploy.contract import INPUT_NAME, OUTPUT_NAMES, ModelContract
+from ..deploy.contract import CAM_OUTPUT, INPUT_NAME, OUTPUT_NAMES, ModelContract
 from ..errors import ExportError, ShapeError, SkinOnnxError
 from ..evaluation.provenance import parity_record_path, write_parity_record
 from ..hashing import file_sha256
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
+from .cam import has_cam_head, logits_and_cam
 from .parity import DEFAULT_ATOL, ParityReport, check_parity, load_parity_images
 from .uint8_input import Uint8Parity, check_uint8_parity, uint8_path_for
 from .uint8_input import embed_preprocessing as embed_preprocessing_graph
@@ -33,16 +34,21 @@ DEFAULT_OPSET = 17  # read by ONNX Runtime >= 1.14 and TensorRT >= 8.6
 
 
 class ExportWrapper(nn.Module):
-    """Outputs ``logits`` and calibrated ``probabilities = softmax(logits / T)`` in the graph."""
+    """Outputs ``logits``, calibrated ``probabilities = softmax(logits / T)`` and, given the positive
+    class's index, the ``cam`` map of its log-odds (:mod:`skinonnx.export.cam`), all in the graph."""
 
-    def __init__(self, model: nn.Module, temperature: float = 1.0) -> None:
+    def __init__(self, model: nn.Module, temperature: float = 1.0, positive_index: int | None = None) -> None:
         super().__init__()
         self.model = model
+        self.positive_index = positive_index
         self.register_buffer("temperature", torch.tensor(float(temperature)))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(x)
-        return logits, torch.softmax(logits / self.temperature, dim=1)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.positive_index is None:
+            logits = self.model(x)
+            return logits, torch.softmax(logits / self.temperature, dim=1)
+        logits, cam = logits_and_cam(self.model, x, self.positive_index)
+        return logits, torch.softmax(logits / self.temperature, dim=1), cam
 
 
 @dataclass
@@ -83,20 +89,26 @@ def contract_from_checkpoint(state: dict[str, Any], checkpoint_path: Path, opset
 
 
 def to_onnx(model: nn.Module, contract: ModelContract, path: Path, opset: int) -> onnx.ModelProto:
-    """Trace, attach metadata, run the checker and strict shape inference; save to ``path``."""
+    """Trace, attach metadata, run the checker and strict shape inference; save to ``path``.
+
+    ``contract.output_names`` says whether the ``cam`` output is wanted (see :func:`contract_with_cam`).
+    """
     size = contract.preprocessing.image_size
-    wrapper = ExportWrapper(model.eval().cpu().to(memory_format=torch.contiguous_format), contract.temperature)
+    names = list(contract.output_names)
+    with_cam = CAM_OUTPUT in names
+    wrapper = ExportWrapper(model.eval().cpu().to(memory_format=torch.contiguous_format), contract.temperature,
+                            contract.positive_index if with_cam else None)
     dummy = torch.zeros(2, 3, size, size)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # legacy-exporter deprecation notice
+        warnings.simplefilter("ignore")  # legacy-exporter deprecation notice; traced cam grid size
         torch.onnx.export(wrapper, (dummy,), str(path), dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in OUTPUT_NAMES}},
+                          input_names=[INPUT_NAME], output_names=names,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}},
                           do_constant_folding=True)
     proto = onnx.load(str(path))
     proto.producer_name, proto.producer_version = "skinonnx", __version__
     proto.doc_string = (f"ResNet50 {contract.classes[0]} vs {contract.classes[1]} classifier. Input: RGB "
-                        f"NCHW float32 {size}x{size}, preprocessed as in metadata; outputs logits and probabilities.")
+                        f"NCHW float32 {size}x{size}, preprocessed as in metadata; outputs {', '.join(names)}.")
     del proto.metadata_props[:]
     for key, value in contract.to_metadata().items():
         proto.metadata_props.add(key=key, value=value)
@@ -108,6 +120,10 @@ def to_onnx(model: nn.Module, contract: ModelContract, path: Path, opset: int) -
         raise ExportError(f"exported graph failed the ONNX checker: {exc}") from None
     for out in inferred.graph.output:
         dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
+        if out.name == CAM_OUTPUT:
+            if len(dims) != 3:
+                raise ShapeError(f"output '{out.name}' has shape {dims}; expected [batch, height, width]")
+            continue
         if len(dims) != 2 or dims[1] != len(contract.classes):
             raise ShapeError(f"output '{out.name}' has shape {dims}; expected [batch, {len(contract.classes)}]")
     return proto
@@ -132,8 +148,12 @@ def parity_images_for(state: dict[str, Any], data: str | None, limit: int) -> tu
 
 def export(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET,
            data: str | None = None, atol: float = DEFAULT_ATOL, parity_images: int = 32,
-           provider: str = "cpu", embed_preprocessing: bool = False, echo=print) -> ExportResult:
+           provider: str = "cpu", embed_preprocessing: bool = False, cam: bool = True,
+           echo=print) -> ExportResult:
     """Export; the file appears under ``output`` only after the checker and parity pass.
+
+    ``cam`` adds the ``cam`` output (:mod:`skinonnx.export.cam`); ONNX Runtime computes it only for
+    callers that ask for it.
 
     ``embed_preprocessing`` also writes the uint8-input variant (:mod:`skinonnx.export.uint8_input`) beside it,
     parity-checked against the float model; if that fails, neither file is written.
@@ -146,6 +166,8 @@ def export(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *
     state = load_checkpoint(checkpoint)
     model = model_from_checkpoint(state)
     contract = contract_from_checkpoint(state, checkpoint, opset)
+    if cam and has_cam_head(model):
+        contract = replace(contract, output_names=(*OUTPUT_NAMES, CAM_OUTPUT))
     report = None
     result = ExportResult(output, contract, None, 0.0)
     with atomic_path(output) as tmp:

@@ -13,8 +13,10 @@ from torch import nn
 
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.preprocessing import Preprocessing
+from ..deploy.contract import CAM_OUTPUT
 from ..deploy.runtime import create_session
 from ..errors import AtolError, ShapeError, SkinOnnxError
+from .cam import logits_and_cam
 
 DEFAULT_ATOL = 1e-4
 
@@ -87,11 +89,22 @@ def load_parity_images(paths: Sequence[str | os.PathLike[str]], prep: Preprocess
 
 
 @torch.no_grad()
-def torch_outputs(model: nn.Module, batch: np.ndarray, temperature: float = 1.0) -> dict[str, np.ndarray]:
+def torch_outputs(model: nn.Module, batch: np.ndarray, temperature: float = 1.0,
+                  positive_index: int | None = None) -> dict[str, np.ndarray]:
+    """PyTorch's ``logits`` and ``probabilities`` (and with ``positive_index`` the ``cam`` map) for ``batch``."""
     model = model.eval().to("cpu", memory_format=torch.contiguous_format)
-    logits = model(torch.from_numpy(batch)).double()
+    x = torch.from_numpy(batch)
+    cam = None
+    if positive_index is None:
+        logits = model(x).double()
+    else:
+        logits, cam = logits_and_cam(model, x, positive_index)
+        logits = logits.double()
     probs = torch.softmax(logits / temperature, dim=1)
-    return {"logits": logits.numpy(), "probabilities": probs.numpy()}
+    out = {"logits": logits.numpy(), "probabilities": probs.numpy()}
+    if cam is not None:
+        out[CAM_OUTPUT] = cam.double().numpy()
+    return out
 
 
 def check_parity(model: nn.Module, onnx_path: str | os.PathLike[str], batch: np.ndarray, *,
@@ -103,9 +116,12 @@ def check_parity(model: nn.Module, onnx_path: str | os.PathLike[str], batch: np.
     anything is off; ``batch_sizes`` deliberately include 1 and an odd size.
     """
     session, used = create_session(Path(onnx_path), provider)
-    reference = torch_outputs(model, batch, temperature)
     input_name = session.get_inputs()[0].name
     output_names = [o.name for o in session.get_outputs()]
+    positive_index = None
+    if CAM_OUTPUT in output_names:  # the map is checked too, for the class the file says is positive
+        positive_index = int(session.get_modelmeta().custom_metadata_map.get("positive_index", "1"))
+    reference = torch_outputs(model, batch, temperature, positive_index)
     report = ParityReport(n_images=len(batch), provider=used)
     onnx_labels = None
     for size in sorted({min(b, len(batch)) for b in batch_sizes}):

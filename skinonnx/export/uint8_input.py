@@ -26,7 +26,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..data.preprocessing import Preprocessing
-from ..deploy.contract import UINT8_INPUT, ModelContract
+from ..deploy.contract import CAM_OUTPUT, UINT8_INPUT, ModelContract
 from ..deploy.runtime import create_session
 from ..errors import AtolError, ExportError, ImageError, SkinOnnxError
 
@@ -87,7 +87,8 @@ def embed_preprocessing(model: onnx.ModelProto, contract: ModelContract) -> onnx
     graph.node.extend(nodes)
     out.doc_string = (f"ResNet50 {contract.classes[0]} vs {contract.classes[1]} classifier. Input '{spec.name}': "
                       f"RGB uint8 NHWC, shorter side resized to {prep.resize_size} (or already cropped to {s}x{s}); "
-                      "crop, scaling and normalisation happen in the graph. Outputs logits and probabilities.")
+                      "crop, scaling and normalisation happen in the graph. Outputs "
+                      f"{', '.join(o.name for o in graph.output)}.")
     contract = replace(contract, input_spec=spec)
     del out.metadata_props[:]
     for key, value in contract.to_metadata().items():
@@ -105,6 +106,7 @@ class Uint8Parity:
     max_prob_diff: float  # uint8 model vs float model, on resized (uncropped) and on cropped inputs
     max_logit_diff: float
     atol: float
+    max_cam_diff: float | None = None  # when the graph has the cam output
 
     @property
     def ok(self) -> bool:
@@ -114,7 +116,8 @@ class Uint8Parity:
         mark = "✓" if self.ok else "✗"
         return (f"uint8-input variant vs float model on {self.n_images} real images:\n"
                 f"  {mark} probabilities max |Δ| = {self.max_prob_diff:.2e} (atol {self.atol:.0e}); "
-                f"logits max |Δ| = {self.max_logit_diff:.2e}")
+                f"logits max |Δ| = {self.max_logit_diff:.2e}"
+                + ("" if self.max_cam_diff is None else f"; cam max |Δ| = {self.max_cam_diff:.2e}"))
 
 
 def check_uint8_parity(float_path: str | os.PathLike[str], uint8_path: str | os.PathLike[str],
@@ -142,7 +145,8 @@ def check_uint8_parity(float_path: str | os.PathLike[str], uint8_path: str | os.
     batched = uint8_session.run(names, {feed: np.stack(cropped)})
     diff = {name: max(float(np.max(np.abs(got[k] - expected[k]))) for got in (uncropped, batched))
             for k, name in enumerate(names)}
-    report = Uint8Parity(len(resized), max_prob_diff=diff["probabilities"], max_logit_diff=diff["logits"], atol=atol)
+    report = Uint8Parity(len(resized), max_prob_diff=diff["probabilities"], max_logit_diff=diff["logits"], atol=atol,
+                         max_cam_diff=diff.get(CAM_OUTPUT))
     if not report.ok:
         raise AtolError(report.text() + f"\nuint8 parity FAILED: difference above tolerance {atol:g}")
     return report

@@ -34,6 +34,9 @@ HAND_EXPECTED = {
     # ROC: (0,0) (0,1/3) (.2,1/3) (.2,2/3) (.4,2/3) (.4,1) ... (1,1) as (FPR, TPR).
     # Above TPR .8 the curve is the vertical segment at FPR .4: area = (1 - .8) * (1 - .4)
     "pauc_80": 0.2 * 0.6,
+    # ISIC 2018-2019: the curve first reaches TPR .8 at FPR .4 (same vertical segment); from there to
+    # FPR 1 the curve is at TPR 1: area = (1 - .4) * 1
+    "auc_sens_80": 0.6,
 }
 
 
@@ -51,6 +54,7 @@ def test_hand_case_every_metric() -> None:
         "roc_auc": m.roc_auc(HAND_Y, HAND_P),
         "average_precision": m.average_precision(HAND_Y, HAND_P),
         "pauc_80": m.partial_roc_auc_above_sensitivity(HAND_Y, HAND_P),
+        "auc_sens_80": m.auc_above_sensitivity(HAND_Y, HAND_P),
     }
     for name, expected in HAND_EXPECTED.items():
         assert singles[name] == pytest.approx(expected, abs=1e-12), name
@@ -197,6 +201,47 @@ def test_pauc_with_ties_matches_isic_recipe(seed: int) -> None:
     y, p = _random_case(seed, 300, ties=True)
     expected = swapped_axes_pauc(y, p, 0.8)
     assert m.partial_roc_auc_above_sensitivity(y, p) == pytest.approx(expected, abs=1e-12)
+
+
+def isic2019_auc_sens(y: np.ndarray, p: np.ndarray, min_tpr: float) -> float:
+    """The ISIC 2018-2019 scorer's recipe (isic-challenge-scoring ``auc_above_sensitivity``), restated:
+    full ROC polyline, a point inserted where TPR first reaches ``min_tpr``, trapezoids of TPR over FPR."""
+    fpr, tpr, _ = skm.roc_curve(y, p, drop_intermediate=False)
+    i = int(np.searchsorted(tpr, min_tpr, side="left"))
+    f = np.interp(min_tpr, tpr[i - 1 : i + 1], fpr[i - 1 : i + 1])
+    return float(skm.auc(np.r_[f, fpr[i:]], np.r_[min_tpr, tpr[i:]]))
+
+
+def test_auc_sens_80_hand_cases_and_limits() -> None:
+    # The tie case above: the diagonal (0, .6) -> (.5, 1) reaches TPR .8 at FPR .25; area from there:
+    # trapezoid (.25, .8) -> (.5, 1) = .25 * .9 = .225, then TPR 1 from FPR .5 to 1 = .5: total .725
+    y = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0])
+    p = np.array([0.9, 0.8, 0.7, 0.5, 0.5, 0.5, 0.5, 0.3, 0.2])
+    assert m.auc_above_sensitivity(y, p) == pytest.approx(0.725, abs=1e-12)
+    assert isic2019_auc_sens(y, p, 0.8) == pytest.approx(0.725, abs=1e-12)
+    perfect = np.linspace(0.01, 0.99, 12)
+    y_sorted = np.array([0] * 7 + [1] * 5)
+    assert m.auc_above_sensitivity(y_sorted, perfect) == pytest.approx(1.0, abs=1e-12)
+    assert m.auc_above_sensitivity(1 - y_sorted, perfect) == pytest.approx(0.0, abs=1e-12)
+    # min_tpr 0 is the whole ROC AUC
+    y, p = _random_case(9, 200, ties=False)
+    assert m.auc_above_sensitivity(y, p, 0.0) == pytest.approx(skm.roc_auc_score(y, p), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("min_tpr", [0.8, 0.5, 0.93])
+def test_auc_sens_80_matches_the_isic2019_recipe(seed: int, ties: bool, min_tpr: float) -> None:
+    y, p = _random_case(seed, 300, ties=ties)
+    assert m.auc_above_sensitivity(y, p, min_tpr) == pytest.approx(isic2019_auc_sens(y, p, min_tpr), abs=1e-12)
+    report = m.binary_metrics(y, p, 0.5)
+    assert report["auc_sens_80"] == pytest.approx(isic2019_auc_sens(y, p, 0.8), abs=1e-12)
+
+
+def test_auc_sens_80_chance_level() -> None:
+    rng = np.random.default_rng(5)
+    y, p = rng.integers(0, 2, 4000), rng.random(4000)
+    assert m.auc_above_sensitivity(y, p) == pytest.approx((1 - 0.8**2) / 2, abs=0.02)  # 0.18
 
 
 def test_pauc_limits() -> None:

@@ -160,8 +160,8 @@ def off_centre_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
 
 @pytest.mark.slow  # trains (conftest marks every test that needs a training fixture, too)
 def test_explain_writes_overlays_that_point_at_the_lesions(off_centre_model: tuple[Path, Path], tmp_path: Path) -> None:
-    from skinonnx.explain.overlay import DISPLAY_MIN
     from skinonnx.explain.run import explain_files
+    from skinonnx.overlay import DISPLAY_MIN
 
     root, checkpoint = off_centre_model
     images = sorted((root / "test" / "malignant").glob("*.png"))

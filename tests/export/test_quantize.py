@@ -80,10 +80,17 @@ def test_quantize_writes_a_gated_int8_model_that_test_and_predict_use(trained: T
     batch = np.stack([fp32.preprocessing.from_file(p) for p in paths])
     diff = np.abs(fp32.predict_arrays(batch) - int8.predict_arrays(batch))
     assert 0 < diff.max() < 0.02  # really a different (integer) model, and a close one
+    # the INT8 file keeps the cam output, still the log-odds minus one constant (the corrected bias difference)
+    pos = int8.contract.positive_index
+    _, logits, cams = int8.predict_arrays_full(batch, with_cam=True)
+    assert int8.has_cam and cams is not None and cams.shape[0] == len(paths)
+    remainder = logits[:, pos] - logits[:, 1 - pos] - cams.sum(axis=(1, 2))
+    assert np.ptp(remainder) < 1e-3
 
     report = tmp_path / "report"
     run_cli("test", "--onnx", out, "--data", trained.data, "--out", report, "--provider", "cpu", "--quiet")
     assert json.loads((report / "summary.json").read_text())["metrics"]["n"] == 12
+    assert len(list((report / "report_files").glob("*.jpg"))) == 12  # report.html's crop + heatmap images
     preds = tmp_path / "pred.json"
     run_cli("predict", "--onnx", out, str(trained.data / "test"), "-o", preds, "--provider", "cpu", "--quiet")
     assert len(json.loads(preds.read_text())["predictions"]) == 12
