@@ -14,6 +14,7 @@ from .options import (
     open_classifier,
     provider_option,
     save_optimized_option,
+    threads_option,
 )
 
 
@@ -44,22 +45,23 @@ from .options import (
                    "at the operating point).")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
 @provider_option()
+@threads_option
 @save_optimized_option
 @max_pixels_option
 @contract_options
 @click.option("--quiet", is_flag=True)
 def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | None, batch_size: int,
              out_dir: Path | None, n_bootstrap: int, ci_seed: int, confidence: float, no_ci: bool, as_json: bool,
-             run_dir: Path | None, skip_val: bool, no_plots: bool, provider: str, save_optimized: Path | None,
-             max_pixels: int, image_size: int | None, mean: str | None, std: str | None, classes: str | None,
-             quiet: bool) -> None:
+             run_dir: Path | None, skip_val: bool, no_plots: bool, provider: str, threads: int | None,
+             save_optimized: Path | None, max_pixels: int, image_size: int | None, mean: str | None,
+             std: str | None, classes: str | None, quiet: bool) -> None:
     """Evaluate a split through ONNX Runtime: metrics with CIs, calibration, plots, model card (docs/REPORTS.md)."""
     from ..atomic import ensure_writable_dir
     from ..evaluation.report import evaluate_split, format_metrics, summary_json
 
     out = out_dir or Path("reports") / onnx_path.stem
     ensure_writable_dir(out)
-    classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized)
+    classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized, threads)
     data = data or classifier.metadata.get("training_data")
     if not data or not Path(data).exists():
         raise click.UsageError("pass --data DIR: the model's metadata names no training data that exists here"
@@ -87,12 +89,14 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None)
 @click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True)
 @provider_option()
+@threads_option
 @save_optimized_option
 @max_pixels_option
 @contract_options
 @click.option("--quiet", is_flag=True)
 def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: float | None, batch_size: int,
-            provider: str, save_optimized: Path | None, max_pixels: int, image_size: int | None, mean: str | None,
+            provider: str, threads: int | None, save_optimized: Path | None, max_pixels: int,
+            image_size: int | None, mean: str | None,
             std: str | None, classes: str | None, quiet: bool) -> None:
     """Classify image files, folders or globs; unreadable files are reported and skipped."""
     from ..atomic import ensure_writable_dir
@@ -104,7 +108,7 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
     if not paths:
         raise SkinOnnxError("no images found in " + ", ".join(inputs))
     ensure_writable_dir(output.parent)
-    classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized)
+    classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized, threads)
     result = run_predict(classifier, paths, threshold=threshold, batch_size=batch_size, progress=not quiet,
                          max_pixels=max_pixels)
     result.skipped = problems + result.skipped

@@ -64,6 +64,12 @@ def contract_from_options(image_size: int | None, mean: str | None, std: str | N
     return ModelContract(classes=names, positive_index=pos, preprocessing=prep)
 
 
+def threads_option(f):
+    return click.option("--threads", type=POSITIVE_INT, default=None,
+                        help="CPU threads for the model (default: the physical cores this process may use; "
+                             "lower it when other jobs share the CPU).")(f)
+
+
 def save_optimized_option(f):
     return click.option(
         "--save-optimized", type=click.Path(path_type=Path), default=None,
@@ -71,19 +77,24 @@ def save_optimized_option(f):
              "path, e.g. to inspect it in Netron. It is tied to this machine kind and onnxruntime version.")(f)
 
 
-def open_classifier(onnx_path: Path, provider: str, contract_opts: tuple, save_optimized: Path | None = None):
+def open_classifier(onnx_path: Path, provider: str, contract_opts: tuple, save_optimized: Path | None = None,
+                    threads: int | None = None):
+    from ..cpus import physical_cores
     from ..deploy.runtime import OnnxClassifier
 
     contract = contract_from_options(*contract_opts)
     if save_optimized is None:
-        classifier = OnnxClassifier(onnx_path, provider, contract=contract)
+        classifier = OnnxClassifier(onnx_path, provider, contract=contract, threads=threads)
     else:
         from ..atomic import atomic_path
 
         if save_optimized.resolve() == onnx_path.resolve():
             raise click.BadParameter("must differ from the model path", param_hint="--save-optimized")
         with atomic_path(save_optimized) as tmp:
-            classifier = OnnxClassifier(onnx_path, provider, contract=contract, optimized_model_path=tmp)
+            classifier = OnnxClassifier(onnx_path, provider, contract=contract, optimized_model_path=tmp,
+                                        threads=threads)
         click.echo(f"optimised graph saved to {save_optimized}", err=True)
-    click.echo(f"model {onnx_path} on ONNX Runtime {classifier.provider}", err=True)
+    cpu_threads = (f" ({threads or physical_cores()} intra-op threads, spinning off)"
+                   if classifier.provider == "CPUExecutionProvider" else "")
+    click.echo(f"model {onnx_path} on ONNX Runtime {classifier.provider}{cpu_threads}", err=True)
     return classifier

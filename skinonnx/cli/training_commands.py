@@ -7,10 +7,10 @@ from pathlib import Path
 import click
 
 from ..errors import SkinOnnxError
-from .options import POSITIVE_INT, echo, max_pixels_option
+from .options import POSITIVE_INT, echo, max_pixels_option, threads_option
 
 _NEGATED_FLAGS = {"no_calibrate": "calibrate", "no_amp": "amp", "no_channels_last": "channels_last",
-                  "quiet": "progress"}
+                  "quiet": "progress", "compile_mode": "compile"}
 
 
 def _explicit_train_settings() -> set[str]:
@@ -46,7 +46,12 @@ def _explicit_train_settings() -> set[str]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers (default: auto).")
-@click.option("--no-amp", is_flag=True, help="Disable mixed precision on CUDA.")
+@threads_option
+@click.option("--compile", "compile_mode", type=click.Choice(["auto", "on", "off"]), default="auto",
+              show_default=True,
+              help="torch.compile the training step; auto: when the run is long enough to repay the compile time.")
+@click.option("--no-amp", is_flag=True,
+              help="Disable mixed precision (fp16 on CUDA; bf16 on CPUs with AVX512-BF16/AMX).")
 @click.option("--no-channels-last", is_flag=True, help="Keep NCHW memory format.")
 @click.option("--cache-mb", type=click.IntRange(min=0), default=2048, show_default=True,
               help="Memory for decoded training images; the rest streams from disk.")
@@ -61,6 +66,9 @@ def _explicit_train_settings() -> set[str]:
 def train(**opts: object) -> None:
     """Fine-tune ResNet50; keep best.pt by a validation metric and last.pt every epoch."""
     from ..evaluation.thresholds import parse_policy
+    from ..training.allocator import keep_freed_memory
+
+    echo(f"allocator: {keep_freed_memory()}")  # before torch allocates anything
     from ..training.loop import TrainConfig, fit
 
     try:
@@ -77,6 +85,7 @@ def train(**opts: object) -> None:
         threshold_policy=str(opts["threshold_policy"]), calibrate=not opts["no_calibrate"],
         positive_class=opts["positive_class"], seed=int(opts["seed"]), device=str(opts["device"]),  # type: ignore[arg-type]
         workers=opts["workers"], amp=not opts["no_amp"], channels_last=not opts["no_channels_last"],  # type: ignore[arg-type]
+        threads=opts["threads"], compile=str(opts["compile_mode"]),  # type: ignore[arg-type]
         cache_mb=int(opts["cache_mb"]), max_pixels=int(opts["max_pixels"]),
         checkpoint_dir=str(opts["checkpoint_dir"]), runs_dir=str(opts["runs_dir"]), progress=not quiet)
     try:
@@ -96,6 +105,9 @@ def train(**opts: object) -> None:
 @click.option("--quiet", is_flag=True)
 def demo(data_dir: Path, epochs: int, image_size: int, seed: int, quiet: bool) -> None:
     """Offline end-to-end run on a generated synthetic data set: train, export, test, predict."""
+    from ..training.allocator import keep_freed_memory
+
+    echo(f"allocator: {keep_freed_memory()}")
     from ..demo import run_demo
 
     run_demo(data_dir, epochs=epochs, image_size=image_size, seed=seed, progress=not quiet, echo=echo)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,9 @@ from ..data.layouts import LabeledData, discover
 from ..data.preprocessing import Preprocessing
 from ..errors import CheckpointError, DataError, SkinOnnxError
 from .checkpoint import RESUME_KEYS, CheckpointSaver, load_checkpoint, require_keys
+from .compile import CompiledSteps, decide
 from .config import SELECT_METRICS, TrainConfig, resumed_config
-from .device import autocast, resolve_device, seed_everything
+from .device import amp_dtype, autocast, configure_threads, resolve_device, seed_everything
 from .finalize import finalize_best
 from .loaders import ImageCache, LesionDataset, default_workers, make_loader
 from .model import ARCH, build_model
@@ -79,14 +81,17 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
 
 def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, criterion: nn.Module,
                optimizer: torch.optim.Optimizer, device: torch.device, *, scaler: torch.amp.GradScaler, amp: bool,
-               channels_last: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One optimisation step on one batch; returns detached (loss, logits, targets on the device)."""
+               channels_last: bool, dtype: torch.dtype | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimisation step on one batch; returns detached (loss, logits, targets on the device).
+
+    ``dtype``: the autocast type (device.amp_dtype); on the CPU autocast needs it (bf16)."""
     images = images.to(device, non_blocking=True)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     targets = targets.to(device, non_blocking=True)
     optimizer.zero_grad(set_to_none=True)
-    with autocast(device, amp):
+    with autocast(device, amp, dtype):
         logits = model(images)
         loss = criterion(logits, targets)
     if not torch.isfinite(loss):
@@ -99,14 +104,14 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, cr
 
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     device: torch.device, *, scaler: torch.amp.GradScaler, amp: bool, channels_last: bool,
-                    desc: str = "train", progress: bool = True) -> dict[str, float]:
+                    desc: str = "train", progress: bool = True, dtype: torch.dtype | None = None) -> dict[str, float]:
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
     bar = tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False)
     for images, targets in bar:
         loss, logits, targets = train_step(model, images, targets, criterion, optimizer, device, scaler=scaler,
-                                           amp=amp, channels_last=channels_last)
+                                           amp=amp, channels_last=channels_last, dtype=dtype)
         n = targets.numel()
         total_loss += loss.item() * n
         correct += (logits.argmax(1) == targets).sum().item()
@@ -151,7 +156,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | se
     if state is not None and tuple(state["classes"]) != data.classes:
         raise CheckpointError(f"checkpoint classes {state['classes']} differ from the data's {list(data.classes)}")
     prep = Preprocessing.for_size(cfg.image_size)
-    amp = cfg.amp and device.type == "cuda"
+    threads = configure_threads(cfg.threads)
+    dtype = amp_dtype(device, cfg.amp)
+    amp = dtype is not None
     channels_last = cfg.channels_last
     train_loader, val_loader, skipped = load_data(cfg, data, prep, device)
     for path, problem in skipped[:10]:
@@ -164,7 +171,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | se
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     metric_name, mode = SELECT_METRICS[cfg.select]
     saver = CheckpointSaver(ckpt_dir, metric_name, mode)
     history: list[dict[str, float]] = []
@@ -185,16 +192,25 @@ def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | se
                                          "classes": list(data.classes), "counts": data.counts(),
                                          "layout": data.layout, "preprocessing": prep.to_dict()})
     criterion = nn.CrossEntropyLoss()
-    echo(f"training {ARCH} on {device} ({'AMP fp16, ' if amp else ''}{'channels_last' if channels_last else 'NCHW'}): "
+    use_compile, compile_note = decide(cfg.compile, device, (cfg.epochs - start_epoch) * len(train_loader))
+    echo(f"threads: torch {threads} intra-op (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), "
+         f"DataLoader workers {train_loader.num_workers}; torch.compile {compile_note}")
+    train_model: nn.Module = model
+    if use_compile:
+        train_model = CompiledSteps(model, cfg.batch_size)
+        seconds = train_model.warm_up(cfg.image_size, device, channels_last=channels_last, dtype=dtype)
+        echo(f"torch.compile: compiled in {seconds:.1f} s")
+    precision = {torch.float16: "AMP fp16, ", torch.bfloat16: "AMP bf16, "}.get(dtype, "")  # type: ignore[arg-type]
+    echo(f"training {ARCH} on {device} ({precision}{'channels_last' if channels_last else 'NCHW'}): "
          f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, classes {list(data.classes)}, "
          f"selecting by {metric_name} ({mode})")
     epoch = start_epoch
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         row: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        row.update(train_one_epoch(model, train_loader, criterion, optimizer, device, scaler=scaler, amp=amp,
+        row.update(train_one_epoch(train_model, train_loader, criterion, optimizer, device, scaler=scaler, amp=amp,
                                    channels_last=channels_last, desc=f"epoch {epoch}/{cfg.epochs}",
-                                   progress=cfg.progress))
+                                   progress=cfg.progress, dtype=dtype))
         logits, labels = evaluate(model, val_loader, device, amp=amp, channels_last=channels_last)
         row.update(validation_metrics(logits, labels, data.positive_index))
         row["epoch_seconds"] = time.perf_counter() - t0
