@@ -182,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
                             continue
                         print(f"round {r + 1}/{args.rounds}, cores {condition}: {name}", file=sys.stderr, flush=True)
                         loads[condition].append(os.getloadavg()[0])
-                        results[condition][name].append(run_variant(name, args, data))
+                        row = run_variant(name, args, data)
+                        results[condition][name].append(row)
+                        print(f"  {row['images_per_s']:.2f} img/s ({row['precision']}, {row['allocator']}, load "
+                              f"{os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
                 finally:
                     stop_hogs(hogs)
     peaks.append(measure_fma_peak(threads))

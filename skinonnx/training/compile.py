@@ -8,9 +8,11 @@ validation, calibration and the checkpoints, so a checkpoint never has ``_orig_m
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -19,9 +21,32 @@ from ..errors import SkinOnnxError
 from .device import autocast
 
 COMPILE_CHOICES = ("auto", "on", "off")
-# Training steps from which compiling pays on each device: compile time / time saved per step,
-# measured with `python -m benchmarks.speed` (docs/SPEED.md). None: never on by default there.
-BREAK_EVEN_STEPS: dict[str, int | None] = {"cpu": None, "cuda": 300}
+
+
+@dataclass(frozen=True)
+class CompileCost:
+    """What compiling cost and saved in a measured run, in units that carry over to other step sizes.
+
+    Compile time hardly depends on the image size; a step's time grows with batch x pixels.
+    """
+
+    compile_in_steps: float  # compile seconds / eager step seconds, at the reference step
+    saved_fraction: float  # 1 - compiled step time / eager step time
+    reference_work: int  # batch x height x width of the reference step
+    measured: str  # where the figures come from
+
+    def break_even_steps(self, batch_size: int, image_size: int) -> int:
+        work = batch_size * image_size * image_size
+        return math.ceil(self.compile_in_steps * self.reference_work / (self.saved_fraction * work))
+
+
+# Measured per device kind (docs/SPEED.md, benchmarks/train_speed.py --variants default,compile). None: not
+# measured, so auto never compiles there; benchmarks/gpu_train.py prints the figures for a GPU.
+COMPILE_COSTS: dict[str, CompileCost | None] = {
+    "cpu": CompileCost(compile_in_steps=15.4, saved_fraction=0.21, reference_work=16 * 224 * 224,
+                       measured="2-core AMD EPYC (Zen 4), fp32, 224 px, batch 16"),
+    "cuda": None,
+}
 
 
 def compile_unavailable(device: torch.device) -> str | None:
@@ -38,7 +63,8 @@ def compile_unavailable(device: torch.device) -> str | None:
     return None
 
 
-def decide(choice: str, device: torch.device, total_steps: int) -> tuple[bool, str]:
+def decide(choice: str, device: torch.device, total_steps: int, batch_size: int, image_size: int
+           ) -> tuple[bool, str]:
     """(compile?, the reason, as printed). ``on`` where inductor is unavailable is a user error."""
     if choice not in COMPILE_CHOICES:
         raise SkinOnnxError(f"unknown --compile '{choice}' ({', '.join(COMPILE_CHOICES)})")
@@ -51,12 +77,13 @@ def decide(choice: str, device: torch.device, total_steps: int) -> tuple[bool, s
         return False, f"off ({problem})"
     if choice == "on":
         return True, "on (--compile on)"
-    need = BREAK_EVEN_STEPS.get(device.type)
-    if need is None:
-        return False, f"off (auto: compiling did not repay its time on {device.type} in our measurements; --compile on)"
+    cost = COMPILE_COSTS.get(device.type)
+    if cost is None:
+        return False, f"off (auto: not measured on {device.type} yet; --compile on to use it)"
+    need = cost.break_even_steps(batch_size, image_size)
     if total_steps < need:
-        return False, f"off (auto: {total_steps} steps < {need}, where compiling starts to pay; --compile on)"
-    return True, f"on (auto: {total_steps} steps >= {need}, where compiling starts to pay)"
+        return False, f"off (auto: {total_steps} steps < {need}, from where compiling pays; --compile on)"
+    return True, f"on (auto: {total_steps} steps >= {need}, from where compiling pays)"
 
 
 class CompiledSteps(nn.Module):

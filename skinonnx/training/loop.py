@@ -192,7 +192,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | se
                                          "classes": list(data.classes), "counts": data.counts(),
                                          "layout": data.layout, "preprocessing": prep.to_dict()})
     criterion = nn.CrossEntropyLoss()
-    use_compile, compile_note = decide(cfg.compile, device, (cfg.epochs - start_epoch) * len(train_loader))
+    use_compile, compile_note = decide(cfg.compile, device, (cfg.epochs - start_epoch) * len(train_loader),
+                                       cfg.batch_size, cfg.image_size)
     echo(f"threads: torch {threads} intra-op (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), "
          f"DataLoader workers {train_loader.num_workers}; torch.compile {compile_note}")
     train_model: nn.Module = model

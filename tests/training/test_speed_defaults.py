@@ -73,6 +73,13 @@ def test_onnx_runtime_cpu_sessions_do_not_spin() -> None:
     assert session_options(spinning=True).get_session_config_entry("session.intra_op.allow_spinning") == "1"
 
 
+def test_the_allocator_module_loads_without_torch() -> None:
+    """The CLI calls it before torch allocates anything: importing it must not load torch."""
+    code = "import sys, skinonnx.training.allocator; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_allocator_switch_and_a_users_own_choice_are_respected() -> None:
     assert "SKINONNX_MALLOC=system" in keep_freed_memory({"SKINONNX_MALLOC": "system"})
     assert keep_freed_memory({"LD_PRELOAD": "/usr/lib/libtcmalloc_minimal.so.4"}) == "tcmalloc (LD_PRELOAD)"
@@ -116,23 +123,29 @@ def test_freed_large_buffers_stay_in_the_process() -> None:
 
 def test_compile_decision() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert compile_mod.decide("off", cpu, 10**6) == (False, "off (--compile off)")
-    on, why = compile_mod.decide("auto", cuda, 10)
-    assert not on and ("< 300" in why or "needs triton" in why)
-    if compile_mod.compile_unavailable(cuda) is None:
-        assert compile_mod.decide("auto", cuda, 10_000)[0]
-    assert compile_mod.decide("auto", cpu, 10**6)[0] is (compile_mod.BREAK_EVEN_STEPS["cpu"] is not None
-                                                         and compile_mod.compile_unavailable(cpu) is None)
+    assert compile_mod.decide("off", cpu, 10**6, 16, 224) == (False, "off (--compile off)")
     with pytest.raises(SkinOnnxError, match="unknown --compile"):
-        compile_mod.decide("maybe", cpu, 1)
+        compile_mod.decide("maybe", cpu, 1, 16, 224)
+    if compile_mod.compile_unavailable(cpu) is not None:
+        pytest.skip(compile_mod.compile_unavailable(cpu))
+    cost = compile_mod.COMPILE_COSTS["cpu"]
+    need = cost.break_even_steps(16, 224)
+    assert compile_mod.decide("auto", cpu, need, 16, 224)[0]
+    short, why = compile_mod.decide("auto", cpu, need - 1, 16, 224)
+    assert not short and f"< {need}" in why
+    # smaller steps save less per step: the same compile needs more of them
+    assert cost.break_even_steps(16, 64) > 10 * need
+    assert compile_mod.decide("on", cpu, 1, 2, 32) == (True, "on (--compile on)")
+    if compile_mod.COMPILE_COSTS["cuda"] is None:
+        assert not compile_mod.decide("auto", cuda, 10**9, 256, 224)[0]
 
 
 def test_compile_on_without_a_compiler_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(compile_mod.shutil, "which", lambda name: None)
     monkeypatch.delenv("CXX", raising=False)
     with pytest.raises(SkinOnnxError, match="needs a C\\+\\+ compiler"):
-        compile_mod.decide("on", torch.device("cpu"), 1)
-    assert compile_mod.decide("auto", torch.device("cpu"), 10**6)[0] is False
+        compile_mod.decide("on", torch.device("cpu"), 1, 2, 32)
+    assert compile_mod.decide("auto", torch.device("cpu"), 10**6, 16, 224)[0] is False
 
 
 def test_threads_option_is_validated_and_reported(trained) -> None:
