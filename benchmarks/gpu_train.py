@@ -110,6 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         return step, seconds
 
     variants = [("eager", False)] + ([] if "compiled" in skip else [("compiled", True)])
+
+    def run_all(label: str, batches) -> None:
+        for name, compiled in variants:
+            step, seconds = fresh(compiled)
+            row = measure(step, batches(), args.steps, args.warmup, device)
+            row["compile_seconds"] = seconds
+            results[f"{label} {name}"] = row
+            print(f"{label} {name}: {row}", file=sys.stderr, flush=True)
+
     if "model-only" not in skip:
         x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -119,12 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             while True:
                 yield x, y
 
-        for name, compiled in variants:
-            step, seconds = fresh(compiled)
-            row = measure(step, resident(), args.steps, args.warmup, device)
-            row["compile_seconds"] = seconds
-            results[f"model-only {name}"] = row
-            print(f"model-only {name}: {row}", file=sys.stderr, flush=True)
+        run_all("model-only", resident)
     if "train-path" not in skip:
         with tempfile.TemporaryDirectory(prefix="skinonnx-gpu-") as tmp:
             per_class = max(2, args.images // 2)
@@ -144,12 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                         if len(yb) == args.batch_size:
                             yield xb, yb
 
-            for name, compiled in variants:
-                step, seconds = fresh(compiled)
-                row = measure(step, from_loader(), args.steps, args.warmup, device)
-                row["compile_seconds"] = seconds
-                results[f"train path {name}"] = row
-                print(f"train path {name}: {row}", file=sys.stderr, flush=True)
+            run_all("train path", from_loader)
     print(f"{info['device']}, ResNet50 {args.image_size} px, batch {args.batch_size}, {info['precision']}, "
           f"channels_last")
     print(f"{'variant':<22} {'img/s':>8} {'data':>6} {'compile s':>9}")
