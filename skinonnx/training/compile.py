@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -114,14 +115,34 @@ class CompiledSteps(nn.Module):
             images = images.contiguous(memory_format=torch.channels_last)
         was_training = self.training
         self.train()
-        start = time.perf_counter()
-        with autocast(device, dtype is not None, dtype):
-            out = self(images)
-        out.float().sum().backward()
-        seconds = time.perf_counter() - start
-        self.model.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for name, buf in self.model.named_buffers():
-                buf.copy_(buffers[name])
-        self.train(was_training)
-        return seconds
+        try:
+            start = time.perf_counter()
+            with autocast(device, dtype is not None, dtype):
+                out = self(images)
+            out.float().sum().backward()
+            return time.perf_counter() - start
+        finally:
+            self.model.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for name, buf in self.model.named_buffers():
+                    buf.copy_(buffers[name])
+            self.train(was_training)
+
+
+def compiled_for_training(model: nn.Module, choice: str, *, batch_size: int, image_size: int,
+                          device: torch.device, channels_last: bool, dtype: torch.dtype | None,
+                          echo: Callable[[str], None]) -> nn.Module:
+    """``CompiledSteps`` compiled now, with its time printed. If inductor fails, ``--compile on`` is a
+    one-line error and ``auto`` trains the eager model (saying why): a speed-up must not end a run."""
+    steps = CompiledSteps(model, batch_size)
+    try:
+        seconds = steps.warm_up(image_size, device, channels_last=channels_last, dtype=dtype)
+    except Exception as exc:  # inductor/compiler failures come as many exception types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        if choice == "on":
+            raise SkinOnnxError(f"--compile on: torch.compile failed ({first}); train with --compile off") from None
+        torch._dynamo.reset()
+        echo(f"torch.compile failed ({first}); training without it")
+        return model
+    echo(f"torch.compile: compiled in {seconds:.1f} s")
+    return steps

@@ -20,7 +20,7 @@ from ..data.layouts import LabeledData, discover
 from ..data.preprocessing import Preprocessing
 from ..errors import CheckpointError, DataError, SkinOnnxError
 from .checkpoint import RESUME_KEYS, CheckpointSaver, load_checkpoint, require_keys
-from .compile import CompiledSteps, decide
+from .compile import compiled_for_training, decide
 from .config import SELECT_METRICS, TrainConfig, resumed_config
 from .device import amp_dtype, autocast, configure_threads, resolve_device, seed_everything
 from .finalize import finalize_best
@@ -196,11 +196,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | se
                                        cfg.batch_size, cfg.image_size)
     echo(f"threads: torch {threads} intra-op (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), "
          f"DataLoader workers {train_loader.num_workers}; torch.compile {compile_note}")
-    train_model: nn.Module = model
-    if use_compile:
-        train_model = CompiledSteps(model, cfg.batch_size)
-        seconds = train_model.warm_up(cfg.image_size, device, channels_last=channels_last, dtype=dtype)
-        echo(f"torch.compile: compiled in {seconds:.1f} s")
+    train_model = model if not use_compile else compiled_for_training(
+        model, cfg.compile, batch_size=cfg.batch_size, image_size=cfg.image_size, device=device,
+        channels_last=channels_last, dtype=dtype, echo=echo)
     precision = {torch.float16: "AMP fp16, ", torch.bfloat16: "AMP bf16, "}.get(dtype, "")  # type: ignore[arg-type]
     echo(f"training {ARCH} on {device} ({precision}{'channels_last' if channels_last else 'NCHW'}): "
          f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, classes {list(data.classes)}, "

@@ -148,6 +148,20 @@ def test_compile_on_without_a_compiler_is_a_clear_error(monkeypatch: pytest.Monk
     assert compile_mod.decide("auto", torch.device("cpu"), 10**6, 16, 224)[0] is False
 
 
+def test_a_failing_compile_is_an_error_with_on_and_eager_training_with_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("C++ compile error: cannot find Python.h\nmore detail")
+
+    monkeypatch.setattr(compile_mod.CompiledSteps, "warm_up", broken)
+    model, said = torch.nn.Linear(2, 2), []
+    kwargs = {"batch_size": 2, "image_size": 32, "device": torch.device("cpu"), "channels_last": False,
+              "dtype": None, "echo": said.append}
+    assert compile_mod.compiled_for_training(model, "auto", **kwargs) is model
+    assert said == ["torch.compile failed (C++ compile error: cannot find Python.h); training without it"]
+    with pytest.raises(SkinOnnxError, match=r"--compile on: torch.compile failed .*--compile off"):
+        compile_mod.compiled_for_training(model, "on", **kwargs)
+
+
 def test_threads_option_is_validated_and_reported(trained) -> None:
     bad = run_cli("predict", trained.data / "test", "--onnx", trained.onnx, "--threads", "0", expect=2)
     assert "--threads" in bad.output
