@@ -3,7 +3,8 @@
     python -m benchmarks.allocators [--rounds 2]
 
 Runs the same probe (eager fp32 forward at batch 32, then training steps at batch 16, 224 px)
-in fresh processes under glibc malloc, glibc with tunables that keep freed memory, and
+in fresh processes under glibc malloc, glibc kept from returning freed memory by `mallopt` (what
+`train` does by default, skinonnx/training/allocator.py) or by GLIBC_TUNABLES, and
 tcmalloc / jemalloc when installed (LD_PRELOAD), round-robin; prints images/s, the share of
 CPU time spent in the kernel and page faults. Allocators are process-wide, so unlike the
 other benchmarks this one cannot run the variants in one process: compare the kernel-time
@@ -24,7 +25,8 @@ from pathlib import Path
 GLIBC_KEEP_MEMORY = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=8589934592"
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
 CONFIGS = {
-    "glibc malloc (default)": {},
+    "glibc malloc (default)": {"SKINONNX_MALLOC": "system"},
+    "glibc + mallopt (train)": {"SKINONNX_MALLOC": "keep"},
     "glibc + GLIBC_TUNABLES": {"GLIBC_TUNABLES": GLIBC_KEEP_MEMORY},
     "tcmalloc (LD_PRELOAD)": {"LD_PRELOAD": "libtcmalloc_minimal.so.4"},
     "jemalloc (LD_PRELOAD)": {"LD_PRELOAD": "libjemalloc.so.2"},
@@ -36,6 +38,9 @@ def find_library(name: str) -> str | None:
 
 
 def probe(forward_batch: int = 32, train_batch: int = 16, image_size: int = 224) -> dict[str, float]:
+    from skinonnx.training.allocator import keep_freed_memory
+
+    keep_freed_memory()  # no-op under SKINONNX_MALLOC=system, GLIBC_TUNABLES or an LD_PRELOADed allocator
     import torch
     from torch import nn
 

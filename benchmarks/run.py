@@ -255,6 +255,11 @@ def run_training(bench: Bench, data: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from skinonnx.cpus import passive_openmp_wait
+    from skinonnx.training.allocator import keep_freed_memory
+
+    malloc_note = keep_freed_memory()  # as `train` does, before torch allocates (SKINONNX_MALLOC=system: off)
+    passive_openmp_wait()
     import onnxruntime
     import torch
 
@@ -273,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.results["setup"] = {
             "cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
-            "allocator": allocator(), "ld_preload": os.environ.get("LD_PRELOAD", ""),
+            "allocator": allocator(), "malloc": malloc_note,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "ld_preload": os.environ.get("LD_PRELOAD", ""),
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "data": str(data),
             "real_images": real, "checkpoint": str(args.checkpoint) if args.checkpoint else None,
             "quick": args.quick, "repeats": args.repeats, "load_average_start": os.getloadavg()}

@@ -1,5 +1,7 @@
 """Training throughput: a plain fp32 loop (NCHW, JPEGs decoded every step) vs skinonnx's train path
-(channels_last + decoded-once cache), one step of each in turn, with skinonnx.training.loop.train_step."""
+(channels_last + decoded-once cache), and on CPUs with a bf16 unit the default with bf16 autocast,
+one step of each in turn, with skinonnx.training.loop.train_step. Process-wide settings (allocator,
+OpenMP wait policy) are the same for all loops here; benchmarks/train_speed.py compares those too."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from torch import nn
 
 from skinonnx.data.layouts import Sample
 from skinonnx.data.preprocessing import Preprocessing
+from skinonnx.training.device import amp_dtype
 from skinonnx.training.loaders import ImageCache, LesionDataset, default_workers, make_loader
 from skinonnx.training.loop import TrainConfig, make_optimizer, train_step
 from skinonnx.training.model import build_model
@@ -20,8 +23,8 @@ from .peak import median
 
 class _Loop:
     def __init__(self, name: str, samples: Sequence[Sample], prep: Preprocessing, *, channels_last: bool,
-                 cached: bool, batch_size: int, seed: int) -> None:
-        self.name, self.channels_last = name, channels_last
+                 cached: bool, batch_size: int, seed: int, dtype: torch.dtype | None = None) -> None:
+        self.name, self.channels_last, self.dtype = name, channels_last, dtype
         device = torch.device("cpu")
         cache = ImageCache(prep, limit_bytes=(1 << 40) if cached else 0)
         start = time.perf_counter()
@@ -54,7 +57,7 @@ class _Loop:
         images, targets = self._next_batch()
         loaded = time.perf_counter()
         train_step(self.model, images, targets, self.criterion, self.optimizer, torch.device("cpu"),
-                   scaler=self.scaler, amp=False, channels_last=self.channels_last)
+                   scaler=self.scaler, amp=self.dtype is not None, channels_last=self.channels_last, dtype=self.dtype)
         end = time.perf_counter()
         if record:
             self.rates.append(len(targets) / (end - start))
@@ -70,6 +73,10 @@ def training_throughput(samples: Sequence[Sample], image_size: int, *, batch_siz
         _Loop("skinonnx (channels_last + cache)", samples, prep, channels_last=True, cached=True,
               batch_size=batch_size, seed=seed),
     ]
+    bf16 = amp_dtype(torch.device("cpu"), True)
+    if bf16 is not None:
+        loops.append(_Loop("skinonnx default (+ bf16 autocast)", samples, prep, channels_last=True, cached=True,
+                           batch_size=batch_size, seed=seed, dtype=bf16))
     for loop in loops:
         loop.step(record=False)  # warm-up: allocator, oneDNN primitive cache
     for _ in range(steps):
@@ -78,5 +85,6 @@ def training_throughput(samples: Sequence[Sample], image_size: int, *, batch_siz
     base = median(loops[0].rates)
     return {loop.name: {"images_per_s": median(loop.rates), "ratio_to_plain": median(loop.rates) / base,
                         "data_time_fraction": median(loop.data_fraction), "steps": len(loop.rates),
-                        "cache_fill_seconds": loop.fill_seconds, "channels_last": loop.channels_last}
+                        "cache_fill_seconds": loop.fill_seconds, "channels_last": loop.channels_last,
+                        "precision": str(loop.dtype or torch.float32).removeprefix("torch.")}
             for loop in loops}

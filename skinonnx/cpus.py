@@ -1,9 +1,11 @@
-"""How many CPUs this process may use (affinity mask, SMT siblings, cgroup quota). A leaf: no skinonnx imports."""
+"""CPU facts: how many CPUs this process may use (affinity, SMT, cgroup quota), instruction-set flags,
+and the OpenMP wait policy set before torch loads. A leaf: no skinonnx imports, no torch."""
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import MutableMapping
 from pathlib import Path
 
 
@@ -55,3 +57,42 @@ def _cgroup_cpu_quota() -> float | None:
         return quota_us / period_us if quota_us > 0 and period_us > 0 else None
     except (OSError, ValueError):
         return None
+
+
+# Flags (as /proc/cpuinfo spells them) of hardware bf16 arithmetic: AVX512-BF16 dot products and AMX tiles.
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The instruction-set flags of the first CPU in ``cpuinfo`` (default: /proc/cpuinfo; empty if unreadable)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def bf16_hardware(flags: frozenset[str] | set[str]) -> str | None:
+    """Which bf16 unit the flags name ('amx_bf16', 'avx512_bf16'), or None: bf16 is then emulated (slow)."""
+    return next((flag for flag in BF16_FLAGS if flag in flags), None)
+
+
+OPENMP_WAIT_ENV = "OMP_WAIT_POLICY"
+
+
+def passive_openmp_wait(environ: MutableMapping[str, str] | None = None) -> str:
+    """Make OpenMP threads sleep instead of spin while they wait (unless the user chose a policy).
+
+    Why: PyTorch's OpenMP threads spin at every barrier by default. When another process holds a
+    core, a spinning thread burns the time slice the thread it waits for needs, and a training
+    step becomes 2-8x slower (benchmarks/contention.py). libgomp reads the variable when torch
+    loads, so this must run before ``import torch``; it is inherited by every child process.
+    Returns the policy in force.
+    """
+    environ = os.environ if environ is None else environ
+    return environ.setdefault(OPENMP_WAIT_ENV, "PASSIVE")

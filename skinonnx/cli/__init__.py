@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from ..cpus import passive_openmp_wait
 from .deploy_commands import info, predict, test_cmd, web
 from .explain_commands import explain
 from .export_commands import export, parity, quantize
@@ -19,6 +20,7 @@ from .training_commands import demo, synthetic, train
 @click.version_option(__version__, prog_name="skinonnx")
 def main() -> None:
     """Train a ResNet50 skin-lesion classifier (benign vs malignant), export it to ONNX, deploy it."""
+    passive_openmp_wait()  # before any command imports torch: no OpenMP spin-waiting on a shared CPU
 
 
 for _command in (train, export, quantize, parity, test_cmd, predict, info, explain, demo, synthetic, web):

@@ -16,6 +16,7 @@ from .options import (
     program_name,
     provider_option,
     save_optimized_option,
+    threads_option,
 )
 
 
@@ -47,6 +48,7 @@ from .options import (
 @click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
 @click.option("--no-html", is_flag=True, help="Skip report.html and its case images (report_files/).")
 @provider_option()
+@threads_option
 @save_optimized_option
 @max_pixels_option
 @contract_options
@@ -54,16 +56,15 @@ from .options import (
 def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | None, batch_size: int,
              out_dir: Path | None, n_bootstrap: int, ci_seed: int, confidence: float, no_ci: bool, as_json: bool,
              run_dir: Path | None, skip_val: bool, no_plots: bool, no_html: bool, provider: str,
-             save_optimized: Path | None,
-             max_pixels: int, image_size: int | None, mean: str | None, std: str | None, classes: str | None,
-             quiet: bool) -> None:
+             threads: int | None, save_optimized: Path | None, max_pixels: int, image_size: int | None,
+             mean: str | None, std: str | None, classes: str | None, quiet: bool) -> None:
     """Evaluate a split through ONNX Runtime: metrics with CIs, calibration, plots, model card (docs/REPORTS.md)."""
     from ..atomic import ensure_writable_dir
     from ..evaluation.report import evaluate_split, format_metrics, summary_json
 
     out = out_dir or Path("reports") / onnx_path.stem
     ensure_writable_dir(out)
-    classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized)
+    classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized, threads)
     data = data_from_metadata(data, classifier.metadata)
     _say_which_run(classifier.metadata)
     result = evaluate_split(classifier, data, split=split, threshold=threshold, batch_size=batch_size,
@@ -118,14 +119,16 @@ def _say_which_run(metadata: dict[str, str]) -> None:
               help="Also write <image>.cam.png heatmaps of the model's own 'cam' output into this folder "
                    "(no torch; local engine).")
 @provider_option()
+@threads_option
 @save_optimized_option
 @max_pixels_option
 @contract_options
 @click.option("--quiet", is_flag=True)
 def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: float | None, batch_size: int,
             engine: str, address: str | None, workers: int | None, gpus_per_worker: float, shard: str | None,
-            part_size: int, cam_dir: Path | None, provider: str, save_optimized: Path | None, max_pixels: int,
-            image_size: int | None, mean: str | None, std: str | None, classes: str | None, quiet: bool) -> None:
+            part_size: int, cam_dir: Path | None, provider: str, threads: int | None, save_optimized: Path | None,
+            max_pixels: int, image_size: int | None, mean: str | None, std: str | None, classes: str | None,
+            quiet: bool) -> None:
     """Classify image files, folders, globs or manifests (.csv/.parquet with a 'path' column); unreadable
     files are reported and skipped. An interrupted job run again with the same --output continues."""
     from ..atomic import ensure_writable_dir
@@ -150,7 +153,7 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
     ensure_writable_dir(output.parent)
     if cam_dir is not None:
         ensure_writable_dir(cam_dir)
-    classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized)
+    classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized, threads)
     ray_options = None if engine != "ray" else {"address": address, "workers": workers,
                                                  "gpus_per_worker": gpus_per_worker, "provider": provider}
     result, journal = run_job(classifier, paths, output, threshold=threshold, batch_size=batch_size,

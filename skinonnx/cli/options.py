@@ -109,6 +109,10 @@ def require_onnx(onnx_path: Path) -> None:
         made_by = f"{program_name()} export" + ("" if onnx_path == DEFAULT_ONNX else f" --output {onnx_path}")
         raise ModelFileError(f"ONNX model not found: {onnx_path}. Create it with: {made_by} (exports the newest "
                              "run), or pass --onnx FILE")
+def threads_option(f):
+    return click.option("--threads", type=POSITIVE_INT, default=None,
+                        help="CPU threads for the model (default: the physical cores this process may use; "
+                             "lower it when other jobs share the CPU).")(f)
 
 
 def save_optimized_option(f):
@@ -118,20 +122,25 @@ def save_optimized_option(f):
              "path, e.g. to inspect it in Netron. It is tied to this machine kind and onnxruntime version.")(f)
 
 
-def open_classifier(onnx_path: Path, provider: str, contract_opts: tuple, save_optimized: Path | None = None):
+def open_classifier(onnx_path: Path, provider: str, contract_opts: tuple, save_optimized: Path | None = None,
+                    threads: int | None = None):
+    from ..cpus import physical_cores
     from ..deploy.runtime import OnnxClassifier
 
     contract = contract_from_options(*contract_opts)
     require_onnx(onnx_path)
     if save_optimized is None:
-        classifier = OnnxClassifier(onnx_path, provider, contract=contract)
+        classifier = OnnxClassifier(onnx_path, provider, contract=contract, threads=threads)
     else:
         from ..atomic import atomic_path
 
         if save_optimized.resolve() == onnx_path.resolve():
             raise click.BadParameter("must differ from the model path", param_hint="--save-optimized")
         with atomic_path(save_optimized) as tmp:
-            classifier = OnnxClassifier(onnx_path, provider, contract=contract, optimized_model_path=tmp)
+            classifier = OnnxClassifier(onnx_path, provider, contract=contract, optimized_model_path=tmp,
+                                        threads=threads)
         click.echo(f"optimised graph saved to {save_optimized}", err=True)
-    click.echo(f"model {onnx_path} on ONNX Runtime {classifier.provider}", err=True)
+    cpu_threads = (f" ({threads or physical_cores()} intra-op threads, spinning off)"
+                   if classifier.provider == "CPUExecutionProvider" else "")
+    click.echo(f"model {onnx_path} on ONNX Runtime {classifier.provider}{cpu_threads}", err=True)
     return classifier

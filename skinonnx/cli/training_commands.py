@@ -7,12 +7,14 @@ from pathlib import Path
 import click
 
 from ..errors import RunInterrupted
-from .options import POSITIVE_INT, echo, max_pixels_option, program_name
+from .options import POSITIVE_INT, echo, max_pixels_option, program_name, threads_option
 
 _NEGATED_FLAGS = {"no_calibrate": "calibrate", "no_amp": "amp", "no_channels_last": "channels_last",
-                  "quiet": "progress", "no_augment": "augment"}
+                  "quiet": "progress", "no_augment": "augment",
+                  "compile_mode": "compile"}
 # What a run records in config.json besides its settings: read back with --config, not options.
-_RECORDED_ONLY = {"skinonnx_version", "torch_version", "device_used", "classes", "counts", "class_loss_weights",
+_RECORDED_ONLY = {"skinonnx_version", "torch_version", "device_used", "world_size", "classes", "counts",
+                  "class_loss_weights",
                   "layout", "preprocessing"}
 _NEWEST = "@newest-unfinished"
 
@@ -75,7 +77,12 @@ def _explicit_train_settings() -> set[str]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers (default: auto).")
-@click.option("--no-amp", is_flag=True, help="Disable mixed precision on CUDA.")
+@threads_option
+@click.option("--compile", "compile_mode", type=click.Choice(["auto", "on", "off"]), default="auto",
+              show_default=True,
+              help="torch.compile the training step; auto: when the run is long enough to repay the compile time.")
+@click.option("--no-amp", is_flag=True,
+              help="Disable mixed precision (fp16 on CUDA; bf16 on CPUs with AVX512-BF16/AMX).")
 @click.option("--no-augment", is_flag=True,
               help="Train on the centre crop only (deterministic; e.g. to check torchrun against one process).")
 @click.option("--freeze-bn", is_flag=True,
@@ -106,6 +113,9 @@ def _explicit_train_settings() -> set[str]:
 def train(**opts: object) -> None:
     """Fine-tune ResNet50; keep best.pt by a validation metric and last.pt every epoch."""
     from ..evaluation.thresholds import parse_policy
+    from ..training.allocator import keep_freed_memory
+
+    echo(f"allocator: {keep_freed_memory()}")  # before torch allocates anything
     from ..training.distributed import distributed_run
     from ..training.loop import TrainConfig, fit
 
@@ -125,6 +135,7 @@ def train(**opts: object) -> None:
         positive_class=opts["positive_class"], seed=int(opts["seed"]), device=str(opts["device"]),  # type: ignore[arg-type]
         workers=opts["workers"], amp=not opts["no_amp"], channels_last=not opts["no_channels_last"],  # type: ignore[arg-type]
         augment=not opts["no_augment"], freeze_bn=bool(opts["freeze_bn"]), sync_bn=bool(opts["sync_bn"]),
+        threads=opts["threads"], compile=str(opts["compile_mode"]),  # type: ignore[arg-type]
         cache_mb=int(opts["cache_mb"]), max_pixels=int(opts["max_pixels"]),
         class_weights=str(opts["class_weights"]), sampler=str(opts["sampler"]),
         checkpoint_dir=str(opts["checkpoint_dir"] or ""), runs_dir=str(opts["runs_dir"]), progress=not quiet)
@@ -151,6 +162,9 @@ def train(**opts: object) -> None:
 @click.option("--quiet", is_flag=True)
 def demo(data_dir: Path, epochs: int, image_size: int, seed: int, quiet: bool) -> None:
     """Offline end-to-end run on a generated synthetic data set: train, export, test, predict."""
+    from ..training.allocator import keep_freed_memory
+
+    echo(f"allocator: {keep_freed_memory()}")
     from ..demo import run_demo
 
     run_demo(data_dir, epochs=epochs, image_size=image_size, seed=seed, progress=not quiet, echo=echo)

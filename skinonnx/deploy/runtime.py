@@ -30,13 +30,19 @@ PROVIDER_CHAINS = {
 PROVIDER_CHOICES = ("auto", *PROVIDER_CHAINS)
 
 
-def session_options(threads: int | None = None, optimized_model_path: str | None = None):
+def session_options(threads: int | None = None, optimized_model_path: str | None = None, *,
+                    spinning: bool = False):
+    """CPU session settings. ``spinning`` off (default): idle intra-op threads sleep instead of
+    busy-waiting, which costs a little on idle cores but keeps a shared CPU from collapsing
+    (docs/SPEED.md, benchmarks/contention.py)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads or physical_cores()
     opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.enable_cpu_mem_arena = True
     opts.log_severity_level = 3  # errors only; provider fallbacks are detected and reported by us

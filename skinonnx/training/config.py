@@ -37,7 +37,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     workers: int | None = None
-    amp: bool = True
+    threads: int | None = None  # torch intra-op threads; None: the physical cores this process may use
+    compile: str = "auto"  # torch.compile: auto (when it repays its compile time), on, off
+    amp: bool = True  # fp16 autocast on CUDA, bf16 on CPUs with a bf16 unit
     channels_last: bool = True
     augment: bool = True  # False: centre crops only, deterministic (the DDP == one-process check uses it)
     freeze_bn: bool = False  # BatchNorm keeps its running statistics; only its scale/shift train
@@ -76,7 +78,7 @@ class TrainConfig:
 # Settings a resumed run may take from the command line: where things are and how fast they run,
 # plus the epoch budget and patience. Everything else (lr, image size, ...) defines the run itself.
 RESUME_OVERRIDES = frozenset({"epochs", "early_stop", "data", "device", "workers", "cache_mb", "max_pixels",
-                              "checkpoint_dir", "runs_dir", "progress"})
+                              "checkpoint_dir", "runs_dir", "progress", "threads", "compile"})
 
 
 def resumed_config(saved: dict[str, Any], cfg: TrainConfig, explicit: frozenset[str] | set[str],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,9 @@ from ..data.preprocessing import Preprocessing
 from ..errors import CheckpointError, DataError, RunInterrupted, SkinOnnxError
 from . import distributed, runs
 from .checkpoint import RESUME_KEYS, CheckpointSaver, load_checkpoint, require_keys
+from .compile import compiled_for_training, decide
 from .config import SELECT_METRICS, TrainConfig, resumed_config
-from .device import autocast, resolve_device, seed_everything
+from .device import amp_dtype, autocast, configure_threads, resolve_device, seed_everything
 from .epoch_report import run_eta, write_training_curves
 from .finalize import finalize_best
 from .imbalance import auto_class_weights, balanced_sampler
@@ -103,14 +105,17 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
 
 def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, criterion: nn.Module,
                optimizer: torch.optim.Optimizer, device: torch.device, *, scaler: torch.amp.GradScaler, amp: bool,
-               channels_last: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One optimisation step on one batch; returns detached (loss, logits, targets on the device)."""
+               channels_last: bool, dtype: torch.dtype | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimisation step on one batch; returns detached (loss, logits, targets on the device).
+
+    ``dtype``: the autocast type (device.amp_dtype); on the CPU autocast needs it (bf16)."""
     images = images.to(device, non_blocking=True)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     targets = targets.to(device, non_blocking=True)
     optimizer.zero_grad(set_to_none=True)
-    with autocast(device, amp):
+    with autocast(device, amp, dtype):
         logits = model(images)
         loss = criterion(logits, targets)
     if not torch.isfinite(loss):
@@ -123,7 +128,8 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, cr
 
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     device: torch.device, *, scaler: torch.amp.GradScaler, amp: bool, channels_last: bool,
-                    desc: str = "train", progress: bool = True, freeze_bn: bool = False) -> dict[str, float]:
+                    desc: str = "train", progress: bool = True, freeze_bn: bool = False,
+                    dtype: torch.dtype | None = None) -> dict[str, float]:
     model.train()
     if freeze_bn:
         for module in model.modules():
@@ -134,7 +140,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
     bar = tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False)
     for images, targets in bar:
         loss, logits, targets = train_step(model, images, targets, criterion, optimizer, device, scaler=scaler,
-                                           amp=amp, channels_last=channels_last)
+                                           amp=amp, channels_last=channels_last, dtype=dtype)
         n = targets.numel()
         total_loss += loss.item() * n
         correct += (logits.argmax(1) == targets).sum().item()
@@ -246,7 +252,9 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, ckpt_dir: Path, echo,
     if state is not None and tuple(state["classes"]) != data.classes:
         raise CheckpointError(f"checkpoint classes {state['classes']} differ from the data's {list(data.classes)}")
     prep = Preprocessing.for_size(cfg.image_size)
-    amp = cfg.amp and device.type == "cuda"
+    threads = configure_threads(cfg.threads)
+    dtype = amp_dtype(device, cfg.amp)
+    amp = dtype is not None
     channels_last = cfg.channels_last
     train_loader, val_loader, skipped = load_data(cfg, data, prep, device)
     for path, problem in skipped[:10]:
@@ -260,7 +268,7 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, ckpt_dir: Path, echo,
     net, model = model, distributed.wrap_model(model, device, sync_bn=cfg.sync_bn)  # net: the bare ResNet50
     optimizer = make_optimizer(cfg, net)
     scheduler = make_scheduler(cfg, optimizer)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     metric_name, mode = SELECT_METRICS[cfg.select]
     saver = CheckpointSaver(ckpt_dir, metric_name, mode)
     history: list[dict[str, float]] = []
@@ -289,7 +297,15 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, ckpt_dir: Path, echo,
                                              "layout": data.layout, "preprocessing": prep.to_dict()})
     criterion = nn.CrossEntropyLoss(weight=None if loss_weights is None
                                     else torch.tensor(loss_weights, dtype=torch.float32, device=device))
-    echo(f"training {ARCH} on {device} ({'AMP fp16, ' if amp else ''}{'channels_last' if channels_last else 'NCHW'}): "
+    use_compile, compile_note = decide(cfg.compile, device, (cfg.epochs - start_epoch) * len(train_loader),
+                                       cfg.batch_size, cfg.image_size)
+    echo(f"threads: torch {threads} intra-op (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), "
+         f"DataLoader workers {train_loader.num_workers}; torch.compile {compile_note}")
+    train_model = model if not use_compile else compiled_for_training(
+        model, cfg.compile, batch_size=cfg.batch_size, image_size=cfg.image_size, device=device,
+        channels_last=channels_last, dtype=dtype, echo=echo)
+    precision = {torch.float16: "AMP fp16, ", torch.bfloat16: "AMP bf16, "}.get(dtype, "")  # type: ignore[arg-type]
+    echo(f"training {ARCH} on {device} ({precision}{'channels_last' if channels_last else 'NCHW'}): "
          f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, classes {list(data.classes)}, "
          f"selecting by {metric_name} ({mode})"
          + (f"; {ctx.world_size} processes ({ctx.backend}), {cfg.batch_size // ctx.world_size} images per process "
@@ -306,9 +322,9 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, ckpt_dir: Path, echo,
         row: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         if isinstance(train_loader.sampler, DistributedSampler):
             train_loader.sampler.set_epoch(epoch)  # the epoch's order: seed + epoch, the same on every rank
-        row.update(train_one_epoch(model, train_loader, criterion, optimizer, device, scaler=scaler, amp=amp,
+        row.update(train_one_epoch(train_model, train_loader, criterion, optimizer, device, scaler=scaler, amp=amp,
                                    channels_last=channels_last, desc=f"epoch {epoch}/{cfg.epochs}",
-                                   progress=cfg.progress, freeze_bn=cfg.freeze_bn))
+                                   progress=cfg.progress, freeze_bn=cfg.freeze_bn, dtype=dtype))
         logits, labels = validate_all(model, val_loader, device, amp=amp, channels_last=channels_last)
         row.update(validation_metrics(logits, labels, data.positive_index))
         row["epoch_seconds"] = time.perf_counter() - t0
