@@ -25,12 +25,24 @@ from .options import POSITIVE_INT, echo, provider_option
 @click.option("--embed-preprocessing", is_flag=True,
               help="Also write OUTPUT's stem + .uint8.onnx: input uint8 RGB NHWC (decoded, resized), crop and "
                    "normalisation in the graph; parity-checked against the float model (atol 1e-5).")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None,
+              help="A cross-validation run folder (runs/NAME from `train --folds K`): export all its folds as one "
+                   "ensemble. Default: the newest CV run under runs/ when it is newer than --checkpoint.")
+@click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
+              help="Test-time augmentation inside the graph: the mean logits over 2 views (horizontal flip) or 8 "
+                   "(all flips and right-angle rotations).")
 @provider_option("cpu")
 def export(checkpoint: Path, output: Path, opset: int, data: str | None, atol: float, parity_images: int,
-           int8: bool, embed_preprocessing: bool, provider: str) -> None:
-    """Export a checkpoint to a self-describing ONNX file (checked, parity-tested, atomic)."""
+           int8: bool, embed_preprocessing: bool, run_dir: Path | None, tta: str, provider: str) -> None:
+    """Export a checkpoint (or a cross-validation run's folds) to a self-describing ONNX file."""
     from ..export.onnx_export import export as run_export
 
+    run_dir = _cv_source(checkpoint, run_dir)
+    if run_dir is not None or tta != "none":
+        _export_ensemble(checkpoint, run_dir, output, tta, int8, dict(
+            opset=opset, data=data, atol=atol, parity_images=parity_images, provider=provider,
+            embed_preprocessing=embed_preprocessing))
+        return
     result = run_export(checkpoint, output, opset=opset, data=data, atol=atol, parity_images=parity_images,
                         provider=provider, embed_preprocessing=embed_preprocessing, echo=echo)
     c = result.contract
@@ -43,6 +55,47 @@ def export(checkpoint: Path, output: Path, opset: int, data: str | None, atol: f
         from ..training.checkpoint import load_checkpoint
 
         root = data or load_checkpoint(checkpoint).get("data_root")
+        if not root or not Path(root).exists():
+            raise SkinOnnxError(f"{result.path} written; --int8 needs the training data: pass --data DIR")
+        _run_quantize(result.path, None, str(root), {})
+
+
+def _cv_source(checkpoint: Path, run_dir: Path | None) -> Path | None:
+    """The CV run to export: --run, a --checkpoint that is a run folder, or (neither given) the newest
+    CV run under runs/ when it is newer than the default checkpoint."""
+    from click.core import ParameterSource
+
+    from ..training.cross_validation import CV_FILE, is_cv_run, newest_cv_run
+
+    if run_dir is not None:
+        return run_dir
+    if is_cv_run(checkpoint):
+        return checkpoint
+    if click.get_current_context().get_parameter_source("checkpoint") != ParameterSource.DEFAULT:
+        return None
+    newest = newest_cv_run("runs")
+    if newest is None or (checkpoint.is_file() and checkpoint.stat().st_mtime > (newest / CV_FILE).stat().st_mtime):
+        return None
+    click.echo(f"exporting the newest cross-validation run {newest} (pass --checkpoint for a single model)")
+    return newest
+
+
+def _export_ensemble(checkpoint: Path, run_dir: Path | None, output: Path, tta: str, int8: bool, options: dict) -> None:
+    from ..export.ensemble import export_cv_run, export_single_tta
+
+    if run_dir is not None:
+        result = export_cv_run(run_dir, output, tta=tta, echo=echo, **options)
+    else:
+        result = export_single_tta(checkpoint, output, tta=tta, echo=echo, **options)
+    c = result.contract
+    what = f"ensemble of {result.members} folds" if run_dir is not None else "single model"
+    click.echo(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB, {what}"
+               f"{', TTA ' + tta if tta != 'none' else ''}): threshold {c.threshold:.4f} ({c.threshold_policy}), "
+               f"temperature {c.temperature:.3f}")
+    if result.uint8_path is not None:
+        click.echo(f"wrote {result.uint8_path} (input 'image': uint8 [N, H, W, 3] RGB)")
+    if int8:
+        root = options["data"] or c.extra.get("training_data")
         if not root or not Path(root).exists():
             raise SkinOnnxError(f"{result.path} written; --int8 needs the training data: pass --data DIR")
         _run_quantize(result.path, None, str(root), {})

@@ -58,6 +58,11 @@ def _explicit_train_settings() -> set[str]:
               help="Continue from CHECKPOINT_DIR/last.pt with its saved settings; only --epochs, --early-stop, "
                    "--data, --device, --workers, --cache-mb, --max-pixels, --runs-dir and --quiet may be given.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--folds", type=click.IntRange(min=2), default=None,
+              help="K-fold cross-validation: pool train+val, cut K stratified (grouped) folds and train one model "
+                   "per fold into runs/NAME/fold-<k>/; `export` then writes the K-model ensemble.")
+@click.option("--fold", type=click.IntRange(min=0), default=None,
+              help="With --folds: train only this fold (0..K-1), e.g. one per GPU or machine, same --name.")
 def train(**opts: object) -> None:
     """Fine-tune ResNet50; keep best.pt by a validation metric and last.pt every epoch."""
     from ..evaluation.thresholds import parse_policy
@@ -69,6 +74,7 @@ def train(**opts: object) -> None:
         raise click.BadParameter(str(exc), param_hint="--threshold-policy") from None
     resume = bool(opts.pop("resume"))
     quiet = bool(opts.pop("quiet"))
+    folds, fold = opts.pop("folds"), opts.pop("fold")
     cfg = TrainConfig(
         data=str(opts["data"]), name=str(opts["name"]), weights=str(opts["weights"]), epochs=int(opts["epochs"]),
         batch_size=int(opts["batch_size"]), lr=float(opts["lr"]), weight_decay=float(opts["weight_decay"]),
@@ -79,6 +85,8 @@ def train(**opts: object) -> None:
         workers=opts["workers"], amp=not opts["no_amp"], channels_last=not opts["no_channels_last"],  # type: ignore[arg-type]
         cache_mb=int(opts["cache_mb"]), max_pixels=int(opts["max_pixels"]),
         checkpoint_dir=str(opts["checkpoint_dir"]), runs_dir=str(opts["runs_dir"]), progress=not quiet)
+    if _cross_validation(cfg, folds, fold, resume):  # type: ignore[arg-type]
+        return
     try:
         result = fit(cfg, resume=resume, explicit=_explicit_train_settings(), echo=echo)
     except KeyboardInterrupt:
@@ -86,6 +94,26 @@ def train(**opts: object) -> None:
                             "(continue with --resume)") from None
     click.echo(f"best {result.best_path} (epoch {result.best_epoch}, {cfg.select} {result.best_metric:.4f}); "
                f"metrics in {result.run_dir / 'metrics.csv'}")
+
+
+def _cross_validation(cfg, folds: int | None, fold: int | None, resume: bool) -> bool:
+    """Run `train --folds K [--fold k]` (or --resume of a CV run); False when this is a single-split run."""
+    from ..training.cross_validation import is_cv_run, train_cv
+
+    explicit = _explicit_train_settings()
+    if fold is not None and folds is None and not resume:
+        raise click.UsageError("--fold needs --folds K")
+    if folds is None and not (resume and "name" in explicit and is_cv_run(cfg.run_dir)):
+        return False
+    try:
+        result = train_cv(cfg, folds, fold=fold, resume=resume, explicit=explicit, echo=echo)
+    except KeyboardInterrupt:
+        raise SkinOnnxError("interrupted; finished folds are kept and the current one continues from its last "
+                            "epoch with --resume") from None
+    state = "complete: `export` writes the ensemble" if result.complete else "incomplete"
+    click.echo(f"cross-validation run {result.run_dir} ({result.folds} folds, trained now: "
+               f"{', '.join(map(str, result.trained)) or 'none'}): {state}")
+    return True
 
 
 @click.command()

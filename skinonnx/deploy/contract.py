@@ -17,6 +17,8 @@ SCHEMA_KEY = "skinonnx_schema_version"
 SCHEMA_VERSION = "1"
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("logits", "probabilities")
+#: extra output of a fold ensemble: [N, K] calibrated positive-class probability of each member
+MEMBER_OUTPUT = "member_probabilities"
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class ModelContract:
     temperature: float = 1.0
     input_spec: InputSpec = FLOAT_INPUT
     extra: dict[str, str] = field(default_factory=dict)
+    output_names: tuple[str, ...] = OUTPUT_NAMES  # + MEMBER_OUTPUT for an ensemble
 
     @property
     def positive_class(self) -> str:
@@ -65,7 +68,7 @@ class ModelContract:
             "input_dtype": self.input_spec.dtype,
             "input_layout": self.input_spec.layout,
             "in_graph_preprocessing": json.dumps(list(self.input_spec.in_graph)),
-            "output_names": json.dumps(list(OUTPUT_NAMES)),
+            "output_names": json.dumps(list(self.output_names)),
             **self.preprocessing.to_metadata(),
         }
         meta.update(self.extra)
@@ -95,6 +98,7 @@ class ModelContract:
                 threshold_policy=meta.get("threshold_policy", "fixed"),
                 temperature=float(meta.get("temperature", "1.0")),
                 input_spec=INPUT_SPECS[layout],
+                output_names=tuple(json.loads(meta.get("output_names", json.dumps(list(OUTPUT_NAMES))))),
                 extra={k: v for k, v in meta.items() if k not in known and k not in _OWN_KEYS},
             )
         except (KeyError, ValueError, TypeError) as exc:

@@ -82,21 +82,29 @@ def contract_from_checkpoint(state: dict[str, Any], checkpoint_path: Path, opset
                          temperature=float(calibration.get("temperature", 1.0)), extra=extra)
 
 
-def to_onnx(model: nn.Module, contract: ModelContract, path: Path, opset: int) -> onnx.ModelProto:
-    """Trace, attach metadata, run the checker and strict shape inference; save to ``path``."""
+def to_onnx(model: nn.Module | None, contract: ModelContract, path: Path, opset: int, *,
+            wrapper: nn.Module | None = None) -> onnx.ModelProto:
+    """Trace, attach metadata, run the checker and strict shape inference; save to ``path``.
+
+    ``wrapper``: a module to trace instead of :class:`ExportWrapper` around ``model`` (ensembles, TTA); its
+    outputs are ``contract.output_names``.
+    """
     size = contract.preprocessing.image_size
-    wrapper = ExportWrapper(model.eval().cpu().to(memory_format=torch.contiguous_format), contract.temperature)
+    if wrapper is None:
+        assert model is not None
+        wrapper = ExportWrapper(model.eval().cpu().to(memory_format=torch.contiguous_format), contract.temperature)
+    output_names = list(contract.output_names)
     dummy = torch.zeros(2, 3, size, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter deprecation notice
         torch.onnx.export(wrapper, (dummy,), str(path), dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in OUTPUT_NAMES}},
+                          input_names=[INPUT_NAME], output_names=output_names,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in output_names}},
                           do_constant_folding=True)
     proto = onnx.load(str(path))
     proto.producer_name, proto.producer_version = "skinonnx", __version__
     proto.doc_string = (f"ResNet50 {contract.classes[0]} vs {contract.classes[1]} classifier. Input: RGB "
-                        f"NCHW float32 {size}x{size}, preprocessed as in metadata; outputs logits and probabilities.")
+                        f"NCHW float32 {size}x{size}, preprocessed as in metadata; outputs {', '.join(output_names)}.")
     del proto.metadata_props[:]
     for key, value in contract.to_metadata().items():
         proto.metadata_props.add(key=key, value=value)
@@ -108,6 +116,8 @@ def to_onnx(model: nn.Module, contract: ModelContract, path: Path, opset: int) -
         raise ExportError(f"exported graph failed the ONNX checker: {exc}") from None
     for out in inferred.graph.output:
         dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
+        if out.name not in OUTPUT_NAMES:
+            continue  # extra outputs (an ensemble's member_probabilities) are checked by their exporter
         if len(dims) != 2 or dims[1] != len(contract.classes):
             raise ShapeError(f"output '{out.name}' has shape {dims}; expected [batch, {len(contract.classes)}]")
     return proto

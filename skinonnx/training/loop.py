@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..atomic import ensure_writable_dir, write_json, write_text
-from ..data.layouts import LabeledData, discover
+from ..data.layouts import LabeledData, Sample, discover
 from ..data.preprocessing import Preprocessing
 from ..errors import CheckpointError, DataError, SkinOnnxError
 from .checkpoint import RESUME_KEYS, CheckpointSaver, load_checkpoint, require_keys
@@ -37,6 +37,7 @@ class TrainResult:
     epochs_run: int
     history: list[dict[str, float]]
     skipped: list[tuple[str, str]]
+    val_samples: list[Sample] = field(default_factory=list)  # the usable val images, in best.pt's val_predictions order
 
 
 def load_data(cfg: TrainConfig, data: LabeledData, prep: Preprocessing, device: torch.device):
@@ -126,11 +127,12 @@ def _write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
 
 
 def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | set[str] = frozenset(),
-        echo=print) -> TrainResult:
+        echo=print, data: LabeledData | None = None) -> TrainResult:
     """Train, keeping best.pt (by the selection metric) and last.pt (every epoch, for --resume).
 
     ``explicit``: the settings the user gave on this call; with ``resume`` only those in
-    :data:`RESUME_OVERRIDES` may differ from the saved run.
+    :data:`RESUME_OVERRIDES` may differ from the saved run. ``data``: train/val splits to use
+    instead of discovering ``cfg.data`` (cross-validation passes each fold's).
     """
     ckpt_dir = Path(cfg.checkpoint_dir)
     state: dict[str, Any] | None = None
@@ -145,7 +147,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | se
     ensure_writable_dir(cfg.run_dir)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    data = discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed)
+    if data is None:
+        data = discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed)
     for note in data.notes:
         echo(f"note: {note}")
     if state is not None and tuple(state["classes"]) != data.classes:
@@ -227,4 +230,4 @@ def fit(cfg: TrainConfig, *, resume: bool = False, explicit: frozenset[str] | se
         raise SkinOnnxError(f"no epoch produced a usable {metric_name}; nothing to keep")
     finalize_best(ckpt_dir / "best.pt", val_loader, device, cfg, echo=echo)
     return TrainResult(ckpt_dir / "best.pt", ckpt_dir / "last.pt", run_dir, saver.best, saver.best_epoch,
-                       epoch, history, skipped)
+                       epoch, history, skipped, list(val_loader.dataset.samples))
