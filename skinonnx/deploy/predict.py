@@ -83,7 +83,7 @@ def run_predict(classifier: OnnxClassifier, paths: list[Path], *, threshold: flo
     pos = contract.positive_index
     result = PredictResult()
     for pred in classifier.predict_files(paths, batch_size=batch_size, progress=progress,
-                                           max_pixels=max_pixels):
+                                           max_pixels=max_pixels, with_members=classifier.has_members):
         if not pred.ok:
             result.skipped.append({"path": pred.path, "problem": str(pred.error)})
             continue
@@ -92,8 +92,19 @@ def run_predict(classifier: OnnxClassifier, paths: list[Path], *, threshold: flo
                                "prediction": contract.classes[pos] if prob >= t else contract.classes[1 - pos]}
         row.update({f"p_{name}": float(pred.probabilities[i]) for i, name in enumerate(contract.classes)})
         row["threshold"] = t
+        if pred.members is not None:  # fold ensemble: how much its members disagree on this image
+            row.update(member_columns(pred.members))
         result.rows.append(row)
     return result
+
+
+def member_columns(members) -> dict[str, float]:
+    """``member_std`` (population sd of the members' positive-class probabilities), min, max, and each member's."""
+    values = [float(v) for v in members]
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+    return {"member_std": std, "member_min": min(values), "member_max": max(values),
+            **{f"p_member_{k}": v for k, v in enumerate(values)}}
 
 
 def write_outputs(result: PredictResult, output: Path, *, provider: str, model: Path) -> None:

@@ -20,7 +20,7 @@ from ..cpus import physical_cores
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.preprocessing import Preprocessing
 from ..errors import ImageError, ModelFileError, ProviderError
-from .contract import ModelContract
+from .contract import MEMBER_OUTPUT, ModelContract
 
 PROVIDER_CHAINS = {
     "cpu": ("CPUExecutionProvider",),
@@ -110,6 +110,7 @@ class Prediction:
     probabilities: np.ndarray | None  # per class, in contract.classes order
     error: str | None = None
     logits: np.ndarray | None = None  # raw (uncalibrated) logits, when asked for and the model has them
+    members: np.ndarray | None = None  # an ensemble's per-member positive-class probabilities, when asked for
 
     @property
     def ok(self) -> bool:
@@ -143,6 +144,12 @@ class OnnxClassifier:
         batch_dim = self._input.shape[0]
         self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         self._logits_output = "logits" if "logits" in outputs else (self._output if self._output_is_logits else None)
+        self._members_output = MEMBER_OUTPUT if MEMBER_OUTPUT in outputs else None
+
+    @property
+    def has_members(self) -> bool:
+        """Whether the graph is a fold ensemble with a ``member_probabilities`` [N, K] output."""
+        return self._members_output is not None
 
     @property
     def has_logits(self) -> bool:
@@ -201,9 +208,19 @@ class OnnxClassifier:
 
         A model exported with a fixed batch size is run in chunks of that size (the last one padded).
         """
+        probs, logits, _ = self.predict_batch(batch, with_logits=with_logits)
+        return probs, logits
+
+    def predict_batch(self, batch: np.ndarray, *, with_logits: bool = True, with_members: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(probabilities, logits or None, member probabilities [N, K] or None) in one run."""
         wanted = [self._output]
         if with_logits and self._logits_output is not None and self._logits_output != self._output:
             wanted.append(self._logits_output)
+        members_at = None
+        if with_members and self._members_output is not None:
+            members_at = len(wanted)
+            wanted.append(self._members_output)
         batch = np.ascontiguousarray(batch, np.uint8 if self.takes_uint8 else np.float32)
         step = self._fixed_batch
         if step is None or len(batch) == step:
@@ -216,12 +233,13 @@ class OnnxClassifier:
                 parts.append([o[:len(part)] for o in self._run(wanted, padded)])
             outs = [np.concatenate([p[k] for p in parts]) for k in range(len(wanted))]
         out = outs[0]
+        members = None if members_at is None else np.asarray(outs[members_at], dtype=np.float64)
         logits = None
         if with_logits and self._logits_output is not None:
-            logits = np.asarray(outs[-1] if len(outs) > 1 else out, dtype=np.float64)
+            logits = np.asarray(outs[1] if self._logits_output != self._output else out, dtype=np.float64)
         if self._output_is_logits:
             out = _softmax(out / self.contract.temperature)
-        return np.asarray(out, dtype=np.float64), logits
+        return np.asarray(out, dtype=np.float64), logits, members
 
     def _run(self, outputs: list[str], batch: np.ndarray) -> list[np.ndarray]:
         try:
@@ -245,7 +263,8 @@ class OnnxClassifier:
 
     def predict_files(self, paths: Sequence[str | os.PathLike[str]], *, batch_size: int = 16,
                       workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                      progress: bool = False, with_logits: bool = False) -> Iterator[Prediction]:
+                      progress: bool = False, with_logits: bool = False,
+                      with_members: bool = False) -> Iterator[Prediction]:
         """Predict in input order; unreadable files come back with ``error`` set, the rest still run.
 
         ``with_logits`` also fills :attr:`Prediction.logits` (where the graph has them).
@@ -260,16 +279,18 @@ class OnnxClassifier:
             for chunk in iter_preprocessed(paths, self.preprocessing, batch_size=batch_size, workers=workers,
                                            max_pixels=max_pixels, pixels_only=self.takes_uint8):
                 good = [(p, a) for p, a, _ in chunk if a is not None]
-                probs, logits = (self.predict_arrays_with_logits(np.stack([a for _, a in good]),
-                                                                 with_logits=with_logits)
-                                 if good else (np.empty((0, 0)), None))
+                probs, logits, members = (self.predict_batch(np.stack([a for _, a in good]), with_logits=with_logits,
+                                                             with_members=with_members)
+                                          if good else (np.empty((0, 0)), None, None))
                 rows = iter(probs)
                 raw = iter(logits) if logits is not None else None
+                spread = iter(members) if members is not None else None
                 for p, a, err in chunk:
                     if a is None:
                         yield Prediction(p, None, err)
                     else:
-                        yield Prediction(p, next(rows), None, next(raw) if raw is not None else None)
+                        yield Prediction(p, next(rows), None, next(raw) if raw is not None else None,
+                                         next(spread) if spread is not None else None)
                 bar.update(len(chunk))
         finally:
             bar.close()
