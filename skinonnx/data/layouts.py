@@ -242,7 +242,7 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
         raise DataError(f"{csv_path}: no rows")
     if grouped:
         _refuse_split_groups(csv_path, splits)
-    classes = sorted({label for items in splits.values() for _, label in items})
+    classes = sorted({item[1] for items in splits.values() for item in items})
     if len(classes) != 2:
         raise DataError(f"{csv_path}: found {len(classes)} label(s) {classes}; skinonnx is a binary classifier "
                         "and needs exactly two labels (e.g. benign and malignant)")
