@@ -55,7 +55,8 @@ def test_seeded_reproducible_and_independent_of_input_order() -> None:
 @pytest.mark.parametrize(("k", "groups", "message"), [
     (1, None, "at least 2 folds"),
     (6, None, "class 'malignant' has only 5 images"),
-    (3, ["g0"] * 3 + ["g1"] * 2 + ["g2"] * 5 + ["g3"] * 5 + ["g4"] * 5, "class 'malignant' has only 2 groups with images"),
+    (3, ["g0"] * 3 + ["g1"] * 2 + ["g2"] * 5 + ["g3"] * 5 + ["g4"] * 5,
+     "class 'malignant' has only 2 groups with images"),
     (4, ["g0"] * 10 + ["g1"] * 10, "only 2 groups"),
 ])
 def test_impossible_fold_counts_are_one_line_errors(k: int, groups, message: str) -> None:

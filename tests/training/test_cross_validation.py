@@ -1,4 +1,5 @@
-"""Cross-validation end to end on tiny generated data: folds, OOF, resume, fold-at-a-time, ensemble export/test/predict."""
+"""Cross-validation end to end on tiny generated data: folds, OOF, resume, fold-at-a-time, and the
+ensemble's export, test and predict."""
 
 from __future__ import annotations
 
