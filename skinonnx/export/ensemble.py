@@ -33,11 +33,10 @@ from torch import nn
 
 from ..atomic import atomic_path, ensure_writable_dir
 from ..deploy.contract import MEMBER_OUTPUT, OUTPUT_NAMES, ModelContract
-from ..deploy.runtime import create_session
-from ..errors import AtolError, ExportError, ShapeError, SkinOnnxError
+from ..errors import ExportError, SkinOnnxError
 from ..evaluation.provenance import parity_record_path, write_parity_record
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
-from .parity import DEFAULT_ATOL, OutputCheck, ParityReport
+from .parity import DEFAULT_ATOL, ParityReport, compare_with_reference
 
 TTA_MODES = {"none": 1, "flip": 2, "d4": 8}
 
@@ -107,36 +106,9 @@ def check_ensemble_parity(wrapper: EnsembleWrapper, onnx_path: str | os.PathLike
                           atol: float = DEFAULT_ATOL, provider: str = "cpu", batch_sizes: tuple[int, ...] = (1, 7),
                           member_names: list[str] | None = None) -> ParityReport:
     """Every output, and every member's column, against PyTorch at batch sizes 1 and 7; raises above ``atol``."""
-    session, used = create_session(Path(onnx_path), provider)
-    reference = reference_outputs(wrapper, batch)
-    names = [o.name for o in session.get_outputs()]
-    report = ParityReport(n_images=len(batch), provider=used)
-    labels = None
-    k = len(wrapper.members)
-    member_names = member_names or [f"member {i}" for i in range(k)]
-    for size in sorted({min(b, len(batch)) for b in batch_sizes}):
-        chunks = [session.run(names, {session.get_inputs()[0].name: batch[i:i + size]})
-                  for i in range(0, len(batch), size)]
-        outputs = {name: np.concatenate([c[j] for c in chunks]) for j, name in enumerate(names)}
-        for name, expected in reference.items():
-            got = outputs.get(name)
-            if got is None or got.shape != expected.shape:
-                report.checks.append(OutputCheck(name, size, float("inf"), atol, shape_ok=False))
-            elif name == MEMBER_OUTPUT:
-                report.checks += [OutputCheck(member_names[i], size, float(np.max(np.abs(got[:, i] - expected[:, i]))),
-                                              atol) for i in range(k)]
-            else:
-                report.checks.append(OutputCheck(name, size, float(np.max(np.abs(got - expected))), atol))
-        if "probabilities" in outputs:
-            labels = outputs["probabilities"].argmax(1)
-    if labels is not None:
-        report.label_agreement = float(np.mean(labels == reference["probabilities"].argmax(1)))
-    if any(not c.shape_ok for c in report.checks):
-        raise ShapeError(report.text() + "\nparity FAILED: output shapes differ")
-    if not report.ok:
-        bad = sorted({c.output for c in report.checks if not c.ok})
-        raise AtolError(report.text() + f"\nparity FAILED: {', '.join(bad)} differ by more than {atol:g}")
-    return report
+    names = member_names or [f"member {i}" for i in range(len(wrapper.members))]
+    return compare_with_reference(onnx_path, batch, reference_outputs(wrapper, batch), atol=atol, provider=provider,
+                                  batch_sizes=batch_sizes, columns={MEMBER_OUTPUT: names})
 
 
 # --------------------------------------------------------------------------- export
