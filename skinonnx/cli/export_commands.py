@@ -147,7 +147,8 @@ def quantize(onnx_path: Path, output: Path | None, data: str, calibration_images
 
 
 @click.command()
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=Path("checkpoints/best.pt"), show_default=True)
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=Path("checkpoints/best.pt"), show_default=True,
+              help="The checkpoint exported, or for an ensemble the CV run folder (default: the run in its metadata).")
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=Path("exports/model.onnx"),
               show_default=True)
 @click.option("--data", default=None, help="Real images for the check (default: the checkpoint's data).")
@@ -155,19 +156,29 @@ def quantize(onnx_path: Path, output: Path | None, data: str, calibration_images
 @click.option("--images", "n_images", type=click.IntRange(min=1), default=32, show_default=True)
 @provider_option("cpu")
 def parity(checkpoint: Path, onnx_path: Path, data: str | None, atol: float, n_images: int, provider: str) -> None:
-    """Compare an ONNX file with its checkpoint on real images; exit 1 above tolerance."""
+    """Compare an ONNX file with its checkpoint (or CV run folder) on real images; exit 1 above tolerance."""
+    from ..export.ensemble import is_ensemble_or_tta, recheck_parity
     from ..export.onnx_export import parity_images_for
     from ..export.parity import check_parity
     from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 
+    if is_ensemble_or_tta(onnx_path):  # the file says what to rebuild in PyTorch: members, TTA views, T
+        report, source = recheck_parity(checkpoint, onnx_path, data, atol=atol, n_images=n_images, provider=provider,
+                                        echo=echo)
+        _record_parity(onnx_path, report, source)
+        return
     state = load_checkpoint(checkpoint)
     model = model_from_checkpoint(state)
     batch, source = parity_images_for(state, data, n_images)
     click.echo(f"parity images: {source}")
     temperature = float((state.get("calibration") or {}).get("temperature", 1.0))
     report = check_parity(model, onnx_path, batch, temperature=temperature, atol=atol, provider=provider)
-    click.echo(report.text())
+    _record_parity(onnx_path, report, source)
+
+
+def _record_parity(onnx_path: Path, report, source: str) -> None:
     from ..evaluation.provenance import write_parity_record
 
+    click.echo(report.text())
     record = write_parity_record(onnx_path, report.to_dict(), source=source)
     click.echo(f"parity ok (recorded in {record})")

@@ -239,3 +239,38 @@ def _check_member_shape(proto, k: int) -> None:
     dims = [] if out is None else [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
     if len(dims) != 2 or dims[1] != k:
         raise ExportError(f"output '{MEMBER_OUTPUT}' has shape {dims}; expected [batch, {k}]")
+
+
+def is_ensemble_or_tta(onnx_path: str | os.PathLike[str]) -> bool:
+    from ..deploy.info import read_header
+
+    meta = read_header(onnx_path).metadata
+    return "ensemble" in meta or "tta" in meta
+
+
+def recheck_parity(source: Path, onnx_path: str | os.PathLike[str], data: str | None, *, atol: float = DEFAULT_ATOL,
+                   n_images: int = 32, provider: str = "cpu", echo=print) -> tuple[ParityReport, str]:
+    """`parity` for an ensemble or TTA file: rebuild the same members, views and temperature in PyTorch.
+
+    ``source``: the CV run folder (an ensemble; default: the run its metadata names) or the checkpoint.
+    """
+    from ..deploy.info import read_header
+    from ..training.cross_validation import is_cv_run, load_complete_run
+    from .onnx_export import parity_images_for
+
+    meta = read_header(onnx_path).metadata
+    tta = json.loads(meta["tta"])["mode"] if "tta" in meta else "none"
+    temperature, positive = float(meta["temperature"]), int(meta["positive_index"])
+    if "ensemble" in meta:
+        run_dir = source if is_cv_run(source) else Path(meta.get("training_run_dir", ""))
+        run = load_complete_run(run_dir)
+        states = [load_checkpoint(p) for p in run.best_paths]
+        names = [f"fold-{st['fold']}" for st in run.folds]
+        data = data or run.cv.get("data_root")
+    else:
+        states, names = [load_checkpoint(source)], ["model"]
+    wrapper = EnsembleWrapper([model_from_checkpoint(s) for s in states], temperature, positive, tta,
+                              member_output="ensemble" in meta)
+    batch, where = parity_images_for(states[0], data, n_images)
+    echo(f"parity images: {where}")
+    return check_ensemble_parity(wrapper, onnx_path, batch, atol=atol, provider=provider, member_names=names), where

@@ -38,3 +38,5 @@ def test_single_model_tta_export_is_parity_checked_and_recorded(trained: Trained
     assert "ensemble" not in clf.metadata
     info = json.loads(run_cli("info", out, "--json").output)
     assert info["schema"]["valid"] and [o["name"] for o in info["outputs"]] == ["logits", "probabilities"]
+    checked = run_cli("parity", "--checkpoint", trained.checkpoint, "--onnx", out, "--images", "2")
+    assert "parity ok" in checked.output

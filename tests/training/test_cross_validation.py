@@ -107,6 +107,9 @@ def test_ensemble_metadata_info_and_parity_fails_on_a_perturbed_member(cv_run: C
     with pytest.raises(AtolError, match=r"parity FAILED: fold-1, logits, probabilities differ") as failed:
         check_ensemble_parity(wrapper, broken, batch, member_names=["fold-0", "fold-1"])
     assert "✓ fold-0" in failed.value.message and "✗ fold-1" in failed.value.message
+    # the parity command rebuilds the members from the run the metadata names
+    out = run_cli("parity", "--onnx", broken, "--images", "2", expect=1).output
+    assert "✗ fold-1" in out and "✓ fold-0" in out
 
 
 def test_test_and_predict_on_the_ensemble(cv_run: CVRun, tmp_path: Path) -> None:
