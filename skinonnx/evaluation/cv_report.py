@@ -131,3 +131,19 @@ def model_card_lines(cv: Mapping[str, Any] | None) -> list[str]:
             "Each fold's AUC is measured on the fold that also chose its best epoch (optimistic). Temperature and "
             "threshold were fitted on the pooled out-of-fold predictions of single members; the ensemble averages "
             "members, so its scores are somewhat less spread and the OOF threshold is an approximation for it.", ""]
+
+
+def terminal_lines(cv: Mapping[str, Any] | None) -> list[str]:
+    """The `test` table's cross-validation lines (empty for a single model)."""
+    if not cv:
+        return []
+    oof = cv.get("oof") or {}
+    ci = oof.get("roc_auc_ci") or [None, None]
+    tr = cv["threshold_transfer"]
+    return [f"  cross-validation: {cv.get('members')} folds ({cv.get('combination')}"
+            + (f", TTA {cv['tta']}" if cv.get("tta") else "") + "); fold val AUC "
+            f"{', '.join(_fmt(a) for a in cv.get('fold_val_auc') or [])} (mean {_fmt(cv.get('fold_val_auc_mean'))} ± "
+            f"{_fmt(cv.get('fold_val_auc_sd'))}); OOF AUC {_fmt(oof.get('roc_auc'))} [{_fmt(ci[0])}, {_fmt(ci[1])}]",
+            f"    OOF threshold {_fmt(tr.get('threshold'))}: sensitivity/specificity OOF "
+            f"{_fmt(tr.get('oof_sensitivity'))}/{_fmt(tr.get('oof_specificity'))} -> here "
+            f"{_fmt(tr.get('evaluated_sensitivity'))}/{_fmt(tr.get('evaluated_specificity'))}"]

@@ -29,6 +29,7 @@ from ..deploy.runtime import OnnxClassifier
 from ..errors import DataError, SkinOnnxError
 from .calibration import brier_score, expected_calibration_error, reliability_curve
 from .cv_report import cv_section
+from .cv_report import terminal_lines as cv_terminal_lines
 from .metrics import METRIC_NAMES, binary_metrics, bootstrap_ci, classification_report_text
 from .model_card import render_model_card
 from .provenance import (
@@ -365,6 +366,7 @@ def format_metrics(result: EvalResult) -> str:
               f"{next(c for c in s['classes'] if c != s['positive_class'])}, {s['positive_class']}):",
               f"    [[{c['tn']:>4} {c['fp']:>4}]", f"     [{c['fn']:>4} {c['tp']:>4}]]"]
     lines += _calibration_lines(s["calibration"])
+    lines += cv_terminal_lines(s.get("cross_validation"))
     return "\n".join(lines)
 
 

@@ -114,7 +114,9 @@ def test_ensemble_metadata_info_and_parity_fails_on_a_perturbed_member(cv_run: C
 
 def test_test_and_predict_on_the_ensemble(cv_run: CVRun, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    run_cli("test", "--onnx", cv_run.onnx, "--data", cv_run.data, "--out", out, "--bootstrap", "50", "--skip-val")
+    printed = run_cli("test", "--onnx", cv_run.onnx, "--data", cv_run.data, "--out", out, "--bootstrap", "50",
+                      "--skip-val").output
+    assert "cross-validation: 2 folds (mean_logits, TTA flip)" in printed
     summary = json.loads((out / "summary.json").read_text())
     cv = summary["cross_validation"]
     assert cv["members"] == 2 and len(cv["fold_val_auc"]) == 2 and cv["tta"] == "flip"
@@ -122,6 +124,8 @@ def test_test_and_predict_on_the_ensemble(cv_run: CVRun, tmp_path: Path) -> None
     assert cv["threshold_transfer"]["evaluated_sensitivity"] == summary["metrics"]["sensitivity"]
     assert (out / "cv_roc_curves.png").stat().st_size > 1000
     assert "## Cross-validation" in (out / "MODEL_CARD.md").read_text()
+    documented = (Path(__file__).resolve().parents[2] / "docs" / "REPORTS.md").read_text()
+    assert all(f"| `{key}` |" in documented for key in ["cross_validation", *cv])
 
     csv_path = tmp_path / "pred.csv"
     run_cli("predict", "--onnx", cv_run.onnx, cv_run.data / "test", "-o", csv_path)
