@@ -190,3 +190,9 @@ def test_bad_fold_options_are_one_line_errors_and_write_nothing(synthetic_data: 
     assert "class 'benign' has only 18 images in train+val" in out
     assert "--fold needs --folds" in run_cli(*base, "--fold", "0", expect=2).output
     assert not runs.exists()
+
+
+def test_plain_export_picks_the_newest_cv_run(cv_run: CVRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(cv_run.runs.parent)  # runs/cv here, no checkpoints/best.pt
+    out = run_cli("export", "-o", "exports/plain.onnx", "--parity-images", "1").output
+    assert "exporting the newest cross-validation run runs/cv" in out and "ensemble of 2 folds" in out
