@@ -39,3 +39,15 @@ def test_brief_training_on_real_images_exports_with_parity(real_data: Path, tmp_
     assert summary["metrics"]["n"] == 112 and summary["metrics"]["n_positive"] == 56
     assert 0.0 <= summary["metrics"]["roc_auc"] <= 1.0
     assert "roc_auc" in tested.output
+
+
+def test_two_fold_cross_validation_on_real_images(real_data: Path, tmp_path: Path) -> None:
+    run_cli("train", "--data", real_data, "--weights", "none", "--epochs", "1", "--image-size", "32",
+            "--batch-size", "64", "--runs-dir", tmp_path / "runs", "--name", "cv", "--quiet", "--folds", "2")
+    run = tmp_path / "runs" / "cv"
+    cv = json.loads((run / "cv.json").read_text())
+    assert cv["complete"] and cv["n_pooled"] == 452 and cv["n_test"] == 112
+    assert (run / "oof.csv").read_text().count("\n") == 453  # header + every pooled image
+    assert [sum(c) for c in cv["fold_class_counts"]] == [226, 226]
+    out = run_cli("export", "--run", run, "-o", tmp_path / "ens.onnx", "--parity-images", "7").output
+    assert "✓ fold-1" in out and "✗" not in out

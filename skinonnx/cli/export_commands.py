@@ -47,14 +47,26 @@ if TYPE_CHECKING:
 @click.option("--cam/--no-cam", default=True, show_default=True,
               help="Add the 'cam' output [N, h, w]: each layer4 cell's share of the malignant log-odds "
                    "(docs/EMBEDDING.md).")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None,
+              help="A cross-validation run folder (runs/NAME from `train --folds K`): export all its folds as one "
+                   "ensemble. Default: the newest CV run under runs/ when it is newer than the newest single run.")
+@click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
+              help="Test-time augmentation inside the graph: the mean logits over 2 views (horizontal flip) or 8 "
+                   "(all flips and right-angle rotations).")
 @provider_option("cpu")
 def export(checkpoint: str | None, output: Path, opset: int, data: str | None, atol: float, parity_images: int,
            int8: bool, embed_preprocessing: bool, fp16: bool, fp16_tolerance: float, ort_format: bool, cam: bool,
-           provider: str) -> None:
-    """Export a checkpoint (default: the newest run's best.pt) to a self-describing ONNX file (checked,
-    parity-tested, atomic)."""
+           run_dir: Path | None, tta: str, provider: str) -> None:
+    """Export a checkpoint (default: the newest run's best.pt), or a cross-validation run's folds as one
+    ensemble, to a self-describing ONNX file (checked, parity-tested, atomic)."""
     from ..export.onnx_export import export as run_export
 
+    run_dir = _cv_source(checkpoint, run_dir)
+    if run_dir is not None or tta != "none":
+        _export_ensemble(None if run_dir is not None else resolve_checkpoint_option(checkpoint), run_dir, output,
+                         tta, int8, dict(opset=opset, data=data, atol=atol, parity_images=parity_images,
+                                         provider=provider, embed_preprocessing=embed_preprocessing))
+        return
     checkpoint = resolve_checkpoint_option(checkpoint)
     result = run_export(checkpoint, output, opset=opset, data=data, atol=atol, parity_images=parity_images,
                         provider=provider, embed_preprocessing=embed_preprocessing, cam=cam, echo=echo)
@@ -92,6 +104,49 @@ def _write_variants(result: ExportResult, data: str | None, *, fp16: bool, fp16_
         for model in [result.path] + ([result.uint8_path] if result.uint8_path else []):
             done = export_ort_format(model, root, echo=echo)
             click.echo(f"wrote {done.path} ({done.path.stat().st_size / 1e6:.1f} MB, ORT format), {done.config_path}")
+
+
+def _cv_source(checkpoint: str | None, run_dir: Path | None) -> Path | None:
+    """The CV run to export: --run, a --checkpoint that names a CV run, or (neither given) the newest CV run
+    under runs/ when no single-model run is newer."""
+    from ..training.cross_validation import CV_FILE, is_cv_run, newest_cv_run
+    from ..training.runs import list_runs
+
+    if run_dir is not None:
+        return run_dir
+    if checkpoint is not None:
+        named = Path(checkpoint) if Path(checkpoint).exists() else Path("runs") / checkpoint
+        return named if is_cv_run(named) else None
+    newest = newest_cv_run("runs")
+    if newest is None:
+        return None
+    singles = [r for r in list_runs("runs") if not is_cv_run(r) and (r / "weights" / "best.pt").is_file()]
+    if singles and (singles[0] / "weights" / "best.pt").stat().st_mtime > (newest / CV_FILE).stat().st_mtime:
+        return None
+    click.echo(f"exporting the newest cross-validation run {newest} (pass --checkpoint for a single model)")
+    return newest
+
+
+def _export_ensemble(checkpoint: Path | None, run_dir: Path | None, output: Path, tta: str, int8: bool,
+                     options: dict) -> None:
+    from ..export.ensemble import export_cv_run, export_single_tta
+
+    if run_dir is not None:
+        result = export_cv_run(run_dir, output, tta=tta, echo=echo, **options)
+    else:
+        result = export_single_tta(checkpoint, output, tta=tta, echo=echo, **options)
+    c = result.contract
+    what = f"ensemble of {result.members} folds" if run_dir is not None else "single model"
+    click.echo(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB, {what}"
+               f"{', TTA ' + tta if tta != 'none' else ''}): threshold {c.threshold:.4f} ({c.threshold_policy}), "
+               f"temperature {c.temperature:.3f}")
+    if result.uint8_path is not None:
+        click.echo(f"wrote {result.uint8_path} (input 'image': uint8 [N, H, W, 3] RGB)")
+    if int8:
+        root = options["data"] or c.extra.get("training_data")
+        if not root or not Path(root).exists():
+            raise SkinOnnxError(f"{result.path} written; --int8 needs the training data: pass --data DIR")
+        _run_quantize(result.path, None, str(root), {})
 
 
 def _run_quantize(onnx_path: Path, output: Path | None, data: str, options: dict) -> None:
@@ -145,7 +200,9 @@ def quantize(onnx_path: Path, output: Path | None, data: str | None, calibration
 
 
 @click.command()
-@checkpoint_option
+@click.option("--checkpoint", default=None, metavar="FILE|RUN",
+              help="A checkpoint file, or a run (folder or name under runs/) for its weights/best.pt; for an "
+                   "ensemble the CV run folder (default: the newest run, or the run in the ensemble's metadata).")
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=Path("exports/model.onnx"),
               show_default=True)
 @click.option("--data", default=None, help="Real images for the check (default: the checkpoint's data).")
@@ -154,11 +211,17 @@ def quantize(onnx_path: Path, output: Path | None, data: str | None, calibration
 @provider_option("cpu")
 def parity(checkpoint: str | None, onnx_path: Path, data: str | None, atol: float, n_images: int,
            provider: str) -> None:
-    """Compare an ONNX file with its checkpoint on real images; exit 1 above tolerance."""
+    """Compare an ONNX file with its checkpoint (or CV run folder) on real images; exit 1 above tolerance."""
+    from ..export.ensemble import is_ensemble_or_tta, recheck_parity
     from ..export.onnx_export import parity_images_for
     from ..export.parity import check_parity
     from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 
+    if is_ensemble_or_tta(onnx_path):  # the file says what to rebuild in PyTorch: members, TTA views, T
+        report, source = recheck_parity(None if checkpoint is None else Path(checkpoint), onnx_path, data,
+                                        atol=atol, n_images=n_images, provider=provider, echo=echo)
+        _record_parity(onnx_path, report, source)
+        return
     checkpoint = resolve_checkpoint_option(checkpoint)
     state = load_checkpoint(checkpoint)
     model = model_from_checkpoint(state)
@@ -166,8 +229,12 @@ def parity(checkpoint: str | None, onnx_path: Path, data: str | None, atol: floa
     click.echo(f"parity images: {source}")
     temperature = float((state.get("calibration") or {}).get("temperature", 1.0))
     report = check_parity(model, onnx_path, batch, temperature=temperature, atol=atol, provider=provider)
-    click.echo(report.text())
+    _record_parity(onnx_path, report, source)
+
+
+def _record_parity(onnx_path: Path, report, source: str) -> None:
     from ..evaluation.provenance import write_parity_record
 
+    click.echo(report.text())
     record = write_parity_record(onnx_path, report.to_dict(), source=source)
     click.echo(f"parity ok (recorded in {record})")

@@ -110,6 +110,11 @@ def _explicit_train_settings() -> set[str]:
                    "its saved settings; only --epochs, --early-stop, --data, --device, --workers, --cache-mb, "
                    "--max-pixels and --quiet may be given.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--folds", type=click.IntRange(min=2), default=None,
+              help="K-fold cross-validation: pool train+val, cut K stratified (grouped) folds and train one model "
+                   "per fold into runs/NAME/fold-<k>/; `export` then writes the K-model ensemble.")
+@click.option("--fold", type=click.IntRange(min=0), default=None,
+              help="With --folds: train only this fold (0..K-1), e.g. one per GPU or machine, same --name.")
 def train(**opts: object) -> None:
     """Fine-tune ResNet50; keep best.pt by a validation metric and last.pt every epoch."""
     from ..evaluation.thresholds import parse_policy
@@ -126,6 +131,7 @@ def train(**opts: object) -> None:
     resume = opts.pop("resume")
     quiet = bool(opts.pop("quiet"))
     dist_timeout = int(opts.pop("dist_timeout"))  # type: ignore[call-overload]
+    folds, fold = opts.pop("folds"), opts.pop("fold")
     cfg = TrainConfig(
         data=str(opts["data"]), name=str(opts["name"]), weights=str(opts["weights"]), epochs=int(opts["epochs"]),
         batch_size=int(opts["batch_size"]), lr=float(opts["lr"]), weight_decay=float(opts["weight_decay"]),
@@ -139,6 +145,8 @@ def train(**opts: object) -> None:
         cache_mb=int(opts["cache_mb"]), max_pixels=int(opts["max_pixels"]),
         class_weights=str(opts["class_weights"]), sampler=str(opts["sampler"]),
         checkpoint_dir=str(opts["checkpoint_dir"] or ""), runs_dir=str(opts["runs_dir"]), progress=not quiet)
+    if _cross_validation(cfg, folds, fold, resume):  # type: ignore[arg-type]
+        return
     try:
         with distributed_run(cfg.device, dist_timeout) as ctx:
             result = fit(cfg, resume=True if resume == _NEWEST else resume,
@@ -152,6 +160,40 @@ def train(**opts: object) -> None:
         return
     click.echo(f"best {result.best_path} (epoch {result.best_epoch}, {cfg.select} {result.best_metric:.4f}); "
                f"metrics and curves in {result.run_dir}/. Next: {program_name()} export  (takes the newest run)")
+
+
+def _cross_validation(cfg, folds: int | None, fold: int | None, resume: str | bool | None) -> bool:
+    """Run `train --folds K [--fold k]` (or --resume of a CV run); False when this is a single-split run.
+
+    ``resume``: False/None, the newest-unfinished marker, or a run (name or folder) given to --resume.
+    """
+    import dataclasses
+
+    from ..training.cross_validation import is_cv_run, train_cv
+
+    explicit = _explicit_train_settings()
+    if isinstance(resume, str) and resume != _NEWEST:  # --resume RUN: a CV run folder or name continues as one
+        named = Path(resume) if Path(resume).is_dir() else Path(cfg.runs_dir) / resume
+        if not is_cv_run(named):
+            return False
+        cfg = dataclasses.replace(cfg, name=named.name, runs_dir=str(named.parent))
+        explicit = explicit | {"name"}
+    resume = bool(resume)
+    if fold is not None and folds is None and not resume:
+        raise click.UsageError("--fold needs --folds K")
+    if folds is None and not (resume and "name" in explicit and is_cv_run(cfg.run_dir)):
+        return False
+    try:
+        result = train_cv(cfg, folds, fold=fold, resume=resume, explicit=explicit, echo=echo)
+    except KeyboardInterrupt:
+        stop = RunInterrupted(cfg.run_dir, 0, 0, True)
+        stop.message = (f"interrupted; finished folds are kept and the current one continues from its last epoch "
+                        f"with: {program_name()} train --resume {cfg.run_dir}")
+        raise stop from None
+    state = "complete: `export` writes the ensemble" if result.complete else "incomplete"
+    click.echo(f"cross-validation run {result.run_dir} ({result.folds} folds, trained now: "
+               f"{', '.join(map(str, result.trained)) or 'none'}): {state}")
+    return True
 
 
 @click.command()

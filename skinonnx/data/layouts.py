@@ -4,7 +4,8 @@ Three layouts are accepted (checked in this order):
 
 1. split ImageFolder: ``ROOT/{train,val,test}/<class>/**/*.jpg``
 2. index CSV: ``ROOT.csv`` or ``ROOT/index.csv`` (or ``ROOT/splits.csv``) with columns
-   ``path,label,split``; paths are relative to the CSV's folder and may not escape it
+   ``path,label,split`` and optionally ``group`` (patient or lesion id: a group's images may
+   not sit in two splits); paths are relative to the CSV's folder and may not escape it
 3. flat ImageFolder: ``ROOT/<class>/**/*.jpg``: a seeded stratified 64/16/20 % split is
    made and written to ``ROOT/splits.csv`` (an index CSV) so later commands see the same
    split even if files are added; if ROOT is read-only the split is recomputed identically.
@@ -39,6 +40,7 @@ MAX_REPORTED_ROWS = 20  # bad index rows listed in one error; the count says how
 class Sample:
     path: Path
     label: int
+    group: str | None = None  # patient/lesion id from an index CSV's optional `group` column
 
 
 @dataclass
@@ -85,7 +87,7 @@ def discover(root: str | os.PathLike[str], *, positive_class: str | None = None,
                    positive_class=positive_class)
 
 
-def _finish(root: Path, layout: str, classes: list[str], splits: dict[str, list[tuple[Path, str]]],
+def _finish(root: Path, layout: str, classes: list[str], splits: dict[str, list[tuple]],
             notes: list[str] | None = None, *, positive_class: str | None) -> LabeledData:
     if len(classes) < 2:
         raise DataError(f"{root}: found a single class {classes}; two are needed (e.g. benign and malignant)")
@@ -96,7 +98,7 @@ def _finish(root: Path, layout: str, classes: list[str], splits: dict[str, list[
     if wanted not in classes:
         raise DataError(f"positive class '{wanted}' is not one of the data's classes {classes}")
     index = {c: i for i, c in enumerate(classes)}
-    built = {name: [Sample(p, index[c]) for p, c in items] for name, items in splits.items()}
+    built = {name: [Sample(item[0], index[item[1]], *item[2:]) for item in items] for name, items in splits.items()}
     return LabeledData(root=root, layout=layout, classes=tuple(classes), positive_index=index[wanted],
                        splits=built, notes=list(notes or []))
 
@@ -195,7 +197,7 @@ def _csv_line(values: list[str]) -> str:
     return buf.getvalue()
 
 
-def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, list[tuple[Path, str]]]]:
+def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, list[tuple]]]:
     base = csv_path.parent.resolve()
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
@@ -205,9 +207,10 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
             if missing:
                 raise DataError(f"{csv_path}: missing column(s) {missing}; expected a header 'path,label,split'")
             rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+            grouped = "group" in columns
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{csv_path}: cannot read index CSV ({exc})") from None
-    splits: dict[str, list[tuple[Path, str]]] = {}
+    splits: dict[str, list[tuple]] = {}
     first_line: dict[Path, int] = {}
     label_lines: dict[str, list[int]] = {}
     problems: list[str] = []  # every bad row, reported together with its line number
@@ -220,6 +223,11 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
         label_lines.setdefault(label, []).append(line_no)
         if split not in SPLITS:
             problems.append(f"{name}:{line_no}: split '{split}' is not one of {list(SPLITS)}")
+            continue
+        group = row.get("group", "") if grouped else None
+        if grouped and not group:
+            problems.append(f"{name}:{line_no}: empty group id; with a 'group' column every row needs one "
+                            "(the patient or lesion id; a unique value for an image on its own)")
             continue
         if Path(rel).is_absolute() or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
             problems.append(f"{name}:{line_no}: absolute path '{rel}' refused; paths must be relative to the CSV")
@@ -235,7 +243,8 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
         if not resolved.is_file():
             problems.append(f"{name}:{line_no}: listed file not found '{rel}'")
             continue
-        splits.setdefault(split, []).append((resolved, label))  # the path checked is the path opened
+        # the path checked is the path opened
+        splits.setdefault(split, []).append((resolved, label) if group is None else (resolved, label, group))
     if len(label_lines) > 2:  # the rarest labels are the likely typos: point at their lines
         common = sorted(label_lines, key=lambda c: (-len(label_lines[c]), c))[:2]
         for label in sorted(set(label_lines) - set(common), key=lambda c: label_lines[c][0]):
@@ -250,8 +259,24 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
         raise DataError(f"{head}{len(problems)} bad row(s): {'; '.join(problems[:MAX_REPORTED_ROWS])}{more}")
     if not splits:
         raise DataError(f"{csv_path}: no rows")
-    classes = sorted({label for items in splits.values() for _, label in items})
+    if grouped:
+        _refuse_split_groups(csv_path, splits)
+    classes = sorted({item[1] for items in splits.values() for item in items})
     if len(classes) != 2:
         raise DataError(f"{csv_path}: found {len(classes)} label(s) {classes}; skinonnx is a binary classifier "
                         "and needs exactly two labels (e.g. benign and malignant)")
     return base, "index-csv", classes, splits
+
+
+def _refuse_split_groups(csv_path: Path, splits: dict[str, list[tuple]]) -> None:
+    """Images of one group (patient, lesion) in two splits would leak it into evaluation."""
+    where: dict[str, set[str]] = {}
+    for split, items in splits.items():
+        for item in items:
+            where.setdefault(item[2], set()).add(split)
+    leaks = sorted((g, sorted(s)) for g, s in where.items() if len(s) > 1)
+    if leaks:
+        shown = "; ".join(f"'{g}' in {'/'.join(s)}" for g, s in leaks[:3])
+        more = f" and {len(leaks) - 3} more" if len(leaks) > 3 else ""
+        raise DataError(f"{csv_path}: {len(leaks)} group(s) have images in more than one split ({shown}{more}); "
+                        "a group's images must stay together")

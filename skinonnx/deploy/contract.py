@@ -19,6 +19,8 @@ INPUT_NAME = "input"
 OUTPUT_NAMES = ("logits", "probabilities")
 #: optional third output ``[N, h, w]``: the positive class's log-odds per layer4 cell (docs/EMBEDDING.md)
 CAM_OUTPUT = "cam"
+#: extra output of a fold ensemble: [N, K] calibrated positive-class probability of each member
+MEMBER_OUTPUT = "member_probabilities"
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class ModelContract:
     temperature: float = 1.0
     input_spec: InputSpec = FLOAT_INPUT
     extra: dict[str, str] = field(default_factory=dict)
-    output_names: tuple[str, ...] = OUTPUT_NAMES  # + (CAM_OUTPUT,) when the graph has the map
+    output_names: tuple[str, ...] = OUTPUT_NAMES  # + (CAM_OUTPUT,) with the map, + MEMBER_OUTPUT for an ensemble
 
     @property
     def positive_class(self) -> str:
@@ -98,7 +100,7 @@ class ModelContract:
                 threshold_policy=meta.get("threshold_policy", "fixed"),
                 temperature=float(meta.get("temperature", "1.0")),
                 input_spec=INPUT_SPECS[layout],
-                output_names=tuple(json.loads(meta.get("output_names", json.dumps(OUTPUT_NAMES)))),
+                output_names=tuple(json.loads(meta.get("output_names", json.dumps(list(OUTPUT_NAMES))))),
                 extra={k: v for k, v in meta.items() if k not in known and k not in _OWN_KEYS},
             )
         except (KeyError, ValueError, TypeError) as exc:

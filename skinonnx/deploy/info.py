@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ModelFileError
 from ..hashing import file_sha256
-from .contract import CAM_OUTPUT, SCHEMA_KEY
+from .contract import CAM_OUTPUT, MEMBER_OUTPUT, SCHEMA_KEY
 from .schema import NotOurs, validate
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16",
@@ -154,6 +154,7 @@ class ModelInfo:
         lines += [f"          ✗ {p}" for p in self.problems]
         if self.valid:
             lines.append("contract  " + feeding_summary(self.metadata))
+            lines += ensemble_summary(self.metadata)
         width = max(len(k) for k in self.metadata)
         lines.append(f"metadata  ({len(self.metadata)} keys)")
         for key, value in self.metadata.items():
@@ -207,11 +208,35 @@ def _graph_problems(meta: dict[str, str], inputs: list[Tensor], outputs: list[Te
     if [t.name for t in outputs] != names:
         problems.append(f"graph outputs are {[t.name for t in outputs]}, metadata 'output_names' says {names}")
     n_classes = len(json.loads(meta["classes"]))
-    problems += [f"output '{t.name}' has shape {t.shape}; expected [batch, {n_classes}]"
-                 for t in outputs if t.name != CAM_OUTPUT and (len(t.shape) != 2 or t.shape[1] != n_classes)]
+    members = json.loads(meta["ensemble"])["members"] if "ensemble" in meta else None
+    expected = {t.name: members if t.name == MEMBER_OUTPUT else n_classes for t in outputs}
+    problems += [f"output '{t.name}' has shape {t.shape}; expected [batch, {expected[t.name]}]"
+                 for t in outputs if t.name != CAM_OUTPUT and (len(t.shape) != 2 or t.shape[1] != expected[t.name])]
     problems += [f"output '{t.name}' has shape {t.shape}; expected [batch, height, width]"
                  for t in outputs if t.name == CAM_OUTPUT and len(t.shape) != 3]
     return problems
+
+
+def ensemble_summary(meta: dict[str, str]) -> list[str]:
+    """`info` lines for a fold ensemble and/or TTA (empty for a plain model)."""
+    lines = []
+    if "ensemble" in meta:
+        e = json.loads(meta["ensemble"])
+        oof = e.get("oof") or {}
+        aucs = ", ".join(f"{a:.3f}" if isinstance(a, (int, float)) else "n/a" for a in e.get("fold_val_auc", []))
+        ci = oof.get("roc_auc_ci") or [None, None]
+        lines.append(f"ensemble  {e['members']} members (folds of run '{e.get('run', '?')}'), {e.get('combination')}; "
+                     f"fold val AUC [{aucs}]; OOF AUC {_f(oof.get('roc_auc'))} [{_f(ci[0])}, {_f(ci[1])}] on "
+                     f"{oof.get('n', '?')} images; '{MEMBER_OUTPUT}' [N, {e['members']}] per member")
+    if "tta" in meta:
+        t = json.loads(meta["tta"])
+        lines.append(f"tta       {t.get('mode')}: mean logits over {t.get('views')} views "
+                     f"({', '.join(t.get('transforms', []))})")
+    return lines
+
+
+def _f(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
 
 
 def inspect_model(path: str | os.PathLike[str], provider: str = "cpu") -> ModelInfo:

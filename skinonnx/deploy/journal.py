@@ -26,8 +26,10 @@ PART_ROWS = 1000
 
 
 def prediction_row(contract: ModelContract, threshold: float, path: str, probabilities: Sequence[float] | None,
-                   error: str | None = None) -> dict[str, Any]:
-    """One result row, the same for both engines: path, prediction, p_<class>..., threshold, error."""
+                   error: str | None = None, *, members: Sequence[float] | None = None,
+                   n_members: int = 0) -> dict[str, Any]:
+    """One result row, the same for both engines: path, prediction, p_<class>..., threshold, error; for a fold
+    ensemble (``n_members`` > 0) also the members' spread (:func:`member_columns`, empty for unreadable files)."""
     pos = contract.positive_index
     row: dict[str, Any] = {"path": path, "prediction": ""}
     if probabilities is not None:
@@ -36,8 +38,20 @@ def prediction_row(contract: ModelContract, threshold: float, path: str, probabi
     row.update({f"p_{name}": None if probabilities is None else float(probabilities[i])
                 for i, name in enumerate(contract.classes)})
     row["threshold"] = threshold
+    if n_members:
+        row.update(member_columns(members) if members is not None else dict.fromkeys(
+            ["member_std", "member_min", "member_max", *(f"p_member_{k}" for k in range(n_members))]))
     row["error"] = error or ""
     return row
+
+
+def member_columns(members: Sequence[float]) -> dict[str, float]:
+    """``member_std`` (population sd of the members' positive-class probabilities), min, max, and each member's."""
+    values = [float(v) for v in members]
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+    return {"member_std": std, "member_min": min(values), "member_max": max(values),
+            **{f"p_member_{k}": v for k, v in enumerate(values)}}
 
 
 def parts_dir(output: Path) -> Path:

@@ -235,12 +235,13 @@ def run_predict(classifier: OnnxClassifier, paths: list[Path], *, threshold: flo
     overlays = iter(overlay_file_names(paths, cam_dir, CAM_SUFFIX)) if cam_dir is not None else None
     for pred in classifier.predict_files(paths, batch_size=batch_size, progress=progress,
                                            max_pixels=max_pixels, with_cam=cam_dir is not None,
-                                           with_logits=cam_dir is not None):
+                                           with_logits=cam_dir is not None, with_members=classifier.has_members):
         overlay = next(overlays) if overlays is not None else None
         if not pred.ok:
             result.skipped.append({"path": pred.path, "problem": str(pred.error)})
             continue
-        row = prediction_row(contract, t, pred.path, pred.probabilities)
+        row = prediction_row(contract, t, pred.path, pred.probabilities, members=pred.members,
+                             n_members=classifier.n_members)
         del row["error"]
         if overlay is not None:
             row["cam_overlay"] = str(write_cam(classifier, pred, overlay, t, max_pixels))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,7 +21,7 @@ from ..cpus import physical_cores
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.preprocessing import Preprocessing
 from ..errors import ImageError, ModelFileError, ProviderError
-from .contract import CAM_OUTPUT, ModelContract
+from .contract import CAM_OUTPUT, MEMBER_OUTPUT, ModelContract
 
 PROVIDER_CHAINS = {
     "cpu": ("CPUExecutionProvider",),
@@ -117,6 +118,7 @@ class Prediction:
     error: str | None = None
     logits: np.ndarray | None = None  # raw (uncalibrated) logits, when asked for and the model has them
     cam: np.ndarray | None = None  # (h, w) map of the positive class's log-odds, when asked for and present
+    members: np.ndarray | None = None  # an ensemble's per-member positive-class probabilities, when asked for
 
     @property
     def ok(self) -> bool:
@@ -150,6 +152,7 @@ class OnnxClassifier:
         batch_dim = self._input.shape[0]
         self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         self._logits_output = "logits" if "logits" in outputs else (self._output if self._output_is_logits else None)
+        self._members_output = MEMBER_OUTPUT if MEMBER_OUTPUT in outputs else None
         cam = outputs.get(CAM_OUTPUT)
         self._cam_output = CAM_OUTPUT if cam is not None and len(cam.shape) == 3 else None
 
@@ -157,6 +160,18 @@ class OnnxClassifier:
     def has_cam(self) -> bool:
         """Whether the graph has the ``cam`` output (exports since skinonnx 0.x; docs/EMBEDDING.md)."""
         return self._cam_output is not None
+
+    @property
+    def has_members(self) -> bool:
+        """Whether the graph is a fold ensemble with a ``member_probabilities`` [N, K] output."""
+        return self._members_output is not None
+
+    @property
+    def n_members(self) -> int:
+        """K of a fold ensemble (its ``member_probabilities`` width), 0 for a single model."""
+        if self._members_output is None:
+            return 0
+        return int(json.loads(self.metadata.get("ensemble", "{}")).get("members", 0))
 
     @property
     def has_logits(self) -> bool:
@@ -215,18 +230,21 @@ class OnnxClassifier:
 
         A model exported with a fixed batch size is run in chunks of that size (the last one padded).
         """
-        probs, logits, _ = self.predict_arrays_full(batch, with_logits=with_logits)
+        probs, logits, *_ = self.predict_arrays_full(batch, with_logits=with_logits)
         return probs, logits
 
-    def predict_arrays_full(self, batch: np.ndarray, *, with_logits: bool = True, with_cam: bool = False
-                            ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """(probabilities, logits or None, cam (N, h, w) or None) in one run; ONNX Runtime computes only
-        the outputs asked for, so the map costs nothing unless ``with_cam`` (and the graph has it)."""
+    def predict_arrays_full(self, batch: np.ndarray, *, with_logits: bool = True, with_cam: bool = False,
+                            with_members: bool = False
+                            ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """(probabilities, logits or None, cam (N, h, w) or None, member probabilities [N, K] or None) in one
+        run; ``cam`` and ``member_probabilities`` only when asked for and the graph has them."""
         wanted = [self._output]
         if with_logits and self._logits_output is not None and self._logits_output != self._output:
             wanted.append(self._logits_output)
         if with_cam and self._cam_output is not None:
             wanted.append(self._cam_output)
+        if with_members and self._members_output is not None:
+            wanted.append(self._members_output)
         batch = np.ascontiguousarray(batch, np.uint8 if self.takes_uint8 else np.float32)
         step = self._fixed_batch
         if step is None or len(batch) == step:
@@ -244,9 +262,11 @@ class OnnxClassifier:
         if with_logits and self._logits_output is not None:
             logits = np.asarray(named[self._logits_output], dtype=np.float64)
         cam = named.get(self._cam_output) if with_cam and self._cam_output is not None else None
+        members = named.get(self._members_output) if with_members and self._members_output is not None else None
         if self._output_is_logits:
             out = _softmax(out / self.contract.temperature)
-        return np.asarray(out, dtype=np.float64), logits, None if cam is None else np.asarray(cam, np.float32)
+        return (np.asarray(out, dtype=np.float64), logits, None if cam is None else np.asarray(cam, np.float32),
+                None if members is None else np.asarray(members, np.float64))
 
     def _run(self, outputs: list[str], batch: np.ndarray) -> list[np.ndarray]:
         try:
@@ -271,7 +291,7 @@ class OnnxClassifier:
     def predict_files(self, paths: Sequence[str | os.PathLike[str]], *, batch_size: int = 16,
                       workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                       progress: bool = False, with_logits: bool = False,
-                      with_cam: bool = False) -> Iterator[Prediction]:
+                      with_cam: bool = False, with_members: bool = False) -> Iterator[Prediction]:
         """Predict in input order; unreadable files come back with ``error`` set, the rest still run.
 
         ``with_logits`` / ``with_cam`` also fill :attr:`Prediction.logits` / :attr:`Prediction.cam`
@@ -287,18 +307,21 @@ class OnnxClassifier:
             for chunk in iter_preprocessed(paths, self.preprocessing, batch_size=batch_size, workers=workers,
                                            max_pixels=max_pixels, pixels_only=self.takes_uint8):
                 good = [(p, a) for p, a, _ in chunk if a is not None]
-                probs, logits, cams = (self.predict_arrays_full(np.stack([a for _, a in good]),
-                                                                with_logits=with_logits, with_cam=with_cam)
-                                       if good else (np.empty((0, 0)), None, None))
+                probs, logits, cams, members = (
+                    self.predict_arrays_full(np.stack([a for _, a in good]), with_logits=with_logits,
+                                             with_cam=with_cam, with_members=with_members)
+                    if good else (np.empty((0, 0)), None, None, None))
                 rows = iter(probs)
                 raw = iter(logits) if logits is not None else None
                 maps = iter(cams) if cams is not None else None
+                spread = iter(members) if members is not None else None
                 for p, a, err in chunk:
                     if a is None:
                         yield Prediction(p, None, err)
                     else:
                         yield Prediction(p, next(rows), None, next(raw) if raw is not None else None,
-                                         next(maps) if maps is not None else None)
+                                         next(maps) if maps is not None else None,
+                                         next(spread) if spread is not None else None)
                 bar.update(len(chunk))
         finally:
             bar.close()

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .contract import CAM_OUTPUT, INPUT_SPECS, OUTPUT_NAMES, SCHEMA_KEY, SCHEMA_VERSION
+from .contract import CAM_OUTPUT, INPUT_SPECS, MEMBER_OUTPUT, OUTPUT_NAMES, SCHEMA_KEY, SCHEMA_VERSION
 
 Check = Callable[[str], str | None]  # value -> problem, or None when fine
 
@@ -80,6 +80,18 @@ def _positive_std(v: str) -> str | None:
     return problem or (None if min(json.loads(v)) > 0 else "all three values must be > 0")
 
 
+def _output_names(v: str) -> str | None:
+    """``["logits", "probabilities"]``, plus ``"member_probabilities"`` in an ensemble (checked against
+    the ``ensemble`` key in the cross checks)."""
+    problem = _json(list, None, str)(v)
+    if problem:
+        return problem
+    names = json.loads(v)
+    if names[:2] != list(OUTPUT_NAMES) or names[2:] not in ([], [MEMBER_OUTPUT]):
+        return f"expected {list(OUTPUT_NAMES)} (+ '{MEMBER_OUTPUT}' for an ensemble), got {v[:80]!r}"
+    return None
+
+
 @dataclass(frozen=True)
 class KeySpec:
     name: str
@@ -126,6 +138,9 @@ KEYS: dict[str, KeySpec] = {k.name: k for k in (
     KeySpec("training_data", _text, required=False),
     KeySpec("quantization", _json(dict), required=False),
     KeySpec("precision", _json(dict), required=False),
+    # --- fold ensembles and test-time augmentation (optional: absent in single models) ----
+    KeySpec("ensemble", _json(dict), required=False),
+    KeySpec("tta", _json(dict), required=False),
 )}
 
 
@@ -173,4 +188,9 @@ def _cross_checks(meta: Mapping[str, str]) -> list[str]:
         in_graph = json.loads(meta.get("in_graph_preprocessing", "[]"))
         if tuple(in_graph) != INPUT_SPECS[pair].in_graph:
             problems.append(f"'in_graph_preprocessing' {in_graph} does not match a {pair[0]} {pair[1]} input")
+    has_members = MEMBER_OUTPUT in json.loads(meta["output_names"])
+    if has_members != ("ensemble" in meta):
+        problems.append(f"'{MEMBER_OUTPUT}' output and 'ensemble' key go together (ensembles have both)")
+    elif has_members and not isinstance(json.loads(meta["ensemble"]).get("members"), int):
+        problems.append("'ensemble' lacks the integer 'members' (K)")
     return problems

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .cv_report import model_card_lines
 from .metrics import METRIC_NAMES
 
 SECTIONS = ("Model", "Intended use", "Data", "Training", "Operating point", "Performance", "Calibration",
@@ -27,6 +28,7 @@ FIGURE_TITLES = {
     "confusion_matrix.png": "Confusion matrices",
     "reliability_diagram.png": "Reliability diagram (before / after temperature scaling)",
     "training_curves.png": "Training curves",
+    "cv_roc_curves.png": "Cross-validation: ROC per fold, pooled out-of-fold, and the ensemble",
 }
 
 
@@ -63,6 +65,7 @@ def render_model_card(s: dict[str, Any]) -> str:
     out += _operating_point(s)
     out += _performance(s, data, pos)
     out += _calibration(s["calibration"])
+    out += model_card_lines(s.get("cross_validation"))
     out += _parity(s["parity"], model.get("skinonnx_metadata", True))
     out += _figures(s["files"])
     out += _limitations(s, data, training, pos)

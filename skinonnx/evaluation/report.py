@@ -31,6 +31,8 @@ from ..deploy.contract import SCHEMA_KEY
 from ..deploy.runtime import OnnxClassifier
 from ..errors import DataError, SkinOnnxError
 from .calibration import brier_score, expected_calibration_error, reliability_curve
+from .cv_report import cv_section
+from .cv_report import terminal_lines as cv_terminal_lines
 from .metrics import METRIC_NAMES, binary_metrics, bootstrap_ci, classification_report_text
 from .model_card import render_model_card
 from .provenance import (
@@ -287,6 +289,7 @@ def build_summary(classifier: OnnxClassifier, data: LabeledData, evaluated: Spli
             "best_val_loss": training_metrics.get("val_loss"),
         },
         "parity": read_parity_record(classifier.path, model_sha),
+        "cross_validation": cv_section(meta, run_dir, contract.positive_class, at_op["metrics"], at_op["ci"]),
         "skipped": [{"path": p, "problem": e} for p, e in evaluated.skipped],
         "files": [],
     }
@@ -307,6 +310,7 @@ def write_report(result: EvalResult, *, plots: bool = True, model_card: bool = T
         assert result.evaluated is not None
         files += write_plots(result.summary, result.evaluated.y_true, result.evaluated.y_prob, out,
                              history=result.history)
+        files += _write_cv_plot(result)
     if model_card:
         files.append("MODEL_CARD.md")
         result.summary["files"] = [*files, "summary.json"]
@@ -321,6 +325,22 @@ def write_report(result: EvalResult, *, plots: bool = True, model_card: bool = T
     result.summary["files"] = [*files, "summary.json"]
     result.files = result.summary["files"]
     write_text(out / "summary.json", summary_json(result.summary))
+
+
+def _write_cv_plot(result: EvalResult) -> list[str]:
+    """cv_roc_curves.png for a fold ensemble whose run folder (oof.csv) is at hand."""
+    from ..atomic import write_bytes
+    from .cv_report import FIGURE, plot_cv_roc, read_oof_csv
+
+    cv = result.summary.get("cross_validation")
+    if not cv or not cv.get("oof_file") or result.evaluated is None:
+        return []
+    folds = read_oof_csv(Path(cv["oof_file"]).parent, result.summary["positive_class"])
+    if not folds:
+        return []
+    evaluated = (result.evaluated.y_true, result.evaluated.y_prob)
+    write_bytes(result.out_dir / FIGURE, plot_cv_roc(folds, evaluated, result.evaluated.split))
+    return [FIGURE]
 
 
 def summary_json(summary: dict[str, Any]) -> str:
@@ -377,6 +397,7 @@ def format_metrics(result: EvalResult) -> str:
               f"{next(c for c in s['classes'] if c != s['positive_class'])}, {s['positive_class']}):",
               f"    [[{c['tn']:>4} {c['fp']:>4}]", f"     [{c['fn']:>4} {c['tp']:>4}]]"]
     lines += _calibration_lines(s["calibration"])
+    lines += cv_terminal_lines(s.get("cross_validation"))
     return "\n".join(lines)
 
 

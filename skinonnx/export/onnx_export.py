@@ -88,27 +88,32 @@ def contract_from_checkpoint(state: dict[str, Any], checkpoint_path: Path, opset
                          temperature=float(calibration.get("temperature", 1.0)), extra=extra)
 
 
-def to_onnx(model: nn.Module, contract: ModelContract, path: Path, opset: int) -> onnx.ModelProto:
+def to_onnx(model: nn.Module | None, contract: ModelContract, path: Path, opset: int, *,
+            wrapper: nn.Module | None = None) -> onnx.ModelProto:
     """Trace, attach metadata, run the checker and strict shape inference; save to ``path``.
 
     ``contract.output_names`` says whether the ``cam`` output is wanted (see :func:`contract_with_cam`).
+    ``wrapper``: a module to trace instead of :class:`ExportWrapper` around ``model`` (ensembles, TTA); its
+    outputs are ``contract.output_names``.
     """
     size = contract.preprocessing.image_size
-    names = list(contract.output_names)
-    with_cam = CAM_OUTPUT in names
-    wrapper = ExportWrapper(model.eval().cpu().to(memory_format=torch.contiguous_format), contract.temperature,
-                            contract.positive_index if with_cam else None)
+    output_names = list(contract.output_names)
+    with_cam = CAM_OUTPUT in output_names
+    if wrapper is None:
+        assert model is not None
+        wrapper = ExportWrapper(model.eval().cpu().to(memory_format=torch.contiguous_format), contract.temperature,
+                                contract.positive_index if with_cam else None)
     dummy = torch.zeros(2, 3, size, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter deprecation notice; traced cam grid size
         torch.onnx.export(wrapper, (dummy,), str(path), dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=names,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}},
+                          input_names=[INPUT_NAME], output_names=output_names,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in output_names}},
                           do_constant_folding=True)
     proto = onnx.load(str(path))
     proto.producer_name, proto.producer_version = "skinonnx", __version__
     proto.doc_string = (f"ResNet50 {contract.classes[0]} vs {contract.classes[1]} classifier. Input: RGB "
-                        f"NCHW float32 {size}x{size}, preprocessed as in metadata; outputs {', '.join(names)}.")
+                        f"NCHW float32 {size}x{size}, preprocessed as in metadata; outputs {', '.join(output_names)}.")
     del proto.metadata_props[:]
     for key, value in contract.to_metadata().items():
         proto.metadata_props.add(key=key, value=value)
@@ -124,6 +129,8 @@ def to_onnx(model: nn.Module, contract: ModelContract, path: Path, opset: int) -
             if len(dims) != 3:
                 raise ShapeError(f"output '{out.name}' has shape {dims}; expected [batch, height, width]")
             continue
+        if out.name not in OUTPUT_NAMES:
+            continue  # extra outputs (an ensemble's member_probabilities) are checked by their exporter
         if len(dims) != 2 or dims[1] != len(contract.classes):
             raise ShapeError(f"output '{out.name}' has shape {dims}; expected [batch, {len(contract.classes)}]")
     return proto

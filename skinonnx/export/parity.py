@@ -115,13 +115,31 @@ def check_parity(model: nn.Module, onnx_path: str | os.PathLike[str], batch: np.
     Raises :class:`ShapeError` / :class:`AtolError` (after building the whole report) when
     anything is off; ``batch_sizes`` deliberately include 1 and an odd size.
     """
+    reference = torch_outputs(model, batch, temperature, _cam_positive_index(onnx_path))
+    return compare_with_reference(onnx_path, batch, reference, atol=atol, provider=provider,
+                                  batch_sizes=batch_sizes)
+
+
+def _cam_positive_index(onnx_path: str | os.PathLike[str]) -> int | None:
+    """The class whose map a file's ``cam`` output holds (checked too), or None when the file has no map."""
+    session, _ = create_session(Path(onnx_path), "cpu")
+    if CAM_OUTPUT not in [o.name for o in session.get_outputs()]:
+        return None
+    return int(session.get_modelmeta().custom_metadata_map.get("positive_index", "1"))
+
+
+def compare_with_reference(onnx_path: str | os.PathLike[str], batch: np.ndarray, reference: dict[str, np.ndarray],
+                           *, atol: float = DEFAULT_ATOL, provider: str = "cpu", batch_sizes: Sequence[int] = (1, 7),
+                           columns: dict[str, Sequence[str]] | None = None) -> ParityReport:
+    """ONNX Runtime's outputs vs ``reference`` (name -> expected array) at each batch size.
+
+    ``columns``: outputs checked column by column, each column under its own name (an ensemble's
+    ``member_probabilities``: one check per member). Raises after building the whole report.
+    """
     session, used = create_session(Path(onnx_path), provider)
     input_name = session.get_inputs()[0].name
     output_names = [o.name for o in session.get_outputs()]
-    positive_index = None
-    if CAM_OUTPUT in output_names:  # the map is checked too, for the class the file says is positive
-        positive_index = int(session.get_modelmeta().custom_metadata_map.get("positive_index", "1"))
-    reference = torch_outputs(model, batch, temperature, positive_index)
+    columns = columns or {}
     report = ParityReport(n_images=len(batch), provider=used)
     onnx_labels = None
     for size in sorted({min(b, len(batch)) for b in batch_sizes}):
@@ -131,8 +149,11 @@ def check_parity(model: nn.Module, onnx_path: str | os.PathLike[str], batch: np.
             got = outputs.get(name)
             if got is None or got.shape != expected.shape:
                 report.checks.append(OutputCheck(name, size, float("inf"), atol, shape_ok=False))
-                continue
-            report.checks.append(OutputCheck(name, size, float(np.max(np.abs(got - expected))), atol))
+            elif name in columns:
+                report.checks += [OutputCheck(label, size, float(np.max(np.abs(got[:, i] - expected[:, i]))), atol)
+                                  for i, label in enumerate(columns[name])]
+            else:
+                report.checks.append(OutputCheck(name, size, float(np.max(np.abs(got - expected))), atol))
         if "probabilities" in outputs:
             onnx_labels = outputs["probabilities"].argmax(1)
     if onnx_labels is not None:
@@ -140,5 +161,7 @@ def check_parity(model: nn.Module, onnx_path: str | os.PathLike[str], batch: np.
     if any(not c.shape_ok for c in report.checks):
         raise ShapeError(report.text() + "\nparity FAILED: output shapes differ")
     if not report.ok:
-        raise AtolError(report.text() + f"\nparity FAILED: difference above tolerance {atol:g}")
+        bad = sorted({c.output for c in report.checks if not c.ok})
+        raise AtolError(report.text() + f"\nparity FAILED: {', '.join(bad) or 'labels'} differ by more than "
+                        f"the tolerance {atol:g}")
     return report

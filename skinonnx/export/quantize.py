@@ -40,6 +40,7 @@ import io
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -235,9 +236,9 @@ def stage_convs(model_path: Path, stages: Sequence[str]) -> list[str]:
 
     convs = [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type == "Conv"]
     chosen: list[str] = []
-    for stage in stages:
-        marker = "/model/conv1/" if stage == "stem" else f"/model/{stage}/"
-        found = [name for name in convs if name.startswith(marker)]
+    for stage in stages:  # /model/... in a plain export, /members.<k>/... in an ensemble or TTA export
+        marker = re.compile(r"/(model|members\.\d+)/" + ("conv1/" if stage == "stem" else f"{stage}/"))
+        found = [name for name in convs if marker.match(name)]
         if not found:
             raise QuantizationError(f"no convolution of stage '{stage}' in {model_path.name}: --keep-fp32 needs a "
                                     "ResNet50 exported by skinonnx")
@@ -292,12 +293,18 @@ def correct_logit_bias(path: Path, shift: np.ndarray, output: str = "logits") ->
     proto = onnx.load(str(path))
     node = next((n for n in proto.graph.node if output in n.output), None)
     inits = {t.name: t for t in proto.graph.initializer}
-    if node is None or node.op_type != "Gemm" or len(node.input) < 3 or node.input[2] not in inits:
+    heads = [node] if node is not None and node.op_type == "Gemm" else []
+    if not heads and any(p.key in ("ensemble", "tta") for p in proto.metadata_props):
+        # an ensemble / TTA graph: ``output`` is the mean of its classifier heads' outputs (members x views),
+        # so subtracting ``shift`` from every head's bias moves that mean by exactly -shift
+        heads = [n for n in proto.graph.node if n.op_type == "Gemm"]
+    if not heads or any(len(n.input) < 3 or n.input[2] not in inits for n in heads):
         raise QuantizationError(f"cannot apply bias correction: '{output}' is not produced by a Gemm with a constant "
                                 "bias (use --no-bias-correction)")
-    bias = inits[node.input[2]]
-    corrected = numpy_helper.to_array(bias).astype(np.float64) - shift
-    bias.CopyFrom(numpy_helper.from_array(corrected.astype(np.float32), bias.name))
+    for head in heads:
+        bias = inits[head.input[2]]
+        corrected = numpy_helper.to_array(bias).astype(np.float64) - shift
+        bias.CopyFrom(numpy_helper.from_array(corrected.astype(np.float32), bias.name))
     onnx.save(proto, str(path))
 
 

@@ -7,7 +7,7 @@ import dataclasses
 import io
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..atomic import ensure_writable_dir, write_json, write_text
-from ..data.layouts import LabeledData, discover
+from ..data.layouts import LabeledData, Sample, discover
 from ..data.preprocessing import Preprocessing
 from ..errors import CheckpointError, DataError, RunInterrupted, SkinOnnxError
 from . import distributed, runs
@@ -45,6 +45,7 @@ class TrainResult:
     epochs_run: int
     history: list[dict[str, float]]
     skipped: list[tuple[str, str]]
+    val_samples: list[Sample] = field(default_factory=list)  # the usable val images, in best.pt's val_predictions order
 
 
 def load_data(cfg: TrainConfig, data: LabeledData, prep: Preprocessing, device: torch.device):
@@ -189,13 +190,14 @@ def _resume_source(cfg: TrainConfig, resume: str, explicit: frozenset[str] | set
 
 
 def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozenset[str] | set[str] = frozenset(),
-        echo=print) -> TrainResult:
+        echo=print, data: LabeledData | None = None) -> TrainResult:
     """Train, keeping best.pt (by the selection metric) and last.pt (every epoch, for --resume).
 
     Weights go to ``runs/<name>/weights/`` (a new name gets ``-2``, ``-3``... rather than overwrite a run).
     ``resume``: a run name or folder, or True/"" for the newest unfinished run. ``explicit``: the settings
     the user gave on this call; with ``resume`` only those in :data:`RESUME_OVERRIDES` may differ from the
     saved run. Ctrl-C raises :class:`~skinonnx.errors.RunInterrupted` naming the run to resume.
+    ``data``: train/val splits to use instead of discovering ``cfg.data`` (cross-validation passes each fold's).
     """
     ctx = distributed.setup(resolve_device(cfg.device))  # no-op outside torchrun
     if not ctx.is_main:  # rank 0 alone prints, shows progress and writes files
@@ -229,7 +231,7 @@ def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozen
         ensure_writable_dir(cfg.run_dir)
         runs.write_status(cfg.run_dir, "running", epoch, cfg.epochs)
     try:
-        result = _fit(cfg, state, ckpt_dir, echo, ctx)
+        result = _fit(cfg, state, ckpt_dir, echo, ctx, data)
     except KeyboardInterrupt:
         done = runs.run_status(cfg.run_dir).get("epoch", epoch)
         if ctx.is_main:
@@ -242,11 +244,12 @@ def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozen
 
 
 def _fit(cfg: TrainConfig, state: dict[str, Any] | None, ckpt_dir: Path, echo,
-         ctx: distributed.DistContext) -> TrainResult:
+         ctx: distributed.DistContext, data: LabeledData | None = None) -> TrainResult:
     seed_everything(cfg.seed + ctx.rank)  # rank 0 as alone; DDP copies rank 0's initial weights to all
     device = distributed.local_device(resolve_device(cfg.device))
     with distributed.rank0_first():  # a flat folder's split file is written once
-        data = discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed)
+        if data is None:
+            data = discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed)
     for note in data.notes:
         echo(f"note: {note}")
     if state is not None and tuple(state["classes"]) != data.classes:
@@ -371,4 +374,4 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, ckpt_dir: Path, echo,
             device=device)
         finalize_best(ckpt_dir / "best.pt", full_val, device, cfg, echo=echo)
     return TrainResult(ckpt_dir / "best.pt", ckpt_dir / "last.pt", run_dir, saver.best, saver.best_epoch,
-                       epoch, history, skipped)
+                       epoch, history, skipped, list(val_loader.dataset.samples))

@@ -82,7 +82,7 @@ def test_quantize_writes_a_gated_int8_model_that_test_and_predict_use(trained: T
     assert 0 < diff.max() < 0.02  # really a different (integer) model, and a close one
     # the INT8 file keeps the cam output, still the log-odds minus one constant (the corrected bias difference)
     pos = int8.contract.positive_index
-    _, logits, cams = int8.predict_arrays_full(batch, with_cam=True)
+    _, logits, cams, _ = int8.predict_arrays_full(batch, with_cam=True)
     assert int8.has_cam and cams is not None and cams.shape[0] == len(paths)
     remainder = logits[:, pos] - logits[:, 1 - pos] - cams.sum(axis=(1, 2))
     assert np.ptp(remainder) < 1e-3
