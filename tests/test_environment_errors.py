@@ -256,7 +256,7 @@ INVALID: list[tuple[tuple[str, ...], str]] = [
     (("predict", "x.png", "--batch-size", "0"), "'--batch-size'"),
     (("predict", "x.png", "--threshold", "-0.1"), "'--threshold'"),
     (("predict", "x.png", "--max-pixels", "-1"), "'--max-pixels'"),
-    (("predict", "x.png", "-o", "results.txt"), "must end in .csv or .json"),
+    (("predict", "x.png", "-o", "results.txt"), "must end in .csv, .json or .parquet"),
     (("predict",), "Missing argument 'INPUTS"),
     (("predict", "x.png", "--no-such-option"), "No such option '--no-such-option'"),
     (("demo", "--epochs", "0"), "'--epochs'"),

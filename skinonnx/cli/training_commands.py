@@ -9,13 +9,13 @@ import click
 from ..errors import RunInterrupted
 from .options import POSITIVE_INT, echo, max_pixels_option, program_name, threads_option
 
+# Options whose TrainConfig field is their negation, and options stored under another field name.
 _NEGATED_FLAGS = {"no_calibrate": "calibrate", "no_amp": "amp", "no_channels_last": "channels_last",
-                  "quiet": "progress", "no_augment": "augment",
-                  "compile_mode": "compile"}
+                  "quiet": "progress", "no_augment": "augment"}
+_RENAMED = {"compile_mode": "compile"}
 # What a run records in config.json besides its settings: read back with --config, not options.
 _RECORDED_ONLY = {"skinonnx_version", "torch_version", "device_used", "world_size", "classes", "counts",
-                  "class_loss_weights",
-                  "layout", "preprocessing"}
+                  "class_loss_weights", "layout", "preprocessing"}
 _NEWEST = "@newest-unfinished"
 
 
@@ -27,10 +27,13 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
 
     options = {p.name for p in ctx.command.params}
     flags = {field: flag for flag, field in _NEGATED_FLAGS.items()}
+    renamed = {field: option for option, field in _RENAMED.items()}
     defaults: dict[str, object] = {}
     for key, val in read_config_file(value).items():
         if key in flags:
             defaults[flags[key]] = not val
+        elif key in renamed:
+            defaults[renamed[key]] = val
         elif key in options and key not in ("config", "resume"):
             defaults[key] = val
         elif key not in _RECORDED_ONLY:
@@ -46,7 +49,8 @@ def _explicit_train_settings() -> set[str]:
     ctx = click.get_current_context()
     typed = {name for name in ctx.params if ctx.get_parameter_source(name) in
              (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT, ParameterSource.DEFAULT_MAP)}
-    return {_NEGATED_FLAGS.get(name, name) for name in typed} - {"resume", "config"}
+    fields = {**_NEGATED_FLAGS, **_RENAMED}
+    return {fields.get(name, name) for name in typed} - {"resume", "config"}
 
 
 @click.command()

@@ -93,11 +93,11 @@ def read_header(path: str | os.PathLike[str]) -> Header:
                     entry = pairs(value)
                     header.metadata[text(entry[1]) if 1 in entry else ""] = text(entry[2]) if 2 in entry else ""
     except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise ModelFileError(f"{path}: not an ONNX model (cannot parse the protobuf: {exc})") from None
+        raise ModelFileError(f"{path}: not a valid ONNX model (cannot parse the protobuf: {exc})") from None
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if not header.ir_version or not header.opsets:
-        raise ModelFileError(f"{path}: not an ONNX model (no IR version or opset)")
+        raise ModelFileError(f"{path}: not a valid ONNX model (no IR version or opset)")
     header.producer = " ".join(p for p in producer if p)
     return header
 

@@ -191,10 +191,11 @@ def run_job(classifier: OnnxClassifier, paths: Sequence[Path], output: Path, *, 
         elif todo:
             for pred in classifier.predict_files(todo, batch_size=batch_size, progress=progress,
                                                  max_pixels=max_pixels, with_cam=bool(overlays),
-                                                 with_logits=bool(overlays)):
+                                                 with_logits=bool(overlays), with_members=classifier.has_members):
                 if overlays and pred.ok:
                     write_cam(classifier, pred, overlays[pred.path], t, max_pixels)
-                journal.add([prediction_row(classifier.contract, t, pred.path, pred.probabilities, pred.error)])
+                journal.add([prediction_row(classifier.contract, t, pred.path, pred.probabilities, pred.error,
+                                            members=pred.members, n_members=classifier.n_members)])
     finally:
         journal.flush()  # also on Ctrl-C / errors: what is done stays done
     result = PredictResult()

@@ -65,30 +65,21 @@ def _pattern(regex: str, what: str) -> Check:
     return lambda v: None if re.fullmatch(regex, v) else f"expected {what}, got {v[:70]!r}"
 
 
-def _output_names(v: str) -> str | None:
-    """``["logits", "probabilities"]``, optionally followed by ``"cam"``."""
-    problem = _json(list, None, str)(v)
-    if problem:
-        return problem
-    names = json.loads(v)
-    return None if names in (list(OUTPUT_NAMES), [*OUTPUT_NAMES, CAM_OUTPUT]) else (
-        f"expected {json.dumps(list(OUTPUT_NAMES))}, optionally followed by \"{CAM_OUTPUT}\", got {v[:70]!r}")
-
-
 def _positive_std(v: str) -> str | None:
     problem = _json(list, 3, (int, float))(v)
     return problem or (None if min(json.loads(v)) > 0 else "all three values must be > 0")
 
 
 def _output_names(v: str) -> str | None:
-    """``["logits", "probabilities"]``, plus ``"member_probabilities"`` in an ensemble (checked against
-    the ``ensemble`` key in the cross checks)."""
+    """``["logits", "probabilities"]``, then optionally ``"cam"`` (the class activation map) or, in an
+    ensemble, ``"member_probabilities"`` (checked against the ``ensemble`` key in the cross checks)."""
     problem = _json(list, None, str)(v)
     if problem:
         return problem
     names = json.loads(v)
-    if names[:2] != list(OUTPUT_NAMES) or names[2:] not in ([], [MEMBER_OUTPUT]):
-        return f"expected {list(OUTPUT_NAMES)} (+ '{MEMBER_OUTPUT}' for an ensemble), got {v[:80]!r}"
+    if names[:2] != list(OUTPUT_NAMES) or names[2:] not in ([], [CAM_OUTPUT], [MEMBER_OUTPUT]):
+        return (f"expected {list(OUTPUT_NAMES)}, optionally followed by '{CAM_OUTPUT}' (or '{MEMBER_OUTPUT}' for "
+                f"an ensemble), got {v[:80]!r}")
     return None
 
 
