@@ -9,14 +9,10 @@ import click
 from ..errors import SkinOnnxError
 from .options import (
     POSITIVE_INT,
-    contract_options,
     data_from_metadata,
-    max_pixels_option,
+    onnx_runtime_options,
     open_classifier,
     program_name,
-    provider_option,
-    save_optimized_option,
-    threads_option,
 )
 
 
@@ -47,12 +43,7 @@ from .options import (
                    "at the operating point).")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
 @click.option("--no-html", is_flag=True, help="Skip report.html and its case images (report_files/).")
-@provider_option()
-@threads_option
-@save_optimized_option
-@max_pixels_option
-@contract_options
-@click.option("--quiet", is_flag=True)
+@onnx_runtime_options
 def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | None, batch_size: int,
              out_dir: Path | None, n_bootstrap: int, ci_seed: int, confidence: float, no_ci: bool, as_json: bool,
              run_dir: Path | None, skip_val: bool, no_plots: bool, no_html: bool, provider: str,
@@ -118,12 +109,7 @@ def _say_which_run(metadata: dict[str, str]) -> None:
 @click.option("--cam", "cam_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Also write <image>.cam.png heatmaps of the model's own 'cam' output into this folder "
                    "(no torch; local engine).")
-@provider_option()
-@threads_option
-@save_optimized_option
-@max_pixels_option
-@contract_options
-@click.option("--quiet", is_flag=True)
+@onnx_runtime_options
 def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: float | None, batch_size: int,
             engine: str, address: str | None, workers: int | None, gpus_per_worker: float, shard: str | None,
             part_size: int, cam_dir: Path | None, provider: str, threads: int | None, save_optimized: Path | None,

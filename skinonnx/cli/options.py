@@ -144,3 +144,11 @@ def open_classifier(onnx_path: Path, provider: str, contract_opts: tuple, save_o
                    if classifier.provider == "CPUExecutionProvider" else "")
     click.echo(f"model {onnx_path} on ONNX Runtime {classifier.provider}{cpu_threads}", err=True)
     return classifier
+
+
+def onnx_runtime_options(f):
+    """What `test` and `predict` share: provider, threads, optimised-graph dump, pixel limit, contract, --quiet."""
+    f = click.option("--quiet", is_flag=True)(f)
+    for option in (contract_options, max_pixels_option, save_optimized_option, threads_option, provider_option()):
+        f = option(f)
+    return f

@@ -23,7 +23,7 @@ from pathlib import Path
 from ..atomic import atomic_path
 from ..deploy.runtime import OnnxClassifier
 from ..errors import ExportError
-from .variant_gate import VariantGate, compare, gate_images
+from .variant_gate import VariantGate, check_variant_graph, compare, gate_images
 
 DEFAULT_MAX_PROB_DIFF = 0.01  # fp16 weights move logits by ~1e-3 relative; probabilities by far less than this
 DEFAULT_GATE_IMAGES = 64
@@ -60,15 +60,11 @@ def topological_sort(graph) -> None:  # onnx.GraphProto
 
 def to_fp16(model):  # onnx.ModelProto -> onnx.ModelProto
     """fp16 weights and activations, fp32 input and outputs; checked by ``onnx.checker`` (full)."""
-    import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     half = convert_float_to_float16(model, keep_io_types=True)
     topological_sort(half.graph)
-    try:
-        onnx.checker.check_model(half, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"fp16 graph failed the ONNX checker: {exc}") from None
+    check_variant_graph(half, "fp16")
     return half
 
 

@@ -28,7 +28,8 @@ from onnx import TensorProto, helper, numpy_helper
 from ..data.preprocessing import Preprocessing
 from ..deploy.contract import CAM_OUTPUT, UINT8_INPUT, ModelContract
 from ..deploy.runtime import create_session
-from ..errors import AtolError, ExportError, ImageError, SkinOnnxError
+from ..errors import AtolError, ImageError, SkinOnnxError
+from .variant_gate import check_variant_graph
 
 UINT8_ATOL = 1e-5  # the bound on probabilities; the measured difference is 0 or ~1e-7
 _NORMALIZED = "normalized_input"  # the float model's input, now an intermediate tensor
@@ -93,10 +94,7 @@ def embed_preprocessing(model: onnx.ModelProto, contract: ModelContract) -> onnx
     del out.metadata_props[:]
     for key, value in contract.to_metadata().items():
         out.metadata_props.add(key=key, value=value)
-    try:
-        onnx.checker.check_model(out, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"uint8-input graph failed the ONNX checker: {exc}") from None
+    check_variant_graph(out, "uint8-input")
     return out
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..data.layouts import discover
 from ..deploy.runtime import OnnxClassifier
-from ..errors import DataError
+from ..errors import DataError, ExportError
 
 
 @dataclass
@@ -61,3 +61,13 @@ def compare(fp32: OnnxClassifier, other: OnnxClassifier, paths: list[Path], tole
     z16 = np.stack([b[p.path].logits for p in a])
     agree = float(np.mean((p32[:, pos] >= threshold) == (p16[:, pos] >= threshold)))
     return VariantGate(name, len(a), agree, float(np.abs(p32 - p16).max()), float(np.abs(z32 - z16).max()), tolerance)
+
+
+def check_variant_graph(model, what: str) -> None:  # onnx.ModelProto
+    """``onnx.checker`` (full) on a derived graph (fp16, uint8 input): a failure names the variant."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"{what} graph failed the ONNX checker: {exc}") from None
