@@ -23,7 +23,6 @@ from PIL import Image
 
 from skinonnx.data.preprocessing import Preprocessing
 from skinonnx.deploy.schema import KEYS
-from skinonnx.training.checkpoint import load_checkpoint, save_checkpoint
 
 from ..conftest import TrainedModel, run_cli
 
@@ -52,16 +51,6 @@ def _export(checkpoint: Path, out: Path, data: Path) -> Exported:
 def exported(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Exported:
     """The session model (32 px) with its uint8 variant."""
     return _export(trained.checkpoint, tmp_path_factory.mktemp("embed") / "model.onnx", trained.data)
-
-
-@pytest.fixture(scope="module")
-def exported128(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    """The same weights at 128 px (ResNet's global pooling takes any size): a real resize, no JPEG draft."""
-    work = tmp_path_factory.mktemp("embed128")
-    state = {k: v for k, v in load_checkpoint(trained.checkpoint).items() if k not in ("format", "format_version")}
-    state["preprocessing"] = Preprocessing.for_size(128).to_dict()
-    save_checkpoint(state, work / "best128.pt")
-    return _export(work / "best128.pt", work / "model128.onnx", trained.data)
 
 
 @pytest.fixture
@@ -187,10 +176,10 @@ def test_info_refuses_foreign_broken_and_inconsistent_files(exported: Exported, 
 # --- the uint8-input variant ---------------------------------------------------------------------
 
 
-def test_uint8_variant_matches_the_float_model_on_real_images(exported128: Exported, real_images: list[Path]) -> None:
+def test_uint8_variant_matches_the_float_model_on_real_images(model128: Exported, real_images: list[Path]) -> None:
     prep = Preprocessing.for_size(128)
-    f = ort.InferenceSession(str(exported128.float_model), providers=["CPUExecutionProvider"])
-    u = ort.InferenceSession(str(exported128.uint8_model), providers=["CPUExecutionProvider"])
+    f = ort.InferenceSession(str(model128.float_model), providers=["CPUExecutionProvider"])
+    u = ort.InferenceSession(str(model128.uint8_model), providers=["CPUExecutionProvider"])
     expected = f.run(None, {"input": np.stack([prep.from_file(p) for p in real_images])})
     resized = [np.asarray(prep.load_resized(p)) for p in real_images]
     assert all(r.shape == (146, 146, 3) for r in resized)  # uncropped: the graph crops
@@ -301,21 +290,21 @@ def _node(node: str, model: Path, images: list[Path], *extra: str) -> dict[str, 
     return _json_lines([node, str(NODE_DIR / "index.js"), str(model), *map(str, images), *extra])
 
 
-def test_node_example_reproduces_predict_exactly(exported128: Exported, real_images: list[Path],
+def test_node_example_reproduces_predict_exactly(model128: Exported, real_images: list[Path],
                                                  tmp_path: Path) -> None:
     node = _node_or_skip()
-    for model in (exported128.float_model, exported128.uint8_model):
+    for model in (model128.float_model, model128.uint8_model):
         reference = _predict(model, real_images, tmp_path)
         got = _node(node, model, real_images)
         _compare(got, reference, EXACT_TOL, f"node --resize pillow on {model.name}")
         assert all(got[p]["label"] == r["prediction"] for p, r in reference.items())
 
 
-def test_node_example_with_approximate_decoding_or_resizing(exported: Exported, exported128: Exported,
+def test_node_example_with_approximate_decoding_or_resizing(exported: Exported, model128: Exported,
                                                             real_images: list[Path], tmp_path: Path) -> None:
     node = _node_or_skip()
     cases = [(exported.uint8_model, "pillow", "JPEG draft approximated by block means"),
-             (exported128.float_model, "sharp", "sharp's linear resize")]
+             (model128.float_model, "sharp", "sharp's linear resize")]
     for model, mode, what in cases:
         reference = _predict(model, real_images, tmp_path)
         _compare(_node(node, model, real_images, "--resize", mode), reference, APPROX_TOL,
