@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from torch import nn
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.preprocessing import Preprocessing
 from ..deploy.contract import CAM_OUTPUT
+from ..deploy.info import read_header
 from ..deploy.runtime import create_session
 from ..errors import AtolError, ShapeError, SkinOnnxError
 from .cam import logits_and_cam
@@ -121,11 +123,14 @@ def check_parity(model: nn.Module, onnx_path: str | os.PathLike[str], batch: np.
 
 
 def _cam_positive_index(onnx_path: str | os.PathLike[str]) -> int | None:
-    """The class whose map a file's ``cam`` output holds (checked too), or None when the file has no map."""
-    session, _ = create_session(Path(onnx_path), "cpu")
-    if CAM_OUTPUT not in [o.name for o in session.get_outputs()]:
+    """The class whose map a file's ``cam`` output holds (checked too), or None when the file has no map.
+
+    Read from the metadata header, which lists every output of our exports (``output_names``), instead of
+    building a second ONNX Runtime session beside the one that runs the check."""
+    meta = read_header(onnx_path).metadata
+    if CAM_OUTPUT not in json.loads(meta.get("output_names", "[]")):
         return None
-    return int(session.get_modelmeta().custom_metadata_map.get("positive_index", "1"))
+    return int(meta.get("positive_index", "1"))
 
 
 def compare_with_reference(onnx_path: str | os.PathLike[str], batch: np.ndarray, reference: dict[str, np.ndarray],
