@@ -11,7 +11,7 @@ import glob
 import io
 import os
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,12 +173,9 @@ def run_job(classifier: OnnxClassifier, paths: Sequence[Path], output: Path, *, 
     journal = Journal(output, job_fingerprint(classifier, t, max_pixels), part_rows=part_rows,
                       part_format="parquet" if ray_options is not None else "csv", echo=echo)
     keys = [str(p) for p in paths]
-    overlays: dict[str, Path] = {}
-    if cam_dir is not None:
-        if ray_options is not None:
-            raise SkinOnnxError("--cam runs on the local engine only (drop --engine ray)")
-        require_cam(classifier.has_cam, classifier.path)
-        overlays = dict(zip(keys, overlay_file_names(paths, cam_dir, CAM_SUFFIX), strict=True))
+    if cam_dir is not None and ray_options is not None:
+        raise SkinOnnxError("--cam runs on the local engine only (drop --engine ray)")
+    overlays = _overlay_paths(classifier, paths, cam_dir)
     todo = [k for k in keys if k not in journal.done]
     if len(todo) < len(keys):
         echo(f"resuming: {len(keys) - len(todo)} of {len(keys)} images already done (in {journal.dir})")
@@ -189,13 +186,9 @@ def run_job(classifier: OnnxClassifier, paths: Sequence[Path], output: Path, *, 
             run_ray_predict(classifier, todo, journal, threshold=t, batch_size=batch_size, max_pixels=max_pixels,
                             progress=progress, echo=echo, **ray_options)
         elif todo:
-            for pred in classifier.predict_files(todo, batch_size=batch_size, progress=progress,
-                                                 max_pixels=max_pixels, with_cam=bool(overlays),
-                                                 with_logits=bool(overlays), with_members=classifier.has_members):
-                if overlays and pred.ok:
-                    write_cam(classifier, pred, overlays[pred.path], t, max_pixels)
-                journal.add([prediction_row(classifier.contract, t, pred.path, pred.probabilities, pred.error,
-                                            members=pred.members, n_members=classifier.n_members)])
+            for row in _local_rows(classifier, todo, t, overlays, batch_size=batch_size, progress=progress,
+                                   max_pixels=max_pixels):
+                journal.add([row])
     finally:
         journal.flush()  # also on Ctrl-C / errors: what is done stays done
     result = PredictResult()
@@ -207,6 +200,27 @@ def run_job(classifier: OnnxClassifier, paths: Sequence[Path], output: Path, *, 
             if overlays:
                 result.rows[-1]["cam_overlay"] = str(overlays[row["path"]])
     return result, journal
+
+
+def _overlay_paths(classifier: OnnxClassifier, paths: Sequence[Path], cam_dir: Path | None) -> dict[str, Path]:
+    """``<cam_dir>/<stem>.cam.png`` for each path (empty without ``cam_dir``); the model must have ``cam``."""
+    if cam_dir is None:
+        return {}
+    require_cam(classifier.has_cam, classifier.path)
+    return dict(zip([str(p) for p in paths], overlay_file_names(paths, cam_dir, CAM_SUFFIX), strict=True))
+
+
+def _local_rows(classifier: OnnxClassifier, paths: Sequence[str | Path], threshold: float,
+                overlays: dict[str, Path], *, batch_size: int, progress: bool, max_pixels: int
+                ) -> Iterator[dict[str, Any]]:
+    """Result rows (with ``error``) in input order from this process's session, writing the cam overlays."""
+    for pred in classifier.predict_files(paths, batch_size=batch_size, progress=progress, max_pixels=max_pixels,
+                                         with_cam=bool(overlays), with_logits=bool(overlays),
+                                         with_members=classifier.has_members):
+        if overlays and pred.ok:
+            write_cam(classifier, pred, overlays[pred.path], threshold, max_pixels)
+        yield prediction_row(classifier.contract, threshold, pred.path, pred.probabilities, pred.error,
+                             members=pred.members, n_members=classifier.n_members)
 
 
 def write_cam(classifier: OnnxClassifier, pred: Prediction, overlay: Path, threshold: float,
@@ -228,24 +242,17 @@ def run_predict(classifier: OnnxClassifier, paths: list[Path], *, threshold: flo
                 cam_dir: Path | None = None) -> PredictResult:
     """Classify ``paths``; with ``cam_dir`` also write ``<stem>.cam.png`` overlays of the graph's ``cam``
     output there (column ``cam_overlay``); the model must have that output."""
-    contract = classifier.contract
-    t = contract.threshold if threshold is None else threshold
+    t = classifier.contract.threshold if threshold is None else threshold
+    overlays = _overlay_paths(classifier, paths, cam_dir)
     result = PredictResult()
-    if cam_dir is not None:
-        require_cam(classifier.has_cam, classifier.path)
-    overlays = iter(overlay_file_names(paths, cam_dir, CAM_SUFFIX)) if cam_dir is not None else None
-    for pred in classifier.predict_files(paths, batch_size=batch_size, progress=progress,
-                                           max_pixels=max_pixels, with_cam=cam_dir is not None,
-                                           with_logits=cam_dir is not None, with_members=classifier.has_members):
-        overlay = next(overlays) if overlays is not None else None
-        if not pred.ok:
-            result.skipped.append({"path": pred.path, "problem": str(pred.error)})
+    for row in _local_rows(classifier, paths, t, overlays, batch_size=batch_size, progress=progress,
+                           max_pixels=max_pixels):
+        problem = row.pop("error")
+        if problem:
+            result.skipped.append({"path": row["path"], "problem": problem})
             continue
-        row = prediction_row(contract, t, pred.path, pred.probabilities, members=pred.members,
-                             n_members=classifier.n_members)
-        del row["error"]
-        if overlay is not None:
-            row["cam_overlay"] = str(write_cam(classifier, pred, overlay, t, max_pixels))
+        if overlays:
+            row["cam_overlay"] = str(overlays[row["path"]])
         result.rows.append(row)
     return result
 
