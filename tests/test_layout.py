@@ -21,7 +21,7 @@ PACKAGE = ROOT / "skinonnx"
 # Stage packages that must import without torch, plus the torch-free modules of mixed stages and the top leaves.
 TORCH_FREE_PACKAGES = ("data", "deploy", "evaluation")
 TORCH_FREE_MODULES = ("skinonnx", "skinonnx.errors", "skinonnx.atomic", "skinonnx.hashing", "skinonnx.cpus",
-                      "skinonnx._lazy", "skinonnx.overlay", "skinonnx.cli", "skinonnx.export",
+                      "skinonnx._lazy", "skinonnx.overlay", "skinonnx.softmax", "skinonnx.cli", "skinonnx.export",
                       "skinonnx.export.quantize", "skinonnx.training.runs", "skinonnx.training.config",
                       "skinonnx.training.epoch_report", "skinonnx.explain", "skinonnx.explain.pointing_game")
 
@@ -34,7 +34,7 @@ ALLOWED = {
     "export": {"data", "deploy", "evaluation", "training"},
     "explain": {"data", "training"},
 }
-LEAVES = {"errors", "atomic", "hashing", "cpus", "_lazy", "overlay"}
+LEAVES = {"errors", "atomic", "hashing", "cpus", "_lazy", "overlay", "softmax"}
 
 # Run in a fresh interpreter: a finder that refuses torch and names the skinonnx module that asked for it.
 PROBE = textwrap.dedent("""

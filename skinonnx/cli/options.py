@@ -13,6 +13,20 @@ PROVIDERS = click.Choice(["auto", "cpu", "cuda", "tensorrt"])
 POSITIVE_INT = click.IntRange(min=1)
 
 
+def onnx_option(help: str | None = None, default: Path | None = DEFAULT_ONNX):
+    """``--onnx FILE``: the one declaration every command that reads an ONNX file uses (parameter ``onnx_path``)."""
+    return click.option("--onnx", "onnx_path", type=click.Path(path_type=Path, dir_okay=False), default=default,
+                        show_default=default is not None, help=help or "The skinonnx ONNX model.")
+
+
+def runs_dir_option(f):
+    """``--runs-dir``: where runs live, for every command that finds a run (train writes there, the others read)."""
+    from ..training.runs import DEFAULT_RUNS_DIR
+
+    return click.option("--runs-dir", type=click.Path(path_type=Path, file_okay=False), default=Path(DEFAULT_RUNS_DIR),
+                        show_default=True, help="Folder holding the run folders (as given to `train --runs-dir`).")(f)
+
+
 def echo(msg: str) -> None:
     click.echo(msg)
 

@@ -21,6 +21,7 @@ from ..cpus import physical_cores
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.preprocessing import Preprocessing
 from ..errors import ImageError, ModelFileError, ProviderError
+from ..softmax import softmax
 from .contract import CAM_OUTPUT, MEMBER_OUTPUT, ModelContract
 
 PROVIDER_CHAINS = {
@@ -264,7 +265,7 @@ class OnnxClassifier:
         cam = named.get(self._cam_output) if with_cam and self._cam_output is not None else None
         members = named.get(self._members_output) if with_members and self._members_output is not None else None
         if self._output_is_logits:
-            out = _softmax(out / self.contract.temperature)
+            out = softmax(out, self.contract.temperature)
         return (np.asarray(out, dtype=np.float64), logits, None if cam is None else np.asarray(cam, np.float32),
                 None if members is None else np.asarray(members, np.float64))
 
@@ -368,9 +369,3 @@ def iter_preprocessed(paths: Iterable[str | os.PathLike[str]], prep: Preprocessi
                 batch = []
         if batch:
             yield batch
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)

@@ -36,16 +36,6 @@ def _logits(logits: ArrayLike) -> NDArray[np.float64]:
     return arr
 
 
-def softmax(logits: ArrayLike, temperature: float = 1.0) -> NDArray[np.float64]:
-    """Row-wise softmax of ``logits / temperature`` (numerically stable)."""
-    if not temperature > 0 or not np.isfinite(temperature):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return np.asarray(e / e.sum(axis=-1, keepdims=True))
-
-
 def _nll(logits: NDArray[np.float64], labels: NDArray[np.int64], temperature: float) -> float:
     z = logits / temperature
     return float(np.mean(logsumexp(z, axis=1) - z[np.arange(z.shape[0]), labels]))

@@ -30,6 +30,7 @@ from ..deploy.cam_overlays import relative_to_threshold
 from ..deploy.contract import SCHEMA_KEY
 from ..deploy.runtime import OnnxClassifier
 from ..errors import DataError, SkinOnnxError
+from ..softmax import softmax
 from .calibration import brier_score, expected_calibration_error, reliability_curve
 from .cv_report import cv_section
 from .cv_report import terminal_lines as cv_terminal_lines
@@ -130,8 +131,7 @@ def predict_split(classifier: OnnxClassifier, data: LabeledData, split: str, thr
         row = {"path": pred.path, "label": contract.classes[label], "probability": prob,
                "prediction": contract.classes[predicted], "correct": int(predicted == label)}
         if pred.logits is not None:
-            z = pred.logits - pred.logits.max()
-            raw.append(float(np.exp(z[pos]) / np.exp(z).sum()))
+            raw.append(float(softmax(pred.logits)[pos]))
             row["probability_uncalibrated"] = raw[-1]
         rows.append(row)
         if pred.cam is not None and pred.logits is not None:  # shown relative to the threshold used

@@ -23,6 +23,7 @@ from ..data.images import DEFAULT_MAX_PIXELS, load_rgb
 from ..data.preprocessing import Preprocessing
 from ..errors import ImageError, SkinOnnxError
 from ..overlay import overlay_file_names, render_overlay
+from ..softmax import softmax
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 from .gradcam import GradCam
 from .pointing_game import ImageScore, MaskIndex, PointingSummary, score_image
@@ -112,7 +113,7 @@ def explain_files(checkpoint: str | os.PathLike[str], paths: Sequence[Path], out
         if maps.cams.shape[1] * maps.cams.shape[2] == 1:
             raise SkinOnnxError(f"at image_size {prep.image_size} the last block's map is 1x1: Grad-CAM has no "
                                 "spatial information (needs image_size >= 64)")
-        probs = _softmax(maps.logits / temperature)
+        probs = softmax(maps.logits, temperature)
         for (path, name, decoded, crop), heat, peak, p in zip(items, maps.normalized(), maps.peaks(prep.image_size),
                                                                probs, strict=True):
             peak_xy = (float(peak[0]), float(peak[1]))
@@ -151,8 +152,3 @@ def _csv(rows: Sequence[Explanation]) -> str:
                          f"{r.peak[0]:.1f}", f"{r.peak[1]:.1f}", f"{r.peak_source[0]:.1f}", f"{r.peak_source[1]:.1f}",
                          "" if r.hit is None else int(r.hit)])
     return buf.getvalue()
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)

@@ -35,9 +35,9 @@ from ..atomic import ensure_writable_dir, write_json, write_text
 from ..data.folds import FOLDS_FILE, assign_folds, check_fold_count, folds_csv_text, read_folds_csv
 from ..data.layouts import LabeledData, Sample, discover
 from ..errors import CheckpointError, SkinOnnxError
-from ..evaluation.calibration import softmax
 from ..evaluation.metrics import binary_metrics, bootstrap_ci, roc_auc
 from ..hashing import file_sha256
+from ..softmax import softmax
 from .config import TrainConfig, resumed_config
 
 CV_FILE = "cv.json"

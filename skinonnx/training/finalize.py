@@ -18,9 +18,9 @@ from ..evaluation.calibration import (
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
-    softmax,
 )
 from ..evaluation.thresholds import choose_threshold, parse_policy
+from ..softmax import softmax
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from .validate import evaluate
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..evaluation.calibration import softmax
+from ..softmax import softmax
 from .device import autocast
 
 

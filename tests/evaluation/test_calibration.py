@@ -16,8 +16,8 @@ from skinonnx.evaluation.calibration import (
     expected_calibration_error,
     fit_temperature,
     reliability_curve,
-    softmax,
 )
+from skinonnx.softmax import softmax
 
 
 def _calibrated_logits(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
