@@ -47,6 +47,12 @@ if TYPE_CHECKING:
 @click.option("--cam/--no-cam", default=True, show_default=True,
               help="Add the 'cam' output [N, h, w]: each layer4 cell's share of the malignant log-odds "
                    "(docs/EMBEDDING.md).")
+@click.option("--ood/--no-ood", default=True, show_default=True,
+              help="Add the 'ood_score' output [N] (Mahalanobis distance of the pooled features to the training "
+                   "images) and the metadata 'ood_threshold': images above it are reported as not assessed "
+                   "(docs/SAFETY.md). Fitted on the training data's train and val splits.")
+@click.option("--ood-accept", type=click.FloatRange(0.5, 1.0, max_open=True), default=0.95, show_default=True,
+              help="Share of validation (out-of-fold for an ensemble) images the OOD threshold accepts.")
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None,
               help="A cross-validation run folder (runs/NAME from `train --folds K`): export all its folds as one "
                    "ensemble. Default: the newest CV run under runs/ when it is newer than the newest single run.")
@@ -56,7 +62,7 @@ if TYPE_CHECKING:
 @provider_option("cpu")
 def export(checkpoint: str | None, output: Path, opset: int, data: str | None, atol: float, parity_images: int,
            int8: bool, embed_preprocessing: bool, fp16: bool, fp16_tolerance: float, ort_format: bool, cam: bool,
-           run_dir: Path | None, tta: str, provider: str) -> None:
+           ood: bool, ood_accept: float, run_dir: Path | None, tta: str, provider: str) -> None:
     """Export a checkpoint (default: the newest run's best.pt), or a cross-validation run's folds as one
     ensemble, to a self-describing ONNX file (checked, parity-tested, atomic)."""
     from ..export.onnx_export import export as run_export
@@ -69,7 +75,8 @@ def export(checkpoint: str | None, output: Path, opset: int, data: str | None, a
         return
     checkpoint = resolve_checkpoint_option(checkpoint)
     result = run_export(checkpoint, output, opset=opset, data=data, atol=atol, parity_images=parity_images,
-                        provider=provider, embed_preprocessing=embed_preprocessing, cam=cam, echo=echo)
+                        provider=provider, embed_preprocessing=embed_preprocessing, cam=cam, ood=ood,
+                        ood_accept=ood_accept, echo=echo)
     c = result.contract
     click.echo(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB): classes {list(c.classes)}, "
                f"threshold {c.threshold:.4f} ({c.threshold_policy}), temperature {c.temperature:.3f}")

@@ -21,6 +21,13 @@ OUTPUT_NAMES = ("logits", "probabilities")
 CAM_OUTPUT = "cam"
 #: extra output of a fold ensemble: [N, K] calibrated positive-class probability of each member
 MEMBER_OUTPUT = "member_probabilities"
+#: optional last output [N]: how unlike the training images each input is (docs/SAFETY.md); higher = more unlike
+OOD_OUTPUT = "ood_score"
+#: metadata: the score above which an image is refused ("not assessed"), and how the score was fitted (JSON)
+OOD_THRESHOLD_KEY = "ood_threshold"
+OOD_KEY = "ood"
+#: what predict, test, serve and the web page report for an image whose ood_score is above the threshold
+OOD_REFUSAL = "not assessed: unlike the training images"
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,13 @@ class ModelContract:
     input_spec: InputSpec = FLOAT_INPUT
     extra: dict[str, str] = field(default_factory=dict)
     output_names: tuple[str, ...] = OUTPUT_NAMES  # + (CAM_OUTPUT,) with the map, + MEMBER_OUTPUT for an ensemble
+    #                                              (+ OOD_OUTPUT last, with OOD_THRESHOLD_KEY in extra)
+
+    @property
+    def ood_threshold(self) -> float | None:
+        """The refusal threshold on ``ood_score`` (None: the file has no OOD score)."""
+        value = self.extra.get(OOD_THRESHOLD_KEY)
+        return float(value) if value is not None and OOD_OUTPUT in self.output_names else None
 
     @property
     def positive_class(self) -> str:

@@ -12,7 +12,17 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .contract import CAM_OUTPUT, INPUT_SPECS, MEMBER_OUTPUT, OUTPUT_NAMES, SCHEMA_KEY, SCHEMA_VERSION
+from .contract import (
+    CAM_OUTPUT,
+    INPUT_SPECS,
+    MEMBER_OUTPUT,
+    OOD_KEY,
+    OOD_OUTPUT,
+    OOD_THRESHOLD_KEY,
+    OUTPUT_NAMES,
+    SCHEMA_KEY,
+    SCHEMA_VERSION,
+)
 
 Check = Callable[[str], str | None]  # value -> problem, or None when fine
 
@@ -72,14 +82,16 @@ def _positive_std(v: str) -> str | None:
 
 def _output_names(v: str) -> str | None:
     """``["logits", "probabilities"]``, then optionally ``"cam"`` (the class activation map) or, in an
-    ensemble, ``"member_probabilities"`` (checked against the ``ensemble`` key in the cross checks)."""
+    ensemble, ``"member_probabilities"`` (checked against the ``ensemble`` key in the cross checks), then
+    optionally ``"ood_score"`` (checked against ``ood_threshold``)."""
     problem = _json(list, None, str)(v)
     if problem:
         return problem
     names = json.loads(v)
-    if names[:2] != list(OUTPUT_NAMES) or names[2:] not in ([], [CAM_OUTPUT], [MEMBER_OUTPUT]):
+    middle = names[2:-1] if names[-1:] == [OOD_OUTPUT] else names[2:]
+    if names[:2] != list(OUTPUT_NAMES) or middle not in ([], [CAM_OUTPUT], [MEMBER_OUTPUT]):
         return (f"expected {list(OUTPUT_NAMES)}, optionally followed by '{CAM_OUTPUT}' (or '{MEMBER_OUTPUT}' for "
-                f"an ensemble), got {v[:80]!r}")
+                f"an ensemble), then optionally '{OOD_OUTPUT}', got {v[:80]!r}")
     return None
 
 
@@ -132,6 +144,9 @@ KEYS: dict[str, KeySpec] = {k.name: k for k in (
     # --- fold ensembles and test-time augmentation (optional: absent in single models) ----
     KeySpec("ensemble", _json(dict), required=False),
     KeySpec("tta", _json(dict), required=False),
+    # --- out-of-distribution score (optional: absent with export --no-ood) ---------------
+    KeySpec(OOD_THRESHOLD_KEY, _float(0.0, 1e30), required=False),
+    KeySpec(OOD_KEY, _json(dict), required=False),
 )}
 
 
@@ -184,4 +199,7 @@ def _cross_checks(meta: Mapping[str, str]) -> list[str]:
         problems.append(f"'{MEMBER_OUTPUT}' output and 'ensemble' key go together (ensembles have both)")
     elif has_members and not isinstance(json.loads(meta["ensemble"]).get("members"), int):
         problems.append("'ensemble' lacks the integer 'members' (K)")
+    has_ood = OOD_OUTPUT in json.loads(meta["output_names"])
+    if has_ood != (OOD_THRESHOLD_KEY in meta):
+        problems.append(f"'{OOD_OUTPUT}' output and '{OOD_THRESHOLD_KEY}' key go together")
     return problems

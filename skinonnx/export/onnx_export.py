@@ -20,12 +20,13 @@ from ..atomic import atomic_path, ensure_writable_dir
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layouts import discover
 from ..data.preprocessing import Preprocessing
-from ..deploy.contract import CAM_OUTPUT, INPUT_NAME, OUTPUT_NAMES, ModelContract
+from ..deploy.contract import CAM_OUTPUT, INPUT_NAME, OOD_OUTPUT, OUTPUT_NAMES, ModelContract
 from ..errors import ExportError, ShapeError, SkinOnnxError
 from ..evaluation.provenance import parity_record_path, write_parity_record
 from ..hashing import file_sha256
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 from .cam import has_cam_head, logits_and_cam
+from .ood import DEFAULT_OOD_ACCEPT, fit_for_checkpoint, has_pooled_features, reference_ood_scores
 from .parity import DEFAULT_ATOL, ParityReport, check_parity, load_parity_images
 from .uint8_input import Uint8Parity, check_uint8_parity, uint8_path_for
 from .uint8_input import embed_preprocessing as embed_preprocessing_graph
@@ -155,12 +156,15 @@ def parity_images_for(state: dict[str, Any], data: str | None, limit: int) -> tu
 
 def export(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET,
            data: str | None = None, atol: float = DEFAULT_ATOL, parity_images: int = 32,
-           provider: str = "cpu", embed_preprocessing: bool = False, cam: bool = True,
-           echo=print) -> ExportResult:
+           provider: str = "cpu", embed_preprocessing: bool = False, cam: bool = True, ood: bool = True,
+           ood_accept: float = DEFAULT_OOD_ACCEPT, echo=print) -> ExportResult:
     """Export; the file appears under ``output`` only after the checker and parity pass.
 
     ``cam`` adds the ``cam`` output (:mod:`skinonnx.export.cam`); ONNX Runtime computes it only for
     callers that ask for it.
+
+    ``ood`` adds the ``ood_score`` output and ``ood_threshold`` (:mod:`skinonnx.export.ood`), fitted on the
+    training split and the validation split (``ood_accept`` of it accepted).
 
     ``embed_preprocessing`` also writes the uint8-input variant (:mod:`skinonnx.export.uint8_input`) beside it,
     parity-checked against the float model; if that fails, neither file is written.
@@ -175,15 +179,26 @@ def export(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *
     contract = contract_from_checkpoint(state, checkpoint, opset)
     if cam and has_cam_head(model):
         contract = replace(contract, output_names=(*OUTPUT_NAMES, CAM_OUTPUT))
+    wrapper = None
+    if ood and has_pooled_features(model):
+        model = model.eval().cpu().to(memory_format=torch.contiguous_format)
+        wrapper = ExportWrapper(model, contract.temperature,
+                                contract.positive_index if CAM_OUTPUT in contract.output_names else None)
+        fit = fit_for_checkpoint(model, state, data, accept=ood_accept)
+        echo(fit.text())
+        contract = fit.contract(contract)
+        fit.attach(wrapper, [model])
     report = None
     result = ExportResult(output, contract, None, 0.0)
     with atomic_path(output) as tmp:
-        proto = to_onnx(model, contract, tmp, opset)
+        proto = to_onnx(model, contract, tmp, opset, wrapper=wrapper)
         echo(f"ONNX checker and shape inference: ok (opset {opset})")
         if parity_images > 0:
             batch, source = parity_images_for(state, data, parity_images)
             echo(f"parity images: {source}")
-            report = check_parity(model, tmp, batch, temperature=contract.temperature, atol=atol, provider=provider)
+            extra = {OOD_OUTPUT: reference_ood_scores(wrapper, batch)} if wrapper is not None else None
+            report = check_parity(model, tmp, batch, temperature=contract.temperature, atol=atol, provider=provider,
+                                  extra_reference=extra)
             echo(report.text())
         if embed_preprocessing:
             result.uint8_path, result.uint8_parity = _write_uint8_variant(

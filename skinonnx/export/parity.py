@@ -111,13 +111,16 @@ def torch_outputs(model: nn.Module, batch: np.ndarray, temperature: float = 1.0,
 
 def check_parity(model: nn.Module, onnx_path: str | os.PathLike[str], batch: np.ndarray, *,
                  temperature: float = 1.0, atol: float = DEFAULT_ATOL, provider: str = "cpu",
-                 batch_sizes: Sequence[int] = (1, 7)) -> ParityReport:
+                 batch_sizes: Sequence[int] = (1, 7), extra_reference: dict[str, np.ndarray] | None = None
+                 ) -> ParityReport:
     """Compare every ONNX output with PyTorch at several batch sizes on the same pixels.
+
+    ``extra_reference``: more outputs computed by PyTorch (name -> expected), e.g. ``ood_score``.
 
     Raises :class:`ShapeError` / :class:`AtolError` (after building the whole report) when
     anything is off; ``batch_sizes`` deliberately include 1 and an odd size.
     """
-    reference = torch_outputs(model, batch, temperature, _cam_positive_index(onnx_path))
+    reference = {**torch_outputs(model, batch, temperature, _cam_positive_index(onnx_path)), **(extra_reference or {})}
     return compare_with_reference(onnx_path, batch, reference, atol=atol, provider=provider,
                                   batch_sizes=batch_sizes)
 

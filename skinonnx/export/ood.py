@@ -1,0 +1,400 @@
+"""The exported graph's ``ood_score`` output: how unlike the training images an input is, computed in the graph.
+
+Method (Lee et al. 2018, "A simple unified framework for detecting out-of-distribution samples"): the
+pooled features ``f`` of ResNet50 (``avgpool``, D = 2048) of the training split are modelled as one
+Gaussian per class with a *shared* covariance ``S``; an image's score is its squared Mahalanobis
+distance to the nearest class mean, divided by the number of whitened directions k so that training
+images score about 1 whatever the model:
+
+    ood_score = min_c (f - mu_c)^T S^-1 (f - mu_c) / k  =  min_c || f W - mu_c W ||^2,   W = V L^-1/2 / sqrt(k)
+
+With a few hundred images the 2048-d sample covariance is singular, so ``S`` is the Ledoit-Wolf
+shrinkage estimate (sklearn; ``oas`` and a ``pca:K`` projection are the measured alternatives,
+benchmarks/ood.py and docs/SAFETY.md). In the graph this is one MatMul ``[N, D] x [D, k]``, a
+subtraction of the C projected means and a sum of squares: ~D*k multiply-adds per image (about 1 % of
+ResNet50 at 64 px, 0.1 % at 224 px). Its nodes live under ``/ood/``, so the fp16 copy can keep them in
+float32 (scores of far-away images would overflow float16's 65504) and INT8 (which quantizes only Conv)
+leaves them alone.
+
+Ensembles and test-time augmentation: each member has its own Gaussians (fitted on its own training
+split); a member's score is the mean over the TTA views, and the file's score the mean over the members.
+
+``ood_threshold`` (metadata): the ``accept`` quantile (default 95 %) of the scores of the validation split
+(out-of-fold images for a cross-validation ensemble): an image scoring above it is refused, "not assessed:
+unlike the training images". Torch side; the runtime reads the score and threshold torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.images import DEFAULT_MAX_PIXELS
+from ..data.preprocessing import Preprocessing
+from ..deploy.contract import OOD_KEY, OOD_OUTPUT, OOD_THRESHOLD_KEY, ModelContract
+from ..errors import ExportError, SkinOnnxError
+
+DEFAULT_OOD_ACCEPT = 0.95
+DEFAULT_COVARIANCE = "ledoit_wolf"
+COVARIANCES = ("ledoit_wolf", "oas", "pca:K")
+FEATURE_LAYER = "avgpool"
+#: prefix of the graph's OOD nodes (the fp16 conversion keeps them float32)
+OOD_NODE_PREFIX = "/ood/"
+
+
+def has_pooled_features(model: nn.Module) -> bool:
+    """Whether ``model`` is a torchvision-style ResNet with an ``avgpool`` feeding its ``fc``."""
+    return isinstance(getattr(model, FEATURE_LAYER, None), nn.Module) and isinstance(getattr(model, "fc", None),
+                                                                                    nn.Linear)
+
+
+# --------------------------------------------------------------------------- fitting (numpy)
+
+
+@dataclass
+class GaussianFit:
+    """Class means and the whitening of the shared covariance; ``score(f)`` as the graph computes it."""
+
+    means: np.ndarray  # [C, D]
+    whitening: np.ndarray  # [D, k], already divided by sqrt(k)
+    covariance: str
+    shrinkage: float | None
+    n_per_class: list[int]
+
+    @property
+    def components(self) -> int:
+        return int(self.whitening.shape[1])
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        g = np.asarray(features, np.float64) @ self.whitening
+        centres = self.means @ self.whitening
+        return ((g[:, None, :] - centres[None]) ** 2).sum(-1).min(1)
+
+
+def fit_gaussians(features: np.ndarray, labels: Sequence[int], covariance: str = DEFAULT_COVARIANCE) -> GaussianFit:
+    """Class-conditional Gaussians with a shared covariance, estimated by ``covariance``:
+    ``ledoit_wolf`` / ``oas`` (sklearn shrinkage, full rank) or ``pca:K`` (the K leading directions of the
+    pooled within-class covariance only)."""
+    from sklearn.covariance import OAS, LedoitWolf
+
+    x = np.asarray(features, np.float64)
+    y = np.asarray(labels)
+    classes = sorted(set(y.tolist()))
+    if x.ndim != 2 or len(x) != len(y) or len(x) < 2 * len(classes) + 1:
+        raise ExportError(f"the OOD fit needs a few images per class; got {len(x)} feature rows")
+    means = np.stack([x[y == c].mean(0) for c in classes])
+    centred = x - means[np.searchsorted(classes, y)]
+    shrinkage = None
+    if covariance in ("ledoit_wolf", "oas"):
+        est = (LedoitWolf if covariance == "ledoit_wolf" else OAS)(assume_centered=True).fit(centred)
+        cov, shrinkage = est.covariance_, float(est.shrinkage_)
+        k = None
+    elif covariance.startswith("pca:") and covariance[4:].isdigit() and int(covariance[4:]) > 0:
+        cov = centred.T @ centred / max(1, len(x) - len(classes))
+        k = min(int(covariance[4:]), len(x) - len(classes), x.shape[1])
+    else:
+        raise SkinOnnxError(f"unknown covariance estimator '{covariance}' (choose {', '.join(COVARIANCES)})")
+    values, vectors = np.linalg.eigh(cov)
+    if k is not None:  # the k leading directions
+        values, vectors = values[-k:], vectors[:, -k:]
+    floor = max(float(values.max()) * 1e-12, 1e-30)  # shrinkage keeps them positive; guard round-off
+    whitening = vectors / np.sqrt(np.maximum(values, floor))
+    whitening /= np.sqrt(whitening.shape[1])
+    return GaussianFit(means, whitening, covariance, shrinkage, [int((y == c).sum()) for c in classes])
+
+
+def fit_threshold(scores: np.ndarray, accept: float = DEFAULT_OOD_ACCEPT) -> float:
+    """The smallest score that accepts at least ``accept`` of ``scores`` (accepted: score <= threshold)."""
+    if not 0.5 <= accept < 1.0:
+        raise SkinOnnxError(f"--ood-accept must be in [0.5, 1), got {accept}")
+    scores = np.asarray(scores, np.float64)
+    if not len(scores) or not np.all(np.isfinite(scores)):
+        raise ExportError("the OOD threshold needs finite scores of validation images")
+    return float(np.quantile(scores, accept, method="higher"))
+
+
+# --------------------------------------------------------------------------- graph (torch)
+
+
+class MahalanobisHead(nn.Module):
+    """Pooled features [N, D] -> min over classes of the squared, whitened distance [N] (see module doc)."""
+
+    def __init__(self, fit: GaussianFit) -> None:
+        super().__init__()
+        self.register_buffer("whitening", torch.from_numpy(fit.whitening.astype(np.float32)))
+        self.register_buffer("centres", torch.from_numpy((fit.means @ fit.whitening).astype(np.float32)))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        g = features @ self.whitening
+        return ((g.unsqueeze(1) - self.centres.unsqueeze(0)) ** 2).sum(-1).min(dim=1).values
+
+
+class OodScore(nn.Module):
+    """Members' pooled features (each [V*N, D, 1, 1], views stacked) -> one score per image [N]."""
+
+    def __init__(self, heads: Sequence[MahalanobisHead], views: int = 1) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+        self.views = views
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        scores = []
+        for head, pooled in zip(self.heads, features, strict=True):
+            score = head(pooled.flatten(1))
+            if self.views > 1:
+                score = score.reshape(self.views, -1).mean(0)
+            scores.append(score)
+        return scores[0] if len(scores) == 1 else torch.stack(scores, 1).mean(1)
+
+
+class OodOutput:
+    """Appends ``ood_score`` to ``base``'s outputs (an ExportWrapper or EnsembleWrapper), in place, by hooks.
+
+    ``base`` gets the child ``ood`` (graph nodes ``/ood/...``: OOD_NODE_PREFIX) and a forward hook that
+    appends its score; the members' ``avgpool`` outputs are captured by forward hooks while ``base`` runs.
+    Nothing is re-parented, so the traced graph keeps the model's own node names (``/model/layer4/...``,
+    ``/members.<k>/...``), which INT8 ``--keep-fp32`` relies on. :meth:`remove` undoes it all."""
+
+    def __init__(self, base: nn.Module, members: Sequence[nn.Module], score: OodScore) -> None:
+        self.base = base
+        base.add_module("ood", score)
+        self._captured: list[list[torch.Tensor]] = [[] for _ in members]
+        self._active = False
+        self._handles = [base.register_forward_pre_hook(self._start), base.register_forward_hook(self._finish)]
+        self._handles += [getattr(m, FEATURE_LAYER).register_forward_hook(
+            lambda _m, _i, out, keep=keep: keep.append(out) if self._active else None)
+            for m, keep in zip(members, self._captured, strict=True)]
+
+    def _start(self, _module: nn.Module, _inputs: Any) -> None:
+        for keep in self._captured:
+            keep.clear()
+        self._active = True
+
+    def _finish(self, module: nn.Module, _inputs: Any, outputs: Any) -> tuple[torch.Tensor, ...]:
+        self._active = False
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        score = module.ood([keep[-1] for keep in self._captured])
+        for keep in self._captured:
+            keep.clear()
+        return (*outputs, score)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        del self.base.ood
+
+
+# --------------------------------------------------------------------------- features of real images
+
+
+def preprocessed_batches(paths: Iterable[str | os.PathLike[str]], prep: Preprocessing, *, batch_size: int = 32,
+                         max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterable[tuple[list[str], np.ndarray]]:
+    """``(readable paths, NCHW float32 batch)`` chunks; unreadable images are skipped."""
+    from ..deploy.runtime import iter_preprocessed
+
+    for chunk in iter_preprocessed(paths, prep, batch_size=batch_size, max_pixels=max_pixels):
+        good = [(p, a) for p, a, _ in chunk if a is not None]
+        if good:
+            yield [p for p, _ in good], np.stack([a for _, a in good])
+
+
+@torch.no_grad()
+def pooled_features(model: nn.Module, batch: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``(features [N, D] float64, logits [N, C] float64)`` of one preprocessed batch."""
+    if not has_pooled_features(model):
+        raise ExportError("the OOD score needs a ResNet with an avgpool + linear head")
+    model = model.eval()
+    captured: list[torch.Tensor] = []
+    handle = getattr(model, FEATURE_LAYER).register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        x = torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch
+        logits = model(x)
+    finally:
+        handle.remove()
+    return captured[-1].flatten(1).double().numpy(), logits.double().numpy()
+
+
+def features_of(model: nn.Module, paths: Sequence[str | os.PathLike[str]], prep: Preprocessing, *,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[str], np.ndarray]:
+    """Pooled features of every readable image of ``paths`` (in order)."""
+    kept, rows = [], []
+    for names, batch in preprocessed_batches(paths, prep, max_pixels=max_pixels):
+        kept += names
+        rows.append(pooled_features(model, batch)[0])
+    if not rows:
+        raise ExportError("none of the images for the OOD fit could be read")
+    return kept, np.concatenate(rows)
+
+
+@torch.no_grad()
+def wrapper_scores(wrapper: nn.Module, paths: Sequence[str | os.PathLike[str]], prep: Preprocessing, *,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The graph's ``ood_score`` computed by PyTorch for real images (the threshold is fitted on these)."""
+    wrapper.eval()
+    out = [wrapper(torch.from_numpy(batch))[-1].double().numpy()
+           for _, batch in preprocessed_batches(paths, prep, max_pixels=max_pixels)]
+    if not out:
+        raise ExportError("none of the validation images for the OOD threshold could be read")
+    return np.concatenate(out)
+
+
+# --------------------------------------------------------------------------- what export calls
+
+
+@dataclass
+class OodFit:
+    """Everything export needs: the graph module, the threshold and the metadata that describes them."""
+
+    score: OodScore
+    threshold: float
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def contract(self, contract: ModelContract) -> ModelContract:
+        """``contract`` with ``ood_score`` as its last output and the two metadata keys."""
+        from dataclasses import replace
+
+        extra = {**contract.extra, OOD_THRESHOLD_KEY: repr(self.threshold), OOD_KEY: json.dumps(self.record)}
+        return replace(contract, output_names=(*contract.output_names, OOD_OUTPUT), extra=extra)
+
+    def attach(self, base: nn.Module, members: Sequence[nn.Module]) -> OodOutput:
+        """Give ``base`` the ``ood_score`` output (in place); export then traces ``base``."""
+        return OodOutput(base, members, self.score)
+
+    def text(self) -> str:
+        r = self.record
+        return (f"OOD score: Mahalanobis ({r['covariance']}) on {r['fit']['n']} {r['fit']['split']} images; "
+                f"threshold {self.threshold:.4g} accepts {r['threshold_fit']['accepted']:.1%} of "
+                f"{r['threshold_fit']['n']} {r['threshold_fit']['split']} images")
+
+
+def fit_single(model: nn.Module, train: Sequence[Any], val: Sequence[Any], prep: Preprocessing, *,
+               accept: float = DEFAULT_OOD_ACCEPT, covariance: str = DEFAULT_COVARIANCE, tta: str = "none",
+               base: nn.Module | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+               split_names: tuple[str, str] = ("train", "val")) -> OodFit:
+    """One model: Gaussians on ``train`` samples (``.path``, ``.label``), threshold on ``val``.
+
+    ``base``: a module like the one that will be exported around ``model`` (for TTA, an EnsembleWrapper);
+    the threshold is fitted on the same computation as the graph's."""
+    from .ensemble import TTA_MODES
+
+    paths, labels = _paths_labels(train)
+    kept, feats = features_of(model, paths, prep, max_pixels=max_pixels)
+    fit = fit_gaussians(feats, [labels[p] for p in kept], covariance)
+    score = OodScore([MahalanobisHead(fit)], TTA_MODES[tta])
+    base = base if base is not None else _PlainLogits(model)
+    hooks = OodOutput(base, [model], score)
+    try:
+        val_scores = wrapper_scores(base, [s.path for s in val], prep, max_pixels=max_pixels)
+    finally:
+        hooks.remove()
+    threshold = fit_threshold(val_scores, accept)
+    record = _record([fit], len(kept), split_names[0], val_scores, threshold, accept, split_names[1], tta)
+    return OodFit(score, threshold, record)
+
+
+def fit_members(members: Sequence[nn.Module], oof_rows: Sequence[tuple[str, int, int]], prep: Preprocessing, *,
+                accept: float = DEFAULT_OOD_ACCEPT, covariance: str = DEFAULT_COVARIANCE, tta: str = "none",
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> OodFit:
+    """A fold ensemble: member k's Gaussians on the images of the other folds (its training split);
+    the threshold on each member's score of its own held-out fold (``oof_rows``: path, label, fold).
+
+    The file's score is the mean of the K member scores, and an out-of-fold image has an unbiased score
+    from one member only; the mean of K such scores varies less than one, so a threshold from single
+    members' held-out scores accepts at least ``accept`` of new in-distribution images (conservative)."""
+    from .ensemble import TTA_MODES, EnsembleWrapper
+
+    views = TTA_MODES[tta]
+    fits, held_out = [], []
+    for k, member in enumerate(members):
+        train = [(p, y) for p, y, fold in oof_rows if fold != k]
+        kept, feats = features_of(member, [p for p, _ in train], prep, max_pixels=max_pixels)
+        label = dict(train)
+        fits.append(fit_gaussians(feats, [label[p] for p in kept], covariance))
+        one = EnsembleWrapper([member], 1.0, 0, tta, member_output=False)
+        hooks = OodOutput(one, [member], OodScore([MahalanobisHead(fits[-1])], views))
+        try:
+            held_out.append(wrapper_scores(one, [p for p, _, fold in oof_rows if fold == k], prep,
+                                           max_pixels=max_pixels))
+        finally:
+            hooks.remove()
+    scores = np.concatenate(held_out)
+    threshold = fit_threshold(scores, accept)
+    score = OodScore([MahalanobisHead(f) for f in fits], views)
+    n_fit = sum(sum(f.n_per_class) for f in fits) // max(1, len(fits))
+    record = _record(fits, n_fit, "each member's training folds", scores, threshold, accept,
+                     "out-of-fold (each image scored by the member that did not train on it)", tta)
+    return OodFit(score, threshold, record)
+
+
+class _PlainLogits(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def _paths_labels(samples: Sequence[Any]) -> tuple[list[str], dict[str, int]]:
+    paths = [str(s.path) for s in samples]
+    return paths, {str(s.path): int(s.label) for s in samples}
+
+
+def _record(fits: Sequence[GaussianFit], n_fit: int, fit_split: str, scores: np.ndarray, threshold: float,
+            accept: float, threshold_split: str, tta: str) -> dict[str, Any]:
+    first = fits[0]
+    return {
+        "method": "mahalanobis", "covariance": first.covariance,
+        "shrinkage": [f.shrinkage for f in fits] if len(fits) > 1 else first.shrinkage,
+        "feature": f"{FEATURE_LAYER} ({first.means.shape[1]})", "components": first.components,
+        "score": "min over classes of the squared Mahalanobis distance to the class mean (shared covariance), "
+                 "divided by the number of whitened directions; higher = more unlike the training images",
+        "accept_if": f"{OOD_OUTPUT} <= {OOD_THRESHOLD_KEY}",
+        "members": len(fits), "combination": "mean" if len(fits) > 1 else "single", "tta": tta,
+        "fit": {"split": fit_split, "n": int(n_fit), "per_class": first.n_per_class},
+        "threshold_fit": {"split": threshold_split, "n": len(scores), "accept": accept,
+                          "accepted": float(np.mean(scores <= threshold)),
+                          "median_score": float(np.median(scores))},
+    }
+
+
+def reference_ood_scores(wrapper: nn.Module, batch: np.ndarray) -> np.ndarray:
+    """PyTorch's ``ood_score`` for a preprocessed batch: the parity reference."""
+    with torch.no_grad():
+        wrapper.eval()
+        return wrapper(torch.from_numpy(batch))[-1].double().numpy()
+
+
+def data_splits(root: str | os.PathLike[str], seed: int, positive_class: str | None = None
+                ) -> tuple[list[Any], list[Any], str]:
+    """The training and validation samples of ``root`` (the data the model was trained on)."""
+    from ..data.layouts import discover
+
+    found = discover(Path(root), positive_class=positive_class, seed=seed, write_split_file=False)
+    train = found.split("train")
+    val_name = "val" if found.splits.get("val") else None
+    if val_name is None:
+        raise ExportError(f"{root}: the OOD threshold needs a validation split (or use --no-ood)")
+    return train, found.split(val_name), val_name
+
+
+def fit_for_checkpoint(model: nn.Module, state: dict[str, Any], data: str | None, *,
+                       accept: float = DEFAULT_OOD_ACCEPT, covariance: str = DEFAULT_COVARIANCE, tta: str = "none",
+                       base: nn.Module | None = None) -> OodFit:
+    """Fit on the checkpoint's own data (``--data``, else the training data it records): train + val splits."""
+    from ..data.training_data import model_data
+
+    root = model_data(data, state.get("data_root"), needed_for="the OOD score (export --no-ood leaves it out)")
+    config = state.get("config") or {}
+    train, val, val_name = data_splits(root, int(config.get("seed", 0)), state["classes"][int(state["positive_index"])])
+    return fit_single(model, train, val, Preprocessing.from_dict(state["preprocessing"]), accept=accept,
+                      covariance=covariance, tta=tta, base=base,
+                      max_pixels=int(config.get("max_pixels", DEFAULT_MAX_PIXELS)), split_names=("train", val_name))
