@@ -118,6 +118,7 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
     """Classify image files, folders, globs or manifests (.csv/.parquet with a 'path' column); unreadable
     files are reported and skipped. An interrupted job run again with the same --output continues."""
     from ..atomic import ensure_writable_dir
+    from ..deploy.contract import OOD_REFUSAL
     from ..deploy.predict import collect_inputs, parse_shard, run_job, select_shard, write_outputs
 
     if output.suffix.lower() not in (".csv", ".json", ".parquet"):
@@ -150,7 +151,10 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
     journal.remove()
     pos = classifier.contract.positive_class
     n_pos = sum(r["prediction"] == pos for r in result.rows)
-    click.echo(f"{len(result.rows)} images classified ({n_pos} {pos}), {len(result.skipped)} skipped -> {output}"
+    n_out = sum(r.get("in_distribution") is False for r in result.rows)
+    refused = f", {n_out} {OOD_REFUSAL}" if classifier.has_ood else ""
+    click.echo(f"{len(result.rows) - n_out} images classified ({n_pos} {pos}){refused}, {len(result.skipped)} "
+               f"skipped -> {output}"
                + (f"; heatmaps in {cam_dir}/" if cam_dir is not None else ""))
     for bad in result.skipped[:20]:
         click.echo(f"skipped {bad['path']}: {bad['problem']}", err=True)

@@ -20,24 +20,37 @@ from typing import Any
 
 from ..atomic import atomic_path, write_json, write_text
 from ..errors import SkinOnnxError
-from .contract import ModelContract
+from .contract import OOD_OUTPUT, OOD_REFUSAL, ModelContract
 
 PART_ROWS = 1000
 
 
 def prediction_row(contract: ModelContract, threshold: float, path: str, probabilities: Sequence[float] | None,
                    error: str | None = None, *, members: Sequence[float] | None = None,
-                   n_members: int = 0) -> dict[str, Any]:
+                   n_members: int = 0, ood_score: float | None = None) -> dict[str, Any]:
     """One result row, the same for both engines: path, prediction, p_<class>..., threshold, error; for a fold
-    ensemble (``n_members`` > 0) also the members' spread (:func:`member_columns`, empty for unreadable files)."""
+    ensemble (``n_members`` > 0) also the members' spread (:func:`member_columns`, empty for unreadable files).
+
+    A model with an OOD score (``contract.ood_threshold``) adds ``ood_score`` and ``in_distribution``; an image
+    above the threshold gets the prediction "not assessed: unlike the training images" and no probabilities:
+    it is never labelled."""
     pos = contract.positive_index
     row: dict[str, Any] = {"path": path, "prediction": ""}
+    outside = False
+    if contract.ood_threshold is not None:
+        inside = None if probabilities is None or ood_score is None else bool(ood_score <= contract.ood_threshold)
+        outside = inside is False
+        if outside:
+            row["prediction"], probabilities = OOD_REFUSAL, None
     if probabilities is not None:
         prob = float(probabilities[pos])
         row["prediction"] = contract.classes[pos] if prob >= threshold else contract.classes[1 - pos]
     row.update({f"p_{name}": None if probabilities is None else float(probabilities[i])
                 for i, name in enumerate(contract.classes)})
     row["threshold"] = threshold
+    if contract.ood_threshold is not None:
+        row[OOD_OUTPUT] = ood_score
+        row["in_distribution"] = None if ood_score is None else not outside
     if n_members:
         row.update(member_columns(members) if members is not None else dict.fromkeys(
             ["member_std", "member_min", "member_max", *(f"p_member_{k}" for k in range(n_members))]))

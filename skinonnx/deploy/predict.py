@@ -220,7 +220,7 @@ def _local_rows(classifier: OnnxClassifier, paths: Sequence[str | Path], thresho
         if overlays and pred.ok:
             write_cam(classifier, pred, overlays[pred.path], threshold, max_pixels)
         yield prediction_row(classifier.contract, threshold, pred.path, pred.probabilities, pred.error,
-                             members=pred.members, n_members=classifier.n_members)
+                             members=pred.members, n_members=classifier.n_members, ood_score=pred.ood_score)
 
 
 def write_cam(classifier: OnnxClassifier, pred: Prediction, overlay: Path, threshold: float,

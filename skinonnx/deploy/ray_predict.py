@@ -45,14 +45,16 @@ class OrtPredictor:
         n_classes = len(self.classifier.contract.classes)
         probs = np.full((len(paths), n_classes), np.nan)
         errors = np.full(len(paths), "", dtype=object)
+        ood = np.full(len(paths), np.nan)
         preds = self.classifier.predict_files(paths, batch_size=self.batch_size, workers=self.threads,
                                               max_pixels=self.max_pixels)
         for i, pred in enumerate(preds):
             if pred.ok:
                 probs[i] = pred.probabilities
+                ood[i] = np.nan if pred.ood_score is None else pred.ood_score
             else:
                 errors[i] = pred.error
-        return {"path": np.asarray(paths, dtype=object), "probabilities": probs, "error": errors}
+        return {"path": np.asarray(paths, dtype=object), "probabilities": probs, "error": errors, "ood_score": ood}
 
 
 def _import_ray():
@@ -128,9 +130,10 @@ def run_ray_predict(classifier: OnnxClassifier, paths: Sequence[str], journal: J
         contract = classifier.contract
         with tqdm(total=len(paths), unit="img", desc="predict (ray)", disable=not progress, leave=False) as bar:
             for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
-                rows = [prediction_row(contract, threshold, str(p), None if err else probs, err or None)
-                        for p, probs, err in zip(batch["path"], batch["probabilities"], batch["error"],
-                                                 strict=True)]
+                rows = [prediction_row(contract, threshold, str(p), None if err else probs, err or None,
+                                       ood_score=None if np.isnan(score) else float(score))
+                        for p, probs, err, score in zip(batch["path"], batch["probabilities"], batch["error"],
+                                                        batch["ood_score"], strict=True)]
                 journal.add(rows)
                 bar.update(len(rows))
     except SkinOnnxError:

@@ -22,7 +22,7 @@ from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.preprocessing import Preprocessing
 from ..errors import ImageError, ModelFileError, ProviderError
 from ..softmax import softmax
-from .contract import CAM_OUTPUT, MEMBER_OUTPUT, ModelContract
+from .contract import CAM_OUTPUT, MEMBER_OUTPUT, OOD_OUTPUT, ModelContract
 
 PROVIDER_CHAINS = {
     "cpu": ("CPUExecutionProvider",),
@@ -120,6 +120,8 @@ class Prediction:
     logits: np.ndarray | None = None  # raw (uncalibrated) logits, when asked for and the model has them
     cam: np.ndarray | None = None  # (h, w) map of the positive class's log-odds, when asked for and present
     members: np.ndarray | None = None  # an ensemble's per-member positive-class probabilities, when asked for
+    ood_score: float | None = None  # the graph's out-of-distribution score, when the model has one
+    in_distribution: bool | None = None  # ood_score <= the model's ood_threshold; False: "not assessed"
 
     @property
     def ok(self) -> bool:
@@ -156,6 +158,28 @@ class OnnxClassifier:
         self._members_output = MEMBER_OUTPUT if MEMBER_OUTPUT in outputs else None
         cam = outputs.get(CAM_OUTPUT)
         self._cam_output = CAM_OUTPUT if cam is not None and len(cam.shape) == 3 else None
+        self._ood_output = OOD_OUTPUT if OOD_OUTPUT in outputs else None
+        if self._ood_output is not None and self.contract.ood_threshold is None:
+            raise ModelFileError(f"{self.path}: the graph has an '{OOD_OUTPUT}' output but the metadata no "
+                                 "'ood_threshold' (or does not list the output in 'output_names')")
+
+    @property
+    def has_ood(self) -> bool:
+        """Whether the graph has the ``ood_score`` output and the metadata its ``ood_threshold`` (docs/SAFETY.md)."""
+        return self._ood_output is not None
+
+    @property
+    def ood_threshold(self) -> float | None:
+        """Images with ``ood_score`` above this are refused ("not assessed"); None without an OOD score."""
+        return self.contract.ood_threshold if self.has_ood else None
+
+    def in_distribution(self, ood_scores: np.ndarray) -> np.ndarray:
+        """``ood_score <= ood_threshold`` per image (NaN counts as outside); needs :attr:`has_ood`."""
+        if self.ood_threshold is None:
+            raise ModelFileError(f"{self.path}: this model has no '{OOD_OUTPUT}' output (exported with --no-ood "
+                                 "or before skinonnx had it)")
+        scores = np.asarray(ood_scores, np.float64)
+        return np.isfinite(scores) & (scores <= self.ood_threshold)
 
     @property
     def has_cam(self) -> bool:
@@ -239,6 +263,14 @@ class OnnxClassifier:
                             ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         """(probabilities, logits or None, cam (N, h, w) or None, member probabilities [N, K] or None) in one
         run; ``cam`` and ``member_probabilities`` only when asked for and the graph has them."""
+        named = self.run_outputs(batch, with_logits=with_logits, with_cam=with_cam, with_members=with_members,
+                                 with_ood=False)
+        return (named["probabilities"], named.get("logits"), named.get(CAM_OUTPUT), named.get(MEMBER_OUTPUT))
+
+    def run_outputs(self, batch: np.ndarray, *, with_logits: bool = True, with_cam: bool = False,
+                    with_members: bool = False, with_ood: bool = True) -> dict[str, np.ndarray]:
+        """One run -> ``{"probabilities": (N, C)}`` plus, when asked for and the graph has them, ``"logits"``,
+        ``"cam"``, ``"member_probabilities"`` and ``"ood_score"`` (N,) (see :meth:`in_distribution`)."""
         wanted = [self._output]
         if with_logits and self._logits_output is not None and self._logits_output != self._output:
             wanted.append(self._logits_output)
@@ -246,6 +278,8 @@ class OnnxClassifier:
             wanted.append(self._cam_output)
         if with_members and self._members_output is not None:
             wanted.append(self._members_output)
+        if with_ood and self._ood_output is not None:
+            wanted.append(self._ood_output)
         batch = np.ascontiguousarray(batch, np.uint8 if self.takes_uint8 else np.float32)
         step = self._fixed_batch
         if step is None or len(batch) == step:
@@ -266,8 +300,16 @@ class OnnxClassifier:
         members = named.get(self._members_output) if with_members and self._members_output is not None else None
         if self._output_is_logits:
             out = softmax(out, self.contract.temperature)
-        return (np.asarray(out, dtype=np.float64), logits, None if cam is None else np.asarray(cam, np.float32),
-                None if members is None else np.asarray(members, np.float64))
+        result = {"probabilities": np.asarray(out, dtype=np.float64)}
+        if logits is not None:
+            result["logits"] = logits
+        if cam is not None:
+            result[CAM_OUTPUT] = np.asarray(cam, np.float32)
+        if members is not None:
+            result[MEMBER_OUTPUT] = np.asarray(members, np.float64)
+        if with_ood and self._ood_output is not None:
+            result[OOD_OUTPUT] = np.asarray(named[self._ood_output], np.float64).reshape(-1)
+        return result
 
     def _run(self, outputs: list[str], batch: np.ndarray) -> list[np.ndarray]:
         try:
@@ -292,11 +334,13 @@ class OnnxClassifier:
     def predict_files(self, paths: Sequence[str | os.PathLike[str]], *, batch_size: int = 16,
                       workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                       progress: bool = False, with_logits: bool = False,
-                      with_cam: bool = False, with_members: bool = False) -> Iterator[Prediction]:
+                      with_cam: bool = False, with_members: bool = False, with_ood: bool = True
+                      ) -> Iterator[Prediction]:
         """Predict in input order; unreadable files come back with ``error`` set, the rest still run.
 
         ``with_logits`` / ``with_cam`` also fill :attr:`Prediction.logits` / :attr:`Prediction.cam`
-        (where the graph has them).
+        (where the graph has them); ``with_ood`` (default) fills :attr:`Prediction.ood_score` and
+        :attr:`Prediction.in_distribution` when the model has an OOD score.
 
         Decoding and preprocessing run in a thread pool (Pillow releases the GIL) one or two
         batches ahead of inference, so the model rarely waits for JPEG decoding.
@@ -308,21 +352,21 @@ class OnnxClassifier:
             for chunk in iter_preprocessed(paths, self.preprocessing, batch_size=batch_size, workers=workers,
                                            max_pixels=max_pixels, pixels_only=self.takes_uint8):
                 good = [(p, a) for p, a, _ in chunk if a is not None]
-                probs, logits, cams, members = (
-                    self.predict_arrays_full(np.stack([a for _, a in good]), with_logits=with_logits,
-                                             with_cam=with_cam, with_members=with_members)
-                    if good else (np.empty((0, 0)), None, None, None))
-                rows = iter(probs)
-                raw = iter(logits) if logits is not None else None
-                maps = iter(cams) if cams is not None else None
-                spread = iter(members) if members is not None else None
+                named = (self.run_outputs(np.stack([a for _, a in good]), with_logits=with_logits, with_cam=with_cam,
+                                          with_members=with_members, with_ood=with_ood)
+                         if good else {"probabilities": np.empty((0, 0))})
+                if OOD_OUTPUT in named:
+                    named["in_distribution"] = self.in_distribution(named[OOD_OUTPUT])
+                columns = {k: iter(v) for k, v in named.items()}
                 for p, a, err in chunk:
                     if a is None:
                         yield Prediction(p, None, err)
-                    else:
-                        yield Prediction(p, next(rows), None, next(raw) if raw is not None else None,
-                                         next(maps) if maps is not None else None,
-                                         next(spread) if spread is not None else None)
+                        continue
+                    row = {k: next(v) for k, v in columns.items()}
+                    yield Prediction(p, row["probabilities"], None, row.get("logits"), row.get(CAM_OUTPUT),
+                                     row.get(MEMBER_OUTPUT),
+                                     float(row[OOD_OUTPUT]) if OOD_OUTPUT in row else None,
+                                     bool(row["in_distribution"]) if "in_distribution" in row else None)
                 bar.update(len(chunk))
         finally:
             bar.close()

@@ -36,6 +36,8 @@ from .cv_report import cv_section
 from .cv_report import terminal_lines as cv_terminal_lines
 from .metrics import METRIC_NAMES, binary_metrics, bootstrap_ci, classification_report_text
 from .model_card import render_model_card
+from .ood_summary import ood_section
+from .ood_summary import terminal_lines as ood_terminal_lines
 from .provenance import (
     data_source_line,
     dumps_strict,
@@ -133,6 +135,8 @@ def predict_split(classifier: OnnxClassifier, data: LabeledData, split: str, thr
         if pred.logits is not None:
             raw.append(float(softmax(pred.logits)[pos]))
             row["probability_uncalibrated"] = raw[-1]
+        if pred.ood_score is not None:  # the headline metrics stay on all images; summary's "ood" adds the rest
+            row["ood_score"], row["in_distribution"] = pred.ood_score, pred.in_distribution
         rows.append(row)
         if pred.cam is not None and pred.logits is not None:  # shown relative to the threshold used
             cams.append(relative_to_threshold(pred.cam, float(pred.logits[pos] - pred.logits[1 - pos]), threshold,
@@ -290,6 +294,8 @@ def build_summary(classifier: OnnxClassifier, data: LabeledData, evaluated: Spli
         },
         "parity": read_parity_record(classifier.path, model_sha),
         "cross_validation": cv_section(meta, run_dir, contract.positive_class, at_op["metrics"], at_op["ci"]),
+        "ood": ood_section(evaluated.rows, evaluated.y_true, evaluated.y_prob, at_op["threshold"],
+                           classifier.ood_threshold, meta, bootstrap=bootstrap, seed=ci_seed, confidence=confidence),
         "skipped": [{"path": p, "problem": e} for p, e in evaluated.skipped],
         "files": [],
     }
@@ -398,6 +404,7 @@ def format_metrics(result: EvalResult) -> str:
               f"    [[{c['tn']:>4} {c['fp']:>4}]", f"     [{c['fn']:>4} {c['tp']:>4}]]"]
     lines += _calibration_lines(s["calibration"])
     lines += cv_terminal_lines(s.get("cross_validation"))
+    lines += ood_terminal_lines(s.get("ood"), m)
     return "\n".join(lines)
 
 
