@@ -21,7 +21,8 @@ def test_brief_training_on_real_images_exports_with_parity(real_data: Path, tmp_
     exported = run_cli("export", "--checkpoint", ck / "best.pt", "-o", out, "--data", real_data,
                        "--parity-images", "24")
     assert "parity on 24 real images" in exported.output
-    assert exported.output.count("✓") == 7  # 3 outputs (logits, probabilities, cam) x 2 batch sizes + labels
+    # 4 outputs (logits, probabilities, cam, ood_score) x 2 batch sizes + labels
+    assert exported.output.count("✓") == 9
 
     # a deliberately broken copy fails the standalone parity command on the same real images
     model = onnx.load(str(out))

@@ -71,7 +71,8 @@ def export(checkpoint: str | None, output: Path, opset: int, data: str | None, a
     if run_dir is not None or tta != "none":
         _export_ensemble(None if run_dir is not None else resolve_checkpoint_option(checkpoint), run_dir, output,
                          tta, int8, dict(opset=opset, data=data, atol=atol, parity_images=parity_images,
-                                         provider=provider, embed_preprocessing=embed_preprocessing))
+                                         provider=provider, embed_preprocessing=embed_preprocessing, ood=ood,
+                                         ood_accept=ood_accept))
         return
     checkpoint = resolve_checkpoint_option(checkpoint)
     result = run_export(checkpoint, output, opset=opset, data=data, atol=atol, parity_images=parity_images,

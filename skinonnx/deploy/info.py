@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ModelFileError
 from ..hashing import file_sha256
-from .contract import CAM_OUTPUT, MEMBER_OUTPUT, SCHEMA_KEY
+from .contract import CAM_OUTPUT, MEMBER_OUTPUT, OOD_OUTPUT, SCHEMA_KEY
 from .schema import NotOurs, validate
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16",
@@ -211,7 +211,10 @@ def _graph_problems(meta: dict[str, str], inputs: list[Tensor], outputs: list[Te
     members = json.loads(meta["ensemble"])["members"] if "ensemble" in meta else None
     expected = {t.name: members if t.name == MEMBER_OUTPUT else n_classes for t in outputs}
     problems += [f"output '{t.name}' has shape {t.shape}; expected [batch, {expected[t.name]}]"
-                 for t in outputs if t.name != CAM_OUTPUT and (len(t.shape) != 2 or t.shape[1] != expected[t.name])]
+                 for t in outputs if t.name not in (CAM_OUTPUT, OOD_OUTPUT)
+                 and (len(t.shape) != 2 or t.shape[1] != expected[t.name])]
+    problems += [f"output '{t.name}' has shape {t.shape}; expected [batch]"
+                 for t in outputs if t.name == OOD_OUTPUT and len(t.shape) != 1]
     problems += [f"output '{t.name}' has shape {t.shape}; expected [batch, height, width]"
                  for t in outputs if t.name == CAM_OUTPUT and len(t.shape) != 3]
     return problems

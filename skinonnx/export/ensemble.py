@@ -32,10 +32,11 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path, ensure_writable_dir
-from ..deploy.contract import MEMBER_OUTPUT, OUTPUT_NAMES, ModelContract
+from ..deploy.contract import MEMBER_OUTPUT, OOD_OUTPUT, OUTPUT_NAMES, ModelContract
 from ..errors import ExportError, SkinOnnxError
 from ..evaluation.provenance import parity_record_path, write_parity_record
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
+from .ood import DEFAULT_OOD_ACCEPT, fit_for_checkpoint, fit_members, reference_ood_scores
 from .parity import DEFAULT_ATOL, ParityReport, compare_with_reference
 
 TTA_MODES = {"none": 1, "flip": 2, "d4": 8}
@@ -107,7 +108,10 @@ def check_ensemble_parity(wrapper: EnsembleWrapper, onnx_path: str | os.PathLike
                           member_names: list[str] | None = None) -> ParityReport:
     """Every output, and every member's column, against PyTorch at batch sizes 1 and 7; raises above ``atol``."""
     names = member_names or [f"member {i}" for i in range(len(wrapper.members))]
-    return compare_with_reference(onnx_path, batch, reference_outputs(wrapper, batch), atol=atol, provider=provider,
+    reference = reference_outputs(wrapper, batch)
+    if hasattr(wrapper, "ood"):  # the ood_score output (export/ood.py), computed by PyTorch through the same hooks
+        reference[OOD_OUTPUT] = reference_ood_scores(wrapper, batch)
+    return compare_with_reference(onnx_path, batch, reference, atol=atol, provider=provider,
                                   batch_sizes=batch_sizes, columns={MEMBER_OUTPUT: names})
 
 
@@ -161,8 +165,10 @@ def tta_metadata(tta: str) -> str:
 
 def export_cv_run(run_dir: str | os.PathLike[str], output: str | os.PathLike[str], *, tta: str = "none",
                   opset: int = 17, data: str | None = None, atol: float = DEFAULT_ATOL, parity_images: int = 32,
-                  provider: str = "cpu", embed_preprocessing: bool = False, echo=print) -> EnsembleExport:
-    """A complete CV run -> one ONNX file with all K members (checked, parity-tested, atomic)."""
+                  provider: str = "cpu", embed_preprocessing: bool = False, ood: bool = True,
+                  ood_accept: float = DEFAULT_OOD_ACCEPT, echo=print) -> EnsembleExport:
+    """A complete CV run -> one ONNX file with all K members (checked, parity-tested, atomic); with ``ood``
+    each member's Gaussians are fitted on its own training folds (:func:`skinonnx.export.ood.fit_members`)."""
     from ..training.cross_validation import load_complete_run
 
     t0 = time.perf_counter()
@@ -173,6 +179,14 @@ def export_cv_run(run_dir: str | os.PathLike[str], output: str | os.PathLike[str
     wrapper = EnsembleWrapper([model_from_checkpoint(s) for s in states], contract.temperature,
                               contract.positive_index, tta, member_output=True)
     names = [f"fold-{st['fold']}" for st in run.folds]
+    if ood:
+        from ..data.preprocessing import Preprocessing
+
+        fit = fit_members(list(wrapper.members), _oof_rows(run, contract.classes),
+                          Preprocessing.from_dict(states[0]["preprocessing"]), accept=ood_accept, tta=tta)
+        echo(fit.text())
+        contract = fit.contract(contract)
+        fit.attach(wrapper, list(wrapper.members))
     echo(f"ensemble of {len(states)} folds of run '{run.run_dir.name}' (mean logits, OOF temperature "
          f"{contract.temperature:.3f}, threshold {contract.threshold:.4f}){f', TTA {tta}' if tta != 'none' else ''}")
     return _write(wrapper, contract, output, states[0], data or run.cv.get("data_root"), opset, atol,
@@ -181,8 +195,10 @@ def export_cv_run(run_dir: str | os.PathLike[str], output: str | os.PathLike[str
 
 def export_single_tta(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *, tta: str,
                       opset: int = 17, data: str | None = None, atol: float = DEFAULT_ATOL, parity_images: int = 32,
-                      provider: str = "cpu", embed_preprocessing: bool = False, echo=print) -> EnsembleExport:
-    """One checkpoint with TTA views in the graph (outputs as a plain export: logits, probabilities)."""
+                      provider: str = "cpu", embed_preprocessing: bool = False, ood: bool = True,
+                      ood_accept: float = DEFAULT_OOD_ACCEPT, echo=print) -> EnsembleExport:
+    """One checkpoint with TTA views in the graph (outputs as a plain export: logits, probabilities[, ood_score];
+    the OOD score is the mean over the views, its threshold fitted on that same mean)."""
     from .onnx_export import contract_from_checkpoint
 
     t0 = time.perf_counter()
@@ -192,8 +208,26 @@ def export_single_tta(checkpoint: str | os.PathLike[str], output: str | os.PathL
     contract = replace(contract, extra={**contract.extra, "tta": tta_metadata(tta)})
     wrapper = EnsembleWrapper([model_from_checkpoint(state)], contract.temperature, contract.positive_index, tta,
                               member_output=False)
+    if ood:
+        model = wrapper.members[0]
+        fit = fit_for_checkpoint(model, state, data, accept=ood_accept, tta=tta,
+                                 base=EnsembleWrapper([model], 1.0, contract.positive_index, tta, member_output=False))
+        echo(fit.text())
+        contract = fit.contract(contract)
+        fit.attach(wrapper, [model])
     return _write(wrapper, contract, output, state, data, opset, atol, parity_images, provider, embed_preprocessing,
                   ["model"], tta, t0, echo)
+
+
+def _oof_rows(run, classes: tuple[str, ...]) -> list[tuple[str, int, int]]:
+    """(path, class index, fold) of every pooled image of a CV run: each member's training split is the others'."""
+    from ..training.cross_validation import read_oof
+
+    root = Path(run.cv["data_root"])
+    root = root.parent if root.is_file() else root
+    rows = [r for st in run.folds for r in read_oof(run.run_dir, int(st["fold"]), list(classes))]
+    return [(str(p if (p := Path(r["path"])).is_absolute() else root / p), classes.index(r["label"]), r["fold"])
+            for r in rows]
 
 
 def _checked_output(output: str | os.PathLike[str]) -> Path:

@@ -126,6 +126,10 @@ def to_onnx(model: nn.Module | None, contract: ModelContract, path: Path, opset:
         raise ExportError(f"exported graph failed the ONNX checker: {exc}") from None
     for out in inferred.graph.output:
         dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
+        if out.name == OOD_OUTPUT:
+            if len(dims) != 1:
+                raise ShapeError(f"output '{out.name}' has shape {dims}; expected [batch]")
+            continue
         if out.name == CAM_OUTPUT:
             if len(dims) != 3:
                 raise ShapeError(f"output '{out.name}' has shape {dims}; expected [batch, height, width]")

@@ -27,6 +27,7 @@ unlike the training images". Torch side; the runtime reads the score and thresho
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from ..errors import ExportError, SkinOnnxError
 
 DEFAULT_OOD_ACCEPT = 0.95
 DEFAULT_COVARIANCE = "ledoit_wolf"
+THRESHOLD_MARGIN = 1e-5
 COVARIANCES = ("ledoit_wolf", "oas", "pca:K")
 FEATURE_LAYER = "avgpool"
 #: prefix of the graph's OOD nodes (the fp16 conversion keeps them float32)
@@ -118,7 +120,10 @@ def fit_threshold(scores: np.ndarray, accept: float = DEFAULT_OOD_ACCEPT) -> flo
     scores = np.asarray(scores, np.float64)
     if not len(scores) or not np.all(np.isfinite(scores)):
         raise ExportError("the OOD threshold needs finite scores of validation images")
-    return float(np.quantile(scores, accept, method="higher"))
+    k = max(1, math.ceil(accept * len(scores) - 1e-9))  # the k-th smallest score accepts k of n >= accept * n
+    # plus a relative 1e-5: ONNX Runtime's float32 sums differ from PyTorch's by ~1e-6 relative, which must not
+    # flip the images the threshold was fitted on
+    return float(np.sort(scores)[k - 1]) * (1 + THRESHOLD_MARGIN)
 
 
 # --------------------------------------------------------------------------- graph (torch)
