@@ -26,6 +26,14 @@ OOD_OUTPUT = "ood_score"
 #: metadata: the score above which an image is refused ("not assessed"), and how the score was fitted (JSON)
 OOD_THRESHOLD_KEY = "ood_threshold"
 OOD_KEY = "ood"
+#: the graph's nodes of the ood_score head are named ``ood/...`` (the child module ``ood``); converters keep
+#: them float32 (fp16: far-away images' scores can exceed 65504)
+
+
+def is_ood_node(name: str) -> bool:
+    return name.startswith(("ood/", "/ood/"))
+
+
 #: what predict, test, serve and the web page report for an image whose ood_score is above the threshold
 OOD_REFUSAL = "not assessed: unlike the training images"
 

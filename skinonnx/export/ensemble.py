@@ -183,7 +183,9 @@ def export_cv_run(run_dir: str | os.PathLike[str], output: str | os.PathLike[str
         from ..data.preprocessing import Preprocessing
 
         fit = fit_members(list(wrapper.members), _oof_rows(run, contract.classes),
-                          Preprocessing.from_dict(states[0]["preprocessing"]), accept=ood_accept, tta=tta)
+                          Preprocessing.from_dict(states[0]["preprocessing"]),
+                          lambda m: EnsembleWrapper([m], 1.0, contract.positive_index, tta, member_output=False),
+                          accept=ood_accept, tta=tta, views=TTA_MODES[tta])
         echo(fit.text())
         contract = fit.contract(contract)
         fit.attach(wrapper, list(wrapper.members))
@@ -210,7 +212,7 @@ def export_single_tta(checkpoint: str | os.PathLike[str], output: str | os.PathL
                               member_output=False)
     if ood:
         model = wrapper.members[0]
-        fit = fit_for_checkpoint(model, state, data, accept=ood_accept, tta=tta,
+        fit = fit_for_checkpoint(model, state, data, accept=ood_accept, tta=tta, views=TTA_MODES[tta],
                                  base=EnsembleWrapper([model], 1.0, contract.positive_index, tta, member_output=False))
         echo(fit.text())
         contract = fit.contract(contract)

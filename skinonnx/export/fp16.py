@@ -62,7 +62,10 @@ def to_fp16(model):  # onnx.ModelProto -> onnx.ModelProto
     """fp16 weights and activations, fp32 input and outputs; checked by ``onnx.checker`` (full)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    half = convert_float_to_float16(model, keep_io_types=True)
+    from ..deploy.contract import is_ood_node  # the ood_score head stays float32 (scores can exceed 65504)
+
+    half = convert_float_to_float16(model, keep_io_types=True,
+                                    node_block_list=[n.name for n in model.graph.node if is_ood_node(n.name)] or None)
     topological_sort(half.graph)
     check_variant_graph(half, "fp16")
     return half

@@ -12,7 +12,7 @@ With a few hundred images the 2048-d sample covariance is singular, so ``S`` is 
 shrinkage estimate (sklearn; ``oas`` and a ``pca:K`` projection are the measured alternatives,
 benchmarks/ood.py and docs/SAFETY.md). In the graph this is one MatMul ``[N, D] x [D, k]``, a
 subtraction of the C projected means and a sum of squares: ~D*k multiply-adds per image (about 1 % of
-ResNet50 at 64 px, 0.1 % at 224 px). Its nodes live under ``/ood/``, so the fp16 copy can keep them in
+ResNet50 at 64 px, 0.1 % at 224 px). Its nodes are named ``ood/...``, so the fp16 copy can keep them in
 float32 (scores of far-away images would overflow float16's 65504) and INT8 (which quantizes only Conv)
 leaves them alone.
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +48,7 @@ DEFAULT_COVARIANCE = "ledoit_wolf"
 THRESHOLD_MARGIN = 1e-5
 COVARIANCES = ("ledoit_wolf", "oas", "pca:K")
 FEATURE_LAYER = "avgpool"
-#: prefix of the graph's OOD nodes (the fp16 conversion keeps them float32)
-OOD_NODE_PREFIX = "/ood/"
+
 
 
 def has_pooled_features(model: nn.Module) -> bool:
@@ -163,7 +162,7 @@ class OodScore(nn.Module):
 class OodOutput:
     """Appends ``ood_score`` to ``base``'s outputs (an ExportWrapper or EnsembleWrapper), in place, by hooks.
 
-    ``base`` gets the child ``ood`` (graph nodes ``/ood/...``: OOD_NODE_PREFIX) and a forward hook that
+    ``base`` gets the child ``ood`` (graph nodes ``ood/...``: ``contract.is_ood_node``) and a forward hook that
     appends its score; the members' ``avgpool`` outputs are captured by forward hooks while ``base`` runs.
     Nothing is re-parented, so the traced graph keeps the model's own node names (``/model/layer4/...``,
     ``/members.<k>/...``), which INT8 ``--keep-fp32`` relies on. :meth:`remove` undoes it all."""
@@ -282,18 +281,16 @@ class OodFit:
 
 def fit_single(model: nn.Module, train: Sequence[Any], val: Sequence[Any], prep: Preprocessing, *,
                accept: float = DEFAULT_OOD_ACCEPT, covariance: str = DEFAULT_COVARIANCE, tta: str = "none",
-               base: nn.Module | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+               views: int = 1, base: nn.Module | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                split_names: tuple[str, str] = ("train", "val")) -> OodFit:
     """One model: Gaussians on ``train`` samples (``.path``, ``.label``), threshold on ``val``.
 
-    ``base``: a module like the one that will be exported around ``model`` (for TTA, an EnsembleWrapper);
-    the threshold is fitted on the same computation as the graph's."""
-    from .ensemble import TTA_MODES
-
+    ``base``: a module like the one that will be exported around ``model`` (for TTA ``tta`` with ``views``
+    views, an EnsembleWrapper); the threshold is fitted on the same computation as the graph's."""
     paths, labels = _paths_labels(train)
     kept, feats = features_of(model, paths, prep, max_pixels=max_pixels)
     fit = fit_gaussians(feats, [labels[p] for p in kept], covariance)
-    score = OodScore([MahalanobisHead(fit)], TTA_MODES[tta])
+    score = OodScore([MahalanobisHead(fit)], views)
     base = base if base is not None else _PlainLogits(model)
     hooks = OodOutput(base, [model], score)
     try:
@@ -305,25 +302,24 @@ def fit_single(model: nn.Module, train: Sequence[Any], val: Sequence[Any], prep:
     return OodFit(score, threshold, record)
 
 
-def fit_members(members: Sequence[nn.Module], oof_rows: Sequence[tuple[str, int, int]], prep: Preprocessing, *,
-                accept: float = DEFAULT_OOD_ACCEPT, covariance: str = DEFAULT_COVARIANCE, tta: str = "none",
+def fit_members(members: Sequence[nn.Module], oof_rows: Sequence[tuple[str, int, int]], prep: Preprocessing,
+                single: Callable[[nn.Module], nn.Module], *, accept: float = DEFAULT_OOD_ACCEPT,
+                covariance: str = DEFAULT_COVARIANCE, tta: str = "none", views: int = 1,
                 max_pixels: int = DEFAULT_MAX_PIXELS) -> OodFit:
     """A fold ensemble: member k's Gaussians on the images of the other folds (its training split);
     the threshold on each member's score of its own held-out fold (``oof_rows``: path, label, fold).
 
     The file's score is the mean of the K member scores, and an out-of-fold image has an unbiased score
     from one member only; the mean of K such scores varies less than one, so a threshold from single
-    members' held-out scores accepts at least ``accept`` of new in-distribution images (conservative)."""
-    from .ensemble import TTA_MODES, EnsembleWrapper
-
-    views = TTA_MODES[tta]
+    members' held-out scores accepts at least ``accept`` of new in-distribution images (conservative).
+    ``single(member)``: the member alone as the graph runs it (its TTA views)."""
     fits, held_out = [], []
     for k, member in enumerate(members):
         train = [(p, y) for p, y, fold in oof_rows if fold != k]
         kept, feats = features_of(member, [p for p, _ in train], prep, max_pixels=max_pixels)
         label = dict(train)
         fits.append(fit_gaussians(feats, [label[p] for p in kept], covariance))
-        one = EnsembleWrapper([member], 1.0, 0, tta, member_output=False)
+        one = single(member)
         hooks = OodOutput(one, [member], OodScore([MahalanobisHead(fits[-1])], views))
         try:
             held_out.append(wrapper_scores(one, [p for p, _, fold in oof_rows if fold == k], prep,
@@ -393,7 +389,7 @@ def data_splits(root: str | os.PathLike[str], seed: int, positive_class: str | N
 
 def fit_for_checkpoint(model: nn.Module, state: dict[str, Any], data: str | None, *,
                        accept: float = DEFAULT_OOD_ACCEPT, covariance: str = DEFAULT_COVARIANCE, tta: str = "none",
-                       base: nn.Module | None = None) -> OodFit:
+                       views: int = 1, base: nn.Module | None = None) -> OodFit:
     """Fit on the checkpoint's own data (``--data``, else the training data it records): train + val splits."""
     from ..data.training_data import model_data
 
@@ -401,5 +397,5 @@ def fit_for_checkpoint(model: nn.Module, state: dict[str, Any], data: str | None
     config = state.get("config") or {}
     train, val, val_name = data_splits(root, int(config.get("seed", 0)), state["classes"][int(state["positive_index"])])
     return fit_single(model, train, val, Preprocessing.from_dict(state["preprocessing"]), accept=accept,
-                      covariance=covariance, tta=tta, base=base,
+                      covariance=covariance, tta=tta, views=views, base=base,
                       max_pixels=int(config.get("max_pixels", DEFAULT_MAX_PIXELS)), split_names=("train", val_name))
