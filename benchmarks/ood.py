@@ -12,7 +12,8 @@
    on the logits (Liu et al. 2020) and the k-th nearest-neighbour distance of normalised features (k = 10,
    Sun et al. 2022).
 2. **Cost.** The exported graph with and without the ``ood_score`` output (same model, same session
-   settings), ONNX Runtime CPU, batch 1 and 8, rounds interleaved; the ratio with/without is what counts.
+   settings; the head with a full Ledoit-Wolf whitening and with a PCA-64 projection), ONNX Runtime CPU,
+   batch 1 and 8, rounds interleaved; the ratio with/without is what counts.
 
 Writes JSON to ``--out`` (default /tmp/skinonnx-bench/ood-<time>.json) and prints a table.
 """
@@ -114,29 +115,33 @@ def separation(model, prep, splits: dict[str, list], ood_paths: list[Path], acce
     return results, counts
 
 
-def cost(model, state, checkpoint: Path, prep, paths: list[Path], accept: float, repeats: int, n_images: int,
-         threads: int) -> dict[str, float]:
-    """ORT time per image with / without the ood_score output, on the same preprocessed images."""
+def cost(model, state, checkpoint: Path, prep, paths: list[Path], repeats: int, n_images: int,
+         threads: int, covariances: tuple[str, ...] = ("ledoit_wolf", "pca:64")) -> dict[str, float]:
+    """ORT time per image with / without the ood_score output (one file per estimator: a full 2048 x 2048
+    whitening or a 2048 x K projection), on the same preprocessed images, rounds interleaved."""
     from skinonnx.deploy.runtime import OnnxClassifier
     from skinonnx.export.onnx_export import DEFAULT_OPSET, ExportWrapper, contract_from_checkpoint, to_onnx
     from skinonnx.export.ood import MahalanobisHead, OodFit, OodScore, features_of, fit_gaussians, preprocessed_batches
 
     contract = contract_from_checkpoint(state, checkpoint, DEFAULT_OPSET)
     kept, feats = features_of(model, [str(p) for p in paths], prep)
-    fit = fit_gaussians(feats, [i % 2 for i in range(len(kept))])  # labels do not change the cost
-    ood = OodFit(OodScore([MahalanobisHead(fit)]), 1.0, {})
     batch = np.concatenate([b for _, b in preprocessed_batches([str(p) for p in paths[:n_images]], prep)])
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        plain, with_ood = Path(tmp) / "plain.onnx", Path(tmp) / "ood.onnx"
-        to_onnx(model, contract, plain, DEFAULT_OPSET)
-        base = ExportWrapper(model, contract.temperature)
-        hooks = ood.attach(base, [model])
-        to_onnx(None, ood.contract(contract), with_ood, DEFAULT_OPSET, wrapper=base)
-        hooks.remove()
-        sessions = {"plain": OnnxClassifier(plain, "cpu", threads=threads),
-                    "ood": OnnxClassifier(with_ood, "cpu", threads=threads)}
-        names = {"plain": ["probabilities"], "ood": ["probabilities", "ood_score"]}
+        files = {"plain": Path(tmp) / "plain.onnx"}
+        to_onnx(model, contract, files["plain"], DEFAULT_OPSET)
+        for cov in covariances:
+            fit = fit_gaussians(feats, [i % 2 for i in range(len(kept))], cov)  # labels do not change the cost
+            ood = OodFit(OodScore([MahalanobisHead(fit)]), 1.0, {})
+            base = ExportWrapper(model, contract.temperature)
+            hooks = ood.attach(base, [model])
+            files[cov] = Path(tmp) / f"{cov.replace(':', '')}.onnx"
+            to_onnx(None, ood.contract(contract), files[cov], DEFAULT_OPSET, wrapper=base)
+            hooks.remove()
+            out[f"file_mb_{cov}"] = files[cov].stat().st_size / 1e6
+        out["file_mb_plain"] = files["plain"].stat().st_size / 1e6
+        sessions = {k: OnnxClassifier(f, "cpu", threads=threads) for k, f in files.items()}
+        names = {k: ["probabilities"] if k == "plain" else ["probabilities", "ood_score"] for k in files}
         for size in (1, 8):
             best = {k: float("inf") for k in sessions}
             for _ in range(repeats):
@@ -148,8 +153,9 @@ def cost(model, state, checkpoint: Path, prep, paths: list[Path], accept: float,
                     best[key] = min(best[key], time.perf_counter() - t0)
             n = (len(batch) // size) * size
             out[f"batch{size}_ms_per_image_plain"] = 1000 * best["plain"] / n
-            out[f"batch{size}_ms_per_image_ood"] = 1000 * best["ood"] / n
-            out[f"batch{size}_ratio"] = best["ood"] / best["plain"]
+            for cov in covariances:
+                out[f"batch{size}_ms_per_image_{cov}"] = 1000 * best[cov] / n
+                out[f"batch{size}_ratio_{cov}"] = best[cov] / best["plain"]
     return out
 
 
@@ -171,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ood_paths = write_far_ood_images(tmp)
         results, counts = separation(model, prep, splits, ood_paths, args.accept)
-    timing = cost(model, state, args.checkpoint, prep, [p for p, _ in splits["train"]], args.accept, args.repeats,
+    timing = cost(model, state, args.checkpoint, prep, [p for p, _ in splits["train"]], args.repeats,
                   args.timing_images, args.threads)
     report = {"checkpoint": str(args.checkpoint), "image_size": prep.image_size, "accept": args.accept,
               "counts": counts, "methods": results, "cost": timing,
@@ -181,9 +187,11 @@ def main(argv: list[str] | None = None) -> dict:
     for name, r in results.items():
         print(f"{name:<28} {r['auroc']:6.3f} {r['auroc_photos']:6.3f} {r['auroc_generated']:6.3f} "
               f"{r['test_refused']:17.1%} {r['ood_accepted']:12.1%}")
-    print("cost of ood_score (ORT CPU, same run): " + ", ".join(
-        f"batch {b}: {timing[f'batch{b}_ms_per_image_plain']:.2f} -> {timing[f'batch{b}_ms_per_image_ood']:.2f} "
-        f"ms/image (x{timing[f'batch{b}_ratio']:.3f})" for b in (1, 8)))
+    for cov in ("ledoit_wolf", "pca:64"):
+        print(f"cost of ood_score [{cov}] (ORT CPU, {args.threads} thread(s), same run): " + ", ".join(
+            f"batch {b}: {timing[f'batch{b}_ms_per_image_plain']:.2f} -> {timing[f'batch{b}_ms_per_image_{cov}']:.2f} "
+            f"ms/image (x{timing[f'batch{b}_ratio_{cov}']:.3f})" for b in (1, 8))
+            + f"; file {timing['file_mb_plain']:.1f} -> {timing[f'file_mb_{cov}']:.1f} MB")
     out = args.out or Path("/tmp/skinonnx-bench") / f"ood-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
