@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ModelFileError
 from ..hashing import file_sha256
-from .contract import CAM_OUTPUT, MEMBER_OUTPUT, OOD_OUTPUT, SCHEMA_KEY
+from .contract import CAM_OUTPUT, MEMBER_OUTPUT, OOD_KEY, OOD_OUTPUT, OOD_REFUSAL, OOD_THRESHOLD_KEY, SCHEMA_KEY
 from .schema import NotOurs, validate
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16",
@@ -235,7 +235,23 @@ def ensemble_summary(meta: dict[str, str]) -> list[str]:
         t = json.loads(meta["tta"])
         lines.append(f"tta       {t.get('mode')}: mean logits over {t.get('views')} views "
                      f"({', '.join(t.get('transforms', []))})")
+    if OOD_THRESHOLD_KEY in meta:
+        o = _json_object(meta.get(OOD_KEY, "{}"))
+        fit = o.get("threshold_fit") or {}
+        accepted = fit.get("accepted")
+        lines.append(f"ood       '{OOD_OUTPUT}' {o.get('method', '?')} ({o.get('covariance', '?')}); refused above "
+                     f"{meta[OOD_THRESHOLD_KEY]} ({OOD_REFUSAL!r}), which accepts "
+                     f"{f'{accepted:.1%}' if isinstance(accepted, float) else '?'} of {fit.get('n', '?')} "
+                     f"{fit.get('split', '?')} images (docs/SAFETY.md)")
     return lines
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _f(value: Any) -> str:
