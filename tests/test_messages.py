@@ -156,7 +156,7 @@ def test_refused_calibration_is_in_the_model_card(tmp_path: Path, synthetic_data
 
 
 def test_collect_inputs_refuses_missing_paths_but_skips_empty_globs(tmp_path: Path, images: Path) -> None:
-    from skinonnx.deploy.predict import collect_inputs
+    from skinonnx.data.inputs import collect_inputs
     from skinonnx.errors import SkinOnnxError
 
     paths, problems = collect_inputs([str(images), str(tmp_path / "*.jpg")])

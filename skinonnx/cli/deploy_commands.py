@@ -118,7 +118,8 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
     """Classify image files, folders, globs or manifests (.csv/.parquet with a 'path' column); unreadable
     files are reported and skipped. An interrupted job run again with the same --output continues."""
     from ..atomic import ensure_writable_dir
-    from ..deploy.predict import collect_inputs, parse_shard, run_job, select_shard, write_outputs
+    from ..data.inputs import collect_inputs
+    from ..deploy.predict import parse_shard, run_job, select_shard, write_outputs
 
     if output.suffix.lower() not in (".csv", ".json", ".parquet"):
         raise click.BadParameter(f"must end in .csv, .json or .parquet: {output}", param_hint="--output")

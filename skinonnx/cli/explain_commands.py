@@ -28,7 +28,7 @@ def explain(inputs: tuple[str, ...], checkpoint: str | None, out_dir: Path, targ
             masks: Path | None,
             tolerance: float, batch_size: int, device: str, max_pixels: int, quiet: bool) -> None:
     """Grad-CAM heatmap overlays (PNG) from the last convolutional block, at the model's preprocessing."""
-    from ..deploy.predict import collect_inputs
+    from ..data.inputs import collect_inputs
     from ..explain.run import explain_files
 
     paths, problems = collect_inputs(inputs)

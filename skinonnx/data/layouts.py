@@ -26,7 +26,8 @@ import numpy as np
 
 from ..atomic import write_text
 from ..errors import DataError
-from .images import IMAGE_EXTENSIONS, is_image_file
+from .images import IMAGE_EXTENSIONS
+from .inputs import list_images
 
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.64, 0.16, 0.20)
@@ -103,15 +104,6 @@ def _finish(root: Path, layout: str, classes: list[str], splits: dict[str, list[
                        splits=built, notes=list(notes or []))
 
 
-def _list_images(folder: Path) -> list[Path]:
-    """Images under ``folder``, recursively, sorted; symlinked folders are not followed (no loops)."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in sorted(filenames) if is_image_file(Path(f)))
-    return found
-
-
 def _class_folders(folder: Path) -> list[str]:
     return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
@@ -131,7 +123,7 @@ def _from_split_folders(root: Path, present: list[str]
                             f"{split}/ has {found}")
         items = []
         for cls in classes:
-            images = _list_images(root / split / cls)
+            images = list_images(root / split / cls)
             if not images:
                 raise DataError(f"{root / split / cls}: class folder has no images "
                                 f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -148,7 +140,7 @@ def _from_flat_folder(root: Path, seed: int, write_split_file: bool
         raise DataError(f"{root}: no class folders, split folders (train/val/test) or index CSV found")
     by_class: dict[str, list[Path]] = {}
     for cls in classes:
-        images = _list_images(root / cls)
+        images = list_images(root / cls)
         if not images:
             raise DataError(f"{root / cls}: class folder has no images")
         by_class[cls] = images

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_path, write_json, write_text
-from ..errors import SkinOnnxError
+from ..data.inputs import require_pyarrow
 from .contract import ModelContract
 
 PART_ROWS = 1000
@@ -56,15 +56,6 @@ def member_columns(members: Sequence[float]) -> dict[str, float]:
 
 def parts_dir(output: Path) -> Path:
     return output.with_name(output.name + ".parts")
-
-
-def require_pyarrow(purpose: str):
-    try:
-        import pyarrow  # noqa: F401
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise SkinOnnxError(f"{purpose} needs pyarrow: pip install 'skinonnx[scale]'") from None
-    return pq
 
 
 class Journal:

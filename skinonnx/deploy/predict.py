@@ -1,4 +1,4 @@
-"""`predict`: batch inference on files, folders, globs and manifests through ONNX Runtime (no torch).
+"""`predict`: batch inference on the inputs of :mod:`skinonnx.data.inputs` through ONNX Runtime (no torch).
 
 Jobs are resumable (:mod:`.journal`), can be split with ``--shard i/n`` for a scheduler array, and run
 either here (one ONNX Runtime session, decoding in threads) or on Ray Data (:mod:`.ray_predict`).
@@ -7,19 +7,17 @@ either here (one ONNX Runtime session, decoding in threads) or on Ray Data (:mod
 from __future__ import annotations
 
 import csv
-import glob
 import io
-import os
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_path, write_json, write_text
-from ..data.images import DEFAULT_MAX_PIXELS, is_image_file
-from ..data.layouts import _list_images
-from ..errors import DataError, SkinOnnxError
+from ..data.images import DEFAULT_MAX_PIXELS
+from ..data.inputs import collect_inputs, require_pyarrow  # noqa: F401 (collect_inputs: demo.py imports it here)
+from ..errors import SkinOnnxError
 from ..hashing import file_sha256
 from ..overlay import overlay_file_names
 from .cam_overlays import (
@@ -30,79 +28,14 @@ from .cam_overlays import (
     require_cam,
     write_cam_overlay,
 )
-from .journal import PART_ROWS, Journal, prediction_row, require_pyarrow
+from .journal import PART_ROWS, Journal, prediction_row
 from .runtime import OnnxClassifier, Prediction
-
-MANIFEST_SUFFIXES = (".csv", ".parquet")
 
 
 @dataclass
 class PredictResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
-
-
-def collect_inputs(specs: Iterable[str]) -> tuple[list[Path], list[dict[str, str]]]:
-    """Expand files, folders (recursive, symlinked folders not followed), globs and manifests (a .csv or
-    .parquet file with a ``path`` column); keep order, drop repeats.
-
-    A named file or folder that does not exist is an error (all of them in one message): a typo must not pass
-    as a skipped line. A glob that matches nothing, and unreadable files found inside folders, are reported
-    as skipped. Manifest entries are not checked here (an archive can list millions): a missing one becomes a
-    skipped row ("file not found") when it is read.
-    """
-    found: list[Path] = []
-    problems: list[dict[str, str]] = []
-    missing: list[str] = []
-    for spec in specs:
-        path = Path(spec)
-        if path.suffix.lower() in MANIFEST_SUFFIXES and path.is_file():
-            found.extend(read_manifest(path))
-        elif path.is_dir():
-            found.extend(_list_images(path))
-        elif path.exists() or path.is_symlink():
-            found.append(path)
-        elif glob.has_magic(spec):
-            images = _glob_images(spec)
-            if not images:
-                problems.append({"path": spec, "problem": "glob matched no images"})
-            found.extend(images)
-        else:
-            missing.append(spec)
-    if missing:
-        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
-        raise SkinOnnxError(f"not found: {', '.join(missing[:20])}{more}")
-    seen, unique = set(), []
-    for p in found:
-        key = os.path.abspath(p)
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique, problems
-
-
-def read_manifest(path: Path) -> list[Path]:
-    """Image paths from a manifest's ``path`` column; relative ones are relative to the manifest's folder."""
-    if path.suffix.lower() == ".parquet":
-        pq = require_pyarrow(f"reading the Parquet manifest {path}")
-        try:
-            names = pq.read_schema(path).names
-            table = pq.read_table(path, columns=["path"]) if "path" in names else None
-        except Exception as exc:  # pyarrow's own error types: one clear line
-            raise DataError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:200]})") from None
-        if table is None:
-            raise DataError(f"{path}: the manifest has no 'path' column (columns: {names})")
-        entries = [str(v) for v in table.column("path").to_pylist() if v not in (None, "")]
-    else:
-        try:
-            with open(path, newline="", encoding="utf-8") as handle:
-                reader = csv.DictReader(handle)
-                if "path" not in (reader.fieldnames or []):
-                    raise DataError(f"{path}: the manifest has no 'path' column (columns: {reader.fieldnames})")
-                entries = [row["path"] for row in reader if row.get("path")]
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise DataError(f"{path}: not a readable CSV manifest ({exc})") from None
-    return [Path(e) if os.path.isabs(e) else path.parent / e for e in entries]
 
 
 def select_shard(paths: Sequence[Path], shard: tuple[int, int] | None) -> list[Path]:
@@ -123,32 +56,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not (count >= 1 and 0 <= index < count):
         raise ValueError(f"expected 0 <= i < n, got '{text}'")
     return index, count
-
-
-def _glob_images(spec: str) -> list[Path]:
-    """Images matching a glob; like folders, ``**`` does not descend into symlinked folders.
-
-    (Python's ``glob`` follows them, so a link loop would list every image ~40 times.)
-    """
-    literal = Path(*_literal_parts(spec))  # Path() is "." for a pattern like "*.jpg"
-    images = []
-    for match in sorted(Path(p) for p in glob.glob(spec, recursive=True)):
-        if not (match.is_file() and is_image_file(match)):
-            continue
-        between = [parent for parent in match.parents if parent != literal and literal in parent.parents]
-        if not any(parent.is_symlink() for parent in between):
-            images.append(match)
-    return images
-
-
-def _literal_parts(spec: str) -> list[str]:
-    """The leading path components of ``spec`` that contain no glob characters."""
-    parts: list[str] = []
-    for part in Path(spec).parts:
-        if glob.has_magic(part):
-            break
-        parts.append(part)
-    return parts
 
 
 def job_fingerprint(classifier: OnnxClassifier, threshold: float, max_pixels: int) -> dict[str, Any]:

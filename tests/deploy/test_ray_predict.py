@@ -82,7 +82,8 @@ def test_ray_equals_local_and_resumes_a_local_job(ray_cluster: str, tmp_path: Pa
 
     # resume: rows an interrupted local-engine run left in its journal are kept, Ray predicts only the rest
     out2 = tmp_path / "resumed.csv"
-    from skinonnx.deploy.predict import read_manifest, run_job
+    from skinonnx.data.inputs import read_manifest
+    from skinonnx.deploy.predict import run_job
     from skinonnx.deploy.runtime import OnnxClassifier
 
     half = read_manifest(manifest)[::2]
