@@ -112,7 +112,7 @@ def test_training_curves_have_whole_epoch_ticks_and_legends_off_the_data() -> No
 def test_model_card_of_a_foreign_onnx_file_claims_only_what_is_true(tmp_path: Path, synthetic_data: Path) -> None:
     bare = tiny_onnx(tmp_path / "bare.onnx", metadata=False)
     out = tmp_path / "report"
-    run_cli("test", "--onnx", bare, "--data", synthetic_data, "--out", out, "--image-size", "16", "--mean",
+    run_cli("test", "--onnx", bare, "--data", synthetic_data, "--output", out, "--image-size", "16", "--mean",
             "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--provider", "cpu", "--no-plots", "--bootstrap", "50",
             "--quiet")
     card = (out / "MODEL_CARD.md").read_text()
@@ -129,7 +129,7 @@ def test_zero_width_auc_interval_is_explained_not_reported_as_a_span(tmp_path: P
     from skinonnx.evaluation.model_card import render_model_card
 
     model = tiny_onnx(tmp_path / "m.onnx")
-    run_cli("test", "--onnx", model, "--data", synthetic_data, "--out", tmp_path / "r", "--provider", "cpu",
+    run_cli("test", "--onnx", model, "--data", synthetic_data, "--output", tmp_path / "r", "--provider", "cpu",
             "--no-plots", "--bootstrap", "50", "--quiet")
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     summary["ci"]["roc_auc"] = [1.0, 1.0]  # what a perfect demo model gets
@@ -149,7 +149,7 @@ def test_refused_calibration_is_in_the_model_card(tmp_path: Path, synthetic_data
 
     refused = {"temperature": 1.0, "fitted_temperature": 0.06, "refused": "hit its bound (0.05 .. 20.0): ..."}
     model = tiny_onnx(tmp_path / "m.onnx", extra_meta={"calibration": json.dumps(refused)})
-    run_cli("test", "--onnx", model, "--data", synthetic_data, "--out", tmp_path / "r", "--provider", "cpu",
+    run_cli("test", "--onnx", model, "--data", synthetic_data, "--output", tmp_path / "r", "--provider", "cpu",
             "--no-plots", "--no-ci", "--quiet")
     card = render_model_card(json.loads((tmp_path / "r" / "summary.json").read_text()))
     assert "Temperature scaling was **refused** at training: the fitted T = 0.0600 hit its bound" in card

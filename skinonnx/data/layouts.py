@@ -1,6 +1,7 @@
 """Data set discovery: which images, which labels, which split. No torch.
 
-Three layouts are accepted (checked in this order):
+Three layouts are accepted (checked in this order, except that ``ROOT/index.csv`` wins over split folders beside
+it); ``LabeledData.notes`` holds one line naming the layout chosen, for every command to print:
 
 1. split ImageFolder: ``ROOT/{train,val,test}/<class>/**/*.jpg``
 2. index CSV: ``ROOT.csv`` or ``ROOT/index.csv`` (or ``ROOT/splits.csv``) with columns
@@ -78,12 +79,14 @@ def discover(root: str | os.PathLike[str], *, positive_class: str | None = None,
         if root.suffix.lower() != ".csv":
             raise DataError(f"{root}: expected a folder or an index CSV (path,label,split)")
         return _finish(*_from_index_csv(root), positive_class=positive_class)
+    explicit = (root / INDEX_FILES[0]).is_file()  # a user's index.csv wins over split folders beside it
     present = [s for s in SPLITS if (root / s).is_dir()]
-    if present:
+    if present and not explicit:
         return _finish(root, "split-imagefolder", *_from_split_folders(root, present), positive_class=positive_class)
     for name in INDEX_FILES:
         if (root / name).is_file():
-            return _finish(*_from_index_csv(root / name), positive_class=positive_class)
+            return _finish(*_from_index_csv(root / name), [f"{name} wins over the split folders {present}"]
+                           if present else None, positive_class=positive_class)
     return _finish(root, "flat-imagefolder", *_from_flat_folder(root, seed, write_split_file),
                    positive_class=positive_class)
 
@@ -100,8 +103,9 @@ def _finish(root: Path, layout: str, classes: list[str], splits: dict[str, list[
         raise DataError(f"positive class '{wanted}' is not one of the data's classes {classes}")
     index = {c: i for i, c in enumerate(classes)}
     built = {name: [Sample(item[0], index[item[1]], *item[2:]) for item in items] for name, items in splits.items()}
+    chosen = f"data {root}: {layout} layout" + (f" ({'; '.join(notes)})" if notes else "")
     return LabeledData(root=root, layout=layout, classes=tuple(classes), positive_index=index[wanted],
-                       splits=built, notes=list(notes or []))
+                       splits=built, notes=[chosen])
 
 
 def _class_folders(folder: Path) -> list[str]:

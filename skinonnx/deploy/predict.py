@@ -81,7 +81,7 @@ def run_job(classifier: OnnxClassifier, paths: Sequence[Path], output: Path, *, 
                       part_format="parquet" if ray_options is not None else "csv", echo=echo)
     keys = [str(p) for p in paths]
     if cam_dir is not None and ray_options is not None:
-        raise SkinOnnxError("--cam runs on the local engine only (drop --engine ray)")
+        raise SkinOnnxError("--cam-dir runs on the local engine only (drop --engine ray)")
     overlays = _overlay_paths(classifier, paths, cam_dir)
     todo = [k for k in keys if k not in journal.done]
     if len(todo) < len(keys):

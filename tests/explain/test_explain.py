@@ -101,7 +101,7 @@ def test_mask_index_finds_masks_by_stem_and_refuses_ambiguity(tmp_path: Path) ->
 @pytest.mark.slow  # trains (conftest marks every test that needs a training fixture, too)
 def test_explain_refuses_a_model_whose_map_is_one_cell(trained: TrainedModel, tmp_path: Path) -> None:
     image = next((trained.data / "test" / "malignant").glob("*.png"))
-    out = run_cli("explain", "--checkpoint", trained.checkpoint, image, "--out", tmp_path, "--quiet", expect=1).output
+    out = run_cli("explain", "--checkpoint", trained.checkpoint, image, "-o", tmp_path, "--quiet", expect=1).output
     assert "1x1" in out and "image_size >= 64" in out and "Traceback" not in out
 
 
@@ -165,7 +165,7 @@ def test_explain_writes_overlays_that_point_at_the_lesions(off_centre_model: tup
 
     root, checkpoint = off_centre_model
     images = sorted((root / "test" / "malignant").glob("*.png"))
-    out = run_cli("explain", "--checkpoint", checkpoint, *images, "--out", tmp_path / "cli", "--masks", root / "masks",
+    out = run_cli("explain", "--checkpoint", checkpoint, *images, "-o", tmp_path / "cli", "--masks", root / "masks",
                   "--tolerance", str(POINTING_TOLERANCE), "--quiet").output
     assert f"{len(images)} Grad-CAM overlays for 'malignant'" in out and "pointing game on 20 images" in out
     rows = list(csv.DictReader((tmp_path / "cli" / "explanations.csv").read_text().splitlines()))
