@@ -58,6 +58,7 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
              provider: str, threads: int | None, save_optimized: Path | None, max_pixels: int,
              image_size: int | None, mean: str | None, std: str | None, classes: str | None, quiet: bool) -> None:
     """Evaluate a split through ONNX Runtime: metrics with CIs, calibration, plots, model card (docs/REPORTS.md)."""
+    from ..atomic import ensure_writable_dir
     from ..deploy.info import read_header
 
     require_onnx(onnx_path)
@@ -65,33 +66,25 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
     out = _report_dir(onnx_path, out_dir, overwrite)
     created = not out.exists()
     try:
-        _run_test(onnx_path, data, out, split=split, threshold=threshold, batch_size=batch_size, progress=not quiet,
-                  max_pixels=max_pixels, bootstrap=0 if no_ci else n_bootstrap, ci_seed=ci_seed,
-                  confidence=confidence, use_val=not skip_val, run_dir=run_dir, plots=not no_plots, html=not no_html,
-                  as_json=as_json, runs_dir=runs_dir, session=(provider, (image_size, mean, std, classes),
-                                                               save_optimized, threads))
+        from ..evaluation.report import evaluate_split
+
+        ensure_writable_dir(out)
+        classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized, threads)
+        _say_which_run(classifier.metadata, runs_dir)
+        result = evaluate_split(classifier, data, split=split, threshold=threshold, batch_size=batch_size,
+                                out_dir=out, progress=not quiet, max_pixels=max_pixels,
+                                bootstrap=0 if no_ci else n_bootstrap, ci_seed=ci_seed, confidence=confidence,
+                                use_val=not skip_val, run_dir=run_dir, plots=not no_plots, html=not no_html,
+                                echo=lambda msg: click.echo(msg, err=True))
     except BaseException:
         if created:  # a failed test leaves no half-written report folder behind
             shutil.rmtree(out, ignore_errors=True)
         raise
-
-
-def _run_test(onnx_path: Path, data: str, out: Path, *, as_json: bool, runs_dir: Path, session: tuple,
-              **options) -> None:
-    from ..atomic import ensure_writable_dir
-    from ..evaluation.report import evaluate_split
     from ..evaluation.summary import summary_json
     from ..evaluation.terminal import format_metrics
 
-    ensure_writable_dir(out)
-    classifier = open_classifier(onnx_path, *session)
-    _say_which_run(classifier.metadata, runs_dir)
-    result = evaluate_split(classifier, data, out_dir=out, echo=lambda msg: click.echo(msg, err=True), **options)
-    if as_json:
-        click.echo(summary_json(result.summary), nl=False)
-    else:
-        click.echo(format_metrics(result))
-        click.echo(result.report_text)
+    click.echo(summary_json(result.summary) if as_json else f"{format_metrics(result)}\n{result.report_text}",
+               nl=not as_json)
     for path, problem in result.skipped:
         click.echo(f"skipped {path}: {problem}", err=True)
     click.echo(f"report in {out}/: {', '.join(result.files)}", err=as_json)
@@ -109,8 +102,8 @@ def _report_dir(onnx_path: Path, given: Path | None, overwrite: bool) -> Path:
     try:
         before = json.loads((out / "summary.json").read_text(encoding="utf-8"))["model"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
-        before = None
-    if before not in (None, sha) and not overwrite:
+        before = sha
+    if before != sha and not overwrite:
         raise click.UsageError(f"{out} holds the report of another model (sha256 {str(before)[:12]}...); pass "
                                "another --output or --overwrite")
     return out

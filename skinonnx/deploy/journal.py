@@ -11,6 +11,7 @@ threshold are discarded, never mixed in. Both engines read each other's parts.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 import uuid
@@ -119,7 +120,7 @@ class Journal:
             with atomic_path(name) as tmp:
                 pq.write_table(pa.Table.from_pylist(self._buffer), tmp)
         else:
-            write_text(name, _csv_text(self._buffer))
+            write_text(name, csv_text(self._buffer, list(self._buffer[0])))
         self._buffer = []
 
     def rows_for(self, paths: Sequence[str]) -> list[dict[str, Any]]:
@@ -130,14 +131,13 @@ class Journal:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _csv_text(rows: list[dict[str, Any]]) -> str:
-    import io
-
+def csv_text(rows: Iterable[dict[str, Any]], fields: Sequence[str], number: Callable[[float], str] = repr) -> str:
+    """The one CSV writer of result rows (part files, predict's CSV, the report's predictions.csv): floats by
+    ``number`` (``repr`` keeps every bit: a resumed job equals an uninterrupted one), keys a row lacks empty."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
     writer.writeheader()
-    for row in rows:  # repr keeps every bit of a float: a resumed job equals an uninterrupted one
-        writer.writerow({k: repr(v) if isinstance(v, float) else ("" if v is None else v) for k, v in row.items()})
+    writer.writerows({k: number(v) if isinstance(v, float) else v for k, v in row.items()} for row in rows)
     return buf.getvalue()
 
 

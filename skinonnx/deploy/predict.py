@@ -6,8 +6,6 @@ either here (one ONNX Runtime session, decoding in threads) or on Ray Data (:mod
 
 from __future__ import annotations
 
-import csv
-import io
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +26,7 @@ from .cam_overlays import (
     require_cam,
     write_cam_overlay,
 )
-from .journal import PART_ROWS, Journal, prediction_row
+from .journal import PART_ROWS, Journal, csv_text, prediction_row
 from .runtime import OnnxClassifier, Prediction
 
 
@@ -169,15 +167,9 @@ def write_outputs(result: PredictResult, output: Path, *, provider: str, model: 
         write_json(output, {"model": str(model), "provider": provider, "predictions": result.rows,
                             "skipped": result.skipped})
     elif output.suffix.lower() == ".csv":
-        fields = list(result.rows[0]) if result.rows else ["path", "prediction"]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=[*fields, "error"], lineterminator="\n")
-        writer.writeheader()
-        for row in result.rows:
-            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-        for bad in result.skipped:
-            writer.writerow({"path": bad["path"], "error": bad["problem"]})
-        write_text(output, buf.getvalue())
+        fields = [*(result.rows[0] if result.rows else ["path", "prediction"]), "error"]
+        skipped = ({"path": bad["path"], "error": bad["problem"]} for bad in result.skipped)
+        write_text(output, csv_text([*result.rows, *skipped], fields, "{:.6f}".format))
     elif output.suffix.lower() == ".parquet":  # the CSV's columns, with full-precision floats
         pq = require_pyarrow("--output .parquet")
         import pyarrow as pa

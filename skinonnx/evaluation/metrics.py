@@ -18,6 +18,7 @@ ROC point per distinct score (a tie between classes is a diagonal ROC segment).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,15 @@ METRIC_NAMES: tuple[str, ...] = (
 PAUC_MIN_TPR = 0.80
 
 _BOOTSTRAP_CHUNK = 64  # resamples drawn and scored together; bounds memory at 64 x n
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A metric for people: fixed decimals, 'n/a' where undefined (None or NaN)."""
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def sci(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.1e}"
 
 
 @dataclass(frozen=True)

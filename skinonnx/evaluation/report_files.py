@@ -3,12 +3,10 @@ report.html and, last, summary.json (docs/REPORTS.md)."""
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
-from typing import Any
 
 from ..atomic import write_text
+from ..deploy.journal import csv_text
 from .model_card import render_model_card
 from .model_run import EvalResult
 from .summary import summary_json
@@ -18,7 +16,7 @@ def write_report(result: EvalResult, *, plots: bool = True, model_card: bool = T
     """predictions.csv, classification_report.txt, PNGs, MODEL_CARD.md, report.html and last summary.json."""
     out = result.out_dir
     files = ["predictions.csv", "classification_report.txt"]
-    write_predictions_csv(out / "predictions.csv", result.rows)
+    write_text(out / "predictions.csv", csv_text(result.rows, list(result.rows[0]), "{:.6f}".format))
     write_text(out / "classification_report.txt", result.report_text)
     if plots:
         from .plots import write_plots  # matplotlib loads only when figures are wanted
@@ -57,11 +55,3 @@ def _write_cv_plot(result: EvalResult) -> list[str]:
     evaluated = (result.evaluated.y_true, result.evaluated.y_prob)
     write_bytes(result.out_dir / FIGURE, plot_cv_roc(folds, evaluated, result.evaluated.split))
     return [FIGURE]
-
-def write_predictions_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-    write_text(path, buf.getvalue())
