@@ -63,8 +63,12 @@ def test_quantize_takes_the_data_recorded_in_the_model_and_refuses_without(tmp_p
     recorded = tiny_onnx(tmp_path / "m.onnx", extra_meta={"training_data": str(synthetic_data)})
     cli_ok("quantize", "--onnx", recorded)
     assert seen["data"] == str(synthetic_data)
-    cli_error("quantize", "--onnx", tiny_onnx(tmp_path / "plain.onnx"), code=2,
-              says=("pass --data DIR: the model's metadata names no training data",))
+    cli_error("quantize", "--onnx", tiny_onnx(tmp_path / "plain.onnx"),
+              says=("`quantize` needs the model's data: pass --data DIR; the model records no training data",))
+    monkeypatch.chdir(tmp_path)  # where the default report folder would go
+    cli_error("test", "--onnx", tiny_onnx(tmp_path / "gone.onnx", extra_meta={"training_data": str(tmp_path / "x")}),
+              says=("`test` needs the model's data: pass --data DIR", f"it names {tmp_path / 'x'}, which is not here"))
+    assert not (tmp_path / "reports").exists()
 
 
 def test_int8_gate_failure_suggests_a_command_that_runs() -> None:

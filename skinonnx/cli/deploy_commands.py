@@ -62,7 +62,7 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
     from ..deploy.info import read_header
 
     require_onnx(onnx_path)
-    data = data_from_metadata(data, read_header(onnx_path).metadata, "test")  # before any session is made
+    data = data_from_metadata(data, read_header(onnx_path).metadata)  # before any session is made
     out = _report_dir(onnx_path, out_dir, overwrite)
     created = not out.exists()
     try:

@@ -128,17 +128,18 @@ def resolve_checkpoint_option(spec: str | None, runs_dir: Path | None = None) ->
 
     path, note = resolve_checkpoint(spec, runs_dir or DEFAULT_RUNS_DIR)
     if not path.is_file():  # said here, before a command imports torch to load it
-        raise CheckpointError(f"checkpoint not found: {path} (run `{program_name()} train` first or pass --checkpoint)")
+        raise CheckpointError(f"checkpoint not found: {path} (run `skinonnx train` first, or pass --checkpoint)")
     if note:
         click.echo(note, err=True)
     return path
 
 
-def data_from_metadata(data: str | None, metadata: dict[str, str], needed_for: str = "this command") -> str:
+def data_from_metadata(data: str | None, metadata: dict[str, str]) -> str:
     """--data, else the training data the model's metadata records (the rule lives in data/training_data.py)."""
     from ..data.training_data import model_data
 
-    return model_data(data, metadata.get("training_data"), needed_for=needed_for)
+    ctx = click.get_current_context(silent=True)
+    return model_data(data, metadata.get("training_data"), needed_for=f"`{ctx.info_name}`" if ctx else "this command")
 
 
 def require_onnx(onnx_path: Path) -> None:

@@ -180,17 +180,11 @@ def stratified_split(by_class: dict[str, list[Path]], *, seed: int,
 
 
 def write_index_csv(target: Path, base: Path, rows: Iterable[tuple[Path, str, str]]) -> None:
-    lines = ["path,label,split"]
-    for path, label, split in rows:
-        rel = Path(os.path.relpath(path, base)).as_posix()
-        lines.append(_csv_line([rel, label, split]))
-    write_text(target, "\n".join(lines) + "\n")
-
-
-def _csv_line(values: list[str]) -> str:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="").writerow(values)
-    return buf.getvalue()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "label", "split"])
+    writer.writerows([Path(os.path.relpath(path, base)).as_posix(), label, split] for path, label, split in rows)
+    write_text(target, buf.getvalue())
 
 
 def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, list[tuple]]]:

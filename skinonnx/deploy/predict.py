@@ -7,7 +7,7 @@ either here (one ONNX Runtime session, decoding in threads) or on Ray Data (:mod
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,15 +96,19 @@ def run_job(classifier: OnnxClassifier, paths: Sequence[Path], output: Path, *, 
                 journal.add([row])
     finally:
         journal.flush()  # also on Ctrl-C / errors: what is done stays done
+    return _result(journal.rows_for(keys), overlays), journal
+
+
+def _result(rows: Iterable[dict[str, Any]], overlays: dict[str, Path]) -> PredictResult:
+    """Rows with an ``error`` become skipped entries; the others lose that column and gain ``cam_overlay``."""
     result = PredictResult()
-    for row in journal.rows_for(keys):
+    for row in rows:
         if row["error"]:
             result.skipped.append({"path": row["path"], "problem": row["error"]})
         else:
             result.rows.append({k: v for k, v in row.items() if k != "error"})
-            if overlays:
-                result.rows[-1]["cam_overlay"] = str(overlays[row["path"]])
-    return result, journal
+            result.rows[-1].update({"cam_overlay": str(overlays[row["path"]])} if overlays else {})
+    return result
 
 
 def _overlay_paths(classifier: OnnxClassifier, paths: Sequence[Path], cam_dir: Path | None) -> dict[str, Path]:
@@ -149,17 +153,8 @@ def run_predict(classifier: OnnxClassifier, paths: list[Path], *, threshold: flo
     output there (column ``cam_overlay``); the model must have that output."""
     t = classifier.contract.threshold if threshold is None else threshold
     overlays = _overlay_paths(classifier, paths, cam_dir)
-    result = PredictResult()
-    for row in _local_rows(classifier, paths, t, overlays, batch_size=batch_size, progress=progress,
-                           max_pixels=max_pixels):
-        problem = row.pop("error")
-        if problem:
-            result.skipped.append({"path": row["path"], "problem": problem})
-            continue
-        if overlays:
-            row["cam_overlay"] = str(overlays[row["path"]])
-        result.rows.append(row)
-    return result
+    return _result(_local_rows(classifier, paths, t, overlays, batch_size=batch_size, progress=progress,
+                               max_pixels=max_pixels), overlays)
 
 
 def write_outputs(result: PredictResult, output: Path, *, provider: str, model: Path) -> None:

@@ -30,13 +30,13 @@ def test_renamed_options_still_work_and_say_their_new_name(tmp_path: Path, synth
     assert "--cam " not in help_text and "--workers " not in help_text  # the old spellings are hidden
 
 
-def test_two_models_of_one_name_get_two_report_folders(tmp_path: Path, synthetic_data: Path) -> None:
+def test_two_models_of_one_name_get_two_report_folders(tmp_path: Path, synthetic_data: Path, monkeypatch) -> None:
     first, second = tmp_path / "a" / "model.onnx", tmp_path / "b" / "model.onnx"
     first.parent.mkdir()
     second.parent.mkdir()
     tiny_onnx(first)
     tiny_onnx(second, extra_meta={"note": "another model"})
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     for model in (first, second):
         cli_ok("test", "--onnx", model, "--data", synthetic_data, "--no-ci", "--no-plots", "--no-html", "--quiet")
     folders = sorted(p.name for p in (tmp_path / "reports").iterdir())
