@@ -25,6 +25,10 @@ def test_renamed_options_still_work_and_say_their_new_name(tmp_path: Path, synth
     refused = run_cli("predict", "--onnx", model, *_images(synthetic_data), "--workers", "2", expect=2).output
     assert "warning: --workers is renamed --ray-workers" in refused
     assert "--ray-workers and --gpus-per-worker need --engine ray" in refused
+    refused = run_cli("predict", "--onnx", model, *_images(synthetic_data), "--gpus-per-worker", "1", expect=2).output
+    assert "need --engine ray" in refused  # accepted only where it does something
+    cli_error("predict", "--onnx", model, *_images(synthetic_data), "-o", tmp_path / "p.csv", "--cam-dir",
+              tmp_path / "cams", says=("has no 'cam' output",))
     help_text = run_cli("predict", "--help").output
     assert "--cam-dir" in help_text and "--ray-workers" in help_text
     assert "--cam " not in help_text and "--workers " not in help_text  # the old spellings are hidden
@@ -49,6 +53,19 @@ def test_two_models_of_one_name_get_two_report_folders(tmp_path: Path, synthetic
               says=("holds the report of another model", "--overwrite"))
     cli_ok("test", "--onnx", other, "--data", synthetic_data, "-o", shared, "--overwrite", "--no-ci", "--no-plots",
            "--no-html", "--quiet")
+
+
+def test_confidence_sets_the_level_of_every_interval(tmp_path: Path, synthetic_data: Path) -> None:
+    model = tiny_onnx(tmp_path / "m.onnx")
+    summaries = {}
+    for level in ("0.8", "0.95"):
+        out = cli_ok("test", "--onnx", model, "--data", synthetic_data, "-o", tmp_path / level, "--confidence", level,
+                     "--bootstrap", "200", "--no-plots", "--no-html", "--quiet")
+        assert f"{float(level):.0%} CI" in out
+        summaries[level] = json.loads((tmp_path / level / "summary.json").read_text())
+    assert summaries["0.8"]["bootstrap"]["confidence"] == 0.8
+    narrow, wide = summaries["0.8"]["ci"]["roc_auc"], summaries["0.95"]["ci"]["roc_auc"]
+    assert wide[0] <= narrow[0] <= narrow[1] <= wide[1] and wide[1] - wide[0] > narrow[1] - narrow[0]
 
 
 def test_a_failed_test_leaves_no_report_folder(tmp_path: Path, synthetic_data: Path) -> None:

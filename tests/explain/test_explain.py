@@ -175,6 +175,15 @@ def test_explain_writes_overlays_that_point_at_the_lesions(off_centre_model: tup
         with Image.open(row["overlay"]) as overlay:  # input | heatmap side by side, a caption below
             assert overlay.format == "PNG" and overlay.width == 2 * panel + 8 and overlay.height > panel
         assert row["grid"] == "3x3" and row["peak_on_lesion"] in ("0", "1")
+    out = run_cli("explain", "--checkpoint", checkpoint, *images[:2], "-o", tmp_path / "benign", "--class", "benign",
+                  "--quiet").output  # the other class: its own map, p(benign) = 1 - p(malignant)
+    assert "2 Grad-CAM overlays for 'benign'" in out
+    other = list(csv.DictReader((tmp_path / "benign" / "explanations.csv").read_text().splitlines()))
+    assert [r["class"] for r in other] == ["benign", "benign"]
+    for mine, theirs in zip(other, rows[:2], strict=True):
+        assert abs(float(mine["probability"]) + float(theirs["probability"]) - 1) < 1e-5
+    assert "is not one of the model's classes" in run_cli("explain", "--checkpoint", checkpoint, images[0], "-o",
+                                                           tmp_path / "x", "--class", "nevus", expect=1).output
 
     strict = explain_files(checkpoint, images, tmp_path / "strict", masks=root / "masks", progress=False).pointing
     result = explain_files(checkpoint, images, tmp_path / "api", masks=root / "masks", tolerance=POINTING_TOLERANCE,
