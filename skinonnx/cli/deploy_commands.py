@@ -80,10 +80,10 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
         if created:  # a failed test leaves no half-written report folder behind
             shutil.rmtree(out, ignore_errors=True)
         raise
-    from ..evaluation.summary import summary_json
+    from ..evaluation.provenance import dumps_strict
     from ..evaluation.terminal import format_metrics
 
-    click.echo(summary_json(result.summary) if as_json else f"{format_metrics(result)}\n{result.report_text}",
+    click.echo(dumps_strict(result.summary) if as_json else f"{format_metrics(result)}\n{result.report_text}",
                nl=not as_json)
     for path, problem in result.skipped:
         click.echo(f"skipped {path}: {problem}", err=True)

@@ -32,7 +32,7 @@ def renamed_option(old: str, new: str, name: str, **kwargs):
     def fill(ctx: click.Context, _param: click.Parameter, value) -> None:
         if value is not None:
             click.echo(f"warning: {old} is renamed {new}; {old} goes in the next release", err=True)
-            ctx.params[name] = value  # the new option, processed after, keeps a value set here (click >= 8.2)
+            ctx.default_map = {**(ctx.default_map or {}), name: value}  # what the new option takes when not given
 
     return click.option(old, f"_{old.strip('-').replace('-', '_')}_renamed", hidden=True, expose_value=False,
                         callback=fill, **kwargs)
@@ -44,12 +44,11 @@ def export_would_take(runs_dir: Path) -> Path | None:
     from ..training.cross_validation import CV_FILE, is_cv_run, newest_cv_run
     from ..training.runs import list_runs
 
-    singles = [r for r in list_runs(runs_dir) if not is_cv_run(r) and (r / "weights" / "best.pt").is_file()]
+    single = next((r for r in list_runs(runs_dir) if not is_cv_run(r) and (r / "weights" / "best.pt").is_file()), None)
     cv = newest_cv_run(runs_dir)
-    if cv is not None and not (singles and (singles[0] / "weights" / "best.pt").stat().st_mtime
-                               > (cv / CV_FILE).stat().st_mtime):
-        return cv
-    return singles[0] if singles else None
+    if cv is None or (single and (single / "weights" / "best.pt").stat().st_mtime > (cv / CV_FILE).stat().st_mtime):
+        return single
+    return cv
 
 
 def echo(msg: str) -> None:

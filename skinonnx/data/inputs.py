@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import itertools
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -96,7 +97,7 @@ def _glob_images(spec: str) -> list[Path]:
 
     (Python's ``glob`` follows them, so a link loop would list every image ~40 times.)
     """
-    literal = Path(*_literal_parts(spec))  # Path() is "." for a pattern like "*.jpg"
+    literal = Path(*itertools.takewhile(lambda part: not glob.has_magic(part), Path(spec).parts))  # "." for "*.jpg"
     images = []
     for match in sorted(Path(p) for p in glob.glob(spec, recursive=True)):
         if not (match.is_file() and is_image_file(match)):
@@ -105,13 +106,3 @@ def _glob_images(spec: str) -> list[Path]:
         if not any(parent.is_symlink() for parent in between):
             images.append(match)
     return images
-
-
-def _literal_parts(spec: str) -> list[str]:
-    """The leading path components of ``spec`` that contain no glob characters."""
-    parts: list[str] = []
-    for part in Path(spec).parts:
-        if glob.has_magic(part):
-            break
-        parts.append(part)
-    return parts

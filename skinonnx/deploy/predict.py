@@ -18,16 +18,9 @@ from ..data.inputs import collect_inputs, require_pyarrow  # noqa: F401 (collect
 from ..errors import SkinOnnxError
 from ..hashing import file_sha256
 from ..overlay import overlay_file_names
-from .cam_overlays import (
-    CAM_SUFFIX,
-    cam_caption,
-    model_crop,
-    relative_to_threshold,
-    require_cam,
-    write_cam_overlay,
-)
+from .cam_overlays import CAM_SUFFIX, require_cam, write_cam
 from .journal import PART_ROWS, Journal, csv_text, prediction_row
-from .runtime import OnnxClassifier, Prediction
+from .runtime import OnnxClassifier
 
 
 @dataclass
@@ -130,20 +123,6 @@ def _local_rows(classifier: OnnxClassifier, paths: Sequence[str | Path], thresho
             write_cam(classifier, pred, overlays[pred.path], threshold, max_pixels)
         yield prediction_row(classifier.contract, threshold, pred.path, pred.probabilities, pred.error,
                              members=pred.members, n_members=classifier.n_members)
-
-
-def write_cam(classifier: OnnxClassifier, pred: Prediction, overlay: Path, threshold: float,
-              max_pixels: int) -> Path:
-    """``pred``'s ``cam`` drawn over the model's crop, relative to the threshold (see cam_overlays)."""
-    contract, pos = classifier.contract, classifier.contract.positive_index
-    prob = float(pred.probabilities[pos])
-    prediction = contract.classes[pos] if prob >= threshold else contract.classes[1 - pos]
-    shown = pred.cam if pred.logits is None else relative_to_threshold(
-        pred.cam, float(pred.logits[pos] - pred.logits[1 - pos]), threshold, contract.temperature)
-    crop = model_crop(pred.path, classifier.preprocessing, max_pixels)
-    caption = cam_caption(Path(pred.path).name, prob, contract.positive_class, prediction, shown,
-                          classifier.preprocessing.image_size)
-    return write_cam_overlay(overlay, crop, shown, caption)
 
 
 def run_predict(classifier: OnnxClassifier, paths: list[Path], *, threshold: float | None = None,

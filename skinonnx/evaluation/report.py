@@ -1,24 +1,35 @@
-"""`test`: evaluate a split through ONNX Runtime only (no torch) and write its report folder (docs/REPORTS.md).
+"""`test`: evaluate a split through ONNX Runtime only (no torch) into summary.json (schema in docs/REPORTS.md).
 
-The jobs live beside it: :mod:`.model_run` (the model over a split), :mod:`.summary` (summary.json and the
-library functions), :mod:`.report_files` (the files) and :mod:`.terminal` (the table).
+Beside it: :mod:`.model_run` runs the model over a split, :mod:`.report_files` writes the folder and
+:mod:`.terminal` the table; the library functions are :func:`.metrics.evaluate_predictions` and
+:func:`.calibration.calibration_report`.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from .. import __version__
 from ..data.images import DEFAULT_MAX_PIXELS
-from ..data.layouts import discover
+from ..data.layouts import LabeledData, discover
+from ..deploy.contract import SCHEMA_KEY
 from ..deploy.runtime import OnnxClassifier
-from ..errors import DataError
-from .metrics import classification_report_text
-from .model_run import EvalResult, predict_split
-from .provenance import find_run_dir, read_history
+from ..errors import DataError, SkinOnnxError
+from . import provenance
+from .calibration import CALIBRATION_BINS, calibration_report
+from .cv_report import cv_section
+from .metrics import binary_metrics, classification_report_text, evaluate_predictions
+from .model_run import EvalResult, SplitPredictions, predict_split
 from .report_files import write_report
-from .summary import REFERENCE_THRESHOLD, build_summary, evaluate_predictions
+
+SUMMARY_SCHEMA = "skinonnx-evaluation-summary"
+SUMMARY_SCHEMA_VERSION = 1
+REFERENCE_THRESHOLD = 0.5
 
 
 def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str], *, split: str = "test",
@@ -56,8 +67,8 @@ def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str]
     index = {name: i for i, name in enumerate(contract.classes)}
     report = classification_report_text([index[r["label"]] for r in evaluated.rows],
                                         [index[r["prediction"]] for r in evaluated.rows], list(contract.classes))
-    found_run = find_run_dir(classifier.metadata, run_dir)
-    history = read_history(found_run)
+    found_run = provenance.find_run_dir(classifier.metadata, run_dir)
+    history = provenance.read_history(found_run)
     result = EvalResult(at_op["metrics"], used, source, classifier.provider, Path(out_dir), evaluated.rows,
                         evaluated.skipped, report, evaluated=evaluated, validation=validation, history=history,
                         preprocessing=contract.preprocessing, max_pixels=max_pixels)
@@ -66,3 +77,84 @@ def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str]
                                    history=history)
     write_report(result, plots=plots, model_card=model_card, html=html)
     return result
+
+
+def _metadata_json(meta: dict[str, str], key: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(meta.get(key, ""))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _opset(path: Path, meta: dict[str, str]) -> str | None:
+    """The opset the file really declares (foreign files carry no skinonnx `opset` key)."""
+    from ..deploy.info import read_header
+
+    try:
+        opset = read_header(path).opsets.get("ai.onnx")
+    except SkinOnnxError:
+        opset = None
+    return str(opset) if opset else meta.get("opset")
+
+
+def build_summary(classifier: OnnxClassifier, data: LabeledData, evaluated: SplitPredictions,
+                  validation: SplitPredictions | None, at_op: dict[str, Any], at_ref: dict[str, Any],
+                  source: str, *, bootstrap: int, ci_seed: int, confidence: float,
+                  run_dir: Path | None, history: list[dict[str, float]] | None) -> dict[str, Any]:
+    """The summary.json document, schema version 1 (every key is described in docs/REPORTS.md)."""
+    contract = classifier.contract
+    meta = classifier.metadata
+    model_sha = provenance.sha256_of(classifier.path)
+    config = provenance.read_training_config(run_dir, meta)
+    training_metrics = _metadata_json(meta, "training_metrics") or {}
+    val_block = None
+    if validation is not None:
+        val_block = {"split": validation.split, "threshold": at_op["threshold"],
+                     "metrics": binary_metrics(validation.y_true, validation.y_prob, at_op["threshold"])}
+    calibration: dict[str, Any] = {
+        "temperature": contract.temperature, "n_bins": CALIBRATION_BINS,
+        "at_training": _metadata_json(meta, "calibration"),
+        "validation": None if validation is None else {
+            "split": validation.split,
+            **calibration_report(validation.y_true, validation.y_prob, validation.y_prob_raw)},
+        "evaluated": {"split": evaluated.split,
+                      **calibration_report(evaluated.y_true, evaluated.y_prob, evaluated.y_prob_raw)},
+    }
+    epochs_run = len(history) if history else None
+    return {
+        "schema": SUMMARY_SCHEMA, "schema_version": SUMMARY_SCHEMA_VERSION, "skinonnx_version": __version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": {
+            "path": str(classifier.path), "sha256": model_sha, "architecture": meta.get("model_architecture"),
+            "classes": list(contract.classes), "positive_class": contract.positive_class,
+            "image_size": contract.preprocessing.image_size, "decision_threshold": contract.threshold,
+            "threshold_policy": contract.threshold_policy, "temperature": contract.temperature,
+            "source_checkpoint": meta.get("source_checkpoint"), "exported_at": meta.get("exported_at"),
+            "opset": _opset(classifier.path, meta), "exported_by": meta.get("skinonnx_version"),
+            "skinonnx_metadata": SCHEMA_KEY in meta,
+        },
+        "provider": classifier.provider,
+        "data": {"root": str(data.root), "layout": data.layout, "source": provenance.data_source_line(data.root),
+                 "split": evaluated.split, "counts": data.counts(), "n_evaluated": len(evaluated.rows),
+                 "n_positive": int(evaluated.y_true.sum()), "n_skipped": len(evaluated.skipped)},
+        "classes": list(contract.classes), "positive_class": contract.positive_class,
+        "threshold": at_op["threshold"], "threshold_source": source,
+        "metrics": at_op["metrics"], "ci": at_op["ci"],
+        "bootstrap": None if not bootstrap else {
+            "method": "stratified percentile bootstrap (classes resampled separately, threshold fixed)",
+            "resamples": bootstrap, "confidence": confidence, "seed": ci_seed},
+        "reference": {"threshold": at_ref["threshold"], "metrics": at_ref["metrics"], "ci": at_ref["ci"]},
+        "validation": val_block,
+        "calibration": calibration,
+        "training": {
+            "run_dir": None if run_dir is None else str(run_dir), "config": config, "epochs_run": epochs_run,
+            "best_epoch": None if training_metrics.get("epoch") is None else int(training_metrics["epoch"]),
+            "best_val_auc": training_metrics.get("val_auc"),
+            "best_val_loss": training_metrics.get("val_loss"),
+        },
+        "parity": provenance.read_parity_record(classifier.path, model_sha),
+        "cross_validation": cv_section(meta, run_dir, contract.positive_class, at_op["metrics"], at_op["ci"]),
+        "skipped": [{"path": p, "problem": e} for p, e in evaluated.skipped],
+        "files": [],
+    }

@@ -9,7 +9,7 @@ from ..atomic import write_text
 from ..deploy.journal import csv_text
 from .model_card import render_model_card
 from .model_run import EvalResult
-from .summary import summary_json
+from .provenance import dumps_strict
 
 
 def write_report(result: EvalResult, *, plots: bool = True, model_card: bool = True, html: bool = True) -> None:
@@ -38,7 +38,7 @@ def write_report(result: EvalResult, *, plots: bool = True, model_card: bool = T
                                    max_pixels=result.max_pixels)
     result.summary["files"] = [*files, "summary.json"]
     result.files = result.summary["files"]
-    write_text(out / "summary.json", summary_json(result.summary))
+    write_text(out / "summary.json", dumps_strict(result.summary))
 
 
 def _write_cv_plot(result: EvalResult) -> list[str]:

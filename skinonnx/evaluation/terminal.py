@@ -7,9 +7,8 @@ import math
 from typing import Any
 
 from .cv_report import terminal_lines as cv_terminal_lines
-from .metrics import METRIC_NAMES
+from .metrics import METRIC_NAMES, RANK_METRICS
 from .model_run import EvalResult
-from .summary import RANK_METRICS
 
 
 def _num(value: Any) -> str:

@@ -17,11 +17,11 @@ from PIL import Image
 from scipy.special import expit, logit
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
+from skinonnx.evaluation import calibration_report, evaluate_predictions
 from skinonnx.evaluation.calibration import brier_score, expected_calibration_error, fit_temperature
 from skinonnx.evaluation.metrics import METRIC_NAMES
 from skinonnx.evaluation.model_card import SECTIONS, fmt, fmt_ci
 from skinonnx.evaluation.provenance import dumps_strict, json_ready
-from skinonnx.evaluation.summary import calibration_report, evaluate_predictions
 from skinonnx.softmax import softmax
 
 from ..conftest import TrainedModel, run_cli
