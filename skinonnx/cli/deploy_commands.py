@@ -42,13 +42,11 @@ from .options import (
 @click.option("--no-ci", is_flag=True, help="Point estimates only (no bootstrap).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print summary.json to stdout instead of the table (schema: docs/REPORTS.md).")
-@click.option("--run-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
-              help="Training run folder (config.json, metrics.csv) for the training curves and model card "
-                   "(default: the one recorded in the ONNX metadata, if it exists).")
+@click.option("--run-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), help="Training run folder "
+              "(config.json, metrics.csv) for the curves and model card (default: the one the ONNX metadata names).")
 @runs_dir_option
-@click.option("--skip-val", is_flag=True,
-              help="Don't also run the validation split (used for its calibration before/after and its figures "
-                   "at the operating point).")
+@click.option("--skip-val", is_flag=True, help="Don't also run the validation split (used for its calibration "
+              "before/after and its figures at the operating point).")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
 @click.option("--no-html", is_flag=True, help="Skip report.html and its case images (report_files/).")
 @onnx_runtime_options
@@ -168,8 +166,6 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--shard") from None
     paths, problems = collect_inputs(inputs)
-    if not paths:
-        raise SkinOnnxError("no images found in " + ", ".join(inputs))
     paths = select_shard(paths, shard_spec)
     if shard_spec:
         click.echo(f"shard {shard}: {len(paths)} images", err=True)

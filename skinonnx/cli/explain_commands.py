@@ -34,8 +34,6 @@ def explain(inputs: tuple[str, ...], checkpoint: str | None, runs_dir: Path, out
     from .options import resolve_checkpoint_option
 
     paths, problems = collect_inputs(inputs)
-    if not paths:
-        raise SkinOnnxError("no images found in " + ", ".join(inputs))
     checkpoint = resolve_checkpoint_option(checkpoint, runs_dir)
     from ..explain.run import explain_files  # torch
 

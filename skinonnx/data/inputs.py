@@ -7,7 +7,7 @@ import csv
 import glob
 import itertools
 import os
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DataError, SkinOnnxError
@@ -16,14 +16,14 @@ from .images import is_image_file
 MANIFEST_SUFFIXES = (".csv", ".parquet")
 
 
-def collect_inputs(specs: Iterable[str]) -> tuple[list[Path], list[dict[str, str]]]:
+def collect_inputs(specs: Sequence[str]) -> tuple[list[Path], list[dict[str, str]]]:
     """Expand files, folders (recursive, symlinked folders not followed), globs and manifests; keep order, drop
     repeats.
 
     A named file or folder that does not exist is an error (all of them in one message): a typo must not pass
-    as a skipped line. A glob that matches nothing, and unreadable files found inside folders, are reported
-    as skipped. Manifest entries are not checked here (an archive can list millions): a missing one becomes a
-    skipped row ("file not found") when it is read.
+    as a skipped line; so is finding no image at all. A glob that matches nothing, and unreadable files found
+    inside folders, are reported as skipped. Manifest entries are not checked here (an archive can list
+    millions): a missing one becomes a skipped row ("file not found") when it is read.
     """
     found: list[Path] = []
     problems: list[dict[str, str]] = []
@@ -46,6 +46,8 @@ def collect_inputs(specs: Iterable[str]) -> tuple[list[Path], list[dict[str, str
     if missing:
         more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
         raise SkinOnnxError(f"not found: {', '.join(missing[:20])}{more}")
+    if not found:
+        raise SkinOnnxError("no images found in " + ", ".join(specs))
     seen: set[str] = set()
     return [p for p in found if not (os.path.abspath(p) in seen or seen.add(os.path.abspath(p)))], problems
 

@@ -147,15 +147,5 @@ def _read_part(path: Path) -> list[dict[str, Any]]:
     else:
         with open(path, newline="") as handle:
             rows = list(csv.DictReader(handle))
-    out = []
-    for row in rows:
-        clean: dict[str, Any] = {}
-        for key, value in row.items():
-            if (key.startswith("p_") or key == "threshold") and value not in ("", None):
-                clean[key] = float(value)
-            elif value in ("", None):
-                clean[key] = None
-            else:
-                clean[key] = value
-        out.append(clean)
-    return out
+    return [{k: None if v in ("", None) else float(v) if k.startswith("p_") or k == "threshold" else v
+             for k, v in row.items()} for row in rows]

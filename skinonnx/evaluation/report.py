@@ -121,7 +121,6 @@ def build_summary(classifier: OnnxClassifier, data: LabeledData, evaluated: Spli
         "evaluated": {"split": evaluated.split,
                       **calibration_report(evaluated.y_true, evaluated.y_prob, evaluated.y_prob_raw)},
     }
-    epochs_run = len(history) if history else None
     return {
         "schema": SUMMARY_SCHEMA, "schema_version": SUMMARY_SCHEMA_VERSION, "skinonnx_version": __version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -145,13 +144,12 @@ def build_summary(classifier: OnnxClassifier, data: LabeledData, evaluated: Spli
             "method": "stratified percentile bootstrap (classes resampled separately, threshold fixed)",
             "resamples": bootstrap, "confidence": confidence, "seed": ci_seed},
         "reference": {"threshold": at_ref["threshold"], "metrics": at_ref["metrics"], "ci": at_ref["ci"]},
-        "validation": val_block,
-        "calibration": calibration,
+        "validation": val_block, "calibration": calibration,
         "training": {
-            "run_dir": None if run_dir is None else str(run_dir), "config": config, "epochs_run": epochs_run,
+            "run_dir": None if run_dir is None else str(run_dir), "config": config,
+            "epochs_run": len(history) if history else None,
             "best_epoch": None if training_metrics.get("epoch") is None else int(training_metrics["epoch"]),
-            "best_val_auc": training_metrics.get("val_auc"),
-            "best_val_loss": training_metrics.get("val_loss"),
+            "best_val_auc": training_metrics.get("val_auc"), "best_val_loss": training_metrics.get("val_loss"),
         },
         "parity": provenance.read_parity_record(classifier.path, model_sha),
         "cross_validation": cv_section(meta, run_dir, contract.positive_class, at_op["metrics"], at_op["ci"]),
