@@ -57,10 +57,11 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
              image_size: int | None, mean: str | None, std: str | None, classes: str | None, quiet: bool) -> None:
     """Evaluate a split through ONNX Runtime: metrics with CIs, calibration, plots, model card (docs/REPORTS.md)."""
     from ..atomic import ensure_writable_dir
+    from ..data.layouts import existing_data
     from ..deploy.info import read_header
 
     require_onnx(onnx_path)
-    data = data_from_metadata(data, read_header(onnx_path).metadata)  # before any session is made
+    data = str(existing_data(data_from_metadata(data, read_header(onnx_path).metadata)))  # before ORT and SciPy
     out = _report_dir(onnx_path, out_dir, overwrite)
     created = not out.exists()
     try:

@@ -63,7 +63,6 @@ def list_images(folder: Path) -> list[Path]:
 
 def require_pyarrow(purpose: str):
     try:
-        import pyarrow  # noqa: F401
         import pyarrow.parquet as pq
     except ImportError:
         raise SkinOnnxError(f"{purpose} needs pyarrow: pip install 'skinonnx[scale]'") from None

@@ -72,9 +72,7 @@ class LabeledData:
 def discover(root: str | os.PathLike[str], *, positive_class: str | None = None, seed: int = 0,
              write_split_file: bool = True) -> LabeledData:
     """Find images, labels and splits under ``root`` (a folder or an index CSV)."""
-    root = Path(root)
-    if not root.exists():
-        raise DataError(f"data path not found: {root}")
+    root = existing_data(root)
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise DataError(f"{root}: expected a folder or an index CSV (path,label,split)")
@@ -89,6 +87,13 @@ def discover(root: str | os.PathLike[str], *, positive_class: str | None = None,
                            if present else None, positive_class=positive_class)
     return _finish(root, "flat-imagefolder", *_from_flat_folder(root, seed, write_split_file),
                    positive_class=positive_class)
+
+
+def existing_data(root: str | os.PathLike[str]) -> Path:
+    """``root``, or the error that it is missing (commands ask before their heavy imports)."""
+    if not Path(root).exists():
+        raise DataError(f"data path not found: {root}")
+    return Path(root)
 
 
 def _finish(root: Path, layout: str, classes: list[str], splits: dict[str, list[tuple]],

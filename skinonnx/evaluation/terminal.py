@@ -16,10 +16,7 @@ def _num(value: Any) -> str:
 
 
 def _interval(ci: dict[str, Any] | None, name: str) -> str:
-    if ci is None:
-        return ""
-    lo, hi = ci[name]
-    return f"[{_num(lo)}, {_num(hi)}]"
+    return "" if ci is None else f"[{_num(ci[name][0])}, {_num(ci[name][1])}]"
 
 
 def format_metrics(result: EvalResult) -> str:
