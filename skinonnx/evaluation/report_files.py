@@ -1,5 +1,4 @@
-"""The files of a `test` report folder: predictions.csv, classification_report.txt, figures, MODEL_CARD.md,
-report.html and, last, summary.json (docs/REPORTS.md)."""
+"""The files of a `test` report folder (docs/REPORTS.md), summary.json last: predictions.csv, figures, cards."""
 
 from __future__ import annotations
 
