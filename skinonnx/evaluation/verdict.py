@@ -72,7 +72,8 @@ class Verdict:
 
     def lines(self) -> list[str]:
         """Plain sentences, in order: the estimates side by side, every warning, the advice."""
-        return ["ROC AUC " + " | ".join(e.text() for e in self.estimates), *self.warnings, *([self.advice] if self.advice else [])]
+        return ["ROC AUC " + " | ".join(e.text() for e in self.estimates), *self.warnings,
+                *([self.advice] if self.advice else [])]
 
 
 def chance_warning(e: AucEstimate) -> str | None:

@@ -75,7 +75,8 @@ def test_chance_and_cv_estimates_are_in_the_headline_of_terminal_and_html() -> N
         headline = page.split('<section id="headline">')[1].split("</section>")[0]
         assert (CHANCE in headline) is warned and (CHANCE in "".join(table.split("\n")[:4])) is warned, table
         # the partial AUCs are labelled, not "0.034 / 0.220"
-        assert all(html.escape(label) in headline for label in PARTIAL_AUC_LABELS.values()) and "Partial AUCs" not in headline
+        assert all(html.escape(label) in headline for label in PARTIAL_AUC_LABELS.values())
+        assert "Partial AUCs" not in headline
     cv = _cv(strong, 0.537, [0.486, 0.590])
     page, table = render_html(cv, [], has_cam=False), _terminal(cv)
     headline = page.split('<section id="headline">')[1].split("</section>")[0]
