@@ -113,8 +113,10 @@ def _data(s: dict[str, Any], data: dict[str, Any], training: dict[str, Any]) -> 
            f"- **Location:** `{data['root']}` ({data['layout']} layout)"]
     config = training.get("config") or {}
     if config.get("data"):
-        out.append(f"- **Trained on:** `{config['data']}` (train split; validation split for model selection, "
-                   "temperature and threshold)")
+        use = ("train + val pooled into folds, each fold's held-out part choosing its member's epoch; temperature "
+               "and threshold fitted on the pooled out-of-fold predictions" if s["calibration"].get("fitted_on") ==
+               "out-of-fold" else "train split; validation split for model selection, temperature and threshold")
+        out.append(f"- **Trained on:** `{config['data']}` ({use})")
     out += [f"- **Evaluated on:** the `{data['split']}` split, {data['n_evaluated']} images "
             f"({data['n_positive']} {s['positive_class']}); {data['n_skipped']} unreadable images skipped", "",
             "Images per split and class:", "", *_table(["split", *classes, "total"], rows), ""]
@@ -124,7 +126,7 @@ def _data(s: dict[str, Any], data: dict[str, Any], training: dict[str, Any]) -> 
 def fitted_on_text(cal: dict[str, Any]) -> str:
     """Where temperature and threshold were fitted: the validation split, or a fold ensemble's OOF predictions."""
     if cal.get("fitted_on") == "out-of-fold":
-        return "the pooled out-of-fold predictions (each image scored by the member that did not train on it)"
+        return "the pooled out-of-fold predictions"
     return "the validation split"
 
 
@@ -215,7 +217,7 @@ def _verdict(s: dict[str, Any]) -> list[str]:
     v = verdict_of(s)
     out = []
     if len(v.estimates) > 1:
-        out += [*_table(["ROC AUC estimate", "AUC", "CI", "images", "independent of model selection"],
+        out += [*_table(["AUC estimate", "ROC AUC", "CI", "images", "independent of model selection"],
                         [[e.name, fmt(e.auc), fmt_ci(list(e.ci) if e.ci else None), str(e.n or "?"),
                           "yes" if e.independent_of_selection else "no"] for e in v.estimates]), ""]
     out += [f"**Warning:** {w}" for w in v.warnings]
@@ -300,6 +302,7 @@ def _limitations(s: dict[str, Any], data: dict[str, Any], training: dict[str, An
     elif finite:  # every resample scored the same (a perfect score): the bootstrap cannot show the uncertainty
         width = (f" (every bootstrap resample gives ROC AUC {fmt(auc_ci[0])}: on this few images a perfect score "
                  "has an interval of zero width, which does not mean the score is certain)")
+    where = "out-of-fold" if s["calibration"].get("fitted_on") == "out-of-fold" else "validation"
     out = ["## Limitations and risks", "",
            "- **Not a medical device.** No clinical validation, no prospective study, no regulatory clearance.",
            f"- **Small evaluation set:** {m['n']} images{width}; the confidence intervals above are the honest "
@@ -314,8 +317,8 @@ def _limitations(s: dict[str, Any], data: dict[str, Any], training: dict[str, An
            "clinics, lighting, or photographs without dermoscopy are out of distribution.",
            "- **Lesion types:** only the diagnoses present in the training data; rare malignancies (e.g. amelanotic "
            "melanoma) may be absent or nearly so.",
-           "- **Operating point:** chosen on a small validation split; the sensitivity actually achieved on new "
-           "data can be lower (compare the validation and test figures above).",
+           f"- **Operating point:** chosen on {fitted_on_text(s['calibration'])}; the sensitivity actually achieved "
+           f"on new data can be lower (compare the {where} and test figures above).",
            "- **Patient overlap unknown:** images of one patient or lesion may appear in more than one split, "
            "which would inflate all figures."]
     config = training.get("config") or {}
