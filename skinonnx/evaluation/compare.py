@@ -180,6 +180,8 @@ def _paired_to_best(rows: list[ModelRow], scored: list[SplitPredictions], *, boo
             continue
         pairs = [(ref[r["path"]][0], p, ref[r["path"]][1]) for r, p in zip(scored[i].rows, scored[i].y_prob,
                                                                            strict=True) if r["path"] in ref]
+        if not pairs:
+            continue
         y, p_this, p_best = (np.array(v) for v in zip(*pairs, strict=True))
         diff, ci = paired_auc_difference(y.astype(int), p_this, p_best, resamples=bootstrap, seed=seed,
                                          confidence=confidence)
