@@ -39,7 +39,7 @@ def read_oof_csv(run_dir: Path | None, positive_class: str) -> dict[int, tuple[n
     return {k: (np.asarray(y), np.asarray(p)) for k, (y, p) in sorted(folds.items())} or None
 
 
-def _members(meta: Mapping[str, str]) -> int | None:
+def fold_members(meta: Mapping[str, str]) -> int | None:
     """K for a fold ensemble (ONNX metadata ``ensemble``), None for a single model."""
     try:
         ensemble = json.loads(meta.get("ensemble", ""))
@@ -56,7 +56,7 @@ def trained_on(meta: Mapping[str, str], data_root: Path, split: str) -> str | No
     A fold ensemble pooled train + val of its training data: each val image was trained on by K - 1 of the K
     members. Other data (``--data`` elsewhere) counts as the training data when the recorded path is absent here.
     """
-    k = _members(meta)
+    k = fold_members(meta)
     if split == "train":
         return "every member trained on most of it" if k else "the model trained on it"
     if not k or split != "val":

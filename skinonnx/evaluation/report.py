@@ -22,7 +22,7 @@ from ..deploy.runtime import OnnxClassifier
 from ..errors import DataError, SkinOnnxError
 from . import provenance
 from .calibration import CALIBRATION_BINS, calibration_report
-from .cv_report import cv_section, trained_on
+from .cv_report import cv_section, fold_members, trained_on
 from .metrics import binary_metrics, classification_report_text, evaluate_predictions
 from .model_run import EvalResult, SplitPredictions, predict_split
 from .report_files import write_report
@@ -91,6 +91,13 @@ def _metadata_json(meta: dict[str, str], key: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _fitted_on(meta: dict[str, str], at_training: dict[str, Any] | None) -> str:
+    """Where T and the threshold were fitted: as recorded, else out-of-fold for any fold ensemble (older exports
+    record no ``fitted_on``), else the validation split."""
+    recorded = (at_training or {}).get("fitted_on")
+    return str(recorded) if recorded else "out-of-fold" if fold_members(meta) else "validation"
+
+
 def _opset(path: Path, meta: dict[str, str]) -> str | None:
     """The opset the file really declares (foreign files carry no skinonnx `opset` key)."""
     from ..deploy.info import read_header
@@ -123,7 +130,7 @@ def build_summary(classifier: OnnxClassifier, data: LabeledData, evaluated: Spli
                      "metrics": binary_metrics(validation.y_true, validation.y_prob, at_op["threshold"])}
     calibration: dict[str, Any] = {
         "temperature": contract.temperature, "n_bins": CALIBRATION_BINS,
-        "at_training": at_training, "fitted_on": (at_training or {}).get("fitted_on") or "validation",
+        "at_training": at_training, "fitted_on": _fitted_on(meta, at_training),
         "validation_left_out": None if not val_trained_on else f"the validation split was {val_trained_on}",
         "validation": None if validation is None else {
             "split": validation.split,

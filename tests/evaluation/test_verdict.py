@@ -108,3 +108,18 @@ def test_model_card_shows_the_same_verdict_and_single_runs_keep_the_validation_w
     cv = _cv(summary, 0.537, [0.486, 0.590])
     card = render_model_card(cv)
     assert "| out-of-fold | 0.537 | [0.486, 0.590] | 452 | no |" in card and verdict_of(cv).advice in card
+
+
+def test_which_splits_are_in_sample_and_where_calibration_was_fitted(tmp_path: Path) -> None:
+    from skinonnx.evaluation.cv_report import trained_on
+    from skinonnx.evaluation.report import _fitted_on
+
+    cv = {"ensemble": json.dumps({"members": 3}), "training_data": str(tmp_path)}
+    assert trained_on(cv, tmp_path, "val") == "pooled for cross-validation: 2 of the 3 members trained on each image"
+    assert trained_on(cv, tmp_path, "test") is None and trained_on({}, tmp_path, "val") is None
+    (tmp_path / "other").mkdir()
+    assert trained_on(cv, tmp_path / "other", "val") is None  # another data set's val split was never pooled
+    assert trained_on({}, tmp_path, "train") == "the model trained on it"
+    assert _fitted_on(cv, None) == "out-of-fold"  # an older ensemble export without calibration.fitted_on
+    assert _fitted_on({}, {"temperature": 2.0}) == "validation" and _fitted_on({}, None) == "validation"
+    assert _fitted_on({}, {"fitted_on": "out-of-fold"}) == "out-of-fold"
