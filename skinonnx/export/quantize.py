@@ -58,6 +58,7 @@ from ..deploy.runtime import OnnxClassifier, iter_preprocessed
 from ..errors import DataError, QuantizationError
 from ..evaluation.metrics import roc_auc
 from ..hashing import file_sha256
+from .compare import pick_samples, write_metadata
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 FP32_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
@@ -167,21 +168,6 @@ class QuantizeResult:
 def default_int8_path(fp32_path: str | os.PathLike[str]) -> Path:
     """``exports/model.onnx`` -> ``exports/model.int8.onnx``."""
     return Path(fp32_path).with_suffix(".int8.onnx")
-
-
-def pick_samples(samples: Sequence[Sample], limit: int, seed: int) -> list[Sample]:
-    """A seeded subset of at most ~``limit`` samples, stratified by class, in file order (same files every run)."""
-    if len(samples) <= limit:
-        return list(samples)
-    rng = np.random.default_rng(seed)
-    by_label: dict[int, list[int]] = {}
-    for i, sample in enumerate(samples):
-        by_label.setdefault(sample.label, []).append(i)
-    chosen: list[int] = []
-    for _, index in sorted(by_label.items()):
-        take = min(len(index), max(1, round(limit * len(index) / len(samples))))
-        chosen.extend(int(i) for i in rng.choice(index, size=take, replace=False))
-    return [samples[i] for i in sorted(chosen)]
 
 
 class _CalibrationReader:
@@ -324,11 +310,7 @@ def _write_metadata(path: Path, metadata: dict[str, str], doc: str) -> None:
     import onnx
 
     proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
-    proto.producer_name, proto.producer_version = "skinonnx", __version__
-    proto.doc_string = doc
+    write_metadata(proto, metadata, doc)
     onnx.save(proto, str(path))
     try:
         onnx.checker.check_model(str(path))
