@@ -56,6 +56,7 @@ class Comparison:
     provider: str = "CPUExecutionProvider"
     checks: list[Check] = field(default_factory=list)
     label_agreement: float = 1.0
+    undecided: int = 0  # images so close to the threshold that the tolerance allows either label
 
     @property
     def ok(self) -> bool:
@@ -70,12 +71,14 @@ class Comparison:
 
     def text(self) -> str:
         mark = "✓" if self.label_agreement == 1.0 else "✗"
+        near = f" ({self.undecided} within the tolerance of the threshold not counted)" if self.undecided else ""
         return "\n".join([f"{self.title}:", *(c.line() for c in self.checks),
-                          f"  {mark} labels agree on {self.label_agreement:.1%} of images"])
+                          f"  {mark} labels agree on {self.label_agreement:.1%} of images{near}"])
 
     def to_dict(self) -> dict[str, object]:
         return {"ok": self.ok, "title": self.title, "n_images": self.n_images, "provider": self.provider,
-                "label_agreement": self.label_agreement, "max_abs_diff_probabilities": self.max_prob_diff,
+                "label_agreement": self.label_agreement, "undecided": self.undecided,
+                "max_abs_diff_probabilities": self.max_prob_diff,
                 "checks": [{"output": c.output, "batch_size": c.batch_size, "max_abs_diff": c.max_abs_diff,
                             "atol": c.tolerance, "ok": c.ok} for c in self.checks]}
 
@@ -126,9 +129,12 @@ def compare_files(reference: Path, candidate: Path, batch: np.ndarray, tolerance
     got = run_outputs(session, batch, 8)
     report = Comparison(f"{title} on {len(batch)} real images", len(batch), used)
     report.add(want, got, tolerances)
-    if "probabilities" in got:
-        report.label_agreement = float(np.mean(labels(want["probabilities"], positive_index, threshold)
-                                               == labels(got["probabilities"], positive_index, threshold)))
+    if "probabilities" in got:  # an image within the probability tolerance of the threshold may flip: not counted
+        agree = labels(want["probabilities"], positive_index, threshold) == labels(got["probabilities"],
+                                                                                   positive_index, threshold)
+        decided = np.abs(want["probabilities"][:, positive_index] - threshold) > tolerances.get("probabilities", 0)
+        report.label_agreement = float(np.mean(agree[decided])) if decided.any() else 1.0
+        report.undecided = int((~decided).sum())
     return report
 
 
