@@ -3,7 +3,7 @@
 Parity (ONNX Runtime vs PyTorch), the uint8-input variant, fp16 and ORT format each build one
 :class:`Comparison`: per output ✓/✗ with max |Δ| against its tolerance, and the share of labels that agree.
 :meth:`Comparison.require` fails closed: it raises, so the caller's ``atomic_path`` never renames the file.
-INT8's accuracy gate (:mod:`.int8_gate`) adds ROC-AUC on top. One picker of real images
+INT8's accuracy gate (:func:`run_gate`, :class:`GateReport`) adds ROC-AUC and a noise reference on top. One picker of real images
 (:func:`real_images`) and one metadata writer (:func:`write_metadata`) serve every check and every file. No torch.
 """
 
@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +22,9 @@ from .. import __version__
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layouts import Sample, discover
 from ..data.preprocessing import Preprocessing
-from ..deploy.runtime import create_session
-from ..errors import AtolError, ExportError, ImageError, ShapeError, SkinOnnxError
+from ..deploy.runtime import OnnxClassifier, create_session, iter_preprocessed
+from ..errors import AtolError, DataError, ExportError, ImageError, ShapeError, SkinOnnxError
+from ..evaluation.metrics import roc_auc
 
 
 @dataclass
@@ -136,6 +138,105 @@ def compare_files(reference: Path, candidate: Path, batch: np.ndarray, tolerance
         report.label_agreement = float(np.mean(agree[decided])) if decided.any() else 1.0
         report.undecided = int((~decided).sum())
     return report
+
+
+# --------------------------------------------------------------------------- INT8: labels and ROC-AUC
+
+NOISE_GREY_LEVELS = 0.5  # sigma of the reference pixel noise, in 8-bit grey levels
+
+
+@dataclass
+class GateReport:
+    """INT8 vs fp32 on the same real images: label agreement at the threshold and the ROC-AUC change."""
+
+    split: str
+    n_images: int
+    label_agreement: float
+    auc_fp32: float
+    auc_int8: float
+    max_prob_diff: float
+    mean_prob_diff: float
+    min_agreement: float
+    max_auc_change: float
+    threshold: float
+    median_margin: float = float("nan")  # median |p_fp32 - threshold|: how close the fp32 scores sit to the boundary
+    noise_agreement: float = float("nan")  # fp32 vs fp32 on the same images plus invisible pixel noise (reference)
+    skipped: int = 0
+
+    @property
+    def auc_change(self) -> float:
+        return abs(self.auc_int8 - self.auc_fp32)
+
+    @property
+    def agreement_ok(self) -> bool:
+        return self.label_agreement >= self.min_agreement
+
+    @property
+    def auc_ok(self) -> bool:
+        return bool(np.isfinite(self.auc_change)) and self.auc_change <= self.max_auc_change + 1e-12
+
+    @property
+    def ok(self) -> bool:
+        return self.agreement_ok and self.auc_ok
+
+    def text(self) -> str:
+        mark = {True: "✓", False: "✗"}
+        lines = [f"INT8 accuracy gate on {self.n_images} real {self.split} images (INT8 vs fp32 ONNX, threshold "
+                 f"{self.threshold:.4f}):",
+                 f"  {mark[self.agreement_ok]} labels agree on {self.label_agreement:.1%} of images "
+                 f"(need >= {self.min_agreement:.1%})",
+                 f"  {mark[self.auc_ok]} ROC-AUC {self.auc_fp32:.4f} -> {self.auc_int8:.4f}, "
+                 f"|Δ| = {self.auc_change:.4f} (allowed {self.max_auc_change:.4f})",
+                 f"    max |Δp| = {self.max_prob_diff:.4f}, mean |Δp| = {self.mean_prob_diff:.4f}; fp32 scores lie a "
+                 f"median {self.median_margin:.4f} from the threshold",
+                 f"    reference: fp32 keeps {self.noise_agreement:.1%} of its own labels when pixels get "
+                 f"{NOISE_GREY_LEVELS} grey level of random noise"]
+        if self.skipped:
+            lines.append(f"    {self.skipped} unreadable image(s) skipped")
+        lines.append("INT8 gate ok" if self.ok else "INT8 gate FAILED")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "auc_change": self.auc_change, "ok": self.ok}
+
+
+def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sample], min_agreement: float,
+             max_auc_change: float, *, split: str, positive_index: int, seed: int = 0) -> GateReport:
+    """Run both models on the same preprocessed images; compare labels (at the model's threshold) and ROC-AUC.
+
+    ``positive_index`` is the data's index of the model's positive class (Sample.label space).
+    """
+    pos = fp32.contract.positive_index
+    threshold = fp32.contract.threshold
+    prep = fp32.preprocessing
+    noise_scale = (NOISE_GREY_LEVELS / 255.0 / np.asarray(prep.std, np.float32))[None, :, None, None]
+    rng = np.random.default_rng(seed)
+    p32, p8, p32_noisy, truth = [], [], [], []
+    skipped, i = 0, 0
+    for chunk in iter_preprocessed([s.path for s in samples], fp32.preprocessing, batch_size=8):
+        arrays = []
+        for _, array, _ in chunk:
+            if array is None:
+                skipped += 1
+            else:
+                arrays.append(array)
+                truth.append(int(samples[i].label == positive_index))
+            i += 1
+        if arrays:
+            batch = np.stack(arrays)
+            p32.append(fp32.predict_arrays(batch)[:, pos])
+            p8.append(int8.predict_arrays(batch)[:, pos])
+            noise = rng.standard_normal(batch.shape, dtype=np.float32) * noise_scale
+            p32_noisy.append(fp32.predict_arrays(batch + noise)[:, pos])
+    if not p32:
+        raise DataError(f"no readable images in the {split} split for the INT8 gate")
+    prob32, prob8, y = np.concatenate(p32), np.concatenate(p8), np.asarray(truth)
+    agreement = float(np.mean((prob32 >= threshold) == (prob8 >= threshold)))
+    noise_agreement = float(np.mean((prob32 >= threshold) == (np.concatenate(p32_noisy) >= threshold)))
+    diff = np.abs(prob32 - prob8)
+    return GateReport(split, len(y), agreement, roc_auc(y, prob32), roc_auc(y, prob8), float(diff.max()),
+                      float(diff.mean()), min_agreement, max_auc_change, threshold,
+                      float(np.median(np.abs(prob32 - threshold))), noise_agreement, skipped)
 
 
 # --------------------------------------------------------------------------- the real images every check uses
