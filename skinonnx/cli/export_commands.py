@@ -181,7 +181,7 @@ def _run_quantize(onnx_path: Path, output: Path | None, data: str, options: dict
 @click.command()
 @onnx_option(help="The fp32 skinonnx model.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
-              help="INT8 model path (default: ONNX with .int8.onnx, e.g. exports/model.int8.onnx).")
+              help="INT8 model path (default: ONNX with .int8.onnx, e.g. model.onnx -> model.int8.onnx).")
 @click.option("--data", default=None,
               help="The data the model was trained on: calibration uses its train split, the gate its val split "
                    "(default: the training data recorded in the model's metadata).")

@@ -3,8 +3,9 @@
 Parity (ONNX Runtime vs PyTorch), the uint8-input variant, fp16 and ORT format each build one
 :class:`Comparison`: per output ✓/✗ with max |Δ| against its tolerance, and the share of labels that agree.
 :meth:`Comparison.require` fails closed: it raises, so the caller's ``atomic_path`` never renames the file.
-INT8's accuracy gate (:func:`run_gate`, :class:`GateReport`) adds ROC-AUC and a noise reference on top. One picker of real images
-(:func:`real_images`) and one metadata writer (:func:`write_metadata`) serve every check and every file. No torch.
+INT8's accuracy gate (:func:`run_gate`, :class:`GateReport`) adds ROC-AUC and a noise reference on top. One
+picker of real images (:func:`real_images`) and one metadata writer (:func:`write_metadata`) serve every check
+and every file. No torch.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from torch import nn
 from ..deploy.contract import CAM_OUTPUT, MEMBER_OUTPUT, OUTPUT_NAMES, ModelContract
 from ..errors import ExportError, SkinOnnxError
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
+from ..training.runs import DEFAULT_RUNS_DIR
 from .cam import has_cam_head, logits_and_cam, mean_cam
 from .compare import Comparison
 from .onnx_export import ExportResult, checked_output, contract_from_checkpoint, parity_batch, write_checked
@@ -228,8 +229,8 @@ def is_ensemble_or_tta(onnx_path: str | os.PathLike[str]) -> bool:
 
 
 def recheck_parity(source: str | None, onnx_path: str | os.PathLike[str], data: str | None, *,
-                   runs_dir: str | os.PathLike[str] = "runs", atol: float = DEFAULT_ATOL, n_images: int = 32,
-                   provider: str = "cpu", echo=print) -> tuple[Comparison, str]:
+                   runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR, atol: float = DEFAULT_ATOL,
+                   n_images: int = 32, provider: str = "cpu", echo=print) -> tuple[Comparison, str]:
     """`parity` for any skinonnx file: rebuild the same members, views, temperature and outputs in PyTorch.
 
     ``source``: for an ensemble its CV run (folder or name under ``runs_dir``; default: the run its metadata

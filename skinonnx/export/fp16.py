@@ -30,7 +30,7 @@ DEFAULT_GATE_IMAGES = 64
 
 
 def fp16_path_for(fp32_path: str | os.PathLike[str]) -> Path:
-    """``exports/model.onnx`` -> ``exports/model.fp16.onnx``."""
+    """``model.onnx`` -> ``model.fp16.onnx``."""
     path = Path(fp32_path)
     return path.with_name(f"{path.stem}.fp16.onnx")
 

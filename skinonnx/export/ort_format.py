@@ -32,7 +32,7 @@ ORT_ATOL = 1e-4  # fused kernels reorder float sums; measured ~1e-7
 
 
 def ort_paths_for(onnx_path: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """``exports/model.onnx`` -> (``exports/model.ort``, ``exports/model.required_operators.config``)."""
+    """``model.onnx`` -> (``model.ort``, ``model.required_operators.config``)."""
     path = Path(onnx_path)
     return path.with_suffix(".ort"), path.with_name(f"{path.stem}.required_operators.config")
 

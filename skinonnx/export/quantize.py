@@ -109,7 +109,7 @@ class QuantizeResult:
 
 
 def default_int8_path(fp32_path: str | os.PathLike[str]) -> Path:
-    """``exports/model.onnx`` -> ``exports/model.int8.onnx``."""
+    """``model.onnx`` -> ``model.int8.onnx``."""
     return Path(fp32_path).with_suffix(".int8.onnx")
 
 

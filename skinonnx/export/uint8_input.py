@@ -36,7 +36,7 @@ _NORMALIZED = "normalized_input"  # the float model's input, now an intermediate
 
 
 def uint8_path_for(float_path: str | os.PathLike[str]) -> Path:
-    """``exports/model.onnx`` -> ``exports/model.uint8.onnx``."""
+    """``model.onnx`` -> ``model.uint8.onnx``."""
     path = Path(float_path)
     return path.with_name(f"{path.stem}.uint8.onnx")
 
