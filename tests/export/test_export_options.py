@@ -128,6 +128,7 @@ def test_ensemble_source_follows_runs_dir_and_parity_checks_it_again(exports: Ex
     assert "ensemble of 2 folds" in exports.output["ensemble"]
     again = run_cli("parity", "--onnx", exports.full["ensemble"], "--parity-images", "2").output  # run from metadata
     assert "✓ fold-1" in again and "✓ cam" in again and "parity ok" in again
+    assert json.loads(run_cli("info", exports.full["ensemble"], "--json").output)["schema"]["valid"]
 
 
 def test_the_mean_map_of_tta_views_turns_with_the_image(trained: TrainedModel) -> None:
