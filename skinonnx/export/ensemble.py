@@ -163,7 +163,7 @@ def export_cv_run(run_dir: str | os.PathLike[str], output: str | os.PathLike[str
                   opset: int = 17, data: str | None = None, atol: float = DEFAULT_ATOL, parity_images: int = 32,
                   provider: str = "cpu", embed_preprocessing: bool = False, echo=print) -> EnsembleExport:
     """A complete CV run -> one ONNX file with all K members (checked, parity-tested, atomic)."""
-    from ..training.cross_validation import load_complete_run
+    from ..training.cv_export import load_complete_run
 
     t0 = time.perf_counter()
     output = _checked_output(output)
@@ -257,7 +257,7 @@ def recheck_parity(source: Path | None, onnx_path: str | os.PathLike[str], data:
     (default: the newest run's).
     """
     from ..deploy.info import read_header
-    from ..training.cross_validation import is_cv_run, load_complete_run
+    from ..training.cv_export import is_cv_run, load_complete_run
     from .onnx_export import parity_images_for
 
     meta = read_header(onnx_path).metadata

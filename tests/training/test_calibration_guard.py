@@ -8,8 +8,8 @@ from skinonnx.evaluation.calibration import (
     TEMPERATURE_BOUNDS,
     expected_calibration_error,
     negative_log_likelihood,
-    softmax,
 )
+from skinonnx.softmax import softmax
 from skinonnx.training.finalize import calibrate_and_choose
 
 
@@ -35,7 +35,7 @@ def test_two_separable_validation_images_push_t_to_its_bound_and_are_refused() -
     logits, labels = np.array([[2.0, -1.0], [-0.5, 1.5]]), np.array([0, 1])
     cal = calibrate_and_choose(logits, labels, 1, "youden")["calibration"]
     assert cal["fitted_temperature"] < 2 * TEMPERATURE_BOUNDS[0]  # drawn to the lower bound
-    assert cal["temperature"] == 1.0 and "hit its bound" in cal["refused"] and "2 images" in cal["refused"]
+    assert cal["temperature"] == 1.0 and "hit its lower bound" in cal["refused"] and "2 images" in cal["refused"]
     assert cal["ece_after"] == cal["ece_before"]  # nothing applied
 
 
@@ -53,3 +53,12 @@ def test_a_fit_that_worsens_validation_ece_is_refused() -> None:
             assert "ECE" in cal["refused"]
             return
     raise AssertionError("no seed gave an ECE-worsening fit")
+
+
+def test_scores_without_signal_drive_t_to_its_upper_bound_and_say_so() -> None:
+    """Scores unrelated to the labels: NLL falls as T flattens them, up to the bound; that is no signal."""
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(0, 3, (200, 2)), np.tile([0, 1], 100)
+    cal = calibrate_and_choose(logits, labels, 1, "youden")["calibration"]
+    assert cal["fitted_temperature"] > TEMPERATURE_BOUNDS[1] / 2
+    assert cal["temperature"] == 1.0 and "no signal" in cal["refused"] and "too small" not in cal["refused"]
