@@ -64,19 +64,19 @@ def fold_state(run_dir: Path, k: int) -> dict[str, Any] | None:
     return read_json(path, "fold state") if path.is_file() else None
 
 
-def _new_record(cfg: TrainConfig, k: int, data: LabeledData, pool: list[Sample], assignment: list[int]
+def new_record(cfg: TrainConfig, k: int, data: LabeledData, pool: list[Sample], assignment: list[int]
                 ) -> dict[str, Any]:
     sizes = [[sum(1 for s, f in zip(pool, assignment, strict=True) if f == i and s.label == c)
               for c in range(len(data.classes))] for i in range(k)]
     return {"format": CV_FORMAT, "format_version": CV_FORMAT_VERSION, "name": cfg.name, "folds": k,
-            "seed": cfg.seed, "created_at": _now(), "skinonnx_version": __version__, "config": cfg.to_dict(),
+            "seed": cfg.seed, "created_at": now(), "skinonnx_version": __version__, "config": cfg.to_dict(),
             "data_root": str(Path(cfg.data).resolve()), "layout": data.layout, "classes": list(data.classes),
             "positive_index": data.positive_index, "grouped": any(s.group for s in pool),
             "fold_class_counts": sizes, "n_pooled": len(pool), "n_test": len(data.splits.get("test", [])),
             "state": {f"fold-{i}": "pending" for i in range(k)}, "complete": False}
 
 
-def _now() -> str:
+def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
