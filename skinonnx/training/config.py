@@ -89,12 +89,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not self.name:
             self.name = time.strftime("%Y%m%d-%H%M%S")
-        if self.select not in SELECT_METRICS:
-            raise SkinOnnxError(f"--select must be one of {sorted(SELECT_METRICS)}")
-        if self.class_weights not in CLASS_WEIGHTS:
-            raise SkinOnnxError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTS)}")
-        if self.sampler not in SAMPLERS:
-            raise SkinOnnxError(f"--sampler must be one of {', '.join(SAMPLERS)}")
+        for f in dataclasses.fields(self):  # the CLI checks these too; a TrainConfig built in code is checked here
+            if f.metadata["choices"] and getattr(self, f.name) not in f.metadata["choices"]:
+                raise SkinOnnxError(f"--{f.name.replace('_', '-')} must be one of {', '.join(f.metadata['choices'])}")
 
     @property
     def run_dir(self) -> Path:

@@ -91,19 +91,15 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    if cfg.optimizer == "sgd":
+    if cfg.optimizer == "sgd":  # the choices are checked by TrainConfig
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
-    raise SkinOnnxError(f"unknown optimizer '{cfg.optimizer}' (adamw, sgd)")
+    return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     if cfg.scheduler == "plateau":  # the original project's: factor 0.2 on a stalled val loss
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.2, patience=2)
-    if cfg.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
-    raise SkinOnnxError(f"unknown scheduler '{cfg.scheduler}' (plateau, cosine)")
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
 
 
 def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, criterion: nn.Module,
