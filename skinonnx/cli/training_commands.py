@@ -163,11 +163,16 @@ def _cross_validation(cfg, folds: int | None, fold: int | None, resume: str | bo
 
     ``resume``: False/None, the newest-unfinished marker, or a run (name or folder) given to --resume.
     """
-    from ..training.cross_validation import is_cv_run, train_cv
+    from ..errors import CheckpointError
+    from ..training.cross_validation import train_cv
+    from ..training.runs import is_cv_run, resolve_run
 
     explicit = _explicit_train_settings()
     if isinstance(resume, str) and resume != _NEWEST:  # --resume RUN: a CV run folder or name continues as one
-        named = Path(resume) if Path(resume).is_dir() else Path(cfg.runs_dir) / resume
+        try:
+            named = resolve_run(resume, cfg.runs_dir)
+        except CheckpointError:  # the single-run resume says what is missing
+            return False
         if not is_cv_run(named):
             return False
         cfg = dataclasses.replace(cfg, name=named.name, runs_dir=str(named.parent))
