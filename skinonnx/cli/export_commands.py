@@ -151,8 +151,7 @@ def _write_variants(result: ExportResult, data: str | None, *, int8: bool, fp16:
 def _cv_source(checkpoint: str | None, run_dir: Path | None, runs_dir: Path) -> Path | None:
     """The CV run to export: --run, a --checkpoint that names a CV run, or (neither given) the newest CV run
     under --runs-dir when no single-model run is newer."""
-    from ..training.cross_validation import CV_FILE, is_cv_run, newest_cv_run
-    from ..training.runs import list_runs
+    from ..training.runs import CV_FILE, is_cv_run, list_runs, newest_cv_run
 
     if run_dir is not None:
         return run_dir

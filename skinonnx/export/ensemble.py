@@ -180,7 +180,7 @@ def export_cv_run(run_dir: str | os.PathLike[str], output: str | os.PathLike[str
                   provider: str = "cpu", embed_preprocessing: bool = False, cam: bool = True,
                   echo=print) -> ExportResult:
     """A complete CV run -> one ONNX file with all K members (checked, parity-tested, atomic)."""
-    from ..training.cross_validation import load_complete_run
+    from ..training.cv_export import load_complete_run
 
     t0, output = time.perf_counter(), checked_output(output)
     run = load_complete_run(run_dir)
@@ -237,7 +237,7 @@ def recheck_parity(source: str | None, onnx_path: str | os.PathLike[str], data: 
     names), else the checkpoint (file or run; default: the newest run's under ``runs_dir``).
     """
     from ..deploy.info import read_header
-    from ..training.cross_validation import load_complete_run
+    from ..training.cv_export import load_complete_run
     from ..training.runs import resolve_checkpoint, resolve_run
 
     meta = read_header(onnx_path).metadata
