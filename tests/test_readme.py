@@ -125,3 +125,31 @@ def test_readme_pipeline_runs_as_printed(synthetic_data: Path, tmp_path: Path, m
     rows = list(csv.DictReader((tmp_path / "predictions.csv").open()))
     assert len(rows) == len(list((synthetic_data / "test").rglob("*.png")))
     assert len(list((tmp_path / "reports" / "gradcam").glob("*.gradcam.png"))) == 3
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#{1,6} (.+)$", re.sub(r"```.*?```", "", markdown, flags=re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_links_between_readme_and_docs_resolve() -> None:
+    """Every relative link of README.md and docs/*.md names a file that exists and, with #, a heading in it."""
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", text, flags=re.S)):
+            if re.match(r"[a-z]+:", target):
+                continue  # https://, mailto: ...
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and file.suffix == ".md" and anchor not in _anchors(file.read_text(encoding="utf-8")):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, broken
+
+
+def test_the_anchor_rule() -> None:
+    assert _anchors("## The browser page (`web`)\n### 1. Decode to upright 8-bit RGB\n") == {
+        "the-browser-page-web", "1-decode-to-upright-8-bit-rgb"}

@@ -189,12 +189,34 @@ def test_int8_variant_is_recommended_only_when_made_from_this_model_and_its_gate
         server.server_close()
 
 
-def test_page_names_size_download_time_and_int8_advice() -> None:
-    page = (web_server.PAGE_DIR / "index.html").read_text()
-    app = (web_server.PAGE_DIR / "app.js").read_text()
-    assert 'id="model-size"' in page and 'id="model-advice"' in page
-    assert "fetch('model.json'" in app and "fetch(info.url)" in app and "int8_variant" in app
-    assert "fetch('model.onnx')" not in app  # the immutable hashed URL, never the revalidated name
+def test_page_start_up_shows_size_download_time_and_int8_advice(trained: TrainedModel, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """app.js's start-up in Node (examples/web/page_startup.js: stand-in DOM, stub ORT session, real fetch)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (the page's start-up runs in Node >= 20)")
+    monkeypatch.chdir(_stub_ort(tmp_path / "cwd"))
+    model = tmp_path / "model.onnx"
+    shutil.copyfile(trained.onnx, model)
+    int8 = _with_metadata(trained.onnx, tmp_path / "model.int8.onnx",
+                          quantization=_quantization(file_sha256(model), ok=True))
+    server, _ = web_server.serve_in_thread(model)
+    try:
+        done = subprocess.run([node, str(WEB_DIR / "page_startup.js"), server.url, str(web_server.PAGE_DIR)],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    page = json.loads(done.stdout)
+    assert page["ready"] == "model", page
+    assert page["requested"] == ["model.json", f"models/{file_sha256(model)}.onnx"]  # never the plain name
+    assert page["modelBytes"] == model.stat().st_size
+    size_mb = f"{model.stat().st_size / 1e6:.1f} MB"
+    assert size_mb in page["text"]["model-size"] and "at 10 Mbit/s" in page["text"]["model-size"]
+    assert not page["adviceHidden"] and "model.int8.onnx" in page["text"]["model-advice"]
+    assert f"{int8.stat().st_size / 1e6:.1f} MB" in page["text"]["model-advice"]
+    assert "98.9 % of 90 val images" in page["text"]["model-advice"]
 
 
 def test_ort_web_version_matches_the_example_package() -> None:
