@@ -153,3 +153,13 @@ def test_links_between_readme_and_docs_resolve() -> None:
 def test_the_anchor_rule() -> None:
     assert _anchors("## The browser page (`web`)\n### 1. Decode to upright 8-bit RGB\n") == {
         "the-browser-page-web", "1-decode-to-upright-8-bit-rgb"}
+
+
+def test_readme_stays_a_first_read() -> None:
+    """Under 200 lines, and its first screen has the set-up, the four commands and the pointer to docs/."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) < 200, f"README.md has {len(lines)} lines: move reference material to docs/"
+    first_screen = "\n".join(lines[:30])
+    for needed in ("make demo", "make test", "cli.py train", "cli.py export", "cli.py test", "cli.py predict",
+                   "#where-to-read-more"):
+        assert needed in first_screen, needed
