@@ -87,7 +87,7 @@ def test_ensemble_metadata_info_and_parity_fails_on_a_perturbed_member(cv_run: C
 
     info = json.loads(run_cli("info", cv_run.onnx, "--json").output)
     assert info["schema"]["valid"], info["schema"]["problems"]
-    assert [o["name"] for o in info["outputs"]] == ["logits", "probabilities", "member_probabilities"]
+    assert [o["name"] for o in info["outputs"]] == ["logits", "probabilities", "member_probabilities", "cam"]
     assert info["outputs"][2]["shape"][1] == 2
     meta = info["metadata"]
     ensemble = json.loads(meta["ensemble"])
