@@ -34,14 +34,20 @@ NEEDS = {"fp16_tolerance": "fp16"}  # an option that only tunes another: refused
 CONFLICTS = (("run_dir", "checkpoint"),)  # two sources for the model
 
 
+
+def parity_options(f):
+    """--atol and --parity-images: the one declaration `export` and `parity` share."""
+    f = click.option("--parity-images", type=click.IntRange(min=1), default=32, show_default=True,
+                     help="Real validation images (seeded, class-stratified) both runtimes are compared on.")(f)
+    return click.option("--atol", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+                        help="Largest allowed |ONNX - PyTorch| on every output; above it the command fails.")(f)
+
 @click.command()
 @checkpoint_option
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=DEFAULT_ONNX, show_default=True)
 @click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True)
 @click.option("--data", default=None, help="Data for the checks (default: the model's recorded training data).")
-@click.option("--atol", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
-              help="Parity tolerance on probabilities and logits; above it the export fails.")
-@click.option("--parity-images", type=click.IntRange(min=1), default=32, show_default=True)
+@parity_options
 @click.option("--int8", is_flag=True,
               help="Also write OUTPUT with .int8.onnx: static INT8 calibrated on the training images and gated "
                    "against the fp32 file on the validation images (see the quantize command for the options).")
@@ -224,13 +230,12 @@ def quantize(onnx_path: Path, output: Path | None, data: str | None, calibration
                    "ensemble the CV run (default: the newest run, or the run in the ensemble's metadata).")
 @onnx_option()
 @click.option("--data", default=None, help="Real images for the check (default: the checkpoint's data).")
-@click.option("--atol", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True)
-@click.option("--parity-images", "n_images", type=click.IntRange(min=1), default=32, show_default=True)
+@parity_options
 @click.option("--images", "old_images", type=click.IntRange(min=1), default=None, hidden=True,
               help="Old spelling of --parity-images (kept for one release).")
 @provider_option("cpu")
 @runs_dir_option
-def parity(checkpoint: str | None, onnx_path: Path, data: str | None, atol: float, n_images: int,
+def parity(checkpoint: str | None, onnx_path: Path, data: str | None, atol: float, parity_images: int,
            old_images: int | None, provider: str, runs_dir: Path) -> None:
     """Compare an ONNX file with its checkpoint (or CV run folder) on real images; exit 1 above tolerance."""
     from ..evaluation.provenance import write_parity_record
@@ -240,7 +245,7 @@ def parity(checkpoint: str | None, onnx_path: Path, data: str | None, atol: floa
         click.echo("note: --images is now spelled --parity-images (as on export)", err=True)
     require_onnx(onnx_path)
     report, source = recheck_parity(checkpoint, onnx_path, data, runs_dir=runs_dir, atol=atol,
-                                    n_images=old_images or n_images, provider=provider, echo=echo)
+                                    n_images=old_images or parity_images, provider=provider, echo=echo)
     click.echo(report.text())
     record = write_parity_record(onnx_path, report.to_dict(), source=source)
     click.echo(f"parity ok (recorded in {record})")
