@@ -157,18 +157,15 @@ def _write_variants(result: ExportResult, data: str | None, *, int8: bool, fp16:
 def _cv_source(checkpoint: str | None, run_dir: Path | None, runs_dir: Path) -> Path | None:
     """The CV run to export: --run, a --checkpoint that names a CV run, or (neither given) the newest CV run
     under --runs-dir when no single-model run is newer."""
-    from ..training.runs import CV_FILE, is_cv_run, list_runs, newest_cv_run
+    from ..training.runs import default_model_run, is_cv_run
 
     if run_dir is not None:
         return run_dir
     if checkpoint is not None:
         named = Path(checkpoint) if Path(checkpoint).exists() else runs_dir / checkpoint
         return named if is_cv_run(named) else None
-    newest = newest_cv_run(runs_dir)
-    if newest is None:
-        return None
-    singles = [r for r in list_runs(runs_dir) if not is_cv_run(r) and (r / "weights" / "best.pt").is_file()]
-    if singles and (singles[0] / "weights" / "best.pt").stat().st_mtime > (newest / CV_FILE).stat().st_mtime:
+    newest = default_model_run(runs_dir)
+    if newest is None or not is_cv_run(newest):
         return None
     click.echo(f"exporting the newest cross-validation run {newest} (pass --checkpoint for a single model)")
     return newest

@@ -59,6 +59,17 @@ def newest_cv_run(runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR) -> Path |
     return max(found, key=lambda p: (p / CV_FILE).stat().st_mtime, default=None)
 
 
+def default_model_run(runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR) -> Path | None:
+    """The run `export` takes when told none (and `test` names in its hint): the newest CV run unless a
+    single-model run wrote its best.pt after it, else the newest single-model run; None when there is none."""
+    single = next((r for r in list_runs(runs_dir) if not is_cv_run(r) and (weights_dir(r) / "best.pt").is_file()),
+                  None)
+    cv = newest_cv_run(runs_dir)
+    if cv is None or (single and (weights_dir(single) / "best.pt").stat().st_mtime > (cv / CV_FILE).stat().st_mtime):
+        return single
+    return cv
+
+
 def run_status(run_dir: str | os.PathLike[str]) -> dict:
     """state.json, where a ``running`` run whose process is gone (killed, crashed) reads ``interrupted``."""
     try:
