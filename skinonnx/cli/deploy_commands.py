@@ -11,7 +11,6 @@ from ..errors import SkinOnnxError
 from .options import (
     POSITIVE_INT,
     data_from_metadata,
-    export_would_take,
     onnx_option,
     onnx_runtime_options,
     open_classifier,
@@ -114,7 +113,9 @@ def _say_which_run(metadata: dict[str, str], runs_dir: Path) -> None:
     if not source:
         return
     click.echo(f"model from run {source}", err=True)
-    newest = export_would_take(runs_dir)
+    from ..training.runs import default_model_run
+
+    newest = default_model_run(runs_dir)
     if newest is not None and newest.resolve() != Path(source).resolve():
         click.echo(f"note: the newest run is {newest}; `{program_name()} export` exports it", err=True)
 

@@ -38,19 +38,6 @@ def renamed_option(old: str, new: str, name: str, **kwargs):
                         callback=fill, **kwargs)
 
 
-def export_would_take(runs_dir: Path) -> Path | None:
-    """The run `export` takes when told none: the newest CV run unless a single-model run finished after it
-    (export's rule), else the newest single-model run; None when there is no run."""
-    from ..training.cross_validation import CV_FILE, is_cv_run, newest_cv_run
-    from ..training.runs import list_runs
-
-    single = next((r for r in list_runs(runs_dir) if not is_cv_run(r) and (r / "weights" / "best.pt").is_file()), None)
-    cv = newest_cv_run(runs_dir)
-    if cv is None or (single and (single / "weights" / "best.pt").stat().st_mtime > (cv / CV_FILE).stat().st_mtime):
-        return single
-    return cv
-
-
 def echo(msg: str) -> None:
     click.echo(msg)
 
