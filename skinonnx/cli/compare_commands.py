@@ -35,7 +35,8 @@ def _data_for(models: tuple[Path, ...], data: str | None) -> str:
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--data", default=None,
               help="Data set to evaluate on (default: the training data the models' metadata records).")
-@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
+              help="Split every model is evaluated on.")
 @click.option("--output", "-o", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder for compare.json and compare.md (default: reports/compare-<hash of the models>).")
 @click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True,
@@ -51,7 +52,7 @@ def _data_for(models: tuple[Path, ...], data: str | None) -> str:
 @max_pixels_option
 @threads_option
 @provider_option()
-@click.option("--quiet", is_flag=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 def compare(models: tuple[Path, ...], data: str | None, split: str, out_dir: Path | None, batch_size: int,
             n_bootstrap: int, ci_seed: int, confidence: float, no_ci: bool, speed_seconds: float, max_pixels: int,
             threads: int | None, provider: str, quiet: bool) -> None:
