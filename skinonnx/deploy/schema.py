@@ -81,17 +81,18 @@ def _positive_std(v: str) -> str | None:
 
 
 def _output_names(v: str) -> str | None:
-    """``["logits", "probabilities"]``, then optionally ``"cam"`` (the class activation map) or, in an
-    ensemble, ``"member_probabilities"`` (checked against the ``ensemble`` key in the cross checks), then
-    optionally ``"ood_score"`` (checked against ``ood_threshold``)."""
+    """``["logits", "probabilities"]``, then in an ensemble ``"member_probabilities"`` (checked against the
+    ``ensemble`` key in the cross checks), then optionally ``"cam"`` (the class activation map), then optionally
+    ``"ood_score"`` (checked against ``ood_threshold``)."""
     problem = _json(list, None, str)(v)
     if problem:
         return problem
     names = json.loads(v)
     middle = names[2:-1] if names[-1:] == [OOD_OUTPUT] else names[2:]
-    if names[:2] != list(OUTPUT_NAMES) or middle not in ([], [CAM_OUTPUT], [MEMBER_OUTPUT]):
-        return (f"expected {list(OUTPUT_NAMES)}, optionally followed by '{CAM_OUTPUT}' (or '{MEMBER_OUTPUT}' for "
-                f"an ensemble), then optionally '{OOD_OUTPUT}', got {v[:80]!r}")
+    if names[:2] != list(OUTPUT_NAMES) or middle not in ([], [CAM_OUTPUT], [MEMBER_OUTPUT],
+                                                         [MEMBER_OUTPUT, CAM_OUTPUT]):
+        return (f"expected {list(OUTPUT_NAMES)}, then '{MEMBER_OUTPUT}' for an ensemble, then optionally "
+                f"'{CAM_OUTPUT}', then optionally '{OOD_OUTPUT}', got {v[:80]!r}")
     return None
 
 
