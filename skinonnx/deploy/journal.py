@@ -33,19 +33,19 @@ def prediction_row(contract: ModelContract, threshold: float, path: str, probabi
     ensemble (``n_members`` > 0) also the members' spread (:func:`member_columns`, empty for unreadable files).
 
     A model with an OOD score (``contract.ood_threshold``) adds ``ood_score`` and ``in_distribution``; an image
-    above the threshold gets the prediction "not assessed: unlike the training images" and no probabilities:
-    it is never labelled."""
+    above the threshold gets the prediction "not assessed: unlike the training images", never a class (its
+    probabilities stay in their columns for auditing; they are not a decision)."""
     pos = contract.positive_index
     row: dict[str, Any] = {"path": path, "prediction": ""}
     outside = False
     if contract.ood_threshold is not None:
         inside = None if probabilities is None or ood_score is None else bool(ood_score <= contract.ood_threshold)
         outside = inside is False
-        if outside:
-            row["prediction"], probabilities = OOD_REFUSAL, None
     if probabilities is not None:
         prob = float(probabilities[pos])
         row["prediction"] = contract.classes[pos] if prob >= threshold else contract.classes[1 - pos]
+        if outside:
+            row["prediction"] = OOD_REFUSAL
     row.update({f"p_{name}": None if probabilities is None else float(probabilities[i])
                 for i, name in enumerate(contract.classes)})
     row["threshold"] = threshold

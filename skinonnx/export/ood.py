@@ -40,7 +40,7 @@ from torch import nn
 
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.preprocessing import Preprocessing
-from ..deploy.contract import OOD_KEY, OOD_OUTPUT, OOD_THRESHOLD_KEY, ModelContract
+from ..deploy.contract import OOD_KEY, OOD_OUTPUT, OOD_REFUSAL, OOD_THRESHOLD_KEY, ModelContract
 from ..errors import ExportError, SkinOnnxError
 
 DEFAULT_OOD_ACCEPT = 0.95
@@ -358,7 +358,7 @@ def _record(fits: Sequence[GaussianFit], n_fit: int, fit_split: str, scores: np.
         "feature": f"{FEATURE_LAYER} ({first.means.shape[1]})", "components": first.components,
         "score": "min over classes of the squared Mahalanobis distance to the class mean (shared covariance), "
                  "divided by the number of whitened directions; higher = more unlike the training images",
-        "accept_if": f"{OOD_OUTPUT} <= {OOD_THRESHOLD_KEY}",
+        "accept_if": f"{OOD_OUTPUT} <= {OOD_THRESHOLD_KEY}", "refusal": OOD_REFUSAL,
         "members": len(fits), "combination": "mean" if len(fits) > 1 else "single", "tta": tta,
         "fit": {"split": fit_split, "n": int(n_fit), "per_class": first.n_per_class},
         "threshold_fit": {"split": threshold_split, "n": len(scores), "accept": accept,

@@ -96,9 +96,15 @@ async function classify(file) {
   const out = await state.session.run({ [c.inputName]: input });
   const t2 = performance.now();
   const p = Array.from(out.probabilities.data);
+  // ood_score above the metadata's ood_threshold: unlike the training images, never labelled (docs/SAFETY.md)
+  const oodScore = out.ood_score && 'ood_threshold' in state.meta ? out.ood_score.data[0] : null;
+  const inDistribution = oodScore === null ? null : oodScore <= Number(state.meta.ood_threshold);
+  const refusal = JSON.parse(state.meta.ood || '{}').refusal || 'not assessed: unlike the training images';
   return {
-    name: file.name, label: SkinOnnx.decide(c, p), probabilities: Object.fromEntries(c.classes.map((k, i) => [k, p[i]])),
+    name: file.name, label: inDistribution === false ? refusal : SkinOnnx.decide(c, p),
+    probabilities: Object.fromEntries(c.classes.map((k, i) => [k, p[i]])),
     logits: Array.from(out.logits.data), threshold: c.threshold, crop, size: s,
+    ood_score: oodScore, in_distribution: inDistribution,
     ms: { preprocess: t1 - t0, inference: t2 - t1 },
   };
 }
@@ -108,7 +114,8 @@ function show(result) {
   const row = document.createElement('div');
   row.className = 'result';
   row.dataset.result = JSON.stringify({ name: result.name, label: result.label, probabilities: result.probabilities,
-    logits: result.logits, threshold: result.threshold, ms: result.ms });
+    logits: result.logits, threshold: result.threshold, ood_score: result.ood_score,
+    in_distribution: result.in_distribution, ms: result.ms });
   const canvas = document.createElement('canvas');
   canvas.width = canvas.height = result.size;
   const rgba = new ImageData(result.size, result.size);
@@ -133,7 +140,13 @@ function show(result) {
   const mark = document.createElement('i');
   mark.style.left = `${(100 * c.threshold).toFixed(1)}%`;
   bar.append(fill, mark);
-  text.append(label, detail, bar);
+  if (result.in_distribution === false) { // refused: no probability bar, say why instead
+    detail.textContent = `ood_score ${result.ood_score.toFixed(3)} above ${Number(state.meta.ood_threshold).toFixed(3)}: `
+      + `the model was not trained on images like this · ${result.name}`;
+    text.append(label, detail);
+  } else {
+    text.append(label, detail, bar);
+  }
   row.append(canvas, text);
   $('results').prepend(row);
 }
