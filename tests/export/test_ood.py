@@ -173,3 +173,29 @@ def test_variants_carry_the_score_and_no_ood_leaves_it_out(trained: TrainedModel
     clf = OnnxClassifier(plain, "cpu")
     assert not clf.has_ood and clf.ood_threshold is None and "ood_threshold" not in clf.metadata
     assert next(clf.predict_files(files[:1])).in_distribution is None
+
+
+@pytest.mark.slow
+def test_test_reports_refusals_beside_headline_metrics_on_all_images(trained: TrainedModel, far_ood: list[Path],
+                                                                     tmp_path: Path) -> None:
+    """Far-OOD photos added to the test split: the headline metrics stay on all images, summary.json's ``ood``
+    counts the refusals and gives the metrics on the accepted ones."""
+    import csv
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(trained.data, data)
+    for i, photo in enumerate(far_ood[:6]):  # labelled as lesions, as a mixed-up upload would be
+        shutil.copy(photo, data / "test" / ("benign" if i % 2 else "malignant") / photo.name)
+    out = tmp_path / "report"
+    result = run_cli("test", "--onnx", trained.onnx, "--data", data, "--output", out, "--quiet", "--bootstrap", "50",
+                     "--no-plots", "--no-html")
+    summary = json.loads((out / "summary.json").read_text())
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    refused = [r["path"] for r in rows if r["in_distribution"] == "False"]
+    ood = summary["ood"]
+    assert summary["metrics"]["n"] == len(rows) == 18 and ood["n"] == 18  # headline: all images
+    assert ood["n_refused"] == len(refused) and sorted(ood["refused"]) == sorted(refused)
+    assert sum(Path(p).name in {f.name for f in far_ood[:6]} for p in refused) >= 4  # the photos are refused
+    assert ood["metrics_accepted"]["n"] == 18 - len(refused) and ood["expected_share_refused"] == 0.05
+    assert f"{len(refused)} of 18 images refused" in result.output
