@@ -1,0 +1,256 @@
+"""Exact and near-duplicate images, and train/test leakage. No torch; scipy for the DCT.
+
+Two images are **exact** duplicates when their files are byte-identical (SHA-256), and **near**
+duplicates when their perceptual hashes differ in at most :data:`NEAR_DISTANCE` of 256 bits in the closest
+of 13 variants of either image: the 8 right-angle orientations (rotations by 0/90/180/270 degrees, with
+and without a mirror flip) and 5 centre crops (2-10 % per side). The hash is imagehash's ``phash`` with
+16 x 16 bits: it shrinks every image to a 64 x 64 square first, so re-encoded, resized and squashed copies
+land within ~10 bits; the orientations catch flips and rotations, the crops slightly cropped copies.
+The 64-bit phash was measured and rejected: distinct ISIC images come within 2 bits of each other once
+8 orientations are compared. Hash and distance were chosen by ``benchmarks/audit.py`` (planted copies of
+ISIC images vs every pair of distinct ISIC images); the numbers are in docs/audit.md.
+
+Pairs are found by a vectorised XOR + popcount over blocks of the (n x 13 variants) x m hash matrix,
+both ways round; 10,000 images take well under a minute (benchmarks/audit.py), so no BK-tree is needed
+at this scale (a BK-tree prunes little at a 36-of-256-bit radius).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ImageError
+from ..hashing import file_sha256
+from .image_cache import ImageCache
+from .images import DEFAULT_MAX_PIXELS, load_rgb
+from .layouts import LabeledData
+
+HASH_SIDE = 16  # phash bits per side: 16 x 16 = 256 bits (64 bits cannot tell distinct ISIC images apart)
+THUMB_SIDE = 4 * HASH_SIDE  # imagehash's highfreq_factor 4: the DCT runs on a 64 x 64 grey thumbnail
+HASH_KEY = "phash16-d4-crops-v1"  # cache key: bump when the hash or its variants change
+NEAR_DISTANCE = 36  # bits of 256; measured: copies <= 24, distinct ISIC images >= 52 (docs/audit.md)
+DRAFT_SIDE = 256  # large JPEGs decode at a reduced scale >= this (the hash looks at 64 x 64)
+WORDS = HASH_SIDE * HASH_SIDE // 64
+#: numpy versions of the 8 right-angle orientations of an (h, w) thumbnail (PIL's Image.Transpose members)
+ORIENTATIONS: tuple[Callable[[np.ndarray], np.ndarray], ...] = (
+    lambda a: a, lambda a: a[:, ::-1], lambda a: a[::-1, :], lambda a: np.rot90(a, 1), lambda a: np.rot90(a, 2),
+    lambda a: np.rot90(a, 3), lambda a: a.T, lambda a: np.rot90(a, 2).T)
+CROPS = (0.02, 0.04, 0.06, 0.08, 0.10)  # centre crops per side: a slightly cropped copy matches one of them
+VARIANTS = len(ORIENTATIONS) + len(CROPS)
+BLOCK = 8  # query images per vectorised block: 8 x 13 x m x 4 words stays small
+
+
+def _thumb(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("L").resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.LANCZOS))
+
+
+def perceptual_hashes(image: Image.Image) -> np.ndarray:
+    """(13, 4) uint64: imagehash's ``phash(image, 16)`` of the image in its 8 orientations, then of 5 centre crops.
+
+    Crops are cut from a 128 x 128 thumbnail (the same region, a fifth of the resampling work).
+
+    The same algorithm as imagehash.phash (grey 64 x 64 Lanczos thumbnail, scipy.fftpack DCT-II on both
+    axes, the 16 x 16 lowest frequencies above their median), run once on a stack of the 13 variants:
+    13 calls of imagehash would cost ~2 ms each. tests/audit/test_duplicates.py checks bit-equality
+    with imagehash. Needs scipy only, so `train`'s leakage check adds no dependency.
+    """
+    import scipy.fftpack
+
+    base = _thumb(image)
+    stack = [orient(base) for orient in ORIENTATIONS]
+    # crops from a 2x thumbnail: five Lanczos resizes of the full image would triple the time per image
+    double = image.convert("L").resize((2 * THUMB_SIDE, 2 * THUMB_SIDE), Image.Resampling.LANCZOS)
+    for fraction in CROPS:
+        d = round(2 * THUMB_SIDE * fraction)
+        stack.append(_thumb(double.crop((d, d, 2 * THUMB_SIDE - d, 2 * THUMB_SIDE - d))))
+    pixels = np.stack(stack).astype(np.float64)
+    coeffs = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=1), axis=2)[:, :HASH_SIDE, :HASH_SIDE]
+    flat = coeffs.reshape(len(stack), -1)
+    bits = flat > np.median(flat, axis=1, keepdims=True)
+    return np.packbits(bits, axis=1).view(">u8").astype(np.uint64)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    sha256: str
+    hashes: np.ndarray  # (VARIANTS, WORDS) uint64, from perceptual_hashes
+
+
+@dataclass(frozen=True)
+class DuplicatePair:
+    first: int  # indices into the fingerprinted list, first < second
+    second: int
+    distance: int  # Hamming distance (of 256 bits) in the closest variant; 0 for byte-identical files
+    exact: bool
+
+
+def _encode(hashes: np.ndarray) -> str:
+    return base64.b64encode(hashes.astype(">u8").tobytes()).decode("ascii")
+
+
+def _decode(text: str) -> np.ndarray | None:
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):
+        return None
+    if len(raw) != VARIANTS * WORDS * 8:
+        return None
+    return np.frombuffer(raw, ">u8").astype(np.uint64).reshape(VARIANTS, WORDS)
+
+
+def fingerprint_files(paths: Sequence[Path], cache: ImageCache | None = None, *,
+                      max_pixels: int = DEFAULT_MAX_PIXELS,
+                      extra: Callable[[Image.Image], dict] | None = None, extra_key: str = "",
+                      progress: Callable[[int], None] | None = None
+                      ) -> tuple[list[Fingerprint | None], list[dict | None], dict[int, str]]:
+    """Fingerprints (None for unreadable files), ``extra(image)`` records, and the problems by index.
+
+    Each file is decoded at most once (through :func:`load_rgb`), for the hash and ``extra`` together;
+    a cache hit (same SHA-256, same hash version) decodes nothing.
+    """
+    cache = cache if cache is not None else ImageCache(None)
+    prints: list[Fingerprint | None] = []
+    extras: list[dict | None] = []
+    problems: dict[int, str] = {}
+    for i, path in enumerate(paths):
+        try:
+            digest = cache.sha256(Path(path), file_sha256)
+            cached = cache.get(digest, HASH_KEY)
+            hashes = _decode(cached) if isinstance(cached, str) else None
+            record = cache.get(digest, extra_key) if extra is not None else None
+            if hashes is None or (extra is not None and not isinstance(record, dict)):
+                image = load_rgb(path, max_pixels=max_pixels, draft_size=DRAFT_SIDE)
+                if hashes is None:
+                    hashes = perceptual_hashes(image)
+                    cache.put(digest, HASH_KEY, _encode(hashes))
+                if extra is not None:
+                    record = extra(image)
+                    cache.put(digest, extra_key, record)
+            prints.append(Fingerprint(digest, hashes))
+            extras.append(record)
+        except ImageError as exc:
+            prints.append(None)
+            extras.append(None)
+            problems[i] = exc.problem
+        except OSError as exc:
+            prints.append(None)
+            extras.append(None)
+            problems[i] = f"cannot read: {exc.strerror or exc}"
+        if progress is not None:
+            progress(1)
+    return prints, extras, problems
+
+
+def hash_matrix(prints: Sequence[Fingerprint | None]) -> np.ndarray:
+    """(n, VARIANTS, WORDS) uint64; rows of unreadable images are zeros (masked out by :func:`near_pairs`)."""
+    out = np.zeros((len(prints), VARIANTS, WORDS), np.uint64)
+    for i, p in enumerate(prints):
+        if p is not None:
+            out[i] = p.hashes
+    return out
+
+
+def _distances(queries: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """(b, m): the smallest Hamming distance between any variant of each query and each stored hash."""
+    total = np.zeros((len(queries), queries.shape[1], len(stored)), np.uint16)
+    for w in range(WORDS):
+        total += np.bitwise_count(queries[:, :, w, None] ^ stored[None, None, :, w])
+    return total.min(axis=1)
+
+
+def near_pairs(queries: np.ndarray, index: np.ndarray, max_distance: int, *, same: bool,
+               valid_queries: np.ndarray | None = None, valid_index: np.ndarray | None = None
+               ) -> dict[tuple[int, int], int]:
+    """``{(i, j): distance}`` for query i and index j within ``max_distance`` in either direction.
+
+    Every variant of one side (8 orientations, 5 crops) is compared with the other side as stored, both
+    ways round, so a rotated, flipped or cropped copy is found whichever of the two is the original.
+    ``same``: queries and index are one list; pairs come back once, as (i, j) with i < j.
+    """
+    ok_q = np.ones(len(queries), bool) if valid_queries is None else valid_queries
+    ok_i = np.ones(len(index), bool) if valid_index is None else valid_index
+    found: dict[tuple[int, int], int] = {}
+
+    def sweep(a: np.ndarray, b: np.ndarray, ok_a: np.ndarray, ok_b: np.ndarray, swap: bool) -> None:
+        stored = np.ascontiguousarray(b[:, 0, :])
+        for start in range(0, len(a), BLOCK):
+            distance = _distances(a[start:start + BLOCK], stored)
+            hit = (distance <= max_distance) & ok_a[start:start + BLOCK, None] & ok_b[None, :]
+            for i, j in zip(*np.nonzero(hit), strict=True):
+                i = start + int(i)
+                key = (int(j), i) if swap else (i, int(j))
+                if same:
+                    if key[0] == key[1]:
+                        continue
+                    key = (min(key), max(key))
+                d = int(distance[i - start, j])
+                found[key] = min(d, found.get(key, d))
+
+    sweep(queries, index, ok_q, ok_i, False)
+    if not same:  # the other direction; for one list, the first sweep already saw every (j, i)
+        sweep(index, queries, ok_i, ok_q, True)
+    return found
+
+
+def duplicate_pairs(prints: Sequence[Fingerprint | None], max_distance: int = NEAR_DISTANCE) -> list[DuplicatePair]:
+    """Every exact or near pair among ``prints``, closest first (identical files hash identically)."""
+    matrix = hash_matrix(prints)
+    valid = np.array([p is not None for p in prints], bool)
+    pairs = []
+    for (i, j), d in near_pairs(matrix, matrix, max_distance, same=True, valid_queries=valid,
+                                valid_index=valid).items():
+        exact = prints[i].sha256 == prints[j].sha256  # type: ignore[union-attr]
+        pairs.append(DuplicatePair(i, j, 0 if exact else d, exact))
+    return sorted(pairs, key=lambda p: (p.distance, p.first, p.second))
+
+
+@dataclass(frozen=True)
+class LeakedPair:
+    train_path: Path
+    other_path: Path
+    other_split: str
+    distance: int
+    exact: bool
+    labels_differ: bool
+
+    def describe(self, root: Path) -> str:
+        def rel(p: Path) -> str:
+            return p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
+        kind = "identical file" if self.exact else f"near copy, {self.distance} bits"
+        conflict = ", labels differ" if self.labels_differ else ""
+        return f"{rel(self.other_path)} = {rel(self.train_path)} ({kind}{conflict})"
+
+
+def leakage(data: LabeledData, cache: ImageCache | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+            splits: Sequence[str] = ("val", "test"), max_distance: int = NEAR_DISTANCE,
+            progress: Callable[[int], None] | None = None) -> list[LeakedPair]:
+    """Images of ``splits`` that duplicate a training image (exactly or nearly), closest first.
+
+    Unreadable images are left to the loaders, which refuse them with their own message.
+    """
+    train = data.splits.get("train", [])
+    others = [(s, split) for split in splits for s in data.splits.get(split, [])]
+    if not train or not others:
+        return []
+    samples = list(train) + [s for s, _ in others]
+    prints, _, _ = fingerprint_files([s.path for s in samples], cache, max_pixels=max_pixels, progress=progress)
+    if cache is not None:
+        cache.save()
+    matrix = hash_matrix(prints)
+    valid = np.array([p is not None for p in prints], bool)
+    n = len(train)
+    found = near_pairs(matrix[n:], matrix[:n], max_distance, same=False, valid_queries=valid[n:],
+                       valid_index=valid[:n])
+    pairs = []
+    for (i, j), d in found.items():
+        other, split = others[i]
+        exact = prints[n + i].sha256 == prints[j].sha256  # type: ignore[union-attr]
+        pairs.append(LeakedPair(train[j].path, other.path, split, 0 if exact else d, exact,
+                                train[j].label != other.label))
+    return sorted(pairs, key=lambda p: (p.distance, str(p.other_path), str(p.train_path)))
