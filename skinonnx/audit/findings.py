@@ -136,4 +136,5 @@ def summary(items: list[Item], findings: dict[str, Any]) -> dict[str, Any]:
 
 SETTINGS = {"hash": f"phash 256-bit, 8 orientations + 5 centre crops ({HASH_KEY})",
             "near_distance_bits": NEAR_DISTANCE, "tiny_side_px": TINY_SIDE,
-            "quality": "CleanVision 0.3 image properties and default thresholds"}
+            "quality": "CleanVision 0.3 properties and default thresholds (dark, light, low information, aspect "
+                       "ratio); blurry: log Laplacian variance 3 robust SDs below the median; tiny: side < 56 px"}

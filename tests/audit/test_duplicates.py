@@ -1,0 +1,105 @@
+"""Exact and near duplicates on real computations: planted copies are found, distinct images never paired."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from skinonnx.audit.planted import ALTERATIONS, alter
+from skinonnx.data.duplicates import NEAR_DISTANCE, duplicate_pairs, fingerprint_files, leakage, perceptual_hashes
+from skinonnx.data.image_cache import ImageCache
+from skinonnx.data.layouts import discover
+
+PIL_ORIENTATIONS = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM,
+                    Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270,
+                    Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE)
+
+
+def _train_image(root: Path, index: int = 3) -> Path:
+    return sorted((root / "train" / "malignant").glob("*.png"))[index]
+
+
+def test_hashes_are_imagehash_phash_of_each_orientation(generated: Path) -> None:
+    imagehash = pytest.importorskip("imagehash")
+    image = Image.open(_train_image(generated)).convert("RGB")
+    ours = perceptual_hashes(image)
+    thumb = image.convert("L").resize((64, 64), Image.Resampling.LANCZOS)
+    for k, transpose in enumerate(PIL_ORIENTATIONS):
+        reference = imagehash.phash(thumb if transpose is None else thumb.transpose(transpose), hash_size=16)
+        bits = np.unpackbits(ours[k].astype(">u8").view(np.uint8)).astype(bool)
+        assert np.array_equal(bits, reference.hash.flatten()), f"orientation {k}"
+
+
+def test_distinct_generated_images_are_never_paired(generated: Path) -> None:
+    data = discover(generated, write_split_file=False)
+    paths = [s.path for split in data.splits.values() for s in split]
+    prints, _, problems = fingerprint_files(paths)
+    assert len(paths) == 52 and not problems
+    assert duplicate_pairs(prints) == []
+    assert leakage(data) == []
+
+
+@pytest.mark.parametrize("how", sorted(ALTERATIONS))
+def test_a_planted_copy_in_test_is_leakage(fresh_copy: Path, how: str) -> None:
+    """exact, re-encoded, PNG, resized, upscaled, squashed, cropped, flipped, rotated: each found, alone."""
+    source = _train_image(fresh_copy)
+    raw, suffix = alter(source, how)
+    copy = fresh_copy / "test" / "malignant" / f"copy{suffix}"
+    copy.write_bytes(raw)
+    found = leakage(discover(fresh_copy, write_split_file=False))
+    assert [(p.train_path, p.other_path, p.other_split) for p in found] == [(source, copy, "test")]
+    identical = raw == source.read_bytes()  # "exact", and "png" of a PNG source
+    assert found[0].exact == identical and (how != "exact" or identical)
+    assert (found[0].distance == 0) if identical else 0 <= found[0].distance <= NEAR_DISTANCE
+    assert not found[0].labels_differ
+
+
+def test_a_copy_under_the_other_label_is_a_conflict(fresh_copy: Path) -> None:
+    source = _train_image(fresh_copy)
+    raw, suffix = alter(source, "flipped")
+    (fresh_copy / "val" / "benign" / f"copy{suffix}").write_bytes(raw)
+    (found,) = leakage(discover(fresh_copy, write_split_file=False))
+    assert found.other_split == "val" and found.labels_differ
+    assert "labels differ" in found.describe(fresh_copy)
+
+
+def test_the_cache_makes_the_second_look_decode_nothing(fresh_copy: Path, image_cache_dir: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    source = _train_image(fresh_copy)
+    raw, suffix = alter(source, "rotated")
+    (fresh_copy / "test" / "malignant" / f"copy{suffix}").write_bytes(raw)
+    data = discover(fresh_copy, write_split_file=False)
+    first = leakage(data, ImageCache.default())
+    assert (image_cache_dir / "image-cache.json").is_file()
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoded an image the cache knows")
+
+    monkeypatch.setattr("skinonnx.data.duplicates.load_rgb", no_decoding)
+    cache = ImageCache.default()
+    assert leakage(data, cache) == first and cache.misses == 0 and cache.hits == 53
+
+
+def test_a_changed_file_is_hashed_again(fresh_copy: Path) -> None:
+    cache = ImageCache.default()
+    path = _train_image(fresh_copy)
+    (before,), _, _ = fingerprint_files([path], cache)
+    cache.save()
+    Image.open(_train_image(fresh_copy, 5)).save(path)  # other pixels under the same name
+    cache = ImageCache.default()
+    (after,), _, _ = fingerprint_files([path], cache)
+    assert after.sha256 != before.sha256 and cache.misses == 1
+
+
+def test_unreadable_files_are_reported_not_paired(fresh_copy: Path) -> None:
+    bad = fresh_copy / "test" / "benign" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    empty = fresh_copy / "test" / "benign" / "empty.png"
+    empty.write_bytes(b"")
+    prints, _, problems = fingerprint_files([bad, empty, _train_image(fresh_copy)])
+    assert prints[0] is None and prints[1] is None and prints[2] is not None
+    assert set(problems) == {0, 1} and "empty" in problems[1]
+    assert duplicate_pairs(prints) == []
