@@ -21,11 +21,12 @@ import base64
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from ..errors import ImageError
+from ..errors import DataError, ImageError
 from ..hashing import file_sha256
 from .image_cache import ImageCache
 from .images import DEFAULT_MAX_PIXELS, load_rgb
@@ -254,3 +255,38 @@ def leakage(data: LabeledData, cache: ImageCache | None = None, *, max_pixels: i
         pairs.append(LeakedPair(train[j].path, other.path, split, 0 if exact else d, exact,
                                 train[j].label != other.label))
     return sorted(pairs, key=lambda p: (p.distance, str(p.other_path), str(p.train_path)))
+
+
+class LeakageError(DataError):
+    """Evaluation images duplicate training images: a test number would be measured on training data."""
+
+
+SHOWN_PAIRS = 5
+
+
+def leakage_check(data: LabeledData, *, allow: bool, cache: ImageCache | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """`train`'s check before it trains: refuse (:class:`LeakageError`) when val or test images duplicate training
+    images, unless ``allow``; the record returned goes into config.json and the model card.
+
+    Cached by file content (:class:`ImageCache`): the second run on the same data decodes nothing.
+    """
+    cache = cache if cache is not None else ImageCache.default()
+    pairs = leakage(data, cache, max_pixels=max_pixels)
+    if cache.note:
+        echo(cache.note)
+    root = data.root.resolve()
+    shown = [p.describe(root) for p in pairs[:SHOWN_PAIRS]]
+    record = {"checked": True, "pairs": len(pairs), "allowed": bool(allow and pairs),
+              "by_split": {s: sum(p.other_split == s for p in pairs) for s in ("val", "test")},
+              "examples": shown, "near_distance_bits": NEAR_DISTANCE, "hash": HASH_KEY}
+    if not pairs:
+        return record
+    more = f"; ... and {len(pairs) - SHOWN_PAIRS} more" if len(pairs) > SHOWN_PAIRS else ""
+    listing = "; ".join(shown) + more
+    if not allow:
+        raise LeakageError(f"{len(pairs)} validation/test image(s) duplicate training images (leakage): {listing}. "
+                           "Remove or exclude them (`audit --data DIR` writes a report and an exclusion list), "
+                           "or pass --allow-leakage to train anyway (recorded in the run and its model card)")
+    echo(f"warning: training despite leakage (--allow-leakage): {len(pairs)} pair(s): {listing}")
+    return record

@@ -103,3 +103,28 @@ def test_unreadable_files_are_reported_not_paired(fresh_copy: Path) -> None:
     assert prints[0] is None and prints[1] is None and prints[2] is not None
     assert set(problems) == {0, 1} and "empty" in problems[1]
     assert duplicate_pairs(prints) == []
+
+
+def test_leakage_check_refuses_naming_the_pairs_unless_allowed(fresh_copy: Path) -> None:
+    from skinonnx.data.duplicates import LeakageError, leakage_check
+
+    source = _train_image(fresh_copy)
+    raw, suffix = alter(source, "cropped")
+    (fresh_copy / "test" / "malignant" / f"crop{suffix}").write_bytes(raw)
+    data = discover(fresh_copy, write_split_file=False)
+    named = rf"test/malignant/crop\.jpg = train/malignant/{source.name}"
+    with pytest.raises(LeakageError, match=rf"1 validation/test image\(s\) duplicate training images.*{named}"
+                                           ".*--allow-leakage"):
+        leakage_check(data, allow=False)
+    said: list[str] = []
+    record = leakage_check(data, allow=True, echo=said.append)
+    assert record["pairs"] == 1 and record["allowed"] and record["by_split"] == {"val": 0, "test": 1}
+    assert said and said[0].startswith("warning: training despite leakage")
+    clean = leakage_check(discover(_clean(fresh_copy), write_split_file=False), allow=False)
+    assert clean["pairs"] == 0 and not clean["allowed"]
+
+
+def _clean(root: Path) -> Path:
+    for planted in root.glob("test/*/crop.jpg"):
+        planted.unlink()
+    return root
