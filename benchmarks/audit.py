@@ -72,6 +72,16 @@ def threshold(per_alteration: int = 40) -> None:
                               _distances(hashes[i:i + 1], q[None, 0])[0, 0])))
         emit("planted_copy_distance", alteration=how, n=len(ds), max=max(ds), median=float(np.median(ds)),
              recall=float(np.mean(np.array(ds) <= NEAR_DISTANCE)))
+    from skinonnx.audit.planted import _crop, _jpeg
+
+    for fraction in (0.01, 0.03, 0.05, 0.07, 0.09, 0.11, 0.13, 0.15):  # how slight must a crop be
+        ds = []
+        for i in rng.choice(len(files), 20, replace=False):
+            q = perceptual_hashes(Image.open(io.BytesIO(_jpeg(_crop(load_rgb(files[i]), fraction)))).convert("RGB"))
+            ds.append(int(min(_distances(q[None], stored[i:i + 1])[0, 0],
+                              _distances(hashes[i:i + 1], q[None, 0])[0, 0])))
+        emit("crop_sweep", crop_per_side=fraction, n=len(ds), max=max(ds), recall=float(np.mean(np.array(ds)
+                                                                                              <= NEAR_DISTANCE)))
 
 
 def leakage_measure(work: Path) -> None:
@@ -164,7 +174,7 @@ def labels_measure(work: Path, epochs: int, image_size: int) -> None:
          flagged=len(flagged), flagged_flipped=len(set(flagged) & flipped), ranking_auc=round(float(auc), 3))
 
 
-def scale_measure(work: Path, n: int) -> None:
+def scale_measure(work: Path, n: int, size: int) -> None:
     from skinonnx.audit.run import run_audit
     from skinonnx.data.image_cache import ImageCache
     from skinonnx.data.synthetic import generate_dataset
@@ -173,12 +183,12 @@ def scale_measure(work: Path, n: int) -> None:
     counts = {"train": int(per_class * 0.64), "val": int(per_class * 0.16)}
     counts["test"] = per_class - counts["train"] - counts["val"]
     t0 = time.perf_counter()
-    generate_dataset(work / "gen", counts=counts, size=128, seed=5, progress=False)
+    generate_dataset(work / "gen", counts=counts, size=size, seed=5, progress=False)
     generated = time.perf_counter() - t0
     cache = work / "cache.json"
     first = run_audit(work / "gen", work / "r1", cache=ImageCache(cache), progress=False, echo=lambda _: None)
     second = run_audit(work / "gen", work / "r2", cache=ImageCache(cache), progress=False, echo=lambda _: None)
-    emit("audit_scale", images=first["summary"]["images"], generate_seconds=round(generated),
+    emit("audit_scale", images=first["summary"]["images"], size=size, generate_seconds=round(generated),
          first_seconds=first["seconds"], cached_seconds=second["seconds"],
          speedup=round(first["seconds"] / second["seconds"], 1), pairs=first["summary"]["duplicate_pairs"],
          cache_mb=round(cache.stat().st_size / 1e6, 1))
@@ -189,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["threshold", "leakage", "quality", "labels", "scale", "all"])
     p.add_argument("--images", type=int, default=10_000, help="scale: generated images")
+    p.add_argument("--size", type=int, default=64, help="scale: generated image side (px)")
     p.add_argument("--epochs", type=int, default=4, help="labels: epochs per fold")
     p.add_argument("--image-size", type=int, default=32, help="labels: training crop size")
     args = p.parse_args(argv)
@@ -196,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["SKINONNX_CACHE_DIR"] = str(Path(tmp) / "cache")
         jobs = {"threshold": lambda w: threshold(), "leakage": leakage_measure, "quality": quality_measure,
                 "labels": lambda w: labels_measure(w, args.epochs, args.image_size),
-                "scale": lambda w: scale_measure(w, args.images)}
+                "scale": lambda w: scale_measure(w, args.images, args.size)}
         for name in (jobs if args.what == "all" else [args.what]):
             work = Path(tmp) / name
             work.mkdir()

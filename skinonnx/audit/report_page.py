@@ -28,6 +28,7 @@ from .quality import EXPLAIN
 
 FILES_DIR = "audit_files"
 THUMB = 112
+SHOWN = 300  # pairs per section and flagged images drawn on the page; audit.json lists them all
 _THUMB_NAME = re.compile(r"^[0-9a-f]{16}\.jpg$")
 
 STYLE = REPORT_STYLE + """
@@ -139,6 +140,21 @@ class _Page:
                 f'<div class="why">{_e(kind)}<br>{"<br>".join(flags)}</div></div>')
 
 
+def _more(n: int) -> str:
+    return f'<p class="muted">{n - SHOWN} more in audit.json.</p>' if n > SHOWN else ""
+
+
+def shown_paths(doc: dict[str, Any]) -> set[str]:
+    """The images the page draws (so only their thumbnails are made)."""
+    leaks = [p for p in doc["pairs"] if p["leakage"]][:SHOWN]
+    within = [p for p in doc["pairs"] if not p["leakage"]][:SHOWN]
+    shown = {p[side]["path"] for p in leaks + within for side in ("a", "b")}
+    shown |= {q["path"] for q in doc["quality"][:SHOWN]}
+    if doc.get("label_issues"):
+        shown |= {r["path"] for r in doc["label_issues"]["ranked"]}
+    return shown
+
+
 def render(doc: dict[str, Any], thumbs: set[str]) -> str:
     page = _Page(thumbs, set(doc["suggested_exclusions"]))
     s = doc["summary"]
@@ -156,9 +172,9 @@ def render(doc: dict[str, Any], thumbs: set[str]) -> str:
     leaks = [p for p in doc["pairs"] if p["leakage"]]
     within = [p for p in doc["pairs"] if not p["leakage"]]
     parts.append(f"<h2>Leakage: images in two splits ({len(leaks)})</h2>")
-    parts.append("".join(page.pair(p) for p in leaks) or "<p>None found.</p>")
+    parts.append("".join(page.pair(p) for p in leaks[:SHOWN]) + _more(len(leaks)) or "<p>None found.</p>")
     parts.append(f"<h2>Duplicates within a split ({len(within)})</h2>")
-    parts.append("".join(page.pair(p) for p in within) or "<p>None found.</p>")
+    parts.append("".join(page.pair(p) for p in within[:SHOWN]) + _more(len(within)) or "<p>None found.</p>")
     parts.append(f"<h2>Unreadable images ({len(doc['unreadable'])})</h2>")
     parts.append("<ul>" + "".join(f"<li><code>{_e(u['path'])}</code>: {_e(u['problem'])} "
                                   f"<label><input type=\"checkbox\" class=\"ex\" data-path=\"{_e(u['path'])}\" checked>"
@@ -166,7 +182,8 @@ def render(doc: dict[str, Any], thumbs: set[str]) -> str:
                  if doc["unreadable"] else "<p>None.</p>")
     parts.append(f"<h2>Image quality ({len(doc['quality'])})</h2>")
     parts.append('<div class="cards">' + "".join(
-        page.figure(q, ", ".join(EXPLAIN.get(k, k) for k in q["issues"])) for q in doc["quality"]) + "</div>"
+        page.figure(q, ", ".join(EXPLAIN.get(k, k) for k in q["issues"])) for q in doc["quality"][:SHOWN]) + "</div>"
+        + _more(len(doc["quality"]))
         if doc["quality"] else "<p>No image flagged.</p>")
     labels = doc.get("label_issues")
     parts.append("<h2>Likely label errors</h2>")

@@ -21,7 +21,7 @@ from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layouts import discover
 from .findings import SETTINGS, audit_images, label_issue_findings, suggested_exclusions, summary
 from .label_issues import read_out_of_fold
-from .report_page import write_page
+from .report_page import shown_paths, write_page
 
 FORMAT = "skinonnx-audit"
 VERSION = 1
@@ -55,10 +55,7 @@ def run_audit(data_path: str | Path, output: Path, *, run_dir: Path | None = Non
         "summary": summary(items, findings),
         **findings,
     }
-    shown = {p[side]["path"] for p in findings["pairs"] for side in ("a", "b")}
-    shown |= {q["path"] for q in findings["quality"]}
-    if findings["label_issues"]:
-        shown |= {r["path"] for r in findings["label_issues"]["ranked"]}
+    shown = shown_paths(doc)
     by_rel = {it.rel: it.path for it in items}
     root = data.root.resolve()
     paths = {rel: by_rel.get(rel, root / rel) for rel in shown}
