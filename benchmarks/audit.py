@@ -154,7 +154,8 @@ def labels_measure(work: Path, epochs: int, image_size: int) -> None:
     t0 = time.perf_counter()
     cmd = [sys.executable, str(ROOT / "cli.py"), "train", "--data", str(planted.root), "--folds", "5", "--weights",
            "none", "--image-size", str(image_size), "--epochs", str(epochs), "--batch-size", "32", "--name", "cv",
-           "--runs-dir", str(work / "runs"), "--quiet", "--lr", "1e-3"]
+           "--runs-dir", str(work / "runs"), "--quiet", "--lr", "1e-3", "--threads", "1", "--workers", "0",
+           "--compile", "off"]  # a shared 2-core machine: no thread or worker oversubscription
     subprocess.run(cmd, check=True, cwd=work, stdout=subprocess.DEVNULL)
     train_seconds = time.perf_counter() - t0
     oof = read_out_of_fold(work / "runs" / "cv")
@@ -174,7 +175,7 @@ def labels_measure(work: Path, epochs: int, image_size: int) -> None:
          flagged=len(flagged), flagged_flipped=len(set(flagged) & flipped), ranking_auc=round(float(auc), 3))
 
 
-def scale_measure(work: Path, n: int, size: int) -> None:
+def scale_measure(work: Path, n: int, size: int, keep: Path | None) -> None:
     from skinonnx.audit.run import run_audit
     from skinonnx.data.image_cache import ImageCache
     from skinonnx.data.synthetic import generate_dataset
@@ -183,11 +184,13 @@ def scale_measure(work: Path, n: int, size: int) -> None:
     counts = {"train": int(per_class * 0.64), "val": int(per_class * 0.16)}
     counts["test"] = per_class - counts["train"] - counts["val"]
     t0 = time.perf_counter()
-    generate_dataset(work / "gen", counts=counts, size=size, seed=5, progress=False)
+    folder = keep or work / "gen"
+    if not (folder / "generator.json").is_file():  # --keep DIR: generated once, audited again in later runs
+        generate_dataset(folder, counts=counts, size=size, seed=5, progress=False)
     generated = time.perf_counter() - t0
     cache = work / "cache.json"
-    first = run_audit(work / "gen", work / "r1", cache=ImageCache(cache), progress=False, echo=lambda _: None)
-    second = run_audit(work / "gen", work / "r2", cache=ImageCache(cache), progress=False, echo=lambda _: None)
+    first = run_audit(folder, work / "r1", cache=ImageCache(cache), progress=False, echo=lambda _: None)
+    second = run_audit(folder, work / "r2", cache=ImageCache(cache), progress=False, echo=lambda _: None)
     emit("audit_scale", images=first["summary"]["images"], size=size, generate_seconds=round(generated),
          first_seconds=first["seconds"], cached_seconds=second["seconds"],
          speedup=round(first["seconds"] / second["seconds"], 1), pairs=first["summary"]["duplicate_pairs"],
@@ -200,14 +203,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("what", choices=["threshold", "leakage", "quality", "labels", "scale", "all"])
     p.add_argument("--images", type=int, default=10_000, help="scale: generated images")
     p.add_argument("--size", type=int, default=64, help="scale: generated image side (px)")
-    p.add_argument("--epochs", type=int, default=4, help="labels: epochs per fold")
+    p.add_argument("--keep", type=Path, default=None, help="scale: generate into (and reuse) this folder")
+    p.add_argument("--epochs", type=int, default=2, help="labels: epochs per fold")
     p.add_argument("--image-size", type=int, default=32, help="labels: training crop size")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="skinonnx-audit-bench-") as tmp:
         os.environ["SKINONNX_CACHE_DIR"] = str(Path(tmp) / "cache")
         jobs = {"threshold": lambda w: threshold(), "leakage": leakage_measure, "quality": quality_measure,
                 "labels": lambda w: labels_measure(w, args.epochs, args.image_size),
-                "scale": lambda w: scale_measure(w, args.images, args.size)}
+                "scale": lambda w: scale_measure(w, args.images, args.size, args.keep)}
         for name in (jobs if args.what == "all" else [args.what]):
             work = Path(tmp) / name
             work.mkdir()

@@ -51,15 +51,16 @@ def audit_images(data: LabeledData, cache: ImageCache, *, max_pixels: int = DEFA
     items = items_of(data)
     prints, records, problems = fingerprint_files([it.path for it in items], cache, max_pixels=max_pixels,
                                                   extra=measure, extra_key=QUALITY_KEY, progress=progress)
-    cache.save()
     pairs = []
-    for p in duplicate_pairs(prints, max_distance):
+    for p in duplicate_pairs([it.path for it in items], prints, cache, max_distance=max_distance,
+                             max_pixels=max_pixels):
         a, b = items[p.first], items[p.second]
         if SPLIT_ORDER.get(b.split, 9) < SPLIT_ORDER.get(a.split, 9):
             a, b = b, a
         pairs.append({"a": a.as_dict(), "b": b.as_dict(), "distance": p.distance, "exact": p.exact,
                       "leakage": a.split != b.split, "conflict": a.label != b.label})
     pairs.sort(key=lambda q: (not q["leakage"], not q["conflict"], q["distance"], q["a"]["path"], q["b"]["path"]))
+    cache.save()
     quality = [{**items[i].as_dict(), "issues": found}
                for i, found in enumerate(find_quality_issues(records)) if found]
     unreadable = [{**items[i].as_dict(), "problem": problem} for i, problem in sorted(problems.items())]
