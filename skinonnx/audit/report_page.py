@@ -44,6 +44,21 @@ textarea{width:100%;height:120px;font:12px monospace}
 
 SCRIPT = """
 (function () {
+  var errors = document.getElementById('js-errors');
+  function report(message) {  // a missing thumbnail or a refused request shows on the page, as in report.html
+    errors.hidden = false;
+    var item = document.createElement('li');
+    item.textContent = message;
+    errors.appendChild(item);
+    document.body.setAttribute('data-errors', String(errors.children.length));
+  }
+  window.addEventListener('error', function (e) {
+    var t = e.target;
+    report(t && t !== window && t.src ? 'could not load ' + t.getAttribute('src') : 'script error: ' + e.message);
+  }, true);
+  document.addEventListener('securitypolicyviolation', function (e) {
+    report('refused by the content security policy: ' + e.violatedDirective + ' ' + e.blockedURI);
+  });
   var boxes = Array.prototype.slice.call(document.querySelectorAll('input.ex'));
   var out = document.getElementById('exclude-text'), count = document.getElementById('exclude-count');
   function update() {
@@ -208,7 +223,8 @@ def render(doc: dict[str, Any], thumbs: set[str]) -> str:
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta http-equiv=\"Content-Security-Policy\" content=\"{csp()}\">"
             "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-            f"<title>skinonnx data audit</title><style>{STYLE}</style></head>\n<body>\n{body}\n"
+            f"<title>skinonnx data audit</title><style>{STYLE}</style></head>\n<body>\n"
+            f'<ul id="js-errors" hidden></ul>\n{body}\n'
             f"<script>{SCRIPT}</script>\n</body></html>\n")
 
 

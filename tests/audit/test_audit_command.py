@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from skinonnx.audit.planted import plant
@@ -102,3 +103,18 @@ def test_isic_bm_audit(real_data: Path, tmp_path: Path) -> None:
     doc = json.loads((out / "audit.json").read_text())
     assert doc["summary"]["images"] == 564 and doc["summary"]["unreadable"] == 0
     assert doc["summary"]["leakage_pairs"] == 0  # measured: no pair within 36 bits (the closest distinct: 52)
+
+
+def test_audit_html_in_headless_chromium(generated: Path, tmp_path: Path) -> None:
+    from benchmarks.chromium import dump_dom, find_chromium
+
+    if find_chromium() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium); audit.html not browser-tested")
+    planted = _planted(generated, tmp_path)
+    out = tmp_path / "report"
+    run_cli("audit", "--data", planted.root, "-o", out, "--quiet")
+    run = dump_dom(out / "audit.html")
+    dom = run.stdout
+    assert 'data-ready="1"' in dom, run.stderr[-2000:]
+    assert "data-errors=" not in dom and run.console_lines() == []  # every thumbnail loaded, nothing refused
+    assert re.search(r'<span id="exclude-count">9</span>', dom)  # the script counted the pre-ticked copies
