@@ -365,3 +365,16 @@ def leakage_check(data: LabeledData, *, allow: bool, cache: ImageCache | None = 
                            "or pass --allow-leakage to train anyway (recorded in the run and its model card)")
     echo(f"warning: training despite leakage (--allow-leakage): {len(pairs)} pair(s): {listing}")
     return record
+
+
+def leakage_card_line(record: dict[str, Any] | None) -> str:
+    """The model card's line for a run's :func:`leakage_check` record (config.json ``leakage_check``)."""
+    if not record:
+        return ("- **Leakage check:** not recorded (a run from before the check, or not trained by skinonnx); "
+                "`audit --data DIR` checks the data")
+    if not record.get("pairs"):
+        return ("- **Leakage check:** no validation or test image duplicates a training image (byte-identical or "
+                "a near copy: re-encoded, resized, cropped, flipped, rotated)")
+    examples = "; ".join(record.get("examples") or [])
+    return (f"- **Leakage check:** {record['pairs']} validation/test image(s) duplicate training images and the "
+            f"model was trained anyway (`--allow-leakage`); numbers measured on them are optimistic. {examples}")

@@ -148,3 +148,16 @@ def test_a_hash_match_of_two_different_lesions_is_not_a_duplicate() -> None:
         for i, j in matches:
             assert pixel_difference(load_rgb(paths[i]), load_rgb(paths[j])) > MAX_PIXEL_DIFFERENCE
         assert duplicate_pairs(paths, prints) == [] and leakage(data) == []
+
+
+def test_the_model_card_line_states_the_check(fresh_copy: Path) -> None:
+    from skinonnx.data.duplicates import leakage_card_line, leakage_check
+
+    assert "not recorded" in leakage_card_line(None)
+    data = discover(fresh_copy, write_split_file=False)
+    assert "no validation or test image duplicates" in leakage_card_line(leakage_check(data, allow=False))
+    source = _train_image(fresh_copy)
+    (fresh_copy / "val" / "malignant" / "same.png").write_bytes(source.read_bytes())
+    record = leakage_check(discover(fresh_copy, write_split_file=False), allow=True, echo=lambda _: None)
+    line = leakage_card_line(record)
+    assert "1 validation/test image(s)" in line and "--allow-leakage" in line and "identical file" in line
