@@ -102,7 +102,14 @@ def test_isic_bm_audit(real_data: Path, tmp_path: Path) -> None:
     run_cli("audit", "--data", real_data, "-o", out, "--quiet")
     doc = json.loads((out / "audit.json").read_text())
     assert doc["summary"]["images"] == 564 and doc["summary"]["unreadable"] == 0
-    assert doc["summary"]["leakage_pairs"] == 0  # measured: no pair within 36 bits (the closest distinct: 52)
+    assert doc["summary"]["duplicate_pairs"] == 0  # measured: no pair within 36 bits (the closest distinct: 52)
+    planted = plant(real_data, tmp_path / "planted", copies_per_alteration=1, flip_fraction=0.0, seed=2)
+    run_cli("audit", "--data", planted.root, "-o", tmp_path / "planted-report", "--quiet")  # originals: cache hits
+    doc = json.loads((tmp_path / "planted-report" / "audit.json").read_text())
+    assert {(p["a"]["path"], p["b"]["path"]) for p in doc["pairs"]} == {
+        (src.relative_to(planted.root).as_posix(), copy.relative_to(planted.root).as_posix())
+        for copy, src, _ in planted.copies}
+    assert doc["cache"]["misses"] <= 3 * len(planted.copies)  # per copy: its hash, quality record, pixel check
 
 
 def test_audit_html_in_headless_chromium(generated: Path, tmp_path: Path) -> None:
