@@ -12,9 +12,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DataError
-from .layouts import LabeledData
+
+if TYPE_CHECKING:  # layouts imports exclude_flag from here
+    from .layouts import LabeledData
 
 TRUE_VALUES = frozenset({"1", "true", "yes", "y", "x"})
 FALSE_VALUES = frozenset({"", "0", "false", "no", "n"})
