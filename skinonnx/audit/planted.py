@@ -67,31 +67,39 @@ def alter(source: Path, how: str) -> tuple[bytes, str]:
 
 def plant(source_root: Path, target: Path, *, copies_per_alteration: int = 4, flip_fraction: float = 0.05,
           alterations: tuple[str, ...] = tuple(ALTERATIONS), seed: int = 0) -> Planted:
-    """Copy the split-folder data set at ``source_root`` to ``target`` and plant duplicates and flipped labels."""
+    """Copy the data set at ``source_root`` (any layout) to split folders ``target/<split>/<class>/`` and plant
+    altered copies of training images in the test split and flipped labels in train and val."""
     data = discover(source_root, write_split_file=False)
-    if data.layout != "split-imagefolder":
-        raise ValueError("plant() copies split-folder data sets (train/val/test/<class>/)")
-    shutil.copytree(source_root, target, ignore=shutil.ignore_patterns("*.csv", "README*"))
     planted = Planted(target)
+    placed: dict[Path, Path] = {}  # source file -> its copy under target
+    for split, samples in data.splits.items():
+        for sample in samples:
+            where = target / split / data.classes[sample.label] / sample.path.name
+            if where.exists():
+                raise ValueError(f"two images named {sample.path.name} in {split}/{data.classes[sample.label]}")
+            where.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(sample.path, where)
+            placed[sample.path] = where
     rng = np.random.default_rng(seed)
     train = sorted(data.split("train"), key=lambda s: s.path)
     chosen = rng.choice(len(train), size=min(len(train), copies_per_alteration * len(alterations)), replace=False)
     sources = [train[int(i)] for i in chosen]
     for k, sample in enumerate(sources):
         how = alterations[k % len(alterations)]
-        rel = sample.path.relative_to(source_root)
         raw, suffix = alter(sample.path, how)
-        copy = target / "test" / rel.parts[1] / f"planted-{how}-{sample.path.stem}{suffix}"
+        copy = target / "test" / data.classes[sample.label] / f"planted-{how}-{sample.path.stem}{suffix}"
+        copy.parent.mkdir(parents=True, exist_ok=True)
         copy.write_bytes(raw)
-        planted.copies.append((copy, target / rel, how))
-    used = {target / s.path.relative_to(source_root) for s in sources}
-    pool = [target / s.path.relative_to(source_root) for split in ("train", "val") for s in data.split(split)]
-    pool = sorted(p for p in pool if p not in used)
+        planted.copies.append((copy, placed[sample.path], how))
+    used = {placed[s.path] for s in sources}
+    pool = sorted(placed[s.path] for split in ("train", "val") for s in data.splits.get(split, [])
+                  if placed[s.path] not in used)
     n_flip = round(flip_fraction * len(pool))
     for i in sorted(rng.choice(len(pool), size=n_flip, replace=False)):
         path = pool[int(i)]
         other = next(c for c in data.classes if c != path.parent.name)
         moved = path.parent.parent / other / path.name
+        moved.parent.mkdir(parents=True, exist_ok=True)
         path.rename(moved)
         planted.flipped.append(moved)
     return planted

@@ -12,26 +12,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import DataError
+from .layouts import LabeledData
 
-if TYPE_CHECKING:  # layouts imports exclude_flag from here
-    from .layouts import LabeledData
-
-TRUE_VALUES = frozenset({"1", "true", "yes", "y", "x"})
-FALSE_VALUES = frozenset({"", "0", "false", "no", "n"})
 MAX_NAMED = 3
-
-
-def exclude_flag(value: str, where: str) -> bool:
-    """An ``exclude`` cell: 1/true/yes/y/x exclude, empty/0/false/no/n keep, anything else is an error."""
-    text = value.strip().lower()
-    if text in TRUE_VALUES:
-        return True
-    if text in FALSE_VALUES:
-        return False
-    raise DataError(f"{where}: exclude value '{value}' is not one of 1/true/yes/x or empty/0/false/no")
 
 
 def read_exclude_list(path: str | os.PathLike[str]) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..data.duplicates import leakage_card_line
 from .cv_report import model_card_lines
 from .metrics import METRIC_NAMES, fmt, sci
 
@@ -114,6 +115,7 @@ def _data(s: dict[str, Any], data: dict[str, Any], training: dict[str, Any]) -> 
     if config.get("data"):
         out.append(f"- **Trained on:** `{config['data']}` (train split; validation split for model selection, "
                    "temperature and threshold)")
+        out.append(leakage_card_line(config.get("leakage_check")))
     out += [f"- **Evaluated on:** the `{data['split']}` split, {data['n_evaluated']} images "
             f"({data['n_positive']} {s['positive_class']}); {data['n_skipped']} unreadable images skipped", "",
             "Images per split and class:", "", *_table(["split", *classes, "total"], rows), ""]
