@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
+from ..errors import CheckpointError
 from .options import (
     DEFAULT_ONNX,
     POSITIVE_INT,
@@ -15,7 +16,9 @@ from .options import (
     data_from_metadata,
     echo,
     onnx_option,
+    program_name,
     provider_option,
+    renamed_option,
     require_onnx,
     runs_dir_option,
 )
@@ -79,21 +82,25 @@ def export(ctx: click.Context, checkpoint: str | None, output: Path, opset: int,
            ort_format: bool, cam: bool, run_dir: Path | None, tta: str, provider: str, runs_dir: Path) -> None:
     """Export a checkpoint (default: the newest run's best.pt), or a cross-validation run's folds as one
     ensemble, to a self-describing ONNX file (checked, parity-tested, atomic)."""
-    from ..export.ensemble import export_cv_run, export_single_tta
-    from ..export.onnx_export import export as export_single
+    from ..atomic import onnx_output
 
     _check_export_options(ctx, "tta" if tta != "none" else "single")
+    onnx_output(output)
     run_dir = _cv_source(checkpoint, run_dir, runs_dir)
     if run_dir is not None:
         _check_export_options(ctx, "ensemble")
+    source = run_dir if run_dir is not None else _checkpoint(checkpoint, runs_dir)  # both checked before torch loads
+    from ..export.ensemble import export_cv_run, export_single_tta
+    from ..export.onnx_export import export as export_single
+
     common = dict(opset=opset, data=data, atol=atol, parity_images=parity_images, provider=provider,
                   embed_preprocessing=embed_preprocessing, cam=cam, echo=echo)
     if run_dir is not None:
         result = export_cv_run(run_dir, output, tta=tta, **common)
     elif tta != "none":
-        result = export_single_tta(_checkpoint(checkpoint, runs_dir), output, tta=tta, **common)
+        result = export_single_tta(source, output, tta=tta, **common)
     else:
-        result = export_single(_checkpoint(checkpoint, runs_dir), output, **common)
+        result = export_single(source, output, **common)
     c = result.contract
     what = "".join([f", ensemble of {result.members} folds" if run_dir is not None else "",
                     f", TTA {tta}" if tta != "none" else ""])
@@ -126,6 +133,9 @@ def _checkpoint(spec: str | None, runs_dir: Path) -> Path:
     from ..training.runs import resolve_checkpoint
 
     path, note = resolve_checkpoint(spec, runs_dir)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path} (run `{program_name()} train` first, or pass "
+                              "--checkpoint)")
     if note:
         click.echo(note, err=True)
     return path
@@ -228,21 +238,18 @@ def quantize(onnx_path: Path, output: Path | None, data: str | None, calibration
 @onnx_option()
 @click.option("--data", default=None, help="Real images for the check (default: the checkpoint's data).")
 @parity_options
-@click.option("--images", "old_images", type=click.IntRange(min=1), default=None, hidden=True,
-              help="Old spelling of --parity-images (kept for one release).")
+@renamed_option("--images", "--parity-images", "parity_images", type=click.IntRange(min=1))
 @provider_option("cpu")
 @runs_dir_option
 def parity(checkpoint: str | None, onnx_path: Path, data: str | None, atol: float, parity_images: int,
-           old_images: int | None, provider: str, runs_dir: Path) -> None:
+           provider: str, runs_dir: Path) -> None:
     """Compare an ONNX file with its checkpoint (or CV run folder) on real images; exit 1 above tolerance."""
+    require_onnx(onnx_path)  # before torch loads: a usage error answers at once
     from ..evaluation.provenance import write_parity_record
     from ..export.ensemble import recheck_parity
 
-    if old_images is not None:
-        click.echo("note: --images is now spelled --parity-images (as on export)", err=True)
-    require_onnx(onnx_path)
     report, source = recheck_parity(checkpoint, onnx_path, data, runs_dir=runs_dir, atol=atol,
-                                    n_images=old_images or parity_images, provider=provider, echo=echo)
+                                    n_images=parity_images, provider=provider, echo=echo)
     click.echo(report.text())
     record = write_parity_record(onnx_path, report.to_dict(), source=source)
     click.echo(f"parity ok (recorded in {record})")
