@@ -176,7 +176,7 @@ async def _multipart_file(request: Request, body: bytes) -> bytes:
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
+        form = await Request(request.scope, replay).form(max_files=8, max_fields=8)
     except Exception as exc:  # python-multipart's parse errors, Starlette's limits: the client's bytes
         raise bad_request("bad_multipart", f"cannot read the multipart body ({exc})") from None
     files = [v for v in form.values() if hasattr(v, "read")]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import sys
 
@@ -46,7 +47,11 @@ class LocalBackend:
         asyncio.get_running_loop().create_task(self._warm_up())
 
     async def _warm_up(self) -> None:
-        await asyncio.to_thread(self.model.warm_up)
+        try:
+            await asyncio.to_thread(self.model.warm_up)
+        except Exception as exc:  # the server stays unready: its probe says so, the log says why
+            logging.getLogger("skinonnx.serve").error("warm-up failed, the model stays not ready: %s", exc)
+            return
         self._ready = True
 
     async def stop(self) -> None:
@@ -100,7 +105,12 @@ def run_local(model: ServedModel, settings: ServeSettings, *, host: str, port: i
     bound = sock.getsockname()[1]
     echo(f"serving '{settings.model_name}' ({model.path}) on http://{host}:{bound} "
          f"(v2: /v2/models/{settings.model_name}/infer, images: /classify, /metrics); SIGTERM or Ctrl-C stops")
+    # uvicorn re-raises the signal it caught once it has shut down gracefully; with these no-op handlers in
+    # place that re-raise lands here harmlessly and `serve` exits 0 after a clean stop
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -138,11 +138,8 @@ class ServedModel:
     def warm_up(self) -> None:
         """One run on a zero input, so the first request does not pay ORT's first-call allocations."""
         size = self.classifier.preprocessing.image_size
-        shape = [1 if d < 0 else d for d in self.input.shape]
-        if self.classifier.takes_uint8:
-            shape[1:3] = [size if d < 0 else d for d in shape[1:3]]
-        else:
-            shape[2:] = [size if d < 0 else d for d in shape[2:]]
+        spatial = (1, 2) if self.classifier.takes_uint8 else (2, 3)
+        shape = [size if i in spatial and d < 0 else max(d, 1) for i, d in enumerate(self.input.shape)]
         self.run(np.zeros(shape, self.input.dtype))
 
     # --- answers ---------------------------------------------------------------------------------

@@ -108,11 +108,6 @@ def replica_class():
                     start += n
             return results
 
-        def check_health(self) -> None:
-            """Ray Serve's replica health check: the session still answers."""
-            if self._ready:
-                self.model.warm_up()
-
     return SkinOnnxReplica
 
 
