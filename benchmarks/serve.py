@@ -42,10 +42,11 @@ def in_process(onnx: str, images: list[Path], requests: int, threads: int | None
 
     clf = OnnxClassifier(onnx, "cpu", threads=threads)
     list(clf.predict_files(images[:4], batch_size=4))  # warm up
+    load = clf.preprocessing.pixels_from_file if clf.takes_uint8 else clf.preprocessing.from_file
     ms = []
     for i in range(requests):
         t0 = time.perf_counter()
-        next(clf.predict_files([images[i % len(images)]], batch_size=1, workers=1))
+        clf.predict_arrays(load(images[i % len(images)])[None])  # decode + preprocess + one ORT call
         ms.append((time.perf_counter() - t0) * 1e3)
     batch = [images[i % len(images)] for i in range(max(requests, 128))]
     t0 = time.perf_counter()
