@@ -222,6 +222,10 @@ class _Observed:
     def __init__(self, app: FastAPI, metrics: ServeMetrics, settings: ServeSettings) -> None:
         self.app, self.metrics, self.settings = app, metrics, settings
         self._token = settings.token.encode() if settings.token else None
+        # requests being received, decoded or waiting: bounded too, so a flood of uploads cannot pile up bodies
+        # in memory ahead of the model's queue
+        self._max_in_flight = 2 * settings.max_queue + settings.max_batch
+        self._in_flight = 0
 
     def __getattr__(self, name: str):  # the wrapped app's attributes (state, routes...) stay reachable
         return getattr(self.app, name)
@@ -238,16 +242,22 @@ class _Observed:
                 status["code"] = message["status"]
             await send(message)
 
+        public = scope["path"] in PUBLIC_PATHS or scope["path"] == "/metrics"
         if self._token is not None and scope["path"] not in PUBLIC_PATHS and not self._authorized(scope):
-            scope[PROBLEM_KEY] = "unauthorized"
-            self.metrics.errors.labels("unauthorized").inc()
-            await JSONResponse({"error": "missing or wrong bearer token (Authorization: Bearer <token>)",
-                                "kind": "unauthorized"}, status_code=401,
-                               headers={"WWW-Authenticate": "Bearer"})(scope, receive, observe)
+            await self._refuse(scope, receive, observe, 401, "unauthorized",
+                               "missing or wrong bearer token (Authorization: Bearer <token>)",
+                               {"WWW-Authenticate": "Bearer"})
+        elif not public and self._in_flight >= self._max_in_flight:
+            await self._refuse(scope, receive, observe, 503, "overloaded", "the server is at capacity (too many "
+                               "requests in flight); retry shortly", {"Retry-After": "1"})
         else:
-            # a failure was already answered (500) and logged by the app's handler; uvicorn need not repeat it
-            with contextlib.suppress(Exception):
-                await self.app(scope, receive, observe)
+            self._in_flight += not public
+            try:
+                # a failure was already answered (500) and logged by the app's handler; uvicorn need not repeat it
+                with contextlib.suppress(Exception):
+                    await self.app(scope, receive, observe)
+            finally:
+                self._in_flight -= not public
         seconds = time.perf_counter() - start
         route = scope.get("route")
         label = getattr(route, "path", "unmatched")
@@ -255,6 +265,12 @@ class _Observed:
         self.metrics.latency.labels(label).observe(seconds)
         if self.settings.access_log:
             self._log(scope, status["code"], seconds)
+
+    async def _refuse(self, scope, receive, send, status: int, kind: str, message: str,
+                      headers: dict[str, str]) -> None:
+        scope[PROBLEM_KEY] = kind
+        self.metrics.errors.labels(kind).inc()
+        await JSONResponse({"error": message, "kind": kind}, status_code=status, headers=headers)(scope, receive, send)
 
     def _authorized(self, scope) -> bool:
         for key, value in scope["headers"]:

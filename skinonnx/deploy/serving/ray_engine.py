@@ -10,6 +10,7 @@ Ray is imported lazily: it is an optional extra (``pip install 'skinonnx[scale]'
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import threading
@@ -118,6 +119,7 @@ def deploy(onnx_path: str | os.PathLike[str], settings: ServeSettings, *, host: 
     import ray
 
     serve = _import_serve()
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # "Started Serve", "Application ... is ready"
     total = cpus if cpus is not None else float(ray.cluster_resources().get("CPU", 1))
     per_replica = max(0.1, total / replicas)
     ort_threads = threads or max(1, int(per_replica))
