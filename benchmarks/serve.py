@@ -2,7 +2,7 @@
 batching on/off, Ray Serve 2 replicas vs one process, and a soak with bad requests mixed in.
 
     python -m benchmarks.serve --onnx exports/model.onnx [--images DIR] [--requests 200] [--concurrency 1,8,32]
-                               [--waits 0,2,5] [--ray] [--soak 10000] [--out serve.json]
+                               [--waits 0,2,5] [--rounds 4] [--ray] [--soak 10000] [--out serve.json]
 
 Every request is a real image upload to ``/classify`` (decode + preprocess + model, as `predict` does per
 image); the baseline decodes and runs the same images in this process with :class:`OnnxClassifier`: one image
@@ -37,22 +37,23 @@ def percentiles(ms: list[float]) -> dict[str, float]:
     return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99)}
 
 
-def in_process(onnx: str, images: list[Path], requests: int, threads: int | None) -> dict:
-    from skinonnx.deploy.runtime import OnnxClassifier
-
-    clf = OnnxClassifier(onnx, "cpu", threads=threads)
-    list(clf.predict_files(images[:4], batch_size=4))  # warm up
+def in_process(clf, images: list[Path], requests: int) -> dict:
     load = clf.preprocessing.pixels_from_file if clf.takes_uint8 else clf.preprocessing.from_file
     ms = []
     for i in range(requests):
         t0 = time.perf_counter()
         clf.predict_arrays(load(images[i % len(images)])[None])  # decode + preprocess + one ORT call
         ms.append((time.perf_counter() - t0) * 1e3)
-    batch = [images[i % len(images)] for i in range(max(requests, 128))]
+    batch = [images[i % len(images)] for i in range(max(requests, 64))]
     t0 = time.perf_counter()
     n = sum(1 for p in clf.predict_files(batch, batch_size=32) if p.ok)
+    return {"_ms": ms, "_n": n, "_wall": time.perf_counter() - t0}
+
+
+def merged_in_process(rounds: list[dict]) -> dict:
+    ms = [m for r in rounds for m in r["_ms"]]
     return {"single": percentiles(ms), "single_rps": round(1e3 / statistics.mean(ms), 1),
-            "batch32_rps": round(n / (time.perf_counter() - t0), 1)}
+            "batch32_rps": round(sum(r["_n"] for r in rounds) / sum(r["_wall"] for r in rounds), 1)}
 
 
 def start_server(onnx: str, port: int, *args: str) -> subprocess.Popen:
@@ -106,7 +107,19 @@ async def load(url: str, bodies: list[tuple[str, bytes]], concurrency: int) -> d
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
     return {"concurrency": concurrency, **(percentiles(ms) if ms else {}), "rps": round(len(ms) / wall, 1),
-            "statuses": statuses, "lost": lost}
+            "statuses": statuses, "lost": lost, "_ms": ms, "_wall": wall}
+
+
+def merged(rows: list[dict]) -> dict:
+    """Rounds of one measurement as one row: all latencies, throughput over the summed time."""
+    ms = [m for r in rows for m in r["_ms"]]
+    statuses: dict[str, int] = {}
+    for r in rows:
+        for k, v in r["statuses"].items():
+            statuses[k] = statuses.get(k, 0) + v
+    return {"concurrency": rows[0]["concurrency"], **percentiles(ms),
+            "rps": round(len(ms) / sum(r["_wall"] for r in rows), 1), "statuses": statuses,
+            "lost": sum(r["lost"] for r in rows)}
 
 
 def rss_mb(pid: int) -> float:
@@ -132,6 +145,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="ORT threads (server and baseline alike)")
     parser.add_argument("--ray", action="store_true", help="also Ray Serve, 2 replicas, vs one process")
     parser.add_argument("--soak", type=int, default=0, help="soak requests (10%% bad), 0: skip")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds alternating between the configurations")
     parser.add_argument("--port", type=int, default=18931)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -144,20 +158,34 @@ def main() -> None:
     thread_args = ["--threads", str(args.threads)] if args.threads else []
     result: dict = {"load_average_start": os.getloadavg(), "cpus": os.cpu_count(), "images": len(images),
                     "model": args.onnx}
-    result["in_process"] = in_process(args.onnx, images, args.requests, args.threads)
-    print("in-process:", result["in_process"], flush=True)
+    from skinonnx.deploy.runtime import OnnxClassifier
+
+    clf = OnnxClassifier(args.onnx, "cpu", threads=args.threads)
+    list(clf.predict_files(images[:4], batch_size=4))  # warm up
     configs = {"no batching": ["--max-batch", "1"]}
     configs.update({f"batching, wait {w} ms": ["--max-wait-ms", w] for w in args.waits.split(",")})
-    result["server"] = {}
-    for label, extra in configs.items():
-        proc = start_server(args.onnx, args.port, *extra, *thread_args)
-        rows = []
-        for c in levels:
-            work = [bodies[i % len(bodies)] for i in range(args.requests)]
-            rows.append(asyncio.run(load(f"http://127.0.0.1:{args.port}", work, c)))
-            print(label, rows[-1], flush=True)
+    # every server runs from the start (idle ones sleep: ORT spinning is off) and the rounds alternate between
+    # them and the in-process baseline, so a change in the machine's load hits every configuration alike
+    servers = {label: start_server(args.onnx, args.port + 2 + i, *extra, *thread_args)
+               for i, (label, extra) in enumerate(configs.items())}
+    ports = {label: args.port + 2 + i for i, label in enumerate(configs)}
+    per_round = max(1, args.requests // args.rounds)
+    baseline, samples = [], {label: {c: [] for c in levels} for label in configs}
+    for r in range(args.rounds):
+        baseline.append(in_process(clf, images, per_round))
+        for label in configs:
+            for c in levels:
+                work = [bodies[(r * per_round + i) % len(bodies)] for i in range(per_round)]
+                samples[label][c].append(asyncio.run(load(f"http://127.0.0.1:{ports[label]}", work, c)))
+        print(f"round {r + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.1f}", flush=True)
+    for proc in servers.values():
         stop_server(proc)
-        result["server"][label] = rows
+    result["in_process"] = merged_in_process(baseline)
+    print("in-process:", result["in_process"], flush=True)
+    result["server"] = {label: [merged(samples[label][c]) for c in levels] for label in configs}
+    for label, rows in result["server"].items():
+        for row in rows:
+            print(label, row, flush=True)
     base, none = result["in_process"], result["server"]["no batching"]
     result["ratios"] = {label: {
         "c1_p50_added_ms": round(rows[0]["p50"] - base["single"]["p50"], 2),
@@ -196,13 +224,13 @@ def ray_vs_local(args, bodies: list[tuple[str, bytes]], concurrency: int) -> dic
             except httpx.TransportError:
                 pass
             time.sleep(0.3)
-        ray_row = asyncio.run(load(url, work, concurrency))
+        ray_row = merged([asyncio.run(load(url, work, concurrency))])
         print("ray serve, 2 replicas:", ray_row, flush=True)
         serve.shutdown()
     finally:
         ray.shutdown()
     proc = start_server(args.onnx, args.port)
-    local_row = asyncio.run(load(f"http://127.0.0.1:{args.port}", work, concurrency))
+    local_row = merged([asyncio.run(load(f"http://127.0.0.1:{args.port}", work, concurrency))])
     stop_server(proc)
     print("local, one process:", local_row, flush=True)
     return {"ray_2_replicas": ray_row, "local": local_row, "rps_ratio": round(ray_row["rps"] / local_row["rps"], 3)}
@@ -215,7 +243,7 @@ def soak(args, bodies: list[tuple[str, bytes]], name: str, thread_args: list[str
     asyncio.run(load(f"http://127.0.0.1:{args.port}", bodies[:32], 8))  # RSS after warm-up traffic
     start = rss_mb(proc.pid)
     t0 = time.perf_counter()
-    row = asyncio.run(load(f"http://127.0.0.1:{args.port}", work, 8))
+    row = merged([asyncio.run(load(f"http://127.0.0.1:{args.port}", work, 8))])
     end = rss_mb(proc.pid)
     code = stop_server(proc)
     fivexx = sum(v for k, v in row["statuses"].items() if k.startswith("5"))

@@ -24,7 +24,7 @@ from .options import POSITIVE_INT, max_pixels_option, onnx_option, provider_opti
 @click.option("--max-batch", type=POSITIVE_INT, default=None,
               help="Rows per ONNX Runtime call; 1 turns dynamic batching off [default: 16, docs/SERVE.md].")
 @click.option("--max-wait-ms", type=click.FloatRange(0, 5000), default=None,
-              help="How long a request waits for others to batch with [default: 2].")
+              help="How long a request waits for others to batch with; 0: only those already queued [default: 0].")
 @click.option("--max-queue", type=POSITIVE_INT, default=None,
               help="Requests waiting for the model before new ones get 503 + Retry-After [default: 256].")
 @click.option("--max-body-mb", type=click.FloatRange(0.001, 1024), default=None,

@@ -18,14 +18,15 @@ from ..atomic import atomic_path, write_text
 from ..errors import ModelFileError
 from ..hashing import file_sha256
 from .runtime import OnnxClassifier
+from .serving import settings as serving_settings
 
 #: ONNX Runtime tensor types -> Triton's DataType enum names
 TRITON_TYPES = {"tensor(float)": "TYPE_FP32", "tensor(uint8)": "TYPE_UINT8", "tensor(float16)": "TYPE_FP16",
                 "tensor(double)": "TYPE_FP64", "tensor(int64)": "TYPE_INT64", "tensor(int32)": "TYPE_INT32",
                 "tensor(int8)": "TYPE_INT8", "tensor(bool)": "TYPE_BOOL"}
 LABELS_FILE = "labels.txt"
-DEFAULT_MAX_BATCH = 16
-DEFAULT_QUEUE_DELAY_US = 2000
+DEFAULT_MAX_BATCH = serving_settings.DEFAULT_MAX_BATCH  # the same batching decision as `serve`
+DEFAULT_QUEUE_DELAY_US = int(serving_settings.DEFAULT_MAX_WAIT_MS * 1000)
 
 
 def _dims(shape: list, batched: bool) -> list[int]:

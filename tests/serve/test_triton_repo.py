@@ -9,7 +9,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from skinonnx.deploy.runtime import OnnxClassifier
-from skinonnx.deploy.triton_repo import TRITON_TYPES, write_triton_repo
+from skinonnx.deploy.triton_repo import DEFAULT_QUEUE_DELAY_US, TRITON_TYPES, write_triton_repo
 from skinonnx.hashing import file_sha256
 
 from .conftest import ModelFiles
@@ -28,7 +28,8 @@ def _check_repo(onnx: Path, repo: Path, name: str) -> model_config_pb2.ModelConf
         for tensor, arg in zip(declared, actual, strict=True):
             assert model_config_pb2.DataType.Name(tensor.data_type) == TRITON_TYPES[arg.type]
             assert list(tensor.dims) == [d if isinstance(d, int) else -1 for d in arg.shape[1:]]  # no batch axis
-    assert config.dynamic_batching.max_queue_delay_microseconds > 0
+    assert config.HasField("dynamic_batching")
+    assert config.dynamic_batching.max_queue_delay_microseconds == DEFAULT_QUEUE_DELAY_US
     labelled = [t for t in config.output if t.label_filename]
     assert [t.name for t in labelled] == ["probabilities"]
     assert (folder / "labels.txt").read_text().splitlines() == list(classifier.contract.classes)

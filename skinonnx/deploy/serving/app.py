@@ -6,6 +6,7 @@ ingress (:mod:`.ray_engine`, Ray Serve's own batching): only the :class:`Backend
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hmac
@@ -13,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -23,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from ... import __version__
+from ...cpus import physical_cores
 from .metrics import ServeMetrics
 from .model import ServedModel
 from .problems import RequestProblem, bad_request
@@ -62,11 +65,17 @@ def create_app(backend: Backend, settings: ServeSettings) -> FastAPI:
             yield
         finally:
             await backend.stop()
+            decoders.shutdown(wait=True)
 
     app = FastAPI(title="skinonnx", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     model, metrics = backend.model, backend.metrics
     _add_error_handlers(app, metrics)
+    # decoding (Pillow releases the GIL) on as many threads as cores: more only makes them fight the model
+    decoders = ThreadPoolExecutor(max_workers=max(2, physical_cores()), thread_name_prefix="decode")
+
+    async def off_loop(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(decoders, fn, *args)
 
     def check_model(name: str, version: str | None = None) -> None:
         if name != settings.model_name:
@@ -122,13 +131,11 @@ def create_app(backend: Backend, settings: ServeSettings) -> FastAPI:
         """POST an image (raw body, or multipart/form-data with one file) -> label, probability, threshold."""
         check_ready()
         data = await image_bytes(request, settings.max_body_bytes)
-        from starlette.concurrency import run_in_threadpool
-
-        rows = await run_in_threadpool(model.image_input, data, settings.max_pixels)
+        rows = await off_loop(model.image_input, data, settings.max_pixels)
         outputs = await backend.infer(rows)
         answer = model.classification(outputs)
         if cam:
-            png = await run_in_threadpool(model.cam_png, outputs, data, settings.max_pixels)
+            png = await off_loop(model.cam_png, outputs, data, settings.max_pixels)
             answer["cam_overlay_png"] = base64.b64encode(png).decode("ascii")
         return JSONResponse(answer)
 

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from ...data.images import DEFAULT_MAX_PIXELS
 
-#: defaults measured with benchmarks/serve.py (docs/SERVE.md): at concurrency 1 the wait costs every request
-#: its full length, under load a batch fills before the wait ends; 16 rows keep one ORT call short on 2 cores.
+#: defaults measured with benchmarks/serve.py (docs/SERVE.md "Measured here"): on CPUs one image costs about the
+#: same alone or in a batch, so waiting for company only adds latency; with no wait, batches still form from the
+#: requests that queued while the previous call ran. Where batches are cheaper per image (GPUs), raise the wait.
 DEFAULT_MAX_BATCH = 16
-DEFAULT_MAX_WAIT_MS = 2.0
+DEFAULT_MAX_WAIT_MS = 0.0
 DEFAULT_MAX_QUEUE = 256
 DEFAULT_MAX_BODY_MB = 20.0
 
