@@ -33,12 +33,16 @@ from .options import POSITIVE_INT, max_pixels_option, onnx_option, provider_opti
               help="Require 'Authorization: Bearer <token>' (the file's first line) on every route but the health "
                    "probes; 401 otherwise.")
 @click.option("--no-access-log", is_flag=True, help="Don't write the JSON-lines access log to stderr.")
+@click.option("--triton-repo", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Instead of serving: write a Triton model repository for --onnx into this folder "
+                   "(DIR/<model name>/config.pbtxt, 1/model.onnx, labels.txt) and exit (docs/SERVE.md).")
 @max_pixels_option
 @threads_option
 @provider_option()
 def serve(onnx_path: Path, host: str, port: int, model_name: str | None, engine: str, address: str | None,
           replicas: int | None, max_batch: int | None, max_wait_ms: float | None, max_queue: int | None,
-          max_body_mb: float | None, token_file: Path | None, no_access_log: bool, max_pixels: int,
+          max_body_mb: float | None, token_file: Path | None, no_access_log: bool, triton_repo: Path | None,
+          max_pixels: int,
           threads: int | None, provider: str) -> None:
     """Serve the model over HTTP: Open Inference Protocol v2 (/v2/...), an image endpoint (/classify), /metrics."""
     from ..deploy.serving import settings as defaults
@@ -48,6 +52,10 @@ def serve(onnx_path: Path, host: str, port: int, model_name: str | None, engine:
     if engine != "ray" and (address or replicas):
         raise click.UsageError("--address and --replicas need --engine ray")
     require_onnx(onnx_path)
+    if triton_repo is not None:
+        _refuse_serving_options_with_triton_repo()
+        _write_triton_repo(onnx_path, triton_repo, model_name or default_model_name(onnx_path), max_batch)
+        return
     settings = defaults.ServeSettings(
         model_name=model_name or default_model_name(onnx_path),
         max_batch=max_batch or defaults.DEFAULT_MAX_BATCH,
@@ -58,3 +66,24 @@ def serve(onnx_path: Path, host: str, port: int, model_name: str | None, engine:
         access_log=not no_access_log)
     run_service(onnx_path, settings, host=host, port=port, provider=provider, threads=threads, engine=engine,
                 address=address, replicas=replicas or 1, echo=lambda msg: click.echo(msg, err=True))
+
+
+def _refuse_serving_options_with_triton_repo() -> None:
+    """--triton-repo writes files and serves nothing: options about serving would be ignored, so refuse them."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    given = [f"--{name.replace('_', '-')}" for name in ctx.params
+             if name not in ("onnx_path", "model_name", "max_batch", "triton_repo")
+             and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    if given:
+        raise click.UsageError(f"--triton-repo writes a model repository and serves nothing: drop {', '.join(given)}")
+
+
+def _write_triton_repo(onnx_path: Path, repo: Path, name: str, max_batch: int | None) -> None:
+    from ..deploy.serving.service import check_model_name
+    from ..deploy.triton_repo import DEFAULT_MAX_BATCH, write_triton_repo
+
+    folder = write_triton_repo(onnx_path, repo, name=check_model_name(name), max_batch=max_batch or DEFAULT_MAX_BATCH)
+    click.echo(f"wrote {folder}/config.pbtxt, {folder}/1/model.onnx, {folder}/labels.txt: "
+               f"tritonserver --model-repository {repo}")

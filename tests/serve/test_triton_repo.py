@@ -49,3 +49,19 @@ def test_config_pbtxt_round_trips_through_tritons_model_config(model_files: Mode
 def test_ensemble_repo_lists_member_probabilities(ensemble_file: Path, tmp_path: Path) -> None:
     config = _check_repo(ensemble_file, tmp_path / "repo", "ens")
     assert "member_probabilities" in [t.name for t in config.output]
+
+
+def test_serve_triton_repo_writes_the_repository_and_refuses_serving_options(model_files: ModelFiles,
+                                                                             tmp_path: Path) -> None:
+    from ..badfiles import cli_error
+    from ..conftest import run_cli
+
+    out = run_cli("serve", "--onnx", model_files.float32, "--triton-repo", tmp_path / "repo", "--model-name", "skin",
+                  "--max-batch", "8").output
+    assert "tritonserver --model-repository" in out
+    config = text_format.Parse((tmp_path / "repo" / "skin" / "config.pbtxt").read_text(),
+                               model_config_pb2.ModelConfig())
+    assert config.name == "skin" and config.max_batch_size == 8
+    cli_error("serve", "--onnx", model_files.float32, "--triton-repo", tmp_path / "r2", "--port", "9000", code=2,
+              says=["--port"])
+    assert not (tmp_path / "r2").exists()
