@@ -188,7 +188,7 @@ def main() -> None:
             print(label, row, flush=True)
     base, none = result["in_process"], result["server"]["no batching"]
     result["ratios"] = {label: {
-        "c1_p50_added_ms": round(rows[0]["p50"] - base["single"]["p50"], 2),
+        f"c{levels[0]}_p50_added_ms": round(rows[0]["p50"] - base["single"]["p50"], 2),
         f"c{levels[-1]}_rps_vs_in_process_batch32": round(rows[-1]["rps"] / base["batch32_rps"], 3),
         f"c{levels[-1]}_rps_vs_no_batching": round(rows[-1]["rps"] / none[-1]["rps"], 3)}
         for label, rows in result["server"].items()}
