@@ -98,15 +98,17 @@ def serve_process(tmp_path: Path) -> Iterator:
 class ModelFiles:
     float32: Path
     uint8: Path
+    triton_repo: Path  # written by the same `export --triton-repo`
 
 
 @pytest.fixture(scope="session")
 def model_files(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
-    """The session weights exported once with --embed-preprocessing: the float file and its uint8-input twin."""
+    """The session weights exported once with --embed-preprocessing and --triton-repo: the float file, its
+    uint8-input twin and a Triton repository of the float file."""
     out = tmp_path_factory.mktemp("serve-models") / "skin.onnx"
     run_cli("export", "--checkpoint", trained.checkpoint, "--output", out, "--data", trained.data,
-            "--parity-images", "2", "--embed-preprocessing")
-    return ModelFiles(out, out.with_name("skin.uint8.onnx"))
+            "--parity-images", "2", "--embed-preprocessing", "--triton-repo", out.parent / "triton")
+    return ModelFiles(out, out.with_name("skin.uint8.onnx"), out.parent / "triton")
 
 
 @pytest.fixture(scope="session")

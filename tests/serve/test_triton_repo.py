@@ -46,6 +46,14 @@ def test_config_pbtxt_round_trips_through_tritons_model_config(model_files: Mode
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["skin", "skin_uint8"]
 
 
+def test_export_triton_repo_writes_the_same_repository(model_files: ModelFiles) -> None:
+    folder = model_files.triton_repo / "skin"
+    config = text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert config.name == "skin" and config.platform == "onnxruntime_onnx"
+    assert file_sha256(folder / "1" / "model.onnx") == file_sha256(model_files.float32)
+    assert [t.name for t in config.output] == ["logits", "probabilities", "cam"]
+
+
 def test_ensemble_repo_lists_member_probabilities(ensemble_file: Path, tmp_path: Path) -> None:
     config = _check_repo(ensemble_file, tmp_path / "repo", "ens")
     assert "member_probabilities" in [t.name for t in config.output]
