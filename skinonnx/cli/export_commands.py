@@ -32,7 +32,7 @@ EXPORT_PATHS = ("single", "ensemble", "tta")
 PATH_OPTION = {"ensemble": "run_dir", "tta": "tta"}  # the option that selects the path
 EXPORT_OPTIONS: dict[str, tuple[str, ...]] = dict.fromkeys(
     ("opset", "data", "atol", "parity_images", "int8", "embed_preprocessing", "fp16", "fp16_tolerance", "ort_format",
-     "cam", "provider"), EXPORT_PATHS)
+     "cam", "provider", "triton_repo"), EXPORT_PATHS)
 NEEDS = {"fp16_tolerance": "fp16"}  # an option that only tunes another: refused without it
 CONFLICTS = (("run_dir", "checkpoint"),)  # two sources for the model
 
@@ -74,12 +74,16 @@ def parity_options(f):
 @click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
               help="Test-time augmentation inside the graph: the mean logits over 2 views (horizontal flip) or 8 "
                    "(all flips and right-angle rotations).")
+@click.option("--triton-repo", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Also write a Triton model repository of OUTPUT: DIR/<stem>/config.pbtxt, 1/model.onnx, labels.txt "
+                   "(docs/SERVE.md).")
 @provider_option("cpu")
 @runs_dir_option
 @click.pass_context
 def export(ctx: click.Context, checkpoint: str | None, output: Path, opset: int, data: str | None, atol: float,
            parity_images: int, int8: bool, embed_preprocessing: bool, fp16: bool, fp16_tolerance: float,
-           ort_format: bool, cam: bool, run_dir: Path | None, tta: str, provider: str, runs_dir: Path) -> None:
+           ort_format: bool, cam: bool, run_dir: Path | None, tta: str, triton_repo: Path | None, provider: str,
+           runs_dir: Path) -> None:
     """Export a checkpoint (default: the newest run's best.pt), or a cross-validation run's folds as one
     ensemble, to a self-describing ONNX file (checked, parity-tested, atomic)."""
     from ..atomic import onnx_output
@@ -111,6 +115,10 @@ def export(ctx: click.Context, checkpoint: str | None, output: Path, opset: int,
                    f"{c.preprocessing.resize_size}; see docs/EMBEDDING.md)")
     if int8 or fp16 or ort_format:
         _write_variants(result, data, int8=int8, fp16=fp16, fp16_tolerance=fp16_tolerance, ort_format=ort_format)
+    if triton_repo is not None:
+        from ..deploy.triton_repo import write_triton_repo
+
+        click.echo(f"wrote Triton model repository {write_triton_repo(result.path, triton_repo)}/")
 
 
 def _check_export_options(ctx: click.Context, path: str) -> None:
