@@ -13,6 +13,7 @@ from ..cpus import passive_openmp_wait
 from .deploy_commands import info, predict, test_cmd, web
 from .explain_commands import explain
 from .export_commands import export, parity, quantize
+from .monitor_commands import monitor
 from .training_commands import demo, synthetic, train
 
 
@@ -23,7 +24,7 @@ def main() -> None:
     passive_openmp_wait()  # before any command imports torch: no OpenMP spin-waiting on a shared CPU
 
 
-for _command in (train, export, quantize, parity, test_cmd, predict, info, explain, demo, synthetic, web):
+for _command in (train, export, quantize, parity, test_cmd, predict, info, explain, demo, synthetic, web, monitor):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -108,7 +108,7 @@ def accept_top(confidence: ArrayLike, coverage: float) -> NDArray[np.bool_]:
     conf = _scores(confidence, "confidence")
     if not 0.0 <= coverage <= 1.0:
         raise ValueError(f"coverage must be in [0, 1], got {coverage!r}")
-    keep = int(round(coverage * conf.size))
+    keep = round(coverage * conf.size)
     order = np.argsort(-conf, kind="stable")
     mask = np.zeros(conf.size, dtype=bool)
     mask[order[:keep]] = True

@@ -19,6 +19,7 @@ Rules, decided here once:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -58,7 +59,7 @@ def group_labels(values: Sequence[str]) -> tuple[list[str], str]:
     if present and all(n is not None for n in numbers) and len(set(numbers)) > MAX_NUMERIC_LEVELS:
         edges = np.unique(np.quantile(np.array(numbers, dtype=float), np.linspace(0, 1, NUMERIC_BINS + 1)))
         names = [f"[{_fmt(lo)}, {_fmt(hi)}{']' if i == len(edges) - 2 else ')'}"
-                 for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True))]
+                 for i, (lo, hi) in enumerate(itertools.pairwise(edges))]
         labels = []
         for v in cleaned:
             if v.lower() in MISSING_VALUES:
