@@ -76,23 +76,25 @@ def check_columns(columns: Sequence[str], available: Sequence[str]) -> None:
 
 
 def group_values(rows: Sequence[Mapping[str, Any]], column: str, attributes: Mapping[str, Mapping[str, str]], *,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = False) -> tuple[list[str], str, bool]:
-    """Each evaluated image's group for ``column``, how it was grouped, and whether it is an estimate."""
+                 max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = False
+                 ) -> tuple[list[str], str, tuple[str, ...] | None]:
+    """Each evaluated image's group for ``column``, how it was grouped, and for an estimate (ITA) the order of
+    its categories (None for a column of the data)."""
     if column == ITA_COLUMN:
         from tqdm import tqdm
 
-        from ..data.skin_tone import estimate_ita_file, ita_category
+        from ..data.skin_tone import ITA_CATEGORIES, UNKNOWN, estimate_ita_file, ita_category
 
         values = []
         for row in tqdm(rows, desc="estimated ITA", unit="img", disable=not progress, leave=False):
             try:
                 values.append(ita_category(estimate_ita_file(row["path"], max_pixels=max_pixels)))
             except SkinOnnxError:
-                values.append("no estimate")
-        return values, ITA_HOW, True
+                values.append(UNKNOWN)
+        return values, ITA_HOW, (*(name for name, _, _ in ITA_CATEGORIES), UNKNOWN)
     raw = [attributes.get(path_key(row["path"]), {}).get(column, "") for row in rows]
     labels, how = group_labels(raw)
-    return labels, how, False
+    return labels, how, None
 
 
 def subgroup_blocks(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, rows: Sequence[Mapping[str, Any]],
@@ -102,9 +104,10 @@ def subgroup_blocks(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, ro
     """One :func:`.subgroups.subgroup_table` per ``--by`` column."""
     blocks = []
     for column in columns:
-        values, how, estimate = group_values(rows, column, attributes, max_pixels=max_pixels, progress=progress)
+        values, how, order = group_values(rows, column, attributes, max_pixels=max_pixels, progress=progress)
         blocks.append(subgroup_table(y_true, y_prob, threshold, values, column=column, how=how, bootstrap=bootstrap,
-                                     seed=seed, confidence=confidence, estimate=estimate))
+                                     seed=seed, confidence=confidence, estimate=order is not None,
+                                     order=order or ()))
     return blocks
 
 

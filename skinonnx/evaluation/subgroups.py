@@ -8,10 +8,11 @@ Rules, decided here once:
   similar numbers of images; a bin is ``[low, high)``, the last ``[low, high]``); a numeric column with
   few levels (Fitzpatrick I-VI, age in decades) and any text column is kept as it is.
 * **Too small.** A metric's value is shown for a group only when each class its definition needs holds
-  at least ``MIN_PER_CLASS`` images (sensitivity: positives; specificity: negatives; accuracy: images;
-  everything else: both classes). Otherwise the group is still listed, with its counts, and the metric
-  reads "too small". A group with fewer than ``MIN_PER_CLASS`` positives or negatives is marked
-  ``too_small``.
+  at least ``MIN_PER_CLASS`` images (sensitivity: positives; specificity: negatives; everything else,
+  accuracy included, both classes: in a one-class group accuracy is sensitivity or specificity in disguise
+  and would be compared with an overall accuracy of another class mix). Otherwise the group is still
+  listed, with its counts, and the metric reads "too small". A group with fewer than ``MIN_PER_CLASS``
+  positives or negatives is marked ``too_small``.
 * **Flag.** A shown metric is flagged when the group's whole CI lies below the overall value (every
   metric here is better when higher). With many groups and metrics some flags are expected by chance
   (each CI misses its true value 5 % of the time): a flag is a lead to examine, not a finding.
@@ -36,7 +37,6 @@ MISSING = "missing"
 MISSING_VALUES = frozenset({"", "na", "n/a", "nan", "none", "null", "unknown"})
 ONLY_POSITIVES = frozenset({"sensitivity"})
 ONLY_NEGATIVES = frozenset({"specificity"})
-ANY_CLASS = frozenset({"accuracy"})
 
 
 def _number(text: str) -> float | None:
@@ -75,13 +75,18 @@ def group_labels(values: Sequence[str]) -> tuple[list[str], str]:
         n is not None for n in numbers) else "")
 
 
-def _order(groups: list[str]) -> list[str]:
-    """Numeric bins by their lower edge, numeric levels by value, text alphabetically; ``missing`` last."""
+def _order(groups: list[str], known: Sequence[str] = ()) -> list[str]:
+    """``known`` names in their order, then numeric bins by lower edge, numeric levels by value, text
+    alphabetically; ``missing`` last."""
+    rank = {name: i for i, name in enumerate(known)}
+
     def key(name: str) -> tuple[int, float, str]:
+        if name in rank:
+            return (0, rank[name], name)
         if name == MISSING:
-            return (2, 0.0, name)
+            return (3, 0.0, name)
         number = _number(name.lstrip("[").split(",")[0])
-        return (0, number, name) if number is not None else (1, 0.0, name)
+        return (1, number, name) if number is not None else (2, 0.0, name)
     return sorted(set(groups), key=key)
 
 
@@ -91,18 +96,18 @@ def _needs(name: str, n_pos: int, n_neg: int, minimum: int) -> str | None:
         return None if n_pos >= minimum else f"fewer than {minimum} positives"
     if name in ONLY_NEGATIVES:
         return None if n_neg >= minimum else f"fewer than {minimum} negatives"
-    if name in ANY_CLASS:
-        return None if n_pos + n_neg >= minimum else f"fewer than {minimum} images"
     return None if min(n_pos, n_neg) >= minimum else f"fewer than {minimum} positives or negatives"
 
 
 def subgroup_table(y_true: ArrayLike, y_prob: ArrayLike, threshold: float, groups: Sequence[str], *,
                    column: str, how: str = "", bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95,
-                   min_per_class: int = MIN_PER_CLASS, estimate: bool = False) -> dict[str, Any]:
+                   min_per_class: int = MIN_PER_CLASS, estimate: bool = False,
+                   order: Sequence[str] = ()) -> dict[str, Any]:
     """One column's table: the overall metrics and, per group, size, metrics, CIs, what is too small, flags.
 
     ``groups`` gives each image's group label (see :func:`group_labels`). JSON-ready; undefined values NaN.
-    ``estimate`` marks a column computed by skinonnx (estimated ITA) rather than read from the data.
+    ``estimate`` marks a column computed by skinonnx (estimated ITA) rather than read from the data;
+    ``order`` lists group names that come first, in that order (e.g. the ITA categories, lightest first).
     """
     truth = np.asarray(y_true).astype(np.int64)
     prob = np.asarray(y_prob, dtype=np.float64)
@@ -111,7 +116,7 @@ def subgroup_table(y_true: ArrayLike, y_prob: ArrayLike, threshold: float, group
         raise ValueError(f"y_true, y_prob and groups differ in length ({truth.size}, {prob.size}, {labels.size})")
     overall = binary_metrics(truth, prob, threshold)
     rows = []
-    for name in _order(list(labels)):
+    for name in _order(list(labels), order):
         mask = labels == name
         t, p = truth[mask], prob[mask]
         n_pos, n_neg = int(t.sum()), int(t.size - t.sum())

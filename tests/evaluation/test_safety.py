@@ -32,8 +32,8 @@ def test_attributes_csv_groups_and_missing(tmp_path) -> None:
     rows = _rows(tmp_path, 4)
     (tmp_path / "attrs.csv").write_text("path,sex,age\nimg/0.png,male,30\nimg/1.png,female,\nimg/2.png,male,55\n")
     table = read_attributes_csv(tmp_path / "attrs.csv")
-    values, _, estimate = safety.group_values(rows, "sex", table)
-    assert values == ["male", "female", "male", "missing"] and not estimate  # img/3 has no row
+    values, _, order = safety.group_values(rows, "sex", table)
+    assert values == ["male", "female", "male", "missing"] and order is None  # img/3 has no row
     safety.check_columns(["sex", "ita"], ["sex", "age"])
     with pytest.raises(SkinOnnxError, match=r"no such column.*sex, age"):
         safety.check_columns(["site"], ["sex", "age"])
@@ -44,8 +44,8 @@ def test_attributes_csv_groups_and_missing(tmp_path) -> None:
 
 def test_ita_groups_are_estimates(tmp_path) -> None:
     rows = _rows(tmp_path, 4)
-    values, how, estimate = safety.group_values(rows, "ita", {})
-    assert estimate and "estimate" in how
+    values, how, order = safety.group_values(rows, "ita", {})
+    assert order[:2] == ("very light", "light") and "estimate" in how
     assert values[0] == values[1] != values[2] == values[3]
     assert values[0] in ("very light", "light") and values[2] in ("tan", "brown", "intermediate")
 

@@ -48,6 +48,9 @@ def test_table_sizes_metrics_flags_and_too_small() -> None:
     assert c["too_small"] and c["metrics"]["sensitivity"] is None
     assert c["not_shown"]["sensitivity"] == "fewer than 10 positives"
     assert c["metrics"]["specificity"] == 1.0 and c["metrics"]["roc_auc"] is None  # 15 negatives: shown
+    assert c["metrics"]["accuracy"] is None  # needs both classes: in one class it is sensitivity in disguise
+    ordered = sg.subgroup_table(y, p, 0.5, g, column="site", bootstrap=0, order=("c", "a"))
+    assert [r["group"] for r in ordered["groups"]] == ["c", "a", "b"]
 
 
 def test_single_class_group_and_no_bootstrap() -> None:
