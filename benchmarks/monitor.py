@@ -15,7 +15,8 @@ Quantities compared: the model's probability and the image statistics (data/imag
 `monitor` does; ``ood_score`` too when the model has one. Both tests (KS + Holm, MMD permutation) run on the
 same draws.
 
-    python -m benchmarks.monitor --onnx runs/real64b.onnx [--data /path/to/isic-bm] [--repeats 20] [--batch 40]
+    python -m benchmarks.monitor --onnx exports/model.onnx [--data /path/to/isic-bm] [--repeats 20] [--batch 40]
+                                 [--null-repeats 180]
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--data", default=os.environ.get("SKINONNX_ISIC_DATA", "../shared/data/isic-bm"))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--batch", type=int, default=40)
+    parser.add_argument("--null-repeats", type=int, default=0,
+                        help="Extra same-distribution draws for a tighter false-alarm estimate (cheap).")
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
@@ -116,6 +119,14 @@ def main() -> None:
                 results.setdefault(f"{case} / {method}", {"alarms": 0, "repeats": 0})
                 results[f"{case} / {method}"]["alarms"] += int(verdict["drift"])
                 results[f"{case} / {method}"]["repeats"] += 1
+    for r in range(args.null_repeats):
+        order = rng.permutation(n)
+        for method in ("ks", "mmd"):
+            verdict = drift_test(take(pool, order[args.batch:]), take(pool, order[:args.batch]), method=method,
+                                 alpha=args.alpha, seed=args.repeats + r)
+            key = f"same distribution / {method}"
+            results[key]["alarms"] += int(verdict["drift"])
+            results[key]["repeats"] += 1
     print(f"pool {n} images (val + test of {args.data}), batch {args.batch}, reference {n - args.batch}, "
           f"{args.repeats} repeats, alpha {args.alpha}, model {args.onnx}")
     for key, value in results.items():
