@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import write_bytes, write_text
-from ..data.attributes import path_key
+from ..data.attributes import attribute_columns, path_key
 from ..data.image_statistics import FILE_NAME as STATISTICS_FILE
 from ..data.image_statistics import file_statistics, write_statistics_csv
 from ..data.images import DEFAULT_MAX_PIXELS
@@ -60,6 +60,26 @@ def selective_block(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, ro
     scores = ood_scores(rows)
     return selective_section(y_true, y_prob, threshold, ood_score=scores,
                              ood_threshold=ood_threshold if scores is not None else None)
+
+
+def parse_by(values: Sequence[str]) -> list[str]:
+    """``--by a,b --by c`` -> ``[a, b, c]`` (order kept, repeats dropped)."""
+    return list(dict.fromkeys(c.strip() for v in values for c in v.split(",") if c.strip()))
+
+
+def safety_summary(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, rows: Sequence[Mapping[str, Any]], *,
+                   ood_threshold: float | None = None, by: Sequence[str] = (),
+                   attributes: Mapping[str, Mapping[str, str]] | None = None, bootstrap: int = 1000, seed: int = 0,
+                   confidence: float = 0.95, max_pixels: int = DEFAULT_MAX_PIXELS,
+                   progress: bool = False) -> dict[str, Any]:
+    """The ``selective`` and ``subgroups`` blocks of summary.json (``subgroups`` None without ``by``)."""
+    table = attributes or {}
+    if by:
+        check_columns(by, attribute_columns([table]))
+    return {"selective": selective_block(y_true, y_prob, threshold, rows, ood_threshold),
+            "subgroups": subgroup_blocks(y_true, y_prob, threshold, rows, by, table, bootstrap=bootstrap, seed=seed,
+                                         confidence=confidence, max_pixels=max_pixels, progress=progress)
+            if by else None}
 
 
 def check_columns(columns: Sequence[str], available: Sequence[str]) -> None:

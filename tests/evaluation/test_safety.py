@@ -88,3 +88,16 @@ def test_files_written(tmp_path) -> None:
     rows = _rows(tmp_path, 3)
     assert safety.write_image_statistics(tmp_path, rows) == ["image_statistics.csv"]
     assert (tmp_path / "image_statistics.csv").read_text().count("\n") == 4
+
+
+def test_safety_summary_and_by_parsing(tmp_path) -> None:
+    assert safety.parse_by(["sex,age", "ita", " sex "]) == ["sex", "age", "ita"]
+    y, p = np.array([1, 0, 1, 0]), np.array([0.9, 0.2, 0.3, 0.6])
+    rows = [{"path": f"/x/{i}.png"} for i in range(4)]
+    plain = safety.safety_summary(y, p, 0.5, rows)
+    assert plain["subgroups"] is None and plain["selective"]["deployed"]["coverage"] == 1.0
+    table = {path_key(r["path"]): {"sex": "f" if i < 2 else "m"} for i, r in enumerate(rows)}
+    by_sex = safety.safety_summary(y, p, 0.5, rows, by=["sex"], attributes=table, bootstrap=0)
+    assert [g["group"] for g in by_sex["subgroups"][0]["groups"]] == ["f", "m"]
+    with pytest.raises(SkinOnnxError, match="no such column"):
+        safety.safety_summary(y, p, 0.5, rows, by=["age"], attributes=table)
