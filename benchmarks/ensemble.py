@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from skinonnx.data.layouts import discover
     from skinonnx.deploy.runtime import OnnxClassifier
     from skinonnx.export.parity import load_parity_images
-    from skinonnx.training.cross_validation import read_cv
+    from skinonnx.training.cv_record import read_cv
 
     k = int(read_cv(args.run)["folds"])
     with tempfile.TemporaryDirectory(prefix="skinonnx-ens-bench-") as tmp:

@@ -133,7 +133,7 @@ def test_kill_9_while_writing_a_report_keeps_the_old_one(tmp_path: Path, command
     final = report / "predictions.csv"
     final.write_text("old,report\n")
     args = (["predict", "--onnx", str(model), str(data / "test"), "-o", str(final)] if command == "predict" else
-            ["test", "--onnx", str(model), "--data", str(data), "--out", str(report)])
+            ["test", "--onnx", str(model), "--data", str(data), "--output", str(report)])
     # die at the report's rename (predict's resumable part files in predictions.csv.parts/ are renamed before)
     code = SELF_KILL + ("import sys\nimport skinonnx.atomic as a\nreal = a.os.replace\n"
                         "a.os.replace = lambda s, d: die() if str(d).endswith('predictions.csv') else real(s, d)\n"

@@ -63,8 +63,12 @@ def test_quantize_takes_the_data_recorded_in_the_model_and_refuses_without(tmp_p
     recorded = tiny_onnx(tmp_path / "m.onnx", extra_meta={"training_data": str(synthetic_data)})
     cli_ok("quantize", "--onnx", recorded)
     assert seen["data"] == str(synthetic_data)
-    cli_error("quantize", "--onnx", tiny_onnx(tmp_path / "plain.onnx"), code=2,
-              says=("pass --data DIR: the model's metadata names no training data",))
+    cli_error("quantize", "--onnx", tiny_onnx(tmp_path / "plain.onnx"),
+              says=("`quantize` needs the model's data: pass --data DIR; the model records no training data",))
+    monkeypatch.chdir(tmp_path)  # where the default report folder would go
+    cli_error("test", "--onnx", tiny_onnx(tmp_path / "gone.onnx", extra_meta={"training_data": str(tmp_path / "x")}),
+              says=("`test` needs the model's data: pass --data DIR", f"it names {tmp_path / 'x'}, which is not here"))
+    assert not (tmp_path / "reports").exists()
 
 
 def test_int8_gate_failure_suggests_a_command_that_runs() -> None:
@@ -112,7 +116,7 @@ def test_training_curves_have_whole_epoch_ticks_and_legends_off_the_data() -> No
 def test_model_card_of_a_foreign_onnx_file_claims_only_what_is_true(tmp_path: Path, synthetic_data: Path) -> None:
     bare = tiny_onnx(tmp_path / "bare.onnx", metadata=False)
     out = tmp_path / "report"
-    run_cli("test", "--onnx", bare, "--data", synthetic_data, "--out", out, "--image-size", "16", "--mean",
+    run_cli("test", "--onnx", bare, "--data", synthetic_data, "--output", out, "--image-size", "16", "--mean",
             "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--provider", "cpu", "--no-plots", "--bootstrap", "50",
             "--quiet")
     card = (out / "MODEL_CARD.md").read_text()
@@ -129,7 +133,7 @@ def test_zero_width_auc_interval_is_explained_not_reported_as_a_span(tmp_path: P
     from skinonnx.evaluation.model_card import render_model_card
 
     model = tiny_onnx(tmp_path / "m.onnx")
-    run_cli("test", "--onnx", model, "--data", synthetic_data, "--out", tmp_path / "r", "--provider", "cpu",
+    run_cli("test", "--onnx", model, "--data", synthetic_data, "--output", tmp_path / "r", "--provider", "cpu",
             "--no-plots", "--bootstrap", "50", "--quiet")
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     summary["ci"]["roc_auc"] = [1.0, 1.0]  # what a perfect demo model gets
@@ -149,14 +153,14 @@ def test_refused_calibration_is_in_the_model_card(tmp_path: Path, synthetic_data
 
     refused = {"temperature": 1.0, "fitted_temperature": 0.06, "refused": "hit its bound (0.05 .. 20.0): ..."}
     model = tiny_onnx(tmp_path / "m.onnx", extra_meta={"calibration": json.dumps(refused)})
-    run_cli("test", "--onnx", model, "--data", synthetic_data, "--out", tmp_path / "r", "--provider", "cpu",
+    run_cli("test", "--onnx", model, "--data", synthetic_data, "--output", tmp_path / "r", "--provider", "cpu",
             "--no-plots", "--no-ci", "--quiet")
     card = render_model_card(json.loads((tmp_path / "r" / "summary.json").read_text()))
     assert "Temperature scaling was **refused** at training: the fitted T = 0.0600 hit its bound" in card
 
 
 def test_collect_inputs_refuses_missing_paths_but_skips_empty_globs(tmp_path: Path, images: Path) -> None:
-    from skinonnx.deploy.predict import collect_inputs
+    from skinonnx.data.inputs import collect_inputs
     from skinonnx.errors import SkinOnnxError
 
     paths, problems = collect_inputs([str(images), str(tmp_path / "*.jpg")])

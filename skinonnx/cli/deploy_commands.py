@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import click
@@ -10,23 +11,28 @@ from ..errors import SkinOnnxError
 from .options import (
     POSITIVE_INT,
     data_from_metadata,
+    onnx_option,
     onnx_runtime_options,
     open_classifier,
     program_name,
+    renamed_option,
+    require_onnx,
+    runs_dir_option,
 )
 
 
 @click.command("test")
-@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=Path("exports/model.onnx"),
-              show_default=True)
+@onnx_option()
 @click.option("--data", default=None,
               help="Data set to evaluate (default: the training data recorded in the model's metadata).")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Override the decision threshold stored in the model.")
 @click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True)
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Report folder (default: reports/<model name>).")
+@click.option("--output", "-o", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Report folder (default: reports/<model name>-<first 8 hex of its sha256>).")
+@renamed_option("--out", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace a report of another model in --output.")
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=10), default=1000, show_default=True,
               help="Stratified bootstrap resamples for the confidence intervals.")
 @click.option("--ci-seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resampling.")
@@ -35,60 +41,88 @@ from .options import (
 @click.option("--no-ci", is_flag=True, help="Point estimates only (no bootstrap).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print summary.json to stdout instead of the table (schema: docs/REPORTS.md).")
-@click.option("--run-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
-              help="Training run folder (config.json, metrics.csv) for the training curves and model card "
-                   "(default: the one recorded in the ONNX metadata, if it exists).")
-@click.option("--skip-val", is_flag=True,
-              help="Don't also run the validation split (used for its calibration before/after and its figures "
-                   "at the operating point).")
+@click.option("--run-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), help="Training run folder "
+              "(config.json, metrics.csv) for the curves and model card (default: the one the ONNX metadata names).")
+@runs_dir_option
+@click.option("--skip-val", is_flag=True, help="Don't also run the validation split (used for its calibration "
+              "before/after and its figures at the operating point).")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
 @click.option("--no-html", is_flag=True, help="Skip report.html and its case images (report_files/).")
 @onnx_runtime_options
 def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | None, batch_size: int,
-             out_dir: Path | None, n_bootstrap: int, ci_seed: int, confidence: float, no_ci: bool, as_json: bool,
-             run_dir: Path | None, skip_val: bool, no_plots: bool, no_html: bool, provider: str,
-             threads: int | None, save_optimized: Path | None, max_pixels: int, image_size: int | None,
-             mean: str | None, std: str | None, classes: str | None, quiet: bool) -> None:
+             out_dir: Path | None, overwrite: bool, n_bootstrap: int, ci_seed: int, confidence: float, no_ci: bool,
+             as_json: bool, run_dir: Path | None, runs_dir: Path, skip_val: bool, no_plots: bool, no_html: bool,
+             provider: str, threads: int | None, save_optimized: Path | None, max_pixels: int,
+             image_size: int | None, mean: str | None, std: str | None, classes: str | None, quiet: bool) -> None:
     """Evaluate a split through ONNX Runtime: metrics with CIs, calibration, plots, model card (docs/REPORTS.md)."""
     from ..atomic import ensure_writable_dir
-    from ..evaluation.report import evaluate_split, format_metrics, summary_json
+    from ..data.layouts import existing_data
+    from ..deploy.info import read_header
 
-    out = out_dir or Path("reports") / onnx_path.stem
-    ensure_writable_dir(out)
-    classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized, threads)
-    data = data_from_metadata(data, classifier.metadata)
-    _say_which_run(classifier.metadata)
-    result = evaluate_split(classifier, data, split=split, threshold=threshold, batch_size=batch_size,
-                            out_dir=out, progress=not quiet, max_pixels=max_pixels,
-                            bootstrap=0 if no_ci else n_bootstrap, ci_seed=ci_seed, confidence=confidence,
-                            use_val=not skip_val, run_dir=run_dir, plots=not no_plots, html=not no_html)
-    if as_json:
-        click.echo(summary_json(result.summary), nl=False)
-    else:
-        click.echo(format_metrics(result))
-        click.echo(result.report_text)
+    require_onnx(onnx_path)
+    data = str(existing_data(data_from_metadata(data, read_header(onnx_path).metadata)))  # before ORT and SciPy
+    out = _report_dir(onnx_path, out_dir, overwrite)
+    created = not out.exists()
+    try:
+        from ..evaluation.report import evaluate_split
+
+        ensure_writable_dir(out)
+        classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized, threads)
+        _say_which_run(classifier.metadata, runs_dir)
+        result = evaluate_split(classifier, data, split=split, threshold=threshold, batch_size=batch_size,
+                                out_dir=out, progress=not quiet, max_pixels=max_pixels,
+                                bootstrap=0 if no_ci else n_bootstrap, ci_seed=ci_seed, confidence=confidence,
+                                use_val=not skip_val, run_dir=run_dir, plots=not no_plots, html=not no_html,
+                                echo=lambda msg: click.echo(msg, err=True))
+    except BaseException:
+        if created:  # a failed test leaves no half-written report folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    from ..evaluation.provenance import dumps_strict
+    from ..evaluation.terminal import format_metrics
+
+    click.echo(dumps_strict(result.summary) if as_json else f"{format_metrics(result)}\n{result.report_text}",
+               nl=not as_json)
     for path, problem in result.skipped:
         click.echo(f"skipped {path}: {problem}", err=True)
     click.echo(f"report in {out}/: {', '.join(result.files)}", err=as_json)
 
 
-def _say_which_run(metadata: dict[str, str]) -> None:
-    """Name the run the model was exported from, and a newer run if there is one (export takes the newest)."""
-    from ..training.runs import list_runs
+def _report_dir(onnx_path: Path, given: Path | None, overwrite: bool) -> Path:
+    """--output, else reports/<stem>-<sha256[:8]>: two models never share a default folder, and a folder holding
+    another model's report is not replaced without --overwrite."""
+    import json
 
+    from ..hashing import file_sha256
+
+    sha = file_sha256(onnx_path)
+    out = given or Path("reports") / f"{onnx_path.stem}-{sha[:8]}"
+    try:
+        before = json.loads((out / "summary.json").read_text(encoding="utf-8"))["model"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        before = sha
+    if before != sha and not overwrite:
+        raise click.UsageError(f"{out} holds the report of another model (sha256 {str(before)[:12]}...); pass "
+                               "another --output or --overwrite")
+    return out
+
+
+def _say_which_run(metadata: dict[str, str], runs_dir: Path) -> None:
+    """Name the run the model was exported from, and the run `export` would take now if that is another one."""
     source = metadata.get("training_run_dir")
     if not source:
         return
     click.echo(f"model from run {source}", err=True)
-    newer = [r for r in list_runs() if (r / "weights" / "best.pt").is_file()]
-    if newer and newer[0].resolve() != Path(source).resolve():
-        click.echo(f"note: the newest run is {newer[0]}; `{program_name()} export` exports it", err=True)
+    from ..training.runs import default_model_run
+
+    newest = default_model_run(runs_dir)
+    if newest is not None and newest.resolve() != Path(source).resolve():
+        click.echo(f"note: the newest run is {newest}; `{program_name()} export` exports it", err=True)
 
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=Path("exports/model.onnx"),
-              show_default=True)
+@onnx_option()
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("reports/predictions.csv"),
               show_default=True, help="Results file, .csv, .json or .parquet (Parquet needs pyarrow).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None)
@@ -97,8 +131,9 @@ def _say_which_run(metadata: dict[str, str]) -> None:
               help="local: one ONNX Runtime session in this process; ray: Ray Data, one session per worker "
                    "(pip install 'skinonnx[scale]').")
 @click.option("--address", default=None, help="--engine ray: a Ray cluster to join (default: start a local one).")
-@click.option("--workers", type=POSITIVE_INT, default=None,
+@click.option("--ray-workers", "workers", type=POSITIVE_INT, default=None,
               help="--engine ray: worker actors (default: one per CPU, or per --gpus-per-worker GPUs).")
+@renamed_option("--workers", "--ray-workers", "workers", type=POSITIVE_INT)
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="--engine ray: GPUs per worker (e.g. 1, or 0.5 to share one); 0: CPU workers.")
 @click.option("--shard", default=None, metavar="I/N",
@@ -106,9 +141,10 @@ def _say_which_run(metadata: dict[str, str]) -> None:
                    "array: each task writes its own --output.")
 @click.option("--part-size", type=POSITIVE_INT, default=1000, show_default=True,
               help="Images per part file in OUTPUT.parts/ (what a rerun after a crash keeps).")
-@click.option("--cam", "cam_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+@click.option("--cam-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Also write <image>.cam.png heatmaps of the model's own 'cam' output into this folder "
                    "(no torch; local engine).")
+@renamed_option("--cam", "--cam-dir", "cam_dir", type=click.Path(path_type=Path, file_okay=False))
 @onnx_runtime_options
 def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: float | None, batch_size: int,
             engine: str, address: str | None, workers: int | None, gpus_per_worker: float, shard: str | None,
@@ -118,21 +154,20 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
     """Classify image files, folders, globs or manifests (.csv/.parquet with a 'path' column); unreadable
     files are reported and skipped. An interrupted job run again with the same --output continues."""
     from ..atomic import ensure_writable_dir
-    from ..deploy.predict import collect_inputs, parse_shard, run_job, select_shard, write_outputs
+    from ..data.inputs import collect_inputs
+    from ..deploy.predict import parse_shard, run_job, select_shard, write_outputs
 
     if output.suffix.lower() not in (".csv", ".json", ".parquet"):
         raise click.BadParameter(f"must end in .csv, .json or .parquet: {output}", param_hint="--output")
     if engine != "ray" and (address or workers or gpus_per_worker):
-        raise click.UsageError("--address, --workers and --gpus-per-worker need --engine ray")
+        raise click.UsageError("--address, --ray-workers and --gpus-per-worker need --engine ray")
     if engine == "ray" and cam_dir is not None:
-        raise click.UsageError("--cam runs on the local engine only (drop --engine ray)")
+        raise click.UsageError("--cam-dir runs on the local engine only (drop --engine ray)")
     try:
         shard_spec = parse_shard(shard) if shard else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--shard") from None
     paths, problems = collect_inputs(inputs)
-    if not paths:
-        raise SkinOnnxError("no images found in " + ", ".join(inputs))
     paths = select_shard(paths, shard_spec)
     if shard_spec:
         click.echo(f"shard {shard}: {len(paths)} images", err=True)
@@ -180,8 +215,7 @@ def info(model: Path, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=Path("exports/model.onnx"),
-              show_default=True, help="The model the page loads (float or uint8 variant).")
+@onnx_option(help="The model the page loads (float or uint8 variant).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port.")
 def web(onnx_path: Path, port: int) -> None:
     """Serve the browser example and the model on 127.0.0.1 (images are classified in the browser, never uploaded)."""

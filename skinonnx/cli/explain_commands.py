@@ -7,14 +7,16 @@ from pathlib import Path
 import click
 
 from ..errors import SkinOnnxError
-from .options import POSITIVE_INT, checkpoint_option, max_pixels_option, resolve_checkpoint_option
+from .options import POSITIVE_INT, checkpoint_option, max_pixels_option, renamed_option, runs_dir_option
 
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @checkpoint_option
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports/gradcam"), show_default=True,
-              help="Folder for the overlay PNGs and explanations.csv.")
+@runs_dir_option
+@click.option("--output", "-o", "out_dir", type=click.Path(path_type=Path, file_okay=False), show_default=True,
+              default=Path("reports/gradcam"), help="Folder for the overlay PNGs and explanations.csv.")
+@renamed_option("--out", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--class", "target_class", default=None, help="Class to explain (default: the positive class).")
 @click.option("--masks", type=click.Path(path_type=Path), default=None,
               help="Folder of lesion masks (X.png or X_segmentation.png for image X): also play the pointing game.")
@@ -24,17 +26,17 @@ from .options import POSITIVE_INT, checkpoint_option, max_pixels_option, resolve
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @max_pixels_option
 @click.option("--quiet", is_flag=True)
-def explain(inputs: tuple[str, ...], checkpoint: str | None, out_dir: Path, target_class: str | None,
-            masks: Path | None,
-            tolerance: float, batch_size: int, device: str, max_pixels: int, quiet: bool) -> None:
+def explain(inputs: tuple[str, ...], checkpoint: str | None, runs_dir: Path, out_dir: Path,
+            target_class: str | None, masks: Path | None, tolerance: float, batch_size: int, device: str,
+            max_pixels: int, quiet: bool) -> None:
     """Grad-CAM heatmap overlays (PNG) from the last convolutional block, at the model's preprocessing."""
-    from ..deploy.predict import collect_inputs
-    from ..explain.run import explain_files
+    from ..data.inputs import collect_inputs
+    from .options import resolve_checkpoint_option
 
     paths, problems = collect_inputs(inputs)
-    if not paths:
-        raise SkinOnnxError("no images found in " + ", ".join(inputs))
-    checkpoint = resolve_checkpoint_option(checkpoint)
+    checkpoint = resolve_checkpoint_option(checkpoint, runs_dir)
+    from ..explain.run import explain_files  # torch
+
     result = explain_files(checkpoint, paths, out_dir, target_class=target_class, batch_size=batch_size,
                            device=device, masks=masks, tolerance=tolerance, max_pixels=max_pixels,
                            progress=not quiet)

@@ -6,31 +6,48 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
-from ..errors import SkinOnnxError
 from .options import (
+    DEFAULT_ONNX,
     POSITIVE_INT,
     checkpoint_option,
     data_from_metadata,
     echo,
+    onnx_option,
     provider_option,
     require_onnx,
-    resolve_checkpoint_option,
+    runs_dir_option,
 )
 
 if TYPE_CHECKING:
     from ..export.onnx_export import ExportResult
 
+# Which options each export path takes (as Ultralytics' export table does per format), checked before any work;
+# an option given on a path that is not listed is refused with a usage error naming both options.
+EXPORT_PATHS = ("single", "ensemble", "tta")
+PATH_OPTION = {"ensemble": "run_dir", "tta": "tta"}  # the option that selects the path
+EXPORT_OPTIONS: dict[str, tuple[str, ...]] = dict.fromkeys(
+    ("opset", "data", "atol", "parity_images", "int8", "embed_preprocessing", "fp16", "fp16_tolerance", "ort_format",
+     "cam", "provider"), EXPORT_PATHS)
+NEEDS = {"fp16_tolerance": "fp16"}  # an option that only tunes another: refused without it
+CONFLICTS = (("run_dir", "checkpoint"),)  # two sources for the model
+
+
+
+def parity_options(f):
+    """--atol and --parity-images: the one declaration `export` and `parity` share."""
+    f = click.option("--parity-images", type=click.IntRange(min=1), default=32, show_default=True,
+                     help="Real validation images (seeded, class-stratified) both runtimes are compared on.")(f)
+    return click.option("--atol", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+                        help="Largest allowed |ONNX - PyTorch| on every output; above it the command fails.")(f)
 
 @click.command()
 @checkpoint_option
-@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("exports/model.onnx"),
-              show_default=True)
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=DEFAULT_ONNX, show_default=True)
 @click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True)
-@click.option("--data", default=None, help="Data for the parity check (default: the checkpoint's training data).")
-@click.option("--atol", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
-              help="Parity tolerance on probabilities and logits; above it the export fails.")
-@click.option("--parity-images", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--data", default=None, help="Data for the checks (default: the model's recorded training data).")
+@parity_options
 @click.option("--int8", is_flag=True,
               help="Also write OUTPUT with .int8.onnx: static INT8 calibrated on the training images and gated "
                    "against the fp32 file on the validation images (see the quantize command for the options).")
@@ -40,59 +57,90 @@ if TYPE_CHECKING:
 @click.option("--fp16", is_flag=True,
               help="Also write OUTPUT's stem + .fp16.onnx: fp16 weights, float32 input/outputs; written only if all "
                    "labels agree with fp32 on validation images and probabilities within --fp16-tolerance.")
-@click.option("--fp16-tolerance", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
+@click.option("--fp16-tolerance", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True,
+              help="Largest allowed |Δ probability| of the --fp16 copy.")
 @click.option("--ort-format", is_flag=True,
               help="Also write .ort files (ONNX Runtime Mobile) of the written models, with the operator config for "
                    "a reduced build; checked to keep the metadata and the outputs.")
 @click.option("--cam/--no-cam", default=True, show_default=True,
               help="Add the 'cam' output [N, h, w]: each layer4 cell's share of the malignant log-odds "
-                   "(docs/EMBEDDING.md).")
+                   "(docs/EMBEDDING.md); an ensemble's or TTA model's is the mean over members and views.")
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None,
-              help="A cross-validation run folder (runs/NAME from `train --folds K`): export all its folds as one "
-                   "ensemble. Default: the newest CV run under runs/ when it is newer than the newest single run.")
+              help="A cross-validation run folder (RUNS_DIR/NAME from `train --folds K`): export all its folds as "
+                   "one ensemble. Default: the newest CV run under --runs-dir when newer than the newest single run.")
 @click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
               help="Test-time augmentation inside the graph: the mean logits over 2 views (horizontal flip) or 8 "
                    "(all flips and right-angle rotations).")
 @provider_option("cpu")
-def export(checkpoint: str | None, output: Path, opset: int, data: str | None, atol: float, parity_images: int,
-           int8: bool, embed_preprocessing: bool, fp16: bool, fp16_tolerance: float, ort_format: bool, cam: bool,
-           run_dir: Path | None, tta: str, provider: str) -> None:
+@runs_dir_option
+@click.pass_context
+def export(ctx: click.Context, checkpoint: str | None, output: Path, opset: int, data: str | None, atol: float,
+           parity_images: int, int8: bool, embed_preprocessing: bool, fp16: bool, fp16_tolerance: float,
+           ort_format: bool, cam: bool, run_dir: Path | None, tta: str, provider: str, runs_dir: Path) -> None:
     """Export a checkpoint (default: the newest run's best.pt), or a cross-validation run's folds as one
     ensemble, to a self-describing ONNX file (checked, parity-tested, atomic)."""
-    from ..export.onnx_export import export as run_export
+    from ..export.ensemble import export_cv_run, export_single_tta
+    from ..export.onnx_export import export as export_single
 
-    run_dir = _cv_source(checkpoint, run_dir)
-    if run_dir is not None or tta != "none":
-        _export_ensemble(None if run_dir is not None else resolve_checkpoint_option(checkpoint), run_dir, output,
-                         tta, int8, dict(opset=opset, data=data, atol=atol, parity_images=parity_images,
-                                         provider=provider, embed_preprocessing=embed_preprocessing))
-        return
-    checkpoint = resolve_checkpoint_option(checkpoint)
-    result = run_export(checkpoint, output, opset=opset, data=data, atol=atol, parity_images=parity_images,
-                        provider=provider, embed_preprocessing=embed_preprocessing, cam=cam, echo=echo)
+    _check_export_options(ctx, "tta" if tta != "none" else "single")
+    run_dir = _cv_source(checkpoint, run_dir, runs_dir)
+    if run_dir is not None:
+        _check_export_options(ctx, "ensemble")
+    common = dict(opset=opset, data=data, atol=atol, parity_images=parity_images, provider=provider,
+                  embed_preprocessing=embed_preprocessing, cam=cam, echo=echo)
+    if run_dir is not None:
+        result = export_cv_run(run_dir, output, tta=tta, **common)
+    elif tta != "none":
+        result = export_single_tta(_checkpoint(checkpoint, runs_dir), output, tta=tta, **common)
+    else:
+        result = export_single(_checkpoint(checkpoint, runs_dir), output, **common)
     c = result.contract
-    click.echo(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB): classes {list(c.classes)}, "
+    what = "".join([f", ensemble of {result.members} folds" if run_dir is not None else "",
+                    f", TTA {tta}" if tta != "none" else ""])
+    click.echo(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB{what}): classes {list(c.classes)}, "
                f"threshold {c.threshold:.4f} ({c.threshold_policy}), temperature {c.temperature:.3f}")
     if result.uint8_path is not None:
         click.echo(f"wrote {result.uint8_path} (input 'image': uint8 [N, H, W, 3] RGB, shorter side resized to "
                    f"{c.preprocessing.resize_size}; see docs/EMBEDDING.md)")
-    if int8:
-        from ..training.checkpoint import load_checkpoint
-
-        root = data or load_checkpoint(checkpoint).get("data_root")
-        if not root or not Path(root).exists():
-            raise SkinOnnxError(f"{result.path} written; --int8 needs the training data: pass --data DIR")
-        _run_quantize(result.path, None, str(root), {})
-    if fp16 or ort_format:
-        _write_variants(result, data, fp16=fp16, fp16_tolerance=fp16_tolerance, ort_format=ort_format)
+    if int8 or fp16 or ort_format:
+        _write_variants(result, data, int8=int8, fp16=fp16, fp16_tolerance=fp16_tolerance, ort_format=ort_format)
 
 
-def _write_variants(result: ExportResult, data: str | None, *, fp16: bool, fp16_tolerance: float,
+def _check_export_options(ctx: click.Context, path: str) -> None:
+    """EXPORT_OPTIONS, NEEDS and CONFLICTS against the options the user gave (not their defaults)."""
+    given = {p.name for p in ctx.command.params if ctx.get_parameter_source(p.name) is not ParameterSource.DEFAULT}
+    spell = {p.name: "/".join([*p.opts, *p.secondary_opts]) for p in ctx.command.params}
+    for name in sorted(given & set(EXPORT_OPTIONS)):
+        if path not in EXPORT_OPTIONS[name]:
+            raise click.UsageError(f"{spell[name]} does not work with {spell[PATH_OPTION[path]]}", ctx)
+    for name, needs in NEEDS.items():
+        if name in given and not ctx.params[needs]:
+            raise click.UsageError(f"{spell[name]} tunes {spell[needs]}: give {spell[needs]} too", ctx)
+    for a, b in CONFLICTS:
+        if {a, b} <= given:
+            raise click.UsageError(f"{spell[a]} and {spell[b]} both name the model to export: give one", ctx)
+
+
+def _checkpoint(spec: str | None, runs_dir: Path) -> Path:
+    """--checkpoint as given, or the newest run's best.pt under --runs-dir (saying which)."""
+    from ..training.runs import resolve_checkpoint
+
+    path, note = resolve_checkpoint(spec, runs_dir)
+    if note:
+        click.echo(note, err=True)
+    return path
+
+
+def _write_variants(result: ExportResult, data: str | None, *, int8: bool, fp16: bool, fp16_tolerance: float,
                     ort_format: bool) -> None:
-    """--fp16 and --ort-format: converted copies of the files just written, each checked on real images."""
-    root = data or result.contract.extra.get("training_data")
-    if not root or not Path(root).exists():
-        raise SkinOnnxError(f"{result.path} written; --fp16/--ort-format check on real images: pass --data DIR")
+    """--int8, --fp16 and --ort-format: converted copies of the files just written, each checked on the model's
+    real images (its recorded training data unless --data); a copy that fails its check is not written."""
+    from ..data.training_data import model_data
+
+    root = model_data(data, result.contract.extra.get("training_data"),
+                      needed_for=f"{result.path} is written; --int8/--fp16/--ort-format")
+    if int8:
+        _run_quantize(result.path, None, root, {})
     if fp16:
         from ..export.fp16 import export_fp16
 
@@ -106,47 +154,21 @@ def _write_variants(result: ExportResult, data: str | None, *, fp16: bool, fp16_
             click.echo(f"wrote {done.path} ({done.path.stat().st_size / 1e6:.1f} MB, ORT format), {done.config_path}")
 
 
-def _cv_source(checkpoint: str | None, run_dir: Path | None) -> Path | None:
+def _cv_source(checkpoint: str | None, run_dir: Path | None, runs_dir: Path) -> Path | None:
     """The CV run to export: --run, a --checkpoint that names a CV run, or (neither given) the newest CV run
-    under runs/ when no single-model run is newer."""
-    from ..training.cross_validation import CV_FILE, is_cv_run, newest_cv_run
-    from ..training.runs import list_runs
+    under --runs-dir when no single-model run is newer."""
+    from ..training.runs import default_model_run, is_cv_run
 
     if run_dir is not None:
         return run_dir
     if checkpoint is not None:
-        named = Path(checkpoint) if Path(checkpoint).exists() else Path("runs") / checkpoint
+        named = Path(checkpoint) if Path(checkpoint).exists() else runs_dir / checkpoint
         return named if is_cv_run(named) else None
-    newest = newest_cv_run("runs")
-    if newest is None:
-        return None
-    singles = [r for r in list_runs("runs") if not is_cv_run(r) and (r / "weights" / "best.pt").is_file()]
-    if singles and (singles[0] / "weights" / "best.pt").stat().st_mtime > (newest / CV_FILE).stat().st_mtime:
+    newest = default_model_run(runs_dir)
+    if newest is None or not is_cv_run(newest):
         return None
     click.echo(f"exporting the newest cross-validation run {newest} (pass --checkpoint for a single model)")
     return newest
-
-
-def _export_ensemble(checkpoint: Path | None, run_dir: Path | None, output: Path, tta: str, int8: bool,
-                     options: dict) -> None:
-    from ..export.ensemble import export_cv_run, export_single_tta
-
-    if run_dir is not None:
-        result = export_cv_run(run_dir, output, tta=tta, echo=echo, **options)
-    else:
-        result = export_single_tta(checkpoint, output, tta=tta, echo=echo, **options)
-    c = result.contract
-    what = f"ensemble of {result.members} folds" if run_dir is not None else "single model"
-    click.echo(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB, {what}"
-               f"{', TTA ' + tta if tta != 'none' else ''}): threshold {c.threshold:.4f} ({c.threshold_policy}), "
-               f"temperature {c.temperature:.3f}")
-    if result.uint8_path is not None:
-        click.echo(f"wrote {result.uint8_path} (input 'image': uint8 [N, H, W, 3] RGB)")
-    if int8:
-        root = options["data"] or c.extra.get("training_data")
-        if not root or not Path(root).exists():
-            raise SkinOnnxError(f"{result.path} written; --int8 needs the training data: pass --data DIR")
-        _run_quantize(result.path, None, str(root), {})
 
 
 def _run_quantize(onnx_path: Path, output: Path | None, data: str, options: dict) -> None:
@@ -159,24 +181,24 @@ def _run_quantize(onnx_path: Path, output: Path | None, data: str, options: dict
 
 
 @click.command()
-@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=Path("exports/model.onnx"),
-              show_default=True, help="The fp32 skinonnx model.")
+@onnx_option(help="The fp32 skinonnx model.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
-              help="INT8 model path (default: ONNX with .int8.onnx, e.g. exports/model.int8.onnx).")
+              help="INT8 model path (default: ONNX with .int8.onnx, e.g. model.onnx -> model.int8.onnx).")
 @click.option("--data", default=None,
               help="The data the model was trained on: calibration uses its train split, the gate its val split "
                    "(default: the training data recorded in the model's metadata).")
 @click.option("--calibration-images", type=POSITIVE_INT, default=128, show_default=True,
               help="Training images used to measure activation ranges (a seeded subset when there are more).")
 @click.option("--calibrate-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
-              show_default=True)
+              show_default=True, help="How activation ranges are set from the calibration images.")
 @click.option("--reduce-range/--no-reduce-range", default=True, show_default=True,
               help="7-bit weights: no int16 saturation on AVX2/AVX-512 CPUs without VNNI.")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.98, show_default=True,
               help="Gate: least fraction of validation images whose label INT8 and fp32 agree on.")
 @click.option("--max-auc-change", type=click.FloatRange(0, 1), default=0.01, show_default=True,
               help="Gate: largest allowed |ROC-AUC(INT8) - ROC-AUC(fp32)| on the validation images.")
-@click.option("--gate-split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+@click.option("--gate-split", type=click.Choice(["val", "test"]), default="val", show_default=True,
+              help="The split the gate compares INT8 and fp32 on.")
 @click.option("--gate-images", type=click.IntRange(min=0), default=0, show_default=True,
               help="Gate on a seeded, class-stratified subset of this many images (0: the whole split).")
 @click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
@@ -201,40 +223,26 @@ def quantize(onnx_path: Path, output: Path | None, data: str | None, calibration
 
 @click.command()
 @click.option("--checkpoint", default=None, metavar="FILE|RUN",
-              help="A checkpoint file, or a run (folder or name under runs/) for its weights/best.pt; for an "
-                   "ensemble the CV run folder (default: the newest run, or the run in the ensemble's metadata).")
-@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=Path("exports/model.onnx"),
-              show_default=True)
+              help="A checkpoint file, or a run (folder or name under --runs-dir) for its weights/best.pt; for an "
+                   "ensemble the CV run (default: the newest run, or the run in the ensemble's metadata).")
+@onnx_option()
 @click.option("--data", default=None, help="Real images for the check (default: the checkpoint's data).")
-@click.option("--atol", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True)
-@click.option("--images", "n_images", type=click.IntRange(min=1), default=32, show_default=True)
+@parity_options
+@click.option("--images", "old_images", type=click.IntRange(min=1), default=None, hidden=True,
+              help="Old spelling of --parity-images (kept for one release).")
 @provider_option("cpu")
-def parity(checkpoint: str | None, onnx_path: Path, data: str | None, atol: float, n_images: int,
-           provider: str) -> None:
+@runs_dir_option
+def parity(checkpoint: str | None, onnx_path: Path, data: str | None, atol: float, parity_images: int,
+           old_images: int | None, provider: str, runs_dir: Path) -> None:
     """Compare an ONNX file with its checkpoint (or CV run folder) on real images; exit 1 above tolerance."""
-    from ..export.ensemble import is_ensemble_or_tta, recheck_parity
-    from ..export.onnx_export import parity_images_for
-    from ..export.parity import check_parity
-    from ..training.checkpoint import load_checkpoint, model_from_checkpoint
-
-    if is_ensemble_or_tta(onnx_path):  # the file says what to rebuild in PyTorch: members, TTA views, T
-        report, source = recheck_parity(None if checkpoint is None else Path(checkpoint), onnx_path, data,
-                                        atol=atol, n_images=n_images, provider=provider, echo=echo)
-        _record_parity(onnx_path, report, source)
-        return
-    checkpoint = resolve_checkpoint_option(checkpoint)
-    state = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(state)
-    batch, source = parity_images_for(state, data, n_images)
-    click.echo(f"parity images: {source}")
-    temperature = float((state.get("calibration") or {}).get("temperature", 1.0))
-    report = check_parity(model, onnx_path, batch, temperature=temperature, atol=atol, provider=provider)
-    _record_parity(onnx_path, report, source)
-
-
-def _record_parity(onnx_path: Path, report, source: str) -> None:
     from ..evaluation.provenance import write_parity_record
+    from ..export.ensemble import recheck_parity
 
+    if old_images is not None:
+        click.echo("note: --images is now spelled --parity-images (as on export)", err=True)
+    require_onnx(onnx_path)
+    report, source = recheck_parity(checkpoint, onnx_path, data, runs_dir=runs_dir, atol=atol,
+                                    n_images=old_images or parity_images, provider=provider, echo=echo)
     click.echo(report.text())
     record = write_parity_record(onnx_path, report.to_dict(), source=source)
     click.echo(f"parity ok (recorded in {record})")

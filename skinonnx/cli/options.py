@@ -27,6 +27,17 @@ def runs_dir_option(f):
                         show_default=True, help="Folder holding the run folders (as given to `train --runs-dir`).")(f)
 
 
+def renamed_option(old: str, new: str, name: str, **kwargs):
+    """``old``, the spelling of ``new`` before it was renamed: hidden, kept one release, fills parameter ``name``."""
+    def fill(ctx: click.Context, _param: click.Parameter, value) -> None:
+        if value is not None:
+            click.echo(f"warning: {old} is renamed {new}; {old} goes in the next release", err=True)
+            ctx.default_map = {**(ctx.default_map or {}), name: value}  # what the new option takes when not given
+
+    return click.option(old, f"_{old.strip('-').replace('-', '_')}_renamed", hidden=True, expose_value=False,
+                        callback=fill, **kwargs)
+
+
 def echo(msg: str) -> None:
     click.echo(msg)
 
@@ -96,23 +107,25 @@ def checkpoint_option(f):
                              "(default: the newest run's).")(f)
 
 
-def resolve_checkpoint_option(spec: str | None) -> Path:
-    """--checkpoint as given, or the newest run's best.pt; says which run it took when it chose."""
-    from ..training.runs import resolve_checkpoint
+def resolve_checkpoint_option(spec: str | None, runs_dir: Path | None = None) -> Path:
+    """--checkpoint as given, or the newest run's best.pt (under --runs-dir); says which run it took when it chose."""
+    from ..errors import CheckpointError
+    from ..training.runs import DEFAULT_RUNS_DIR, resolve_checkpoint
 
-    path, note = resolve_checkpoint(spec)
+    path, note = resolve_checkpoint(spec, runs_dir or DEFAULT_RUNS_DIR)
+    if not path.is_file():  # said here, before a command imports torch to load it
+        raise CheckpointError(f"checkpoint not found: {path} (run `skinonnx train` first, or pass --checkpoint)")
     if note:
         click.echo(note, err=True)
     return path
 
 
 def data_from_metadata(data: str | None, metadata: dict[str, str]) -> str:
-    """--data, or the training data recorded in the model's metadata when it exists here (test, quantize)."""
-    data = data or metadata.get("training_data")
-    if not data or not Path(data).exists():
-        raise click.UsageError("pass --data DIR: the model's metadata names no training data that exists here"
-                               + (f" ({data})" if data else ""), ctx=click.get_current_context(silent=True))
-    return data
+    """--data, else the training data the model's metadata records (the rule lives in data/training_data.py)."""
+    from ..data.training_data import model_data
+
+    ctx = click.get_current_context(silent=True)
+    return model_data(data, metadata.get("training_data"), needed_for=f"`{ctx.info_name}`" if ctx else "this command")
 
 
 def require_onnx(onnx_path: Path) -> None:

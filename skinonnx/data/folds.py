@@ -15,7 +15,6 @@ The result depends on the seed and the set of (key, label, group), not on the in
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 from collections.abc import Sequence
@@ -87,23 +86,15 @@ def _relative(path: Path, base: Path) -> str:
         return str(path)
 
 
-def folds_csv_text(samples: Sequence[Sample], folds: Sequence[int], classes: Sequence[str], base: Path) -> str:
-    """``path,label,group,fold`` rows (paths relative to ``base``), sorted by path."""
+def write_folds_csv(target: Path, samples: Sequence[Sample], folds: Sequence[int], classes: Sequence[str],
+                    base: Path) -> Path:
+    """Write the assignment as ``path,label,group,fold`` rows (paths relative to ``base``), sorted by path."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "label", "group", "fold"])
-    rows = sorted((_relative(s.path, base), classes[s.label], s.group or "", f) for s, f in
-                  zip(samples, folds, strict=True))
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def write_folds_csv(target: Path, samples: Sequence[Sample], folds: Sequence[int], classes: Sequence[str],
-                    base: Path) -> str:
-    """Write the assignment; return its SHA-256 (what every fold records, to prove they used the same folds)."""
-    text = folds_csv_text(samples, folds, classes, base)
-    write_text(target, text)
-    return hashlib.sha256(text.encode()).hexdigest()
+    writer.writerows(sorted((_relative(s.path, base), classes[s.label], s.group or "", f) for s, f in
+                            zip(samples, folds, strict=True)))
+    return write_text(target, buf.getvalue())
 
 
 def read_folds_csv(path: Path, base: Path) -> dict[Path, int]:

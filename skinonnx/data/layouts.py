@@ -1,6 +1,7 @@
 """Data set discovery: which images, which labels, which split. No torch.
 
-Three layouts are accepted (checked in this order):
+Three layouts are accepted (checked in this order, except that ``ROOT/index.csv`` wins over split folders beside
+it); ``LabeledData.notes`` holds one line naming the layout chosen, for every command to print:
 
 1. split ImageFolder: ``ROOT/{train,val,test}/<class>/**/*.jpg``
 2. index CSV: ``ROOT.csv`` or ``ROOT/index.csv`` (or ``ROOT/splits.csv``) with columns
@@ -26,7 +27,8 @@ import numpy as np
 
 from ..atomic import write_text
 from ..errors import DataError
-from .images import IMAGE_EXTENSIONS, is_image_file
+from .images import IMAGE_EXTENSIONS
+from .inputs import list_images
 
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.64, 0.16, 0.20)
@@ -70,21 +72,28 @@ class LabeledData:
 def discover(root: str | os.PathLike[str], *, positive_class: str | None = None, seed: int = 0,
              write_split_file: bool = True) -> LabeledData:
     """Find images, labels and splits under ``root`` (a folder or an index CSV)."""
-    root = Path(root)
-    if not root.exists():
-        raise DataError(f"data path not found: {root}")
+    root = existing_data(root)
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise DataError(f"{root}: expected a folder or an index CSV (path,label,split)")
         return _finish(*_from_index_csv(root), positive_class=positive_class)
+    explicit = (root / INDEX_FILES[0]).is_file()  # a user's index.csv wins over split folders beside it
     present = [s for s in SPLITS if (root / s).is_dir()]
-    if present:
+    if present and not explicit:
         return _finish(root, "split-imagefolder", *_from_split_folders(root, present), positive_class=positive_class)
     for name in INDEX_FILES:
         if (root / name).is_file():
-            return _finish(*_from_index_csv(root / name), positive_class=positive_class)
+            return _finish(*_from_index_csv(root / name), [f"{name} wins over the split folders {present}"]
+                           if present else None, positive_class=positive_class)
     return _finish(root, "flat-imagefolder", *_from_flat_folder(root, seed, write_split_file),
                    positive_class=positive_class)
+
+
+def existing_data(root: str | os.PathLike[str]) -> Path:
+    """``root``, or the error that it is missing (commands ask before their heavy imports)."""
+    if not Path(root).exists():
+        raise DataError(f"data path not found: {root}")
+    return Path(root)
 
 
 def _finish(root: Path, layout: str, classes: list[str], splits: dict[str, list[tuple]],
@@ -99,17 +108,9 @@ def _finish(root: Path, layout: str, classes: list[str], splits: dict[str, list[
         raise DataError(f"positive class '{wanted}' is not one of the data's classes {classes}")
     index = {c: i for i, c in enumerate(classes)}
     built = {name: [Sample(item[0], index[item[1]], *item[2:]) for item in items] for name, items in splits.items()}
+    chosen = f"data {root}: {layout} layout" + (f" ({'; '.join(notes)})" if notes else "")
     return LabeledData(root=root, layout=layout, classes=tuple(classes), positive_index=index[wanted],
-                       splits=built, notes=list(notes or []))
-
-
-def _list_images(folder: Path) -> list[Path]:
-    """Images under ``folder``, recursively, sorted; symlinked folders are not followed (no loops)."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in sorted(filenames) if is_image_file(Path(f)))
-    return found
+                       splits=built, notes=[chosen])
 
 
 def _class_folders(folder: Path) -> list[str]:
@@ -131,7 +132,7 @@ def _from_split_folders(root: Path, present: list[str]
                             f"{split}/ has {found}")
         items = []
         for cls in classes:
-            images = _list_images(root / split / cls)
+            images = list_images(root / split / cls)
             if not images:
                 raise DataError(f"{root / split / cls}: class folder has no images "
                                 f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -148,7 +149,7 @@ def _from_flat_folder(root: Path, seed: int, write_split_file: bool
         raise DataError(f"{root}: no class folders, split folders (train/val/test) or index CSV found")
     by_class: dict[str, list[Path]] = {}
     for cls in classes:
-        images = _list_images(root / cls)
+        images = list_images(root / cls)
         if not images:
             raise DataError(f"{root / cls}: class folder has no images")
         by_class[cls] = images
@@ -184,17 +185,11 @@ def stratified_split(by_class: dict[str, list[Path]], *, seed: int,
 
 
 def write_index_csv(target: Path, base: Path, rows: Iterable[tuple[Path, str, str]]) -> None:
-    lines = ["path,label,split"]
-    for path, label, split in rows:
-        rel = Path(os.path.relpath(path, base)).as_posix()
-        lines.append(_csv_line([rel, label, split]))
-    write_text(target, "\n".join(lines) + "\n")
-
-
-def _csv_line(values: list[str]) -> str:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="").writerow(values)
-    return buf.getvalue()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "label", "split"])
+    writer.writerows([Path(os.path.relpath(path, base)).as_posix(), label, split] for path, label, split in rows)
+    write_text(target, buf.getvalue())
 
 
 def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, list[tuple]]]:

@@ -7,5 +7,5 @@ from .._lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     runtime="OnnxClassifier Prediction create_session", contract="ModelContract", info="inspect_model",
-    predict="collect_inputs run_predict write_outputs",
+    predict="run_predict write_outputs",
 )

@@ -1,4 +1,4 @@
-"""Overlays of the ONNX file's own ``cam`` output (`predict --cam DIR`, the `test` report); no torch.
+"""Overlays of the ONNX file's own ``cam`` output (`predict --cam-dir DIR`, the `test` report); no torch.
 
 The map comes from the deployed graph (docs/EMBEDDING.md, output ``cam``), so a deployment can show
 where the malignant evidence lies without the PyTorch checkpoint. Drawn by the shared leaf
@@ -21,6 +21,7 @@ from ..data.preprocessing import Preprocessing
 from ..errors import SkinOnnxError
 from ..overlay import normalize_map, peak_point, render_overlay
 from .contract import CAM_OUTPUT
+from .runtime import OnnxClassifier, Prediction
 
 CAM_SUFFIX = ".cam.png"
 
@@ -63,3 +64,17 @@ def write_cam_overlay(out: Path, crop: Image.Image, cam: np.ndarray, caption: st
     """[crop | crop + heatmap] PNG with the peak circled (same panel as `explain`), written atomically."""
     panel = render_overlay(crop, normalize_map(cam), peak_point(cam, crop.size[0]), caption)
     return write_with(out, lambda tmp: panel.save(tmp, format="PNG"))
+
+
+def write_cam(classifier: OnnxClassifier, pred: Prediction, overlay: Path, threshold: float,
+              max_pixels: int) -> Path:
+    """``pred``'s ``cam`` drawn over the model's crop, relative to the threshold (as above)."""
+    contract, pos = classifier.contract, classifier.contract.positive_index
+    prob = float(pred.probabilities[pos])
+    prediction = contract.classes[pos] if prob >= threshold else contract.classes[1 - pos]
+    shown = pred.cam if pred.logits is None else relative_to_threshold(
+        pred.cam, float(pred.logits[pos] - pred.logits[1 - pos]), threshold, contract.temperature)
+    crop = model_crop(pred.path, classifier.preprocessing, max_pixels)
+    caption = cam_caption(Path(pred.path).name, prob, contract.positive_class, prediction, shown,
+                          classifier.preprocessing.image_size)
+    return write_cam_overlay(overlay, crop, shown, caption)

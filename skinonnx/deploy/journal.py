@@ -11,6 +11,7 @@ threshold are discarded, never mixed in. Both engines read each other's parts.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 import uuid
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_path, write_json, write_text
-from ..errors import SkinOnnxError
+from ..data.inputs import require_pyarrow
 from .contract import ModelContract
 
 PART_ROWS = 1000
@@ -56,15 +57,6 @@ def member_columns(members: Sequence[float]) -> dict[str, float]:
 
 def parts_dir(output: Path) -> Path:
     return output.with_name(output.name + ".parts")
-
-
-def require_pyarrow(purpose: str):
-    try:
-        import pyarrow  # noqa: F401
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise SkinOnnxError(f"{purpose} needs pyarrow: pip install 'skinonnx[scale]'") from None
-    return pq
 
 
 class Journal:
@@ -128,7 +120,7 @@ class Journal:
             with atomic_path(name) as tmp:
                 pq.write_table(pa.Table.from_pylist(self._buffer), tmp)
         else:
-            write_text(name, _csv_text(self._buffer))
+            write_text(name, csv_text(self._buffer, list(self._buffer[0])))
         self._buffer = []
 
     def rows_for(self, paths: Sequence[str]) -> list[dict[str, Any]]:
@@ -139,14 +131,13 @@ class Journal:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _csv_text(rows: list[dict[str, Any]]) -> str:
-    import io
-
+def csv_text(rows: Iterable[dict[str, Any]], fields: Sequence[str], number: Callable[[float], str] = repr) -> str:
+    """The one CSV writer of result rows (part files, predict's CSV, the report's predictions.csv): floats by
+    ``number`` (``repr`` keeps every bit: a resumed job equals an uninterrupted one), keys a row lacks empty."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
     writer.writeheader()
-    for row in rows:  # repr keeps every bit of a float: a resumed job equals an uninterrupted one
-        writer.writerow({k: repr(v) if isinstance(v, float) else ("" if v is None else v) for k, v in row.items()})
+    writer.writerows({k: number(v) if isinstance(v, float) else v for k, v in row.items()} for row in rows)
     return buf.getvalue()
 
 
@@ -156,15 +147,5 @@ def _read_part(path: Path) -> list[dict[str, Any]]:
     else:
         with open(path, newline="") as handle:
             rows = list(csv.DictReader(handle))
-    out = []
-    for row in rows:
-        clean: dict[str, Any] = {}
-        for key, value in row.items():
-            if (key.startswith("p_") or key == "threshold") and value not in ("", None):
-                clean[key] = float(value)
-            elif value in ("", None):
-                clean[key] = None
-            else:
-                clean[key] = value
-        out.append(clean)
-    return out
+    return [{k: None if v in ("", None) else float(v) if k.startswith("p_") or k == "threshold" else v
+             for k, v in row.items()} for row in rows]

@@ -1,4 +1,4 @@
-"""`predict`: batch inference on files, folders, globs and manifests through ONNX Runtime (no torch).
+"""`predict`: batch inference on the inputs of :mod:`skinonnx.data.inputs` through ONNX Runtime (no torch).
 
 Jobs are resumable (:mod:`.journal`), can be split with ``--shard i/n`` for a scheduler array, and run
 either here (one ONNX Runtime session, decoding in threads) or on Ray Data (:mod:`.ray_predict`).
@@ -6,10 +6,6 @@ either here (one ONNX Runtime session, decoding in threads) or on Ray Data (:mod
 
 from __future__ import annotations
 
-import csv
-import glob
-import io
-import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,92 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_path, write_json, write_text
-from ..data.images import DEFAULT_MAX_PIXELS, is_image_file
-from ..data.layouts import _list_images
-from ..errors import DataError, SkinOnnxError
+from ..data.images import DEFAULT_MAX_PIXELS
+from ..data.inputs import collect_inputs, require_pyarrow  # noqa: F401 (collect_inputs: demo.py imports it here)
+from ..errors import SkinOnnxError
 from ..hashing import file_sha256
 from ..overlay import overlay_file_names
-from .cam_overlays import (
-    CAM_SUFFIX,
-    cam_caption,
-    model_crop,
-    relative_to_threshold,
-    require_cam,
-    write_cam_overlay,
-)
-from .journal import PART_ROWS, Journal, prediction_row, require_pyarrow
-from .runtime import OnnxClassifier, Prediction
-
-MANIFEST_SUFFIXES = (".csv", ".parquet")
+from .cam_overlays import CAM_SUFFIX, require_cam, write_cam
+from .journal import PART_ROWS, Journal, csv_text, prediction_row
+from .runtime import OnnxClassifier
 
 
 @dataclass
 class PredictResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
-
-
-def collect_inputs(specs: Iterable[str]) -> tuple[list[Path], list[dict[str, str]]]:
-    """Expand files, folders (recursive, symlinked folders not followed), globs and manifests (a .csv or
-    .parquet file with a ``path`` column); keep order, drop repeats.
-
-    A named file or folder that does not exist is an error (all of them in one message): a typo must not pass
-    as a skipped line. A glob that matches nothing, and unreadable files found inside folders, are reported
-    as skipped. Manifest entries are not checked here (an archive can list millions): a missing one becomes a
-    skipped row ("file not found") when it is read.
-    """
-    found: list[Path] = []
-    problems: list[dict[str, str]] = []
-    missing: list[str] = []
-    for spec in specs:
-        path = Path(spec)
-        if path.suffix.lower() in MANIFEST_SUFFIXES and path.is_file():
-            found.extend(read_manifest(path))
-        elif path.is_dir():
-            found.extend(_list_images(path))
-        elif path.exists() or path.is_symlink():
-            found.append(path)
-        elif glob.has_magic(spec):
-            images = _glob_images(spec)
-            if not images:
-                problems.append({"path": spec, "problem": "glob matched no images"})
-            found.extend(images)
-        else:
-            missing.append(spec)
-    if missing:
-        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
-        raise SkinOnnxError(f"not found: {', '.join(missing[:20])}{more}")
-    seen, unique = set(), []
-    for p in found:
-        key = os.path.abspath(p)
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique, problems
-
-
-def read_manifest(path: Path) -> list[Path]:
-    """Image paths from a manifest's ``path`` column; relative ones are relative to the manifest's folder."""
-    if path.suffix.lower() == ".parquet":
-        pq = require_pyarrow(f"reading the Parquet manifest {path}")
-        try:
-            names = pq.read_schema(path).names
-            table = pq.read_table(path, columns=["path"]) if "path" in names else None
-        except Exception as exc:  # pyarrow's own error types: one clear line
-            raise DataError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:200]})") from None
-        if table is None:
-            raise DataError(f"{path}: the manifest has no 'path' column (columns: {names})")
-        entries = [str(v) for v in table.column("path").to_pylist() if v not in (None, "")]
-    else:
-        try:
-            with open(path, newline="", encoding="utf-8") as handle:
-                reader = csv.DictReader(handle)
-                if "path" not in (reader.fieldnames or []):
-                    raise DataError(f"{path}: the manifest has no 'path' column (columns: {reader.fieldnames})")
-                entries = [row["path"] for row in reader if row.get("path")]
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise DataError(f"{path}: not a readable CSV manifest ({exc})") from None
-    return [Path(e) if os.path.isabs(e) else path.parent / e for e in entries]
 
 
 def select_shard(paths: Sequence[Path], shard: tuple[int, int] | None) -> list[Path]:
@@ -123,32 +47,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not (count >= 1 and 0 <= index < count):
         raise ValueError(f"expected 0 <= i < n, got '{text}'")
     return index, count
-
-
-def _glob_images(spec: str) -> list[Path]:
-    """Images matching a glob; like folders, ``**`` does not descend into symlinked folders.
-
-    (Python's ``glob`` follows them, so a link loop would list every image ~40 times.)
-    """
-    literal = Path(*_literal_parts(spec))  # Path() is "." for a pattern like "*.jpg"
-    images = []
-    for match in sorted(Path(p) for p in glob.glob(spec, recursive=True)):
-        if not (match.is_file() and is_image_file(match)):
-            continue
-        between = [parent for parent in match.parents if parent != literal and literal in parent.parents]
-        if not any(parent.is_symlink() for parent in between):
-            images.append(match)
-    return images
-
-
-def _literal_parts(spec: str) -> list[str]:
-    """The leading path components of ``spec`` that contain no glob characters."""
-    parts: list[str] = []
-    for part in Path(spec).parts:
-        if glob.has_magic(part):
-            break
-        parts.append(part)
-    return parts
 
 
 def job_fingerprint(classifier: OnnxClassifier, threshold: float, max_pixels: int) -> dict[str, Any]:
@@ -174,7 +72,7 @@ def run_job(classifier: OnnxClassifier, paths: Sequence[Path], output: Path, *, 
                       part_format="parquet" if ray_options is not None else "csv", echo=echo)
     keys = [str(p) for p in paths]
     if cam_dir is not None and ray_options is not None:
-        raise SkinOnnxError("--cam runs on the local engine only (drop --engine ray)")
+        raise SkinOnnxError("--cam-dir runs on the local engine only (drop --engine ray)")
     overlays = _overlay_paths(classifier, paths, cam_dir)
     todo = [k for k in keys if k not in journal.done]
     if len(todo) < len(keys):
@@ -191,15 +89,19 @@ def run_job(classifier: OnnxClassifier, paths: Sequence[Path], output: Path, *, 
                 journal.add([row])
     finally:
         journal.flush()  # also on Ctrl-C / errors: what is done stays done
+    return _result(journal.rows_for(keys), overlays), journal
+
+
+def _result(rows: Iterable[dict[str, Any]], overlays: dict[str, Path]) -> PredictResult:
+    """Rows with an ``error`` become skipped entries; the others lose that column and gain ``cam_overlay``."""
     result = PredictResult()
-    for row in journal.rows_for(keys):
+    for row in rows:
         if row["error"]:
             result.skipped.append({"path": row["path"], "problem": row["error"]})
         else:
             result.rows.append({k: v for k, v in row.items() if k != "error"})
-            if overlays:
-                result.rows[-1]["cam_overlay"] = str(overlays[row["path"]])
-    return result, journal
+            result.rows[-1].update({"cam_overlay": str(overlays[row["path"]])} if overlays else {})
+    return result
 
 
 def _overlay_paths(classifier: OnnxClassifier, paths: Sequence[Path], cam_dir: Path | None) -> dict[str, Path]:
@@ -223,20 +125,6 @@ def _local_rows(classifier: OnnxClassifier, paths: Sequence[str | Path], thresho
                              members=pred.members, n_members=classifier.n_members)
 
 
-def write_cam(classifier: OnnxClassifier, pred: Prediction, overlay: Path, threshold: float,
-              max_pixels: int) -> Path:
-    """``pred``'s ``cam`` drawn over the model's crop, relative to the threshold (see cam_overlays)."""
-    contract, pos = classifier.contract, classifier.contract.positive_index
-    prob = float(pred.probabilities[pos])
-    prediction = contract.classes[pos] if prob >= threshold else contract.classes[1 - pos]
-    shown = pred.cam if pred.logits is None else relative_to_threshold(
-        pred.cam, float(pred.logits[pos] - pred.logits[1 - pos]), threshold, contract.temperature)
-    crop = model_crop(pred.path, classifier.preprocessing, max_pixels)
-    caption = cam_caption(Path(pred.path).name, prob, contract.positive_class, prediction, shown,
-                          classifier.preprocessing.image_size)
-    return write_cam_overlay(overlay, crop, shown, caption)
-
-
 def run_predict(classifier: OnnxClassifier, paths: list[Path], *, threshold: float | None = None,
                 batch_size: int = 16, progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
                 cam_dir: Path | None = None) -> PredictResult:
@@ -244,17 +132,8 @@ def run_predict(classifier: OnnxClassifier, paths: list[Path], *, threshold: flo
     output there (column ``cam_overlay``); the model must have that output."""
     t = classifier.contract.threshold if threshold is None else threshold
     overlays = _overlay_paths(classifier, paths, cam_dir)
-    result = PredictResult()
-    for row in _local_rows(classifier, paths, t, overlays, batch_size=batch_size, progress=progress,
-                           max_pixels=max_pixels):
-        problem = row.pop("error")
-        if problem:
-            result.skipped.append({"path": row["path"], "problem": problem})
-            continue
-        if overlays:
-            row["cam_overlay"] = str(overlays[row["path"]])
-        result.rows.append(row)
-    return result
+    return _result(_local_rows(classifier, paths, t, overlays, batch_size=batch_size, progress=progress,
+                               max_pixels=max_pixels), overlays)
 
 
 def write_outputs(result: PredictResult, output: Path, *, provider: str, model: Path) -> None:
@@ -262,15 +141,9 @@ def write_outputs(result: PredictResult, output: Path, *, provider: str, model: 
         write_json(output, {"model": str(model), "provider": provider, "predictions": result.rows,
                             "skipped": result.skipped})
     elif output.suffix.lower() == ".csv":
-        fields = list(result.rows[0]) if result.rows else ["path", "prediction"]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=[*fields, "error"], lineterminator="\n")
-        writer.writeheader()
-        for row in result.rows:
-            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-        for bad in result.skipped:
-            writer.writerow({"path": bad["path"], "error": bad["problem"]})
-        write_text(output, buf.getvalue())
+        fields = [*(result.rows[0] if result.rows else ["path", "prediction"]), "error"]
+        skipped = ({"path": bad["path"], "error": bad["problem"]} for bad in result.skipped)
+        write_text(output, csv_text([*result.rows, *skipped], fields, "{:.6f}".format))
     elif output.suffix.lower() == ".parquet":  # the CSV's columns, with full-precision floats
         pq = require_pyarrow("--output .parquet")
         import pyarrow as pa

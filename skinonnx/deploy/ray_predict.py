@@ -107,7 +107,7 @@ def run_ray_predict(classifier: OnnxClassifier, paths: Sequence[str], journal: J
             provider = "cuda" if provider == "auto" else provider
         workers = workers or cpus
         if workers > cpus:
-            raise SkinOnnxError(f"--workers {workers}: the Ray cluster has {cpus} CPUs (each worker needs one)")
+            raise SkinOnnxError(f"--ray-workers {workers}: the Ray cluster has {cpus} CPUs (each worker needs one)")
         threads = max(1, cpus // workers)  # ORT threads (and decode threads) per actor
         where = f"cluster {address}" if address else "local, 127.0.0.1"
         echo(f"Ray ({where}): {workers} workers x {threads} CPU{'s' if threads > 1 else ''}"

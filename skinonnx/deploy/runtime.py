@@ -175,11 +175,6 @@ class OnnxClassifier:
         return int(json.loads(self.metadata.get("ensemble", "{}")).get("members", 0))
 
     @property
-    def has_logits(self) -> bool:
-        """Whether the graph exposes raw logits (skinonnx exports do), i.e. uncalibrated probabilities."""
-        return self._logits_output is not None
-
-    @property
     def input_name(self) -> str:
         return self._input.name
 

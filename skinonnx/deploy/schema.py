@@ -71,15 +71,16 @@ def _positive_std(v: str) -> str | None:
 
 
 def _output_names(v: str) -> str | None:
-    """``["logits", "probabilities"]``, then optionally ``"cam"`` (the class activation map) or, in an
-    ensemble, ``"member_probabilities"`` (checked against the ``ensemble`` key in the cross checks)."""
+    """``["logits", "probabilities"]``, then in an ensemble ``"member_probabilities"`` (checked against the
+    ``ensemble`` key in the cross checks), then optionally ``"cam"`` (the class activation map)."""
     problem = _json(list, None, str)(v)
     if problem:
         return problem
     names = json.loads(v)
-    if names[:2] != list(OUTPUT_NAMES) or names[2:] not in ([], [CAM_OUTPUT], [MEMBER_OUTPUT]):
-        return (f"expected {list(OUTPUT_NAMES)}, optionally followed by '{CAM_OUTPUT}' (or '{MEMBER_OUTPUT}' for "
-                f"an ensemble), got {v[:80]!r}")
+    if names[:2] != list(OUTPUT_NAMES) or names[2:] not in ([], [CAM_OUTPUT], [MEMBER_OUTPUT],
+                                                            [MEMBER_OUTPUT, CAM_OUTPUT]):
+        return (f"expected {list(OUTPUT_NAMES)}, then '{MEMBER_OUTPUT}' for an ensemble, then optionally "
+                f"'{CAM_OUTPUT}', got {v[:80]!r}")
     return None
 
 

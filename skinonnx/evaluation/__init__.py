@@ -4,7 +4,7 @@ from .._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
-    metrics="binary_metrics bootstrap_ci roc_auc METRIC_NAMES", thresholds="choose_threshold parse_policy",
-    calibration="fit_temperature expected_calibration_error brier_score reliability_curve",
-    report="evaluate_predictions calibration_report evaluate_split", model_card="render_model_card",
+    metrics="binary_metrics bootstrap_ci roc_auc METRIC_NAMES evaluate_predictions", report="evaluate_split",
+    calibration="fit_temperature expected_calibration_error brier_score reliability_curve calibration_report",
+    thresholds="choose_threshold parse_policy", model_card="render_model_card",
 )

@@ -25,6 +25,7 @@ from scipy.special import logsumexp
 from .metrics import _labels, _same_length, _scores
 
 TEMPERATURE_BOUNDS = (0.05, 20.0)
+CALIBRATION_BINS = 10
 
 
 def _logits(logits: ArrayLike) -> NDArray[np.float64]:
@@ -134,3 +135,25 @@ def expected_calibration_error(y_true: ArrayLike, y_prob: ArrayLike, n_bins: int
         return float("nan")
     gap = np.abs(np.asarray(curve["accuracy"]) - np.asarray(curve["confidence"]))
     return float(np.sum(np.where(count > 0, count * np.nan_to_num(gap), 0.0)) / total)
+
+
+def calibration_report(y_true: ArrayLike, prob_after: ArrayLike, prob_before: ArrayLike | None = None, *,
+                       n_bins: int = CALIBRATION_BINS) -> dict[str, Any]:
+    """ECE and Brier score of calibrated (``after``) and, if given, uncalibrated (``before``) probabilities.
+
+    Also the reliability-diagram bins of each (see calibration.reliability_curve); the
+    ``*_before`` entries are None without ``prob_before``.
+    """
+    truth = np.asarray(y_true)
+    probs = {"before": prob_before, "after": prob_after}
+    out: dict[str, Any] = {"n": int(truth.size), "n_positive": int(np.count_nonzero(truth == 1))}
+    for what, func in (("ece", expected_calibration_error), ("brier", brier_score)):
+        for tag, prob in probs.items():
+            out[f"{what}_{tag}"] = None if prob is None else (
+                func(truth, prob, n_bins) if what == "ece" else func(truth, prob))
+    for tag, prob in probs.items():
+        curve = None if prob is None else reliability_curve(truth, prob, n_bins)
+        if curve is not None:
+            curve["bin_edges"] = [round(e, 12) for e in curve["bin_edges"]]
+        out[f"reliability_{tag}"] = curve
+    return out

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .metrics import fmt
 
 OOF_FILE = "oof.csv"
 FIGURE = "cv_roc_curves.png"
@@ -68,10 +69,6 @@ def cv_section(meta: Mapping[str, str], run_dir: Path | None, positive_class: st
     }
 
 
-def _fmt(v: Any) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
-
-
 def plot_cv_roc(folds: Mapping[int, tuple[np.ndarray, np.ndarray]], evaluated: tuple[np.ndarray, np.ndarray] | None,
                 evaluated_name: str = "test") -> bytes:
     """One ROC curve per fold (its own val fold), the pooled OOF curve, and the ensemble on the evaluated split."""
@@ -87,7 +84,7 @@ def plot_cv_roc(folds: Mapping[int, tuple[np.ndarray, np.ndarray]], evaluated: t
     def curve(y: np.ndarray, p: np.ndarray, label: str, **style: Any) -> None:
         if 0 < y.sum() < len(y):
             fpr, tpr, _ = roc_curve(y, p)
-            ax.plot(fpr, tpr, label=f"{label}, AUC {_fmt(float(roc_auc_score(y, p)))} (n = {len(y)})", **style)
+            ax.plot(fpr, tpr, label=f"{label}, AUC {fmt(float(roc_auc_score(y, p)))} (n = {len(y)})", **style)
 
     for k, (y, p) in folds.items():
         curve(y, p, f"fold {k} (its val fold)", linewidth=1, alpha=0.7)
@@ -109,7 +106,7 @@ def model_card_lines(cv: Mapping[str, Any] | None) -> list[str]:
         return []
     oof = cv.get("oof") or {}
     ci = oof.get("roc_auc_ci") or [None, None]
-    aucs = ", ".join(_fmt(a) for a in cv.get("fold_val_auc") or [])
+    aucs = ", ".join(fmt(a) for a in cv.get("fold_val_auc") or [])
     tr = cv["threshold_transfer"]
     ev = cv["ensemble_evaluated"]
     ev_ci = ev.get("roc_auc_ci") or [None, None]
@@ -117,14 +114,14 @@ def model_card_lines(cv: Mapping[str, Any] | None) -> list[str]:
         ["Members", f"{cv.get('members')} folds of run `{cv.get('run')}`, combined by {cv.get('combination')}"
                     + (f", TTA {cv['tta']}" if cv.get("tta") else "")],
         ["Per-fold validation AUC", aucs],
-        ["Mean ± sd", f"{_fmt(cv.get('fold_val_auc_mean'))} ± {_fmt(cv.get('fold_val_auc_sd'))}"],
-        ["Pooled out-of-fold AUC (95 % CI)", f"{_fmt(oof.get('roc_auc'))} [{_fmt(ci[0])}, {_fmt(ci[1])}] on "
+        ["Mean ± sd", f"{fmt(cv.get('fold_val_auc_mean'))} ± {fmt(cv.get('fold_val_auc_sd'))}"],
+        ["Pooled out-of-fold AUC (95 % CI)", f"{fmt(oof.get('roc_auc'))} [{fmt(ci[0])}, {fmt(ci[1])}] on "
                                              f"{oof.get('n')} images"],
-        ["Ensemble AUC on the evaluated split", f"{_fmt(ev.get('roc_auc'))} [{_fmt(ev_ci[0])}, {_fmt(ev_ci[1])}]"],
-        ["Threshold (fitted on OOF)", _fmt(tr.get("threshold"))],
+        ["Ensemble AUC on the evaluated split", f"{fmt(ev.get('roc_auc'))} [{fmt(ev_ci[0])}, {fmt(ev_ci[1])}]"],
+        ["Threshold (fitted on OOF)", fmt(tr.get("threshold"))],
         ["Sensitivity / specificity: OOF → evaluated",
-         f"{_fmt(tr.get('oof_sensitivity'))} / {_fmt(tr.get('oof_specificity'))} → "
-         f"{_fmt(tr.get('evaluated_sensitivity'))} / {_fmt(tr.get('evaluated_specificity'))}"],
+         f"{fmt(tr.get('oof_sensitivity'))} / {fmt(tr.get('oof_specificity'))} → "
+         f"{fmt(tr.get('evaluated_sensitivity'))} / {fmt(tr.get('evaluated_specificity'))}"],
     ]
     return ["## Cross-validation", "",
             "| | |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), "",
@@ -142,8 +139,8 @@ def terminal_lines(cv: Mapping[str, Any] | None) -> list[str]:
     tr = cv["threshold_transfer"]
     return [f"  cross-validation: {cv.get('members')} folds ({cv.get('combination')}"
             + (f", TTA {cv['tta']}" if cv.get("tta") else "") + "); fold val AUC "
-            f"{', '.join(_fmt(a) for a in cv.get('fold_val_auc') or [])} (mean {_fmt(cv.get('fold_val_auc_mean'))} ± "
-            f"{_fmt(cv.get('fold_val_auc_sd'))}); OOF AUC {_fmt(oof.get('roc_auc'))} [{_fmt(ci[0])}, {_fmt(ci[1])}]",
-            f"    OOF threshold {_fmt(tr.get('threshold'))}: sensitivity/specificity OOF "
-            f"{_fmt(tr.get('oof_sensitivity'))}/{_fmt(tr.get('oof_specificity'))} -> here "
-            f"{_fmt(tr.get('evaluated_sensitivity'))}/{_fmt(tr.get('evaluated_specificity'))}"]
+            f"{', '.join(fmt(a) for a in cv.get('fold_val_auc') or [])} (mean {fmt(cv.get('fold_val_auc_mean'))} ± "
+            f"{fmt(cv.get('fold_val_auc_sd'))}); OOF AUC {fmt(oof.get('roc_auc'))} [{fmt(ci[0])}, {fmt(ci[1])}]",
+            f"    OOF threshold {fmt(tr.get('threshold'))}: sensitivity/specificity OOF "
+            f"{fmt(tr.get('oof_sensitivity'))}/{fmt(tr.get('oof_specificity'))} -> here "
+            f"{fmt(tr.get('evaluated_sensitivity'))}/{fmt(tr.get('evaluated_specificity'))}"]

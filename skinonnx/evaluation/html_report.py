@@ -19,7 +19,6 @@ refused request into the page (``#js-errors``), where tests look for them. The c
 from __future__ import annotations
 
 import html
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.preprocessing import Preprocessing
 from .case_images import FILES_DIR, write_case_images
 from .html_assets import SCRIPT, STYLE, csp
+from .metrics import fmt, sci
 from .model_card import FIGURE_TITLES
 
 HTML_NAME = "report.html"
@@ -85,26 +85,16 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _num(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
 def _signed(d: float) -> str:
     """Distance to the threshold: 4 decimals, or 2 significant digits when that would read 0.0000."""
     return f"{d:+.4f}" if abs(d) >= 5e-5 or d == 0 else f"{d:+.1e}"
-
-
-def _sci(value: Any) -> str:
-    return "n/a" if value is None else f"{float(value):.1e}"
 
 
 def _ci(ci: dict[str, Any] | None, name: str) -> str:
     if not ci or ci.get(name) is None:
         return ""
     lo, hi = ci[name]
-    return f" <span class=ci>[{_num(lo)}, {_num(hi)}]</span>"
+    return f" <span class=ci>[{fmt(lo)}, {fmt(hi)}]</span>"
 
 
 def _case_card(c: Case, positive_class: str, threshold: float, cls: str, later: bool = False) -> str:
@@ -126,13 +116,13 @@ def _headline(s: dict[str, Any]) -> str:
     m, ci, conf = s["metrics"], s["ci"], s["metrics"]["confusion"]
     level = f"{s['bootstrap']['confidence']:.0%} CI" if s.get("bootstrap") else "no CI (--no-ci)"
     tiles = [
-        ("ROC AUC", f"{_num(m['roc_auc'])}{_ci(ci, 'roc_auc')}", "threshold-free"),
-        ("Sensitivity", f"{_num(m['sensitivity'])}{_ci(ci, 'sensitivity')}",
+        ("ROC AUC", f"{fmt(m['roc_auc'])}{_ci(ci, 'roc_auc')}", "threshold-free"),
+        ("Sensitivity", f"{fmt(m['sensitivity'])}{_ci(ci, 'sensitivity')}",
          f"{conf['tp']} of {conf['tp'] + conf['fn']} {s['positive_class']} found"),
-        ("Specificity", f"{_num(m['specificity'])}{_ci(ci, 'specificity')}",
+        ("Specificity", f"{fmt(m['specificity'])}{_ci(ci, 'specificity')}",
          f"{conf['tn']} of {conf['tn'] + conf['fp']} others cleared"),
         ("Threshold", f"{s['threshold']:.4f}", _e(s["threshold_source"])),
-        ("Partial AUCs", f"{_num(m['pauc_80'])} <span class=ci>/ {_num(m['auc_sens_80'])}</span>",
+        ("Partial AUCs", f"{fmt(m['pauc_80'])} <span class=ci>/ {fmt(m['auc_sens_80'])}</span>",
          "pauc_80 (ISIC 2024, max 0.2) / auc_sens_80 (ISIC 2018-19, max 1)"),
     ]
     d = s["data"]
@@ -152,7 +142,7 @@ def _provenance(s: dict[str, Any]) -> str:
         verdict = "passed" if parity.get("ok") else "FAILED"
         stale = "" if parity.get("matches_model") else " (record is for other bytes: stale)"
         parity_text = (f"{verdict} on {parity.get('n_images')} real images ({_e(parity.get('images'))}), max |Δp| "
-                       f"{_sci(parity.get('max_abs_diff_probabilities'))}{stale}")
+                       f"{sci(parity.get('max_abs_diff_probabilities'))}{stale}")
     else:
         parity_text = "no parity record beside the ONNX file"
     rows = [("model file", f"<code>{_e(model['path'])}</code>"), ("SHA-256", f"<code>{_e(model['sha256'])}</code>"),

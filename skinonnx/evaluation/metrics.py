@@ -18,6 +18,7 @@ ROC point per distinct score (a tie between classes is a diagonal ROC segment).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,8 +43,18 @@ METRIC_NAMES: tuple[str, ...] = (
 #: Sensitivity floor of both partial AUCs: ``pauc_80`` (ISIC 2024: raw area above TPR 0.8, max 0.2)
 #: and ``auc_sens_80`` (ISIC 2018-2019 scorer: area under the ROC from the point of 80 % sensitivity, max 1).
 PAUC_MIN_TPR = 0.80
+RANK_METRICS = ("roc_auc", "average_precision", "pauc_80", "auc_sens_80")  # threshold-free
 
 _BOOTSTRAP_CHUNK = 64  # resamples drawn and scored together; bounds memory at 64 x n
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A metric for people: fixed decimals, 'n/a' where undefined (None or NaN)."""
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def sci(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.1e}"
 
 
 @dataclass(frozen=True)
@@ -483,3 +494,19 @@ def classification_report_text(
         digits=4, zero_division=np.nan,
     )
     return str(report)
+
+
+def evaluate_predictions(y_true: ArrayLike, y_prob: ArrayLike, threshold: float, *, bootstrap: int = 1000,
+                         seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+    """Every ISIC metric at ``threshold`` with stratified-bootstrap percentile intervals.
+
+    ``y_true`` is 1 for the positive (malignant) class, ``y_prob`` its probability. Returns
+    ``{"threshold", "metrics" (see metrics.binary_metrics), "ci"}`` where ``ci`` maps each metric
+    to ``[low, high]`` (NaN where undefined in every resample), or is None when ``bootstrap`` is 0.
+    """
+    metrics = binary_metrics(y_true, y_prob, threshold)
+    ci = None
+    if bootstrap:
+        intervals = bootstrap_ci(y_true, y_prob, threshold, n_resamples=bootstrap, confidence=confidence, seed=seed)
+        ci = {name: [lo, hi] for name, (lo, hi) in intervals.items()}
+    return {"threshold": float(threshold), "metrics": metrics, "ci": ci}

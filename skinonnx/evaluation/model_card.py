@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from .cv_report import model_card_lines
-from .metrics import METRIC_NAMES
+from .metrics import METRIC_NAMES, fmt, sci
 
 SECTIONS = ("Model", "Intended use", "Data", "Training", "Operating point", "Performance", "Calibration",
             "Export parity", "Figures", "Limitations and risks")
@@ -30,13 +30,6 @@ FIGURE_TITLES = {
     "training_curves.png": "Training curves",
     "cv_roc_curves.png": "Cross-validation: ROC per fold, pooled out-of-fold, and the ensemble",
 }
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    """How the card prints a number: fixed decimals, 'n/a' for undefined."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
 
 
 def fmt_ci(ci: list[Any] | None) -> str:
@@ -252,7 +245,7 @@ def _parity(p: dict[str, Any] | None, ours: bool = True) -> list[str]:
     verdict = "**passed**" if p.get("ok") else "**FAILED**"
     out.append(f"PyTorch vs ONNX Runtime ({p.get('provider')}) on {p.get('n_images')} real images "
                f"({p.get('images')}): {verdict}; largest probability difference "
-               f"{_sci(p.get('max_abs_diff_probabilities'))} (tolerance {_sci(_atol(p))}), predicted labels agree "
+               f"{sci(p.get('max_abs_diff_probabilities'))} (tolerance {sci(_atol(p))}), predicted labels agree "
                f"on {fmt(100 * float(p.get('label_agreement') or 0), 1)} % of images; checked {p.get('checked_at')}.")
     if not p.get("matches_model"):
         out.append("**Warning:** the record is for a different file (SHA-256 differs); re-run `skinonnx parity`.")
@@ -262,10 +255,6 @@ def _parity(p: dict[str, Any] | None, ours: bool = True) -> list[str]:
 def _atol(p: dict[str, Any]) -> float | None:
     checks = p.get("checks") or []
     return checks[0].get("atol") if checks else None
-
-
-def _sci(value: Any) -> str:
-    return "n/a" if value is None else f"{float(value):.1e}"
 
 
 def _figures(files: list[str]) -> list[str]:

@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..atomic import write_bytes
-from .metrics import PAUC_MIN_TPR
+from .metrics import PAUC_MIN_TPR, fmt
 
 DPI = 110
 OP_STYLE = {"marker": "*", "markersize": 16, "color": "tab:red", "markeredgecolor": "black", "linestyle": "none"}
@@ -36,12 +36,8 @@ def _legend_below(ax) -> None:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, frameon=False)
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
-
-
 def _ci_text(ci: Sequence[float | None] | None) -> str:
-    return "" if ci is None else f" [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+    return "" if ci is None else f" [{fmt(ci[0])}, {fmt(ci[1])}]"
 
 
 def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, *, threshold: float, policy: str, auc: float,
@@ -53,15 +49,15 @@ def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, *, threshold: float, policy
     fig = Figure(figsize=(6.2, 5.6))
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", label="chance")
-    ax.plot(fpr, tpr, color="tab:blue", linewidth=2, label=f"ROC, AUC {_fmt(auc)}{_ci_text(auc_ci)}")
+    ax.plot(fpr, tpr, color="tab:blue", linewidth=2, label=f"ROC, AUC {fmt(auc)}{_ci_text(auc_ci)}")
     ax.fill_between(fpr, PAUC_MIN_TPR, np.maximum(tpr, PAUC_MIN_TPR), color="tab:blue", alpha=0.15,
-                    label=f"partial AUC above {PAUC_MIN_TPR:.0%} sensitivity: {_fmt(pauc)}")
+                    label=f"partial AUC above {PAUC_MIN_TPR:.0%} sensitivity: {fmt(pauc)}")
     ax.axhline(PAUC_MIN_TPR, color="tab:blue", linewidth=0.8, linestyle="--", alpha=0.6)
     for t, style, name in ((threshold, OP_STYLE, f"operating point ({policy})"), (reference, REF_STYLE, "")):
         pred = y_prob >= t
         sens = float(np.mean(pred[y_true == 1])) if np.any(y_true == 1) else math.nan
         spec = float(np.mean(~pred[y_true == 0])) if np.any(y_true == 0) else math.nan
-        label = f"{name or 'threshold'} {t:.3f}: sens {_fmt(sens)}, spec {_fmt(spec)}"
+        label = f"{name or 'threshold'} {t:.3f}: sens {fmt(sens)}, spec {fmt(spec)}"
         ax.plot([1 - spec], [sens], label=label, zorder=5, **style)
     ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="1 − specificity (false positive rate)",
            ylabel="sensitivity (true positive rate)", title=f"ROC curve (n = {len(y_true)})", aspect="equal")
@@ -81,12 +77,12 @@ def plot_pr(y_true: np.ndarray, y_prob: np.ndarray, *, threshold: float, ap: flo
     ax = fig.add_subplot()
     ax.axhline(prevalence, color="0.6", linestyle=":", label=f"prevalence {prevalence:.3f} (no skill)")
     ax.step(recall, precision, where="post", color="tab:green", linewidth=2,
-            label=f"PR curve, average precision {_fmt(ap)}{_ci_text(ap_ci)}")
+            label=f"PR curve, average precision {fmt(ap)}{_ci_text(ap_ci)}")
     for t, style, name in ((threshold, OP_STYLE, "operating point"), (reference, REF_STYLE, "threshold")):
         pred = y_prob >= t
         rec = float(np.mean(pred[y_true == 1])) if np.any(y_true == 1) else math.nan
         prec = float(np.mean(y_true[pred] == 1)) if np.any(pred) else math.nan
-        ax.plot([rec], [prec], label=f"{name} {t:.3f}: recall {_fmt(rec)}, precision {_fmt(prec)}", zorder=5,
+        ax.plot([rec], [prec], label=f"{name} {t:.3f}: recall {fmt(rec)}, precision {fmt(prec)}", zorder=5,
                 **style)
     ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="recall (sensitivity)", ylabel="precision (PPV)",
            title=f"Precision-recall curve (n = {len(y_true)})", aspect="equal")
@@ -136,7 +132,7 @@ def plot_reliability(panels: Sequence[tuple[str, dict[str, Any]]], temperature: 
             count = np.asarray(curve["count"])
             ok = count > 0
             ax.plot(conf[ok], acc[ok], color=color, linestyle="--" if tag == "before" else "-", linewidth=1.2,
-                    label=f"{name}: ECE {_fmt(block[f'ece_{tag}'])}, Brier {_fmt(block[f'brier_{tag}'])}")
+                    label=f"{name}: ECE {fmt(block[f'ece_{tag}'])}, Brier {fmt(block[f'brier_{tag}'])}")
             # marker area in proportion to the bin's images: a bin of one image should not look like one of 100
             ax.scatter(conf[ok], acc[ok], s=12 + 400 * count[ok] / max(1, block["n"]), color=color,
                        edgecolor="black", linewidth=0.5, zorder=3)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,80 +31,109 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..atomic import atomic_path, ensure_writable_dir
-from ..deploy.contract import MEMBER_OUTPUT, OUTPUT_NAMES, ModelContract
+from ..deploy.contract import CAM_OUTPUT, MEMBER_OUTPUT, OUTPUT_NAMES, ModelContract
 from ..errors import ExportError, SkinOnnxError
-from ..evaluation.provenance import parity_record_path, write_parity_record
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
-from .parity import DEFAULT_ATOL, ParityReport, compare_with_reference
+from ..training.runs import DEFAULT_RUNS_DIR
+from .cam import has_cam_head, logits_and_cam, mean_cam
+from .compare import Comparison
+from .onnx_export import ExportResult, checked_output, contract_from_checkpoint, parity_batch, write_checked
+from .parity import DEFAULT_ATOL, compare_with_reference
 
-TTA_MODES = {"none": 1, "flip": 2, "d4": 8}
+# each view: (transpose H and W first?, then flip these dims); the d4 list is the dihedral group of the square
+VIEWS = {"none": [(False, ())], "flip": [(False, ()), (False, (3,))],
+         "d4": [(t, f) for t in (False, True) for f in ((), (3,), (2,), (2, 3))]}
+TTA_MODES = {mode: len(views) for mode, views in VIEWS.items()}
 
 
 def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
     """The views of an NCHW batch (square images): flips are Slice, the transpose swaps H and W."""
-    if mode == "none":
-        return [x]
-    if mode == "flip":
-        return [x, x.flip(3)]
-    if mode == "d4":
-        t = x.transpose(2, 3)
-        return [x, x.flip(3), x.flip(2), x.flip(2).flip(3), t, t.flip(3), t.flip(2), t.flip(2).flip(3)]
-    raise SkinOnnxError(f"unknown TTA mode '{mode}' (choose {', '.join(TTA_MODES)})")
+    if mode not in VIEWS:
+        raise SkinOnnxError(f"unknown TTA mode '{mode}' (choose {', '.join(TTA_MODES)})")
+    views = []
+    for transpose, flips in VIEWS[mode]:
+        view = x.transpose(2, 3) if transpose else x
+        views.append(view.flip(flips) if flips else view)
+    return views
+
+
+def aligned_cams(cams: list[torch.Tensor], mode: str) -> list[torch.Tensor]:
+    """Each view's map [N, h, w] mapped back onto the original image: undo the flips, then the transpose."""
+    out = []
+    for cam, (t, f) in zip(cams, VIEWS[mode], strict=True):
+        cam = cam.flip([d - 1 for d in f]) if f else cam
+        out.append(cam.transpose(1, 2) if t else cam)
+    return out
 
 
 class EnsembleWrapper(nn.Module):
-    """K members x V views -> (logits, probabilities[, member_probabilities]); see the module docstring."""
+    """K members x V views -> (logits, probabilities[, member_probabilities][, cam]); see the module docstring.
+
+    ``with_cam``: each member's map per view (:func:`.cam.logits_and_cam`), aligned back and averaged with
+    equal weights (:func:`.cam.mean_cam`), the weights that average the logits."""
 
     def __init__(self, members: list[nn.Module], temperature: float, positive_index: int, tta: str = "none",
-                 member_output: bool = True, n_classes: int = 2) -> None:
+                 member_output: bool = True, n_classes: int = 2, with_cam: bool = False) -> None:
         super().__init__()
         self.members = nn.ModuleList(m.eval().cpu().to(memory_format=torch.contiguous_format) for m in members)
         self.register_buffer("temperature", torch.tensor(float(temperature)))
         self.tta, self.views = tta, TTA_MODES[tta]
         self.positive_index, self.member_output, self.n_classes = positive_index, member_output, n_classes
+        if with_cam and not all(has_cam_head(m) for m in self.members):
+            raise ExportError("the cam output needs ResNet members with a global-average-pool + linear 2-class head")
+        self.with_cam = with_cam
         self.eval()
 
-    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, K, C]: each member's logits averaged over the TTA views."""
+    def member_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[N, K, C]: each member's logits averaged over the TTA views; and the mean aligned map (or None)."""
         views = tta_views(x, self.tta)
         batch = torch.cat(views, 0) if len(views) > 1 else x
-        per_member = []
+        per_member, cams = [], []
         for member in self.members:
-            z = member(batch)
+            if self.with_cam:
+                z, cam = logits_and_cam(member, batch, self.positive_index)
+                cams.append(mean_cam(aligned_cams(list(cam.reshape(self.views, -1, *cam.shape[1:])), self.tta)))
+            else:
+                z = member(batch)
             if self.views > 1:
                 z = z.reshape(self.views, -1, self.n_classes).mean(0)
             per_member.append(z)
-        return torch.stack(per_member, 1)
+        return torch.stack(per_member, 1), mean_cam(cams) if cams else None
 
     def forward(self, x: torch.Tensor):
-        z = self.member_logits(x)
+        z, cam = self.member_outputs(x)
         logits = z.mean(1)
-        probabilities = torch.softmax(logits / self.temperature, dim=1)
-        if not self.member_output:
-            return logits, probabilities
-        members = torch.softmax(z / self.temperature, dim=2)[:, :, self.positive_index]
-        return logits, probabilities, members
+        out = [logits, torch.softmax(logits / self.temperature, dim=1)]
+        if self.member_output:
+            out.append(torch.softmax(z / self.temperature, dim=2)[:, :, self.positive_index])
+        return tuple(out + ([cam] if cam is not None else []))
 
 
 @torch.no_grad()
 def reference_outputs(wrapper: EnsembleWrapper, batch: np.ndarray) -> dict[str, np.ndarray]:
-    """What the graph must output, computed by PyTorch member by member (fp32 models, float64 combination)."""
+    """What the graph must output, computed by PyTorch member by member and view by view (fp32 models,
+    float64 combination)."""
     wrapper.eval()  # torch.onnx.export restores the mode it found, which a caller may have left in training
-    x = torch.from_numpy(batch)
-    views = tta_views(x, wrapper.tta)
-    z = torch.stack([torch.stack([m(v).double() for v in views]).mean(0) for m in wrapper.members], 1)
-    t = float(wrapper.temperature)
+    views, pos = tta_views(torch.from_numpy(batch), wrapper.tta), wrapper.positive_index
+    zs, cams = [], []
+    for m in wrapper.members:
+        outs = [logits_and_cam(m, v, pos) if wrapper.with_cam else (m(v), None) for v in views]
+        zs.append(torch.stack([z.double() for z, _ in outs]).mean(0))
+        if wrapper.with_cam:
+            cams.append(mean_cam(aligned_cams([c.double() for _, c in outs], wrapper.tta)))
+    z, t = torch.stack(zs, 1), float(wrapper.temperature)
     logits = z.mean(1)
     out = {"logits": logits.numpy(), "probabilities": torch.softmax(logits / t, 1).numpy()}
     if wrapper.member_output:
-        out[MEMBER_OUTPUT] = torch.softmax(z / t, 2)[:, :, wrapper.positive_index].numpy()
+        out[MEMBER_OUTPUT] = torch.softmax(z / t, 2)[:, :, pos].numpy()
+    if cams:
+        out[CAM_OUTPUT] = mean_cam(cams).numpy()
     return out
 
 
 def check_ensemble_parity(wrapper: EnsembleWrapper, onnx_path: str | os.PathLike[str], batch: np.ndarray, *,
                           atol: float = DEFAULT_ATOL, provider: str = "cpu", batch_sizes: tuple[int, ...] = (1, 7),
-                          member_names: list[str] | None = None) -> ParityReport:
+                          member_names: list[str] | None = None) -> Comparison:
     """Every output, and every member's column, against PyTorch at batch sizes 1 and 7; raises above ``atol``."""
     names = member_names or [f"member {i}" for i in range(len(wrapper.members))]
     return compare_with_reference(onnx_path, batch, reference_outputs(wrapper, batch), atol=atol, provider=provider,
@@ -114,20 +143,7 @@ def check_ensemble_parity(wrapper: EnsembleWrapper, onnx_path: str | os.PathLike
 # --------------------------------------------------------------------------- export
 
 
-@dataclass
-class EnsembleExport:
-    path: Path
-    contract: ModelContract
-    parity: ParityReport | None
-    seconds: float
-    members: int
-    tta: str
-    uint8_path: Path | None = None
-
-
 def _ensemble_contract(run, states: list[dict[str, Any]], opset: int, tta: str) -> ModelContract:
-    from .onnx_export import contract_from_checkpoint
-
     oof = run.oof
     base = contract_from_checkpoint(states[0], run.best_paths[0], opset)
     extra = {k: v for k, v in base.extra.items() if k not in ("source_checkpoint", "source_checkpoint_sha256")}
@@ -161,84 +177,48 @@ def tta_metadata(tta: str) -> str:
 
 def export_cv_run(run_dir: str | os.PathLike[str], output: str | os.PathLike[str], *, tta: str = "none",
                   opset: int = 17, data: str | None = None, atol: float = DEFAULT_ATOL, parity_images: int = 32,
-                  provider: str = "cpu", embed_preprocessing: bool = False, echo=print) -> EnsembleExport:
+                  provider: str = "cpu", embed_preprocessing: bool = False, cam: bool = True,
+                  echo=print) -> ExportResult:
     """A complete CV run -> one ONNX file with all K members (checked, parity-tested, atomic)."""
-    from ..training.cross_validation import load_complete_run
+    from ..training.cv_export import load_complete_run
 
-    t0 = time.perf_counter()
-    output = _checked_output(output)
+    t0, output = time.perf_counter(), checked_output(output)
     run = load_complete_run(run_dir)
     states = [load_checkpoint(p) for p in run.best_paths]
     contract = _ensemble_contract(run, states, opset, tta)
-    wrapper = EnsembleWrapper([model_from_checkpoint(s) for s in states], contract.temperature,
-                              contract.positive_index, tta, member_output=True)
-    names = [f"fold-{st['fold']}" for st in run.folds]
     echo(f"ensemble of {len(states)} folds of run '{run.run_dir.name}' (mean logits, OOF temperature "
          f"{contract.temperature:.3f}, threshold {contract.threshold:.4f}){f', TTA {tta}' if tta != 'none' else ''}")
-    return _write(wrapper, contract, output, states[0], data or run.cv.get("data_root"), opset, atol,
-                  parity_images, provider, embed_preprocessing, names, tta, t0, echo)
+    return _write([model_from_checkpoint(s) for s in states], contract, ExportResult(output, contract, tta=tta),
+                  [f"fold-{st['fold']}" for st in run.folds], dict(
+                      state=states[0], data=data or run.cv.get("data_root"), opset=opset, parity_images=parity_images,
+                      provider=provider, embed_preprocessing=embed_preprocessing, echo=echo, t0=t0), atol, cam)
 
 
 def export_single_tta(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *, tta: str,
                       opset: int = 17, data: str | None = None, atol: float = DEFAULT_ATOL, parity_images: int = 32,
-                      provider: str = "cpu", embed_preprocessing: bool = False, echo=print) -> EnsembleExport:
-    """One checkpoint with TTA views in the graph (outputs as a plain export: logits, probabilities)."""
-    from .onnx_export import contract_from_checkpoint
-
-    t0 = time.perf_counter()
-    checkpoint, output = Path(checkpoint), _checked_output(output)
+                      provider: str = "cpu", embed_preprocessing: bool = False, cam: bool = True,
+                      echo=print) -> ExportResult:
+    """One checkpoint with TTA views in the graph (outputs as a plain export: logits, probabilities[, cam])."""
+    t0, checkpoint, output = time.perf_counter(), Path(checkpoint), checked_output(output)
     state = load_checkpoint(checkpoint)
     contract = contract_from_checkpoint(state, checkpoint, opset)
     contract = replace(contract, extra={**contract.extra, "tta": tta_metadata(tta)})
-    wrapper = EnsembleWrapper([model_from_checkpoint(state)], contract.temperature, contract.positive_index, tta,
-                              member_output=False)
-    return _write(wrapper, contract, output, state, data, opset, atol, parity_images, provider, embed_preprocessing,
-                  ["model"], tta, t0, echo)
+    return _write([model_from_checkpoint(state)], contract, ExportResult(output, contract, tta=tta), ["model"], dict(
+        state=state, data=data, opset=opset, parity_images=parity_images, provider=provider,
+        embed_preprocessing=embed_preprocessing, echo=echo, t0=t0), atol, cam)
 
 
-def _checked_output(output: str | os.PathLike[str]) -> Path:
-    output = Path(output)
-    if output.suffix.lower() != ".onnx":
-        raise SkinOnnxError(f"--output must end in .onnx: {output}")
-    ensure_writable_dir(output.parent)
-    return output
-
-
-def _write(wrapper: EnsembleWrapper, contract: ModelContract, output: Path, state: dict[str, Any], data: str | None,
-           opset: int, atol: float, parity_images: int, provider: str, embed_preprocessing: bool,
-           member_names: list[str], tta: str, t0: float, echo) -> EnsembleExport:
-    from .onnx_export import _write_uint8_variant, parity_images_for, to_onnx
-    from .uint8_input import uint8_path_for
-
-    result = EnsembleExport(output, contract, None, 0.0, len(wrapper.members), tta)
-    source = ""
-    with atomic_path(output) as tmp:
-        proto = to_onnx(None, contract, tmp, opset, wrapper=wrapper)
-        if wrapper.member_output:
-            _check_member_shape(proto, len(wrapper.members))
-        echo(f"ONNX checker and shape inference: ok (opset {opset})")
-        if parity_images > 0:
-            batch, source = parity_images_for(state, data, parity_images)
-            echo(f"parity images: {source}")
-            result.parity = check_ensemble_parity(wrapper, tmp, batch, atol=atol, provider=provider,
-                                                  member_names=member_names)
-            echo(result.parity.text())
-        if embed_preprocessing:
-            result.uint8_path, _ = _write_uint8_variant(proto, contract, tmp, uint8_path_for(output), state, data,
-                                                        max(parity_images, 1), provider, echo)
-    if result.parity is not None:
-        write_parity_record(output, result.parity.to_dict(), source=source)
-    else:
-        parity_record_path(output).unlink(missing_ok=True)
-    result.seconds = time.perf_counter() - t0
-    return result
-
-
-def _check_member_shape(proto, k: int) -> None:
-    out = next((o for o in proto.graph.output if o.name == MEMBER_OUTPUT), None)
-    dims = [] if out is None else [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
-    if len(dims) != 2 or dims[1] != k:
-        raise ExportError(f"output '{MEMBER_OUTPUT}' has shape {dims}; expected [batch, {k}]")
+def _write(members: list[nn.Module], contract: ModelContract, result: ExportResult, names: list[str],
+           options: dict[str, Any], atol: float, cam: bool) -> ExportResult:
+    """The members' wrapper (with the map when asked and every member has the head) through the shared writer."""
+    with_cam = cam and all(has_cam_head(m) for m in members)
+    if with_cam:
+        result.contract = contract = replace(contract, output_names=(*contract.output_names, CAM_OUTPUT))
+    wrapper = EnsembleWrapper(members, contract.temperature, contract.positive_index, result.tta,
+                              member_output=MEMBER_OUTPUT in contract.output_names, with_cam=with_cam)
+    result.members = len(members)
+    return write_checked(result, wrapper, lambda tmp, batch: check_ensemble_parity(
+        wrapper, tmp, batch, atol=atol, provider=options["provider"], member_names=names), **options)
 
 
 def is_ensemble_or_tta(onnx_path: str | os.PathLike[str]) -> bool:
@@ -248,33 +228,32 @@ def is_ensemble_or_tta(onnx_path: str | os.PathLike[str]) -> bool:
     return "ensemble" in meta or "tta" in meta
 
 
-def recheck_parity(source: Path | None, onnx_path: str | os.PathLike[str], data: str | None, *,
-                   atol: float = DEFAULT_ATOL, n_images: int = 32, provider: str = "cpu",
-                   echo=print) -> tuple[ParityReport, str]:
-    """`parity` for an ensemble or TTA file: rebuild the same members, views and temperature in PyTorch.
+def recheck_parity(source: str | None, onnx_path: str | os.PathLike[str], data: str | None, *,
+                   runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR, atol: float = DEFAULT_ATOL,
+                   n_images: int = 32, provider: str = "cpu", echo=print) -> tuple[Comparison, str]:
+    """`parity` for any skinonnx file: rebuild the same members, views, temperature and outputs in PyTorch.
 
-    ``source``: the CV run folder (an ensemble; default: the run its metadata names) or the checkpoint
-    (default: the newest run's).
+    ``source``: for an ensemble its CV run (folder or name under ``runs_dir``; default: the run its metadata
+    names), else the checkpoint (file or run; default: the newest run's under ``runs_dir``).
     """
     from ..deploy.info import read_header
-    from ..training.cross_validation import is_cv_run, load_complete_run
-    from .onnx_export import parity_images_for
+    from ..training.cv_export import load_complete_run
+    from ..training.runs import resolve_checkpoint, resolve_run
 
     meta = read_header(onnx_path).metadata
     tta = json.loads(meta["tta"])["mode"] if "tta" in meta else "none"
-    temperature, positive = float(meta["temperature"]), int(meta["positive_index"])
     if "ensemble" in meta:
-        run_dir = source if source is not None and is_cv_run(source) else Path(meta.get("training_run_dir", ""))
-        run = load_complete_run(run_dir)
+        run = load_complete_run(resolve_run(source, runs_dir) if source else Path(meta.get("training_run_dir", "")))
         states = [load_checkpoint(p) for p in run.best_paths]
-        names = [f"fold-{st['fold']}" for st in run.folds]
-        data = data or run.cv.get("data_root")
+        names, data = [f"fold-{st['fold']}" for st in run.folds], data or run.cv.get("data_root")
     else:
-        from ..training.runs import resolve_checkpoint
-
-        states, names = [load_checkpoint(source if source is not None else resolve_checkpoint(None)[0])], ["model"]
-    wrapper = EnsembleWrapper([model_from_checkpoint(s) for s in states], temperature, positive, tta,
-                              member_output="ensemble" in meta)
-    batch, where = parity_images_for(states[0], data, n_images)
+        checkpoint, note = resolve_checkpoint(source, runs_dir)
+        if note:
+            echo(note)
+        states, names = [load_checkpoint(checkpoint)], ["model"]
+    wrapper = EnsembleWrapper([model_from_checkpoint(s) for s in states], float(meta["temperature"]),
+                              int(meta["positive_index"]), tta, member_output="ensemble" in meta,
+                              with_cam=CAM_OUTPUT in json.loads(meta.get("output_names", "[]")))
+    batch, _, where = parity_batch(states[0], data, n_images)
     echo(f"parity images: {where}")
     return check_ensemble_parity(wrapper, onnx_path, batch, atol=atol, provider=provider, member_names=names), where

@@ -17,24 +17,20 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import atomic_path
 from ..deploy.runtime import OnnxClassifier
 from ..errors import ExportError
-from .variant_gate import VariantGate, check_variant_graph, compare, gate_images
+from .compare import Comparison, check_variant_graph, compare_files, load_parity_images, real_images, write_metadata
 
 DEFAULT_MAX_PROB_DIFF = 0.01  # fp16 weights move logits by ~1e-3 relative; probabilities by far less than this
 DEFAULT_GATE_IMAGES = 64
 
 
-class Fp16GateError(ExportError):
-    """The fp16 copy disagrees with fp32 beyond the gate (no file is written)."""
-
-
 def fp16_path_for(fp32_path: str | os.PathLike[str]) -> Path:
-    """``exports/model.onnx`` -> ``exports/model.fp16.onnx``."""
+    """``model.onnx`` -> ``model.fp16.onnx``."""
     path = Path(fp32_path)
     return path.with_name(f"{path.stem}.fp16.onnx")
 
@@ -71,7 +67,7 @@ def to_fp16(model):  # onnx.ModelProto -> onnx.ModelProto
 @dataclass
 class Fp16Result:
     path: Path
-    gate: VariantGate
+    gate: Comparison
     seconds: float
 
 
@@ -88,15 +84,16 @@ def export_fp16(fp32_path: str | os.PathLike[str], data: str | os.PathLike[str],
     if fp32.takes_uint8:
         raise ExportError(f"{fp32_path}: give the float32-input model; its uint8 variant is not converted")
     half = to_fp16(onnx.load(str(fp32_path)))
-    paths = gate_images(data, n_images)
+    paths, source = real_images(data, n_images)
     with atomic_path(output) as tmp:
         onnx.save(half, str(tmp))
-        gate = compare(fp32, OnnxClassifier(tmp, "cpu"), paths, max_prob_diff, "fp16 vs fp32")
-        echo(gate.text() + f" [{data}]")
-        if not gate.ok:
-            raise Fp16GateError(gate.text() + f"\nfp16 gate FAILED: {output} not written")
+        gate = compare_files(fp32_path, tmp, load_parity_images(paths, fp32.preprocessing, n_images),
+                             {"probabilities": max_prob_diff}, "fp16 vs fp32",
+                             positive_index=fp32.contract.positive_index, threshold=fp32.contract.threshold)
+        echo(gate.text() + f" [{source}]")
+        gate.require("fp16 gate", output)
         record = {"weights": "float16", "activations": "float16", "inputs_outputs": "float32",
-                  "converter": "onnxruntime.transformers.float16 (keep_io_types)", "gate": asdict(gate)}
-        half.metadata_props.add(key="precision", value=json.dumps(record))
+                  "converter": "onnxruntime.transformers.float16 (keep_io_types)", "gate": gate.to_dict()}
+        write_metadata(half, {**fp32.metadata, "precision": json.dumps(record)})
         onnx.save(half, str(tmp))
     return Fp16Result(output, gate, time.perf_counter() - t0)

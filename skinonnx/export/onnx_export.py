@@ -6,6 +6,7 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,16 +19,17 @@ from torch import nn
 from .. import __version__
 from ..atomic import atomic_path, ensure_writable_dir
 from ..data.images import DEFAULT_MAX_PIXELS
-from ..data.layouts import discover
 from ..data.preprocessing import Preprocessing
-from ..deploy.contract import CAM_OUTPUT, INPUT_NAME, OUTPUT_NAMES, ModelContract
+from ..data.training_data import model_data
+from ..deploy.contract import CAM_OUTPUT, INPUT_NAME, MEMBER_OUTPUT, OUTPUT_NAMES, ModelContract
 from ..errors import ExportError, ShapeError, SkinOnnxError
 from ..evaluation.provenance import parity_record_path, write_parity_record
 from ..hashing import file_sha256
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 from .cam import has_cam_head, logits_and_cam
-from .parity import DEFAULT_ATOL, ParityReport, check_parity, load_parity_images
-from .uint8_input import Uint8Parity, check_uint8_parity, uint8_path_for
+from .compare import Comparison, load_parity_images, real_images, write_metadata
+from .parity import DEFAULT_ATOL, check_parity
+from .uint8_input import check_uint8_parity, uint8_path_for
 from .uint8_input import embed_preprocessing as embed_preprocessing_graph
 
 DEFAULT_OPSET = 17  # read by ONNX Runtime >= 1.14 and TensorRT >= 8.6
@@ -53,12 +55,16 @@ class ExportWrapper(nn.Module):
 
 @dataclass
 class ExportResult:
+    """A written export: single model, TTA or fold ensemble (``members`` > 1)."""
+
     path: Path
     contract: ModelContract
-    parity: ParityReport | None
-    seconds: float
+    parity: Comparison | None = None
+    seconds: float = 0.0
     uint8_path: Path | None = None  # --embed-preprocessing variant
-    uint8_parity: Uint8Parity | None = None
+    uint8_parity: Comparison | None = None
+    members: int = 1
+    tta: str = "none"
 
 
 def contract_from_checkpoint(state: dict[str, Any], checkpoint_path: Path, opset: int) -> ModelContract:
@@ -111,12 +117,9 @@ def to_onnx(model: nn.Module | None, contract: ModelContract, path: Path, opset:
                           dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in output_names}},
                           do_constant_folding=True)
     proto = onnx.load(str(path))
-    proto.producer_name, proto.producer_version = "skinonnx", __version__
-    proto.doc_string = (f"ResNet50 {contract.classes[0]} vs {contract.classes[1]} classifier. Input: RGB "
-                        f"NCHW float32 {size}x{size}, preprocessed as in metadata; outputs {', '.join(output_names)}.")
-    del proto.metadata_props[:]
-    for key, value in contract.to_metadata().items():
-        proto.metadata_props.add(key=key, value=value)
+    write_metadata(proto, contract.to_metadata(), f"ResNet50 {contract.classes[0]} vs {contract.classes[1]} "
+                   f"classifier. Input: RGB NCHW float32 {size}x{size}, preprocessed as in metadata; outputs "
+                   f"{', '.join(output_names)}.")
     onnx.save(proto, str(path))
     try:
         onnx.checker.check_model(str(path), full_check=True)
@@ -129,28 +132,30 @@ def to_onnx(model: nn.Module | None, contract: ModelContract, path: Path, opset:
             if len(dims) != 3:
                 raise ShapeError(f"output '{out.name}' has shape {dims}; expected [batch, height, width]")
             continue
-        if out.name not in OUTPUT_NAMES:
-            continue  # extra outputs (an ensemble's member_probabilities) are checked by their exporter
-        if len(dims) != 2 or dims[1] != len(contract.classes):
-            raise ShapeError(f"output '{out.name}' has shape {dims}; expected [batch, {len(contract.classes)}]")
+        width = json.loads(contract.extra.get("ensemble", "{}")).get("members") if out.name == MEMBER_OUTPUT \
+            else len(contract.classes)  # member_probabilities: one column per member
+        if len(dims) != 2 or dims[1] != width:
+            raise ShapeError(f"output '{out.name}' has shape {dims}; expected [batch, {width}]")
     return proto
 
 
-def parity_paths_for(state: dict[str, Any], data: str | None) -> tuple[list[Path], str]:
-    """Real images for parity checks: the validation split of ``data`` or of the checkpoint's data."""
-    root = data or state.get("data_root")
-    if not root or not Path(root).exists():
-        raise SkinOnnxError("parity needs real images: pass --data DIR (the data the model was trained on)")
-    found = discover(root, seed=int((state.get("config") or {}).get("seed", 0)), write_split_file=False)
-    split = "val" if found.splits.get("val") else next(iter(found.splits))
-    return [s.path for s in found.splits[split]], f"{root} ({split} split)"
+def parity_batch(state: dict[str, Any], data: str | None, limit: int) -> tuple[np.ndarray, list[Path], str]:
+    """Real images for parity checks (:func:`.compare.real_images` of ``data``, else the checkpoint's data),
+    preprocessed as the checkpoint was trained; also their paths and a description of where they came from."""
+    root = model_data(data, state.get("data_root"), needed_for="the parity check")
+    config = state.get("config") or {}
+    paths, source = real_images(root, limit, seed=int(config.get("seed", 0)))
+    max_pixels = int(config.get("max_pixels", DEFAULT_MAX_PIXELS))  # the limit training used
+    batch = load_parity_images(paths, Preprocessing.from_dict(state["preprocessing"]), limit, max_pixels=max_pixels)
+    return batch, paths, source
 
 
-def parity_images_for(state: dict[str, Any], data: str | None, limit: int) -> tuple[np.ndarray, str]:
-    paths, source = parity_paths_for(state, data)
-    prep = Preprocessing.from_dict(state["preprocessing"])
-    max_pixels = int((state.get("config") or {}).get("max_pixels", DEFAULT_MAX_PIXELS))  # the limit training used
-    return load_parity_images(paths, prep, limit, max_pixels=max_pixels), source
+def checked_output(output: str | os.PathLike[str]) -> Path:
+    output = Path(output)
+    if output.suffix.lower() != ".onnx":
+        raise SkinOnnxError(f"--output must end in .onnx: {output}")
+    ensure_writable_dir(output.parent)
+    return output
 
 
 def export(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET,
@@ -166,43 +171,46 @@ def export(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *
     parity-checked against the float model; if that fails, neither file is written.
     """
     t0 = time.perf_counter()
-    checkpoint, output = Path(checkpoint), Path(output)
-    if output.suffix.lower() != ".onnx":
-        raise SkinOnnxError(f"--output must end in .onnx: {output}")
-    ensure_writable_dir(output.parent)
+    checkpoint, output = Path(checkpoint), checked_output(output)
     state = load_checkpoint(checkpoint)
     model = model_from_checkpoint(state)
     contract = contract_from_checkpoint(state, checkpoint, opset)
     if cam and has_cam_head(model):
         contract = replace(contract, output_names=(*OUTPUT_NAMES, CAM_OUTPUT))
-    report = None
-    result = ExportResult(output, contract, None, 0.0)
+    wrapper = ExportWrapper(model.eval().cpu().to(memory_format=torch.contiguous_format), contract.temperature,
+                            contract.positive_index if CAM_OUTPUT in contract.output_names else None)
+    return write_checked(
+        ExportResult(output, contract), wrapper, lambda tmp, batch: check_parity(
+            model, tmp, batch, temperature=contract.temperature, atol=atol, provider=provider),
+        state=state, data=data, opset=opset, parity_images=parity_images, provider=provider,
+        embed_preprocessing=embed_preprocessing, echo=echo, t0=t0)
+
+
+def write_checked(result: ExportResult, wrapper: nn.Module, check: Callable[[Path, np.ndarray], Comparison], *,
+                  state: dict[str, Any], data: str | None, opset: int, parity_images: int, provider: str,
+                  embed_preprocessing: bool, echo, t0: float) -> ExportResult:
+    """Trace ``wrapper`` into ``result.path``, ``check`` it against PyTorch on real images and write the uint8
+    variant beside it: single models, TTA and ensembles all go through here, and nothing appears under its
+    final name unless every check passed."""
+    output, contract, source = result.path, result.contract, ""
     with atomic_path(output) as tmp:
-        proto = to_onnx(model, contract, tmp, opset)
+        proto = to_onnx(None, contract, tmp, opset, wrapper=wrapper)
         echo(f"ONNX checker and shape inference: ok (opset {opset})")
-        if parity_images > 0:
-            batch, source = parity_images_for(state, data, parity_images)
+        if parity_images > 0 or embed_preprocessing:
+            batch, paths, source = parity_batch(state, data, max(parity_images, 1))
             echo(f"parity images: {source}")
-            report = check_parity(model, tmp, batch, temperature=contract.temperature, atol=atol, provider=provider)
-            echo(report.text())
+        if parity_images > 0:
+            result.parity = check(tmp, batch)
+            echo(result.parity.text())
         if embed_preprocessing:
-            result.uint8_path, result.uint8_parity = _write_uint8_variant(
-                proto, contract, tmp, uint8_path_for(output), state, data, max(parity_images, 1), provider, echo)
-    if report is not None:  # the report card reads it; it names the file's SHA-256, so it cannot go stale
-        write_parity_record(output, report.to_dict(), source=source)
+            result.uint8_path = uint8_path_for(output)
+            with atomic_path(result.uint8_path) as tmp8:
+                onnx.save(embed_preprocessing_graph(proto, contract), str(tmp8))
+                result.uint8_parity = check_uint8_parity(tmp, tmp8, paths, contract.preprocessing, provider=provider)
+                echo(result.uint8_parity.text() + f" [{source}]")
+    if result.parity is not None:  # the report card reads it; it names the file's SHA-256, so it cannot go stale
+        write_parity_record(output, result.parity.to_dict(), source=source)
     else:
         parity_record_path(output).unlink(missing_ok=True)
-    result.parity, result.seconds = report, time.perf_counter() - t0
+    result.seconds = time.perf_counter() - t0
     return result
-
-
-def _write_uint8_variant(proto: onnx.ModelProto, contract: ModelContract, float_path: Path, output: Path,
-                         state: dict[str, Any], data: str | None, n_images: int, provider: str,
-                         echo) -> tuple[Path, Uint8Parity]:
-    variant = embed_preprocessing_graph(proto, contract)
-    paths, source = parity_paths_for(state, data)
-    with atomic_path(output) as tmp:
-        onnx.save(variant, str(tmp))
-        parity = check_uint8_parity(float_path, tmp, paths[:n_images], contract.preprocessing, provider=provider)
-        echo(parity.text() + f" [{source}]")
-    return output, parity

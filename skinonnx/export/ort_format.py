@@ -21,16 +21,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..atomic import atomic_path
 from ..deploy.runtime import OnnxClassifier
 from ..errors import ExportError
-from .variant_gate import VariantGate, compare, gate_images
+from .compare import Comparison, compare_files, load_parity_images, real_images
 
 ORT_ATOL = 1e-4  # fused kernels reorder float sums; measured ~1e-7
 
 
 def ort_paths_for(onnx_path: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """``exports/model.onnx`` -> (``exports/model.ort``, ``exports/model.required_operators.config``)."""
+    """``model.onnx`` -> (``model.ort``, ``model.required_operators.config``)."""
     path = Path(onnx_path)
     return path.with_suffix(".ort"), path.with_name(f"{path.stem}.required_operators.config")
 
@@ -39,7 +41,7 @@ def ort_paths_for(onnx_path: str | os.PathLike[str]) -> tuple[Path, Path]:
 class OrtFormatResult:
     path: Path
     config_path: Path
-    gate: VariantGate
+    gate: Comparison
     seconds: float
 
 
@@ -80,11 +82,13 @@ def export_ort_format(onnx_path: str | os.PathLike[str], data: str | os.PathLike
         lost = {k: v for k, v in source.metadata.items() if converted.metadata.get(k) != v}
         if lost:
             raise ExportError(f"the ORT-format file lost or changed metadata keys: {', '.join(sorted(lost))}")
-        gate = compare(source, converted, gate_images(data, n_images), atol,
-                       f"{target.name} vs {onnx_path.name}")
-        echo(gate.text() + f"; metadata: all {len(source.metadata)} keys kept [{data}]")
-        if not gate.ok:
-            raise ExportError(gate.text() + f"\nORT-format check FAILED: {target} not written")
+        paths, where = real_images(data, n_images)
+        batch = (np.stack([source.preprocessing.pixels_from_file(p) for p in paths]) if source.takes_uint8
+                 else load_parity_images(paths, source.preprocessing, n_images))
+        gate = compare_files(onnx_path, ort_file, batch, {"probabilities": atol}, f"{target.name} vs {onnx_path.name}",
+                             positive_index=source.contract.positive_index, threshold=source.contract.threshold)
+        echo(gate.text() + f"; metadata: all {len(source.metadata)} keys kept [{where}]")
+        gate.require("ORT-format check", target)
         for src, dst in ((config, config_target), (ort_file, target)):
             with atomic_path(dst) as out:
                 os.replace(src, out)

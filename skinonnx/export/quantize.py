@@ -28,9 +28,9 @@ Works from the ONNX file alone (onnx + onnxruntime, no torch). The choices, and 
   model is too sensitive there (``layer4`` holds ~20 % of the FLOPs, and on isic-bm most of the
   INT8 error).
 
-The gate compares the INT8 file with the fp32 file on the validation split: label agreement
-at the model's decision threshold and the change in ROC-AUC. A file that fails is never
-written under its final name.
+The gate (:func:`.compare.run_gate`) compares the INT8 file with the fp32 file on the validation
+split: label agreement at the model's decision threshold and the change in ROC-AUC. A file that
+fails is never written under its final name.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import re
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +52,12 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import atomic_path
-from ..data.layouts import LabeledData, Sample, discover
+from ..data.layouts import LabeledData, discover
 from ..data.preprocessing import Preprocessing
 from ..deploy.runtime import OnnxClassifier, iter_preprocessed
 from ..errors import DataError, QuantizationError
-from ..evaluation.metrics import roc_auc
 from ..hashing import file_sha256
+from .compare import NOISE_GREY_LEVELS, GateReport, pick_samples, run_gate, write_metadata
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 FP32_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
@@ -65,7 +65,6 @@ QUANTIZED_OP_TYPES = ("Conv",)
 DEFAULT_CALIBRATION_IMAGES = 128
 DEFAULT_MIN_AGREEMENT = 0.98
 DEFAULT_MAX_AUC_CHANGE = 0.01
-NOISE_GREY_LEVELS = 0.5  # sigma of the reference pixel noise, in 8-bit grey levels
 
 
 @dataclass(frozen=True)
@@ -101,61 +100,6 @@ class QuantizeSettings:
 
 
 @dataclass
-class GateReport:
-    """INT8 vs fp32 on the same real images."""
-
-    split: str
-    n_images: int
-    label_agreement: float
-    auc_fp32: float
-    auc_int8: float
-    max_prob_diff: float
-    mean_prob_diff: float
-    min_agreement: float
-    max_auc_change: float
-    threshold: float
-    median_margin: float = float("nan")  # median |p_fp32 - threshold|: how close the fp32 scores sit to the boundary
-    noise_agreement: float = float("nan")  # fp32 vs fp32 on the same images plus invisible pixel noise (reference)
-    skipped: int = 0
-
-    @property
-    def auc_change(self) -> float:
-        return abs(self.auc_int8 - self.auc_fp32)
-
-    @property
-    def agreement_ok(self) -> bool:
-        return self.label_agreement >= self.min_agreement
-
-    @property
-    def auc_ok(self) -> bool:
-        return bool(np.isfinite(self.auc_change)) and self.auc_change <= self.max_auc_change + 1e-12
-
-    @property
-    def ok(self) -> bool:
-        return self.agreement_ok and self.auc_ok
-
-    def text(self) -> str:
-        mark = {True: "✓", False: "✗"}
-        lines = [f"INT8 accuracy gate on {self.n_images} real {self.split} images (INT8 vs fp32 ONNX, threshold "
-                 f"{self.threshold:.4f}):",
-                 f"  {mark[self.agreement_ok]} labels agree on {self.label_agreement:.1%} of images "
-                 f"(need >= {self.min_agreement:.1%})",
-                 f"  {mark[self.auc_ok]} ROC-AUC {self.auc_fp32:.4f} -> {self.auc_int8:.4f}, "
-                 f"|Δ| = {self.auc_change:.4f} (allowed {self.max_auc_change:.4f})",
-                 f"    max |Δp| = {self.max_prob_diff:.4f}, mean |Δp| = {self.mean_prob_diff:.4f}; fp32 scores lie a "
-                 f"median {self.median_margin:.4f} from the threshold",
-                 f"    reference: fp32 keeps {self.noise_agreement:.1%} of its own labels when pixels get "
-                 f"{NOISE_GREY_LEVELS} grey level of random noise"]
-        if self.skipped:
-            lines.append(f"    {self.skipped} unreadable image(s) skipped")
-        lines.append("INT8 gate ok" if self.ok else "INT8 gate FAILED")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "auc_change": self.auc_change, "ok": self.ok}
-
-
-@dataclass
 class QuantizeResult:
     path: Path
     gate: GateReport
@@ -165,23 +109,8 @@ class QuantizeResult:
 
 
 def default_int8_path(fp32_path: str | os.PathLike[str]) -> Path:
-    """``exports/model.onnx`` -> ``exports/model.int8.onnx``."""
+    """``model.onnx`` -> ``model.int8.onnx``."""
     return Path(fp32_path).with_suffix(".int8.onnx")
-
-
-def pick_samples(samples: Sequence[Sample], limit: int, seed: int) -> list[Sample]:
-    """A seeded subset of at most ~``limit`` samples, stratified by class, in file order (same files every run)."""
-    if len(samples) <= limit:
-        return list(samples)
-    rng = np.random.default_rng(seed)
-    by_label: dict[int, list[int]] = {}
-    for i, sample in enumerate(samples):
-        by_label.setdefault(sample.label, []).append(i)
-    chosen: list[int] = []
-    for _, index in sorted(by_label.items()):
-        take = min(len(index), max(1, round(limit * len(index) / len(samples))))
-        chosen.extend(int(i) for i in rng.choice(index, size=take, replace=False))
-    return [samples[i] for i in sorted(chosen)]
 
 
 class _CalibrationReader:
@@ -324,55 +253,12 @@ def _write_metadata(path: Path, metadata: dict[str, str], doc: str) -> None:
     import onnx
 
     proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
-    proto.producer_name, proto.producer_version = "skinonnx", __version__
-    proto.doc_string = doc
+    write_metadata(proto, metadata, doc)
     onnx.save(proto, str(path))
     try:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
         raise QuantizationError(f"the quantized graph failed the ONNX checker: {exc}") from None
-
-
-def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sample], settings: QuantizeSettings,
-             *, split: str, positive_index: int) -> GateReport:
-    """Run both models on the same preprocessed images; compare labels (at the model's threshold) and ROC-AUC.
-
-    ``positive_index`` is the data's index of the model's positive class (Sample.label space).
-    """
-    pos = fp32.contract.positive_index
-    threshold = fp32.contract.threshold
-    prep = fp32.preprocessing
-    noise_scale = (NOISE_GREY_LEVELS / 255.0 / np.asarray(prep.std, np.float32))[None, :, None, None]
-    rng = np.random.default_rng(settings.seed)
-    p32, p8, p32_noisy, truth = [], [], [], []
-    skipped, i = 0, 0
-    for chunk in iter_preprocessed([s.path for s in samples], fp32.preprocessing, batch_size=8):
-        arrays = []
-        for _, array, _ in chunk:
-            if array is None:
-                skipped += 1
-            else:
-                arrays.append(array)
-                truth.append(int(samples[i].label == positive_index))
-            i += 1
-        if arrays:
-            batch = np.stack(arrays)
-            p32.append(fp32.predict_arrays(batch)[:, pos])
-            p8.append(int8.predict_arrays(batch)[:, pos])
-            noise = rng.standard_normal(batch.shape, dtype=np.float32) * noise_scale
-            p32_noisy.append(fp32.predict_arrays(batch + noise)[:, pos])
-    if not p32:
-        raise DataError(f"no readable images in the {split} split for the INT8 gate")
-    prob32, prob8, y = np.concatenate(p32), np.concatenate(p8), np.asarray(truth)
-    agreement = float(np.mean((prob32 >= threshold) == (prob8 >= threshold)))
-    noise_agreement = float(np.mean((prob32 >= threshold) == (np.concatenate(p32_noisy) >= threshold)))
-    diff = np.abs(prob32 - prob8)
-    return GateReport(split, len(y), agreement, roc_auc(y, prob32), roc_auc(y, prob8), float(diff.max()),
-                      float(diff.mean()), settings.min_agreement, settings.max_auc_change, threshold,
-                      float(np.median(np.abs(prob32 - threshold))), noise_agreement, skipped)
 
 
 def _load_data(data: str | os.PathLike[str], fp32: OnnxClassifier, settings: QuantizeSettings) -> LabeledData:
@@ -438,7 +324,8 @@ def quantize_model(fp32_path: str | os.PathLike[str], output: str | os.PathLike[
         gate_samples = found.split(settings.gate_split)
         if settings.gate_images:
             gate_samples = pick_samples(gate_samples, settings.gate_images, settings.seed)
-        gate = run_gate(fp32, int8, gate_samples, settings, split=settings.gate_split,
+        gate = run_gate(fp32, int8, gate_samples, settings.min_agreement, settings.max_auc_change,
+                        split=settings.gate_split, seed=settings.seed,
                         positive_index=found.classes.index(fp32.contract.positive_class))
         del int8
         echo(gate.text())

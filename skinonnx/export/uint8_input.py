@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +26,17 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..data.preprocessing import Preprocessing
-from ..deploy.contract import CAM_OUTPUT, UINT8_INPUT, ModelContract
+from ..deploy.contract import UINT8_INPUT, ModelContract
 from ..deploy.runtime import create_session
-from ..errors import AtolError, ImageError, SkinOnnxError
-from .variant_gate import check_variant_graph
+from ..errors import ImageError, SkinOnnxError
+from .compare import Comparison, check_variant_graph, labels, run_outputs, write_metadata
 
 UINT8_ATOL = 1e-5  # the issue's bound on probabilities; the measured difference is 0 or ~1e-7
 _NORMALIZED = "normalized_input"  # the float model's input, now an intermediate tensor
 
 
 def uint8_path_for(float_path: str | os.PathLike[str]) -> Path:
-    """``exports/model.onnx`` -> ``exports/model.uint8.onnx``."""
+    """``model.onnx`` -> ``model.uint8.onnx``."""
     path = Path(float_path)
     return path.with_name(f"{path.stem}.uint8.onnx")
 
@@ -86,46 +86,20 @@ def embed_preprocessing(model: onnx.ModelProto, contract: ModelContract) -> onnx
     nodes = [*pre, *graph.node]
     del graph.node[:]
     graph.node.extend(nodes)
-    out.doc_string = (f"ResNet50 {contract.classes[0]} vs {contract.classes[1]} classifier. Input '{spec.name}': "
-                      f"RGB uint8 NHWC, shorter side resized to {prep.resize_size} (or already cropped to {s}x{s}); "
-                      "crop, scaling and normalisation happen in the graph. Outputs "
-                      f"{', '.join(o.name for o in graph.output)}.")
-    contract = replace(contract, input_spec=spec)
-    del out.metadata_props[:]
-    for key, value in contract.to_metadata().items():
-        out.metadata_props.add(key=key, value=value)
+    write_metadata(out, replace(contract, input_spec=spec).to_metadata(),
+                   f"ResNet50 {contract.classes[0]} vs {contract.classes[1]} classifier. Input '{spec.name}': RGB "
+                   f"uint8 NHWC, shorter side resized to {prep.resize_size} (or already cropped to {s}x{s}); crop, "
+                   f"scaling and normalisation happen in the graph. Outputs {', '.join(o.name for o in graph.output)}.")
     check_variant_graph(out, "uint8-input")
     return out
 
 
-@dataclass
-class Uint8Parity:
-    n_images: int
-    max_prob_diff: float  # uint8 model vs float model, on resized (uncropped) and on cropped inputs
-    max_logit_diff: float
-    atol: float
-    max_cam_diff: float | None = None  # when the graph has the cam output
-
-    @property
-    def ok(self) -> bool:
-        return self.max_prob_diff <= self.atol
-
-    def text(self) -> str:
-        mark = "✓" if self.ok else "✗"
-        return (f"uint8-input variant vs float model on {self.n_images} real images:\n"
-                f"  {mark} probabilities max |Δ| = {self.max_prob_diff:.2e} (atol {self.atol:.0e}); "
-                f"logits max |Δ| = {self.max_logit_diff:.2e}"
-                + ("" if self.max_cam_diff is None else f"; cam max |Δ| = {self.max_cam_diff:.2e}"))
-
-
 def check_uint8_parity(float_path: str | os.PathLike[str], uint8_path: str | os.PathLike[str],
                        paths: Sequence[str | os.PathLike[str]], prep: Preprocessing, *, atol: float = UINT8_ATOL,
-                       provider: str = "cpu") -> Uint8Parity:
+                       provider: str = "cpu") -> Comparison:
     """Both models on the same real files: the float model on the shared preprocessing, the uint8 model
-    once on each resized, uncropped image (the graph crops) and once on a batch of cropped images."""
-    float_session, _ = create_session(float_path, provider)
-    uint8_session, _ = create_session(uint8_path, provider)
-    names = [o.name for o in float_session.get_outputs()]
+    once on each resized, uncropped image (the graph crops; batch 1) and once on a batch of cropped images.
+    Probabilities are held to ``atol``; logits and the map are reported."""
     resized = []
     for path in paths:
         try:
@@ -134,17 +108,17 @@ def check_uint8_parity(float_path: str | os.PathLike[str], uint8_path: str | os.
             continue
     if not resized:
         raise SkinOnnxError("the uint8 parity check needs real images, and none of the given ones could be read")
-    cropped = [np.asarray(prep.center_crop(image), dtype=np.uint8) for image in resized]
-    expected = float_session.run(names, {float_session.get_inputs()[0].name: np.stack(
-        [prep.normalize(c) for c in cropped])})
-    feed = uint8_session.get_inputs()[0].name
-    singles = [uint8_session.run(names, {feed: np.asarray(image, dtype=np.uint8)[None]}) for image in resized]
-    uncropped = [np.concatenate([one[k] for one in singles]) for k in range(len(names))]
-    batched = uint8_session.run(names, {feed: np.stack(cropped)})
-    diff = {name: max(float(np.max(np.abs(got[k] - expected[k]))) for got in (uncropped, batched))
-            for k, name in enumerate(names)}
-    report = Uint8Parity(len(resized), max_prob_diff=diff["probabilities"], max_logit_diff=diff["logits"], atol=atol,
-                         max_cam_diff=diff.get(CAM_OUTPUT))
-    if not report.ok:
-        raise AtolError(report.text() + f"\nuint8 parity FAILED: difference above tolerance {atol:g}")
-    return report
+    cropped = np.stack([np.asarray(prep.center_crop(image), dtype=np.uint8) for image in resized])
+    expected = run_outputs(create_session(float_path, provider)[0], np.stack([prep.normalize(c) for c in cropped]),
+                           len(cropped))
+    session, used = create_session(uint8_path, provider)
+    feed = session.get_inputs()[0].name
+    singles = [dict(zip(expected, session.run(list(expected), {feed: np.asarray(image, dtype=np.uint8)[None]}),
+                        strict=True)) for image in resized]
+    report = Comparison(f"uint8-input variant vs float model on {len(resized)} real images", len(resized), used)
+    report.add(expected, {k: np.concatenate([one[k] for one in singles]) for k in expected}, {"probabilities": atol},
+               batch_size=1)
+    batched = run_outputs(session, cropped, len(cropped))
+    report.add(expected, batched, {"probabilities": atol}, batch_size=len(cropped))
+    report.label_agreement = float(np.mean(labels(batched["probabilities"]) == labels(expected["probabilities"])))
+    return report.require("uint8 parity")

@@ -15,52 +15,83 @@ SELECT_METRICS = {"auc": ("val_auc", "max"), "acc": ("val_acc", "max"), "loss": 
 CLASS_WEIGHTS = ("none", "auto")
 SAMPLERS = ("shuffle", "balanced")
 
+SECTIONS = ("data", "model", "optimisation", "evaluation", "run", "speed", "distributed")
+
+
+def setting(default: Any, help: str = "", *, section: str, option: str = "", choices: tuple[str, ...] = (),
+            low: float | None = None, high: float | None = None, open_low: bool = False, resumable: bool = False):
+    """A TrainConfig field and its `train` option: ``option`` (default ``--<field>``; ``--no-x``/``--quiet`` for
+    a negated flag), help, --help section, allowed values, and whether ``--resume`` may change it."""
+    return dataclasses.field(default=default, metadata={
+        "option": option, "help": help, "section": section, "choices": choices, "range": (low, high, open_low),
+        "resumable": resumable})
+
+
 @dataclass
 class TrainConfig:
-    """Everything a run depends on; saved as plain JSON in runs/<name>/config.json and in checkpoints."""
+    """Everything a run depends on; saved as plain JSON in runs/<name>/config.json and in checkpoints.
 
-    data: str = "data/synthetic"
-    name: str = ""
-    weights: str = "imagenet"
-    epochs: int = 15
-    batch_size: int = 16
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"
-    scheduler: str = "plateau"
-    early_stop: int = 6
-    image_size: int = 224
-    select: str = "auc"
-    threshold_policy: str = "youden"
-    calibrate: bool = True
-    positive_class: str | None = None
-    seed: int = 0
-    device: str = "auto"
-    workers: int | None = None
-    threads: int | None = None  # torch intra-op threads; None: the physical cores this process may use
-    compile: str = "auto"  # torch.compile: auto (when it repays its compile time), on, off
-    amp: bool = True  # fp16 autocast on CUDA, bf16 on CPUs with a bf16 unit
-    channels_last: bool = True
-    augment: bool = True  # False: centre crops only, deterministic (the DDP == one-process check uses it)
-    freeze_bn: bool = False  # BatchNorm keeps its running statistics; only its scale/shift train
-    sync_bn: bool = False  # SyncBatchNorm across torchrun processes (CUDA only)
-    cache_mb: int = 2048
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    class_weights: str = "none"  # "auto": loss weights n / (k * n_class) from the training split
-    sampler: str = "shuffle"  # "balanced": draw each class equally often (with replacement)
-    checkpoint_dir: str = ""  # "" = RUN/weights (runs/<name>/weights); a folder here keeps the weights apart
-    runs_dir: str = "runs"
-    progress: bool = True
+    Each field's metadata (see :func:`setting`) generates its `train` option, help and resume rule."""
+
+    data: str = setting("data/synthetic", "Data folder (split or flat ImageFolder) or index CSV (path,label,split).",
+                        section="data", resumable=True)
+    name: str = setting("", "Run name: the run lives in RUNS_DIR/NAME/ (default: a time stamp; a taken name gets -2, "
+                        "-3...).", section="run")
+    weights: str = setting("imagenet", "'imagenet' (torchvision), 'none' (random init) or a path to a ResNet50 state "
+                           "dict.", section="model")
+    epochs: int = setting(15, section="optimisation", low=1, resumable=True)
+    batch_size: int = setting(16, "Global batch per optimizer step. Under torchrun it is split evenly among the "
+                              "processes (each takes batch-size / world size), so the same value trains the same way "
+                              "at any scale.", section="optimisation", low=1)
+    lr: float = setting(3e-4, section="optimisation", low=0, open_low=True)
+    weight_decay: float = setting(1e-4, section="optimisation", low=0)
+    optimizer: str = setting("adamw", section="optimisation", choices=("adamw", "sgd"))
+    scheduler: str = setting("plateau", section="optimisation", choices=("plateau", "cosine"))
+    early_stop: int = setting(6, "Stop after this many epochs without improvement (0: never).",
+                              section="optimisation", low=0, resumable=True)
+    image_size: int = setting(224, section="model", low=32, high=1024)
+    select: str = setting("auc", "Validation metric that picks best.pt.", section="evaluation",
+                          choices=tuple(SELECT_METRICS))
+    threshold_policy: str = setting("youden", "Operating point chosen on validation: youden, sensitivity:0.95 or "
+                                    "fixed:0.5.", section="evaluation")
+    calibrate: bool = setting(True, "Skip temperature scaling.", section="evaluation", option="--no-calibrate")
+    positive_class: str | None = setting(None, "Class counted as positive (default: malignant).", section="data")
+    seed: int = setting(0, section="run")
+    device: str = setting("auto", section="speed", choices=("auto", "cpu", "cuda"), resumable=True)
+    workers: int | None = setting(None, "DataLoader workers (default: auto).", section="speed", low=0, resumable=True)
+    threads: int | None = setting(None, "CPU threads for the model (default: the physical cores this process may "
+                                  "use; lower it when other jobs share the CPU).", section="speed", low=1,
+                                  resumable=True)
+    compile: str = setting("auto", "torch.compile the training step; auto: when the run is long enough to repay the "
+                           "compile time.", section="speed", choices=("auto", "on", "off"), resumable=True)
+    amp: bool = setting(True, "Disable mixed precision (fp16 on CUDA; bf16 on CPUs with AVX512-BF16/AMX).",
+                        section="speed", option="--no-amp")
+    channels_last: bool = setting(True, "Keep NCHW memory format.", section="speed", option="--no-channels-last")
+    augment: bool = setting(True, "Train on the centre crop only (deterministic; e.g. to check torchrun against one "
+                            "process).", section="optimisation", option="--no-augment")
+    freeze_bn: bool = setting(False, "BatchNorm keeps its running statistics (e.g. ImageNet's); only its scale and "
+                              "shift train. Makes results independent of the per-process batch.", section="model")
+    sync_bn: bool = setting(False, "Under torchrun on CUDA: BatchNorm statistics over the global batch "
+                            "(SyncBatchNorm); refused elsewhere.", section="distributed")
+    cache_mb: int = setting(2048, "Memory for decoded training images; the rest streams from disk.", section="speed",
+                            low=0, resumable=True)
+    max_pixels: int = setting(DEFAULT_MAX_PIXELS, "Refuse images with more pixels than this (decompression-bomb "
+                              "guard).", section="data", low=1, resumable=True)
+    class_weights: str = setting("none", "auto: weight the loss by n / (2 n_class) from the training split (for "
+                                 "imbalanced data).", section="optimisation", choices=CLASS_WEIGHTS)
+    sampler: str = setting("shuffle", "balanced: draw both classes equally often per epoch (with replacement).",
+                           section="optimisation", choices=SAMPLERS)
+    checkpoint_dir: str = setting("", "Keep best.pt/last.pt here instead of the run's weights/ folder.",
+                                  section="run", resumable=True)
+    runs_dir: str = setting("runs", "Folder holding the run folders.", section="run", resumable=True)
+    progress: bool = setting(True, "No progress bars.", section="run", option="--quiet", resumable=True)
 
     def __post_init__(self) -> None:
         if not self.name:
             self.name = time.strftime("%Y%m%d-%H%M%S")
-        if self.select not in SELECT_METRICS:
-            raise SkinOnnxError(f"--select must be one of {sorted(SELECT_METRICS)}")
-        if self.class_weights not in CLASS_WEIGHTS:
-            raise SkinOnnxError(f"--class-weights must be one of {', '.join(CLASS_WEIGHTS)}")
-        if self.sampler not in SAMPLERS:
-            raise SkinOnnxError(f"--sampler must be one of {', '.join(SAMPLERS)}")
+        for f in dataclasses.fields(self):  # the CLI checks these too; a TrainConfig built in code is checked here
+            if f.metadata["choices"] and getattr(self, f.name) not in f.metadata["choices"]:
+                raise SkinOnnxError(f"--{f.name.replace('_', '-')} must be one of {', '.join(f.metadata['choices'])}")
 
     @property
     def run_dir(self) -> Path:
@@ -75,10 +106,12 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# Settings a resumed run may take from the command line: where things are and how fast they run,
-# plus the epoch budget and patience. Everything else (lr, image size, ...) defines the run itself.
-RESUME_OVERRIDES = frozenset({"epochs", "early_stop", "data", "device", "workers", "cache_mb", "max_pixels",
-                              "checkpoint_dir", "runs_dir", "progress", "threads", "compile"})
+# What a run records in config.json besides its settings (loop.py): --config reads them back without a note.
+RECORDED_ONLY = frozenset({"skinonnx_version", "torch_version", "device_used", "world_size", "classes", "counts",
+                           "class_loss_weights", "layout", "preprocessing"})
+# Settings a resumed run may take from the command line: where things are and how fast they run, plus the epoch
+# budget and patience (``resumable`` in their metadata). Everything else (lr, image size, ...) defines the run itself.
+RESUME_OVERRIDES = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resumable"])
 
 
 def resumed_config(saved: dict[str, Any], cfg: TrainConfig, explicit: frozenset[str] | set[str],

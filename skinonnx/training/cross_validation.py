@@ -17,11 +17,7 @@ fitted on the out-of-fold (OOF) logits of all pooled images, instead of one smal
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,74 +26,28 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
 from ..atomic import ensure_writable_dir, write_json, write_text
-from ..data.folds import FOLDS_FILE, assign_folds, check_fold_count, folds_csv_text, read_folds_csv
+from ..data.folds import FOLDS_FILE, assign_folds, check_fold_count, read_folds_csv, write_folds_csv
 from ..data.layouts import LabeledData, Sample, discover
-from ..errors import CheckpointError, SkinOnnxError
-from ..evaluation.metrics import binary_metrics, bootstrap_ci, roc_auc
+from ..errors import CheckpointError
+from ..evaluation.metrics import roc_auc
 from ..hashing import file_sha256
 from ..softmax import softmax
 from .config import TrainConfig, resumed_config
-
-CV_FILE = "cv.json"
-OOF_FILE = "oof.csv"
-FOLD_STATE = "fold.json"
-CV_FORMAT = "skinonnx-cv"
-CV_FORMAT_VERSION = 1
-#: not part of what a fold *is*: where it ran, from where, and how fast
-LOCAL_SETTINGS = frozenset({"name", "data", "device", "workers", "cache_mb", "max_pixels", "checkpoint_dir",
-                            "runs_dir", "progress", "amp", "channels_last"})
-OOF_BOOTSTRAP = 1000
-
-
-class CVError(SkinOnnxError):
-    """A cross-validation run is missing, incomplete or inconsistent."""
-
-
-def core_settings(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in sorted(config.items()) if k not in LOCAL_SETTINGS}
-
-
-def fold_dir(run_dir: Path, k: int) -> Path:
-    return run_dir / f"fold-{k}"
-
-
-def is_cv_run(path: str | Path) -> bool:
-    return (Path(path) / CV_FILE).is_file()
-
-
-def newest_cv_run(runs_dir: str | Path) -> Path | None:
-    """The CV run under ``runs_dir`` whose cv.json changed last, or None."""
-    found = [p.parent for p in Path(runs_dir).glob(f"*/{CV_FILE}")]
-    return max(found, key=lambda p: (p / CV_FILE).stat().st_mtime, default=None)
-
-
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CVError(f"{path}: not found ({what})") from None
-    except (OSError, ValueError) as exc:
-        raise CVError(f"{path}: unreadable {what} ({exc})") from None
-    if not isinstance(value, dict):
-        raise CVError(f"{path}: not a {what}")
-    return value
-
-
-def read_cv(run_dir: Path) -> dict[str, Any]:
-    cv = read_json(run_dir / CV_FILE, "cross-validation record")
-    if cv.get("format") != CV_FORMAT or cv.get("format_version") != CV_FORMAT_VERSION:
-        raise CVError(f"{run_dir / CV_FILE}: not a skinonnx cross-validation record (format {cv.get('format')!r})")
-    return cv
-
-
-def fold_state(run_dir: Path, k: int) -> dict[str, Any] | None:
-    path = fold_dir(run_dir, k) / FOLD_STATE
-    return read_json(path, "fold state") if path.is_file() else None
-
-
-# --------------------------------------------------------------------------- data and folds
+from .cv_oof import combine, fold_oof_text
+from .cv_record import (
+    FOLD_STATE,
+    OOF_FILE,
+    CVError,
+    core_settings,
+    fold_dir,
+    fold_state,
+    new_record,
+    now,
+    read_cv,
+    refresh_record,
+)
+from .runs import CV_FILE, is_cv_run, newest_cv_run
 
 
 def pooled(data: LabeledData) -> list[Sample]:
@@ -132,9 +82,6 @@ def saved_folds(run_dir: Path, data: LabeledData) -> tuple[list[Sample], list[in
                       f"image(s) added, {len(removed)} removed to train+val); finish the run on the same data or start "
                       "a new one")
     return pool, [mapping[s.path.resolve()] for s in pool]
-
-
-# --------------------------------------------------------------------------- training
 
 
 @dataclass
@@ -191,10 +138,13 @@ def train_cv(cfg: TrainConfig, folds: int | None, *, fold: int | None = None, re
         _check_fold_index(fold, k)
         data = discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed)
         pool, assignment = make_folds(data, k, cfg.seed)  # raises before anything is written
+        try:  # claimed atomically: of two runs started with one --name, one gets it
+            run_dir.mkdir(parents=True, exist_ok=fold is not None)
+        except FileExistsError:
+            raise CVError(f"{run_dir} is taken (by another run, or one starting now); choose another --name") from None
         ensure_writable_dir(run_dir)
-        text = folds_csv_text(pool, assignment, data.classes, data.root)
-        write_text(run_dir / FOLDS_FILE, text)
-        write_json(run_dir / CV_FILE, _new_record(cfg, k, data, pool, assignment))
+        write_folds_csv(run_dir / FOLDS_FILE, pool, assignment, data.classes, data.root)
+        write_json(run_dir / CV_FILE, new_record(cfg, k, data, pool, assignment))
         echo(f"cross-validation run {run_dir}: {k} folds over {len(pool)} train+val images "
              f"({'grouped, ' if any(s.group for s in pool) else ''}stratified, seed {cfg.seed}); "
              f"{len(data.splits.get('test', []))} test images held out")
@@ -234,22 +184,6 @@ def _check_same_settings(saved: dict[str, Any], given: dict[str, Any], what: str
         raise CVError(f"{what} was set up with other settings: {shown}; every fold must train with the same ones")
 
 
-def _new_record(cfg: TrainConfig, k: int, data: LabeledData, pool: list[Sample], assignment: list[int]
-                ) -> dict[str, Any]:
-    sizes = [[sum(1 for s, f in zip(pool, assignment, strict=True) if f == i and s.label == c)
-              for c in range(len(data.classes))] for i in range(k)]
-    return {"format": CV_FORMAT, "format_version": CV_FORMAT_VERSION, "name": cfg.name, "folds": k,
-            "seed": cfg.seed, "created_at": _now(), "skinonnx_version": __version__, "config": cfg.to_dict(),
-            "data_root": str(Path(cfg.data).resolve()), "layout": data.layout, "classes": list(data.classes),
-            "positive_index": data.positive_index, "grouped": any(s.group for s in pool),
-            "fold_class_counts": sizes, "n_pooled": len(pool), "n_test": len(data.splits.get("test", [])),
-            "state": {f"fold-{i}": "pending" for i in range(k)}, "complete": False}
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def _train_fold(fit, cfg: TrainConfig, run_dir: Path, k: int, n_folds: int, data: LabeledData, pool: list[Sample],
                 assignment: list[int], folds_sha: str, resume: bool, explicit: set[str], echo) -> None:
     from .checkpoint import load_checkpoint
@@ -262,23 +196,23 @@ def _train_fold(fit, cfg: TrainConfig, run_dir: Path, k: int, n_folds: int, data
                       "continue it with --resume")
     t0 = time.time()
     ensure_writable_dir(where)
-    write_json(where / FOLD_STATE, {"fold": k, "status": "running", "started_at": _now()})
+    write_json(where / FOLD_STATE, {"fold": k, "status": "running", "started_at": now()})
 
     def fold_echo(msg: str) -> None:
-        echo(f"[fold {k}/{n_folds - 1}] {msg}")
+        echo(f"[fold {k + 1}/{n_folds}] {msg}")
 
     result = fit(fold_cfg, resume=started, explicit=explicit | {"runs_dir", "checkpoint_dir"}, echo=fold_echo,
-                 data=fold_data(data, pool, assignment, k))
+                 data=fold_data(data, pool, assignment, k), claimed=True)
     best = load_checkpoint(result.best_path)
     preds = best.get("val_predictions") or {}
     logits = np.asarray(preds["logits"].numpy(), np.float64) if "logits" in preds else np.empty((0, 2))
     if len(logits) != len(result.val_samples):
         raise CheckpointError(f"{result.best_path}: its validation predictions do not match fold {k}'s images")
-    write_text(where / OOF_FILE, _oof_text(result.val_samples, logits, k, data))
+    write_text(where / OOF_FILE, fold_oof_text(result.val_samples, logits, k, data))
     probs = softmax(logits)[:, data.positive_index]
     y = np.array([int(s.label == data.positive_index) for s in result.val_samples])
     write_json(where / FOLD_STATE, {
-        "fold": k, "status": "done", "finished_at": _now(), "seconds": time.time() - t0,
+        "fold": k, "status": "done", "finished_at": now(), "seconds": time.time() - t0,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "select": cfg.select,
         "best_metric": result.best_metric, "val_auc": roc_auc(y, probs), "n_train": len(fold_data(
             data, pool, assignment, k).splits["train"]), "n_val": len(result.val_samples),
@@ -286,159 +220,3 @@ def _train_fold(fit, cfg: TrainConfig, run_dir: Path, k: int, n_folds: int, data
         "settings": core_settings(cfg.to_dict())})
 
 
-def _oof_text(samples: list[Sample], logits: np.ndarray, k: int, data: LabeledData) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", "label", "group", "fold", *(f"logit_{c}" for c in data.classes)])
-    for s, z in zip(samples, logits, strict=True):
-        writer.writerow([s.path.resolve().relative_to(data.root.resolve()).as_posix()
-                         if s.path.resolve().is_relative_to(data.root.resolve()) else str(s.path),
-                         data.classes[s.label], s.group or "", k, *(repr(float(v)) for v in z)])
-    return buf.getvalue()
-
-
-def refresh_record(run_dir: Path) -> dict[str, Any]:
-    """Rewrite cv.json's state table from the folds' own fold.json files."""
-    cv = read_cv(run_dir)
-    states = {}
-    for i in range(int(cv["folds"])):
-        st = fold_state(run_dir, i)
-        states[f"fold-{i}"] = "pending" if st is None else str(st.get("status"))
-    cv["state"] = states
-    cv["complete"] = all(v == "done" for v in states.values())
-    write_json(run_dir / CV_FILE, cv)
-    return cv
-
-
-# --------------------------------------------------------------------------- combining the folds
-
-
-def read_oof(run_dir: Path, k: int, classes: list[str]) -> list[dict[str, Any]]:
-    path = fold_dir(run_dir, k) / OOF_FILE
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-        return [{"path": r["path"], "label": r["label"], "group": r["group"], "fold": int(r["fold"]),
-                 "logits": [float(r[f"logit_{c}"]) for c in classes]} for r in rows]
-    except (OSError, KeyError, ValueError, csv.Error) as exc:
-        raise CVError(f"{path}: cannot read the fold's out-of-fold predictions ({exc})") from None
-
-
-def check_complete(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """cv.json and every fold's state, or a one-line error naming what is missing, unfinished or inconsistent."""
-    cv = read_cv(run_dir)
-    k = int(cv["folds"])
-    states = [fold_state(run_dir, i) for i in range(k)]
-    missing = [f"fold-{i}" for i, st in enumerate(states) if st is None]
-    unfinished = [f"fold-{i}" for i, st in enumerate(states) if st is not None and st.get("status") != "done"]
-    if missing or unfinished:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-            [f"unfinished {', '.join(unfinished)}"] if unfinished else [])
-        raise CVError(f"cross-validation run '{run_dir.name}' is incomplete ({'; '.join(parts)}): train them with "
-                      f"`train --name {run_dir.name} --folds {k} --fold N` (or --resume), or copy their fold folders "
-                      f"into {run_dir}")
-    done: list[dict[str, Any]] = [st for st in states if st is not None]
-    folds_sha = file_sha256(run_dir / FOLDS_FILE)
-    other_folds = [f"fold-{st['fold']}" for st in done if st.get("folds_sha256") != folds_sha]
-    if other_folds:
-        raise CVError(f"run '{run_dir.name}': {', '.join(other_folds)} trained on another fold assignment than "
-                      f"{run_dir / FOLDS_FILE}")
-    reference = done[0].get("settings") or {}
-    for st in done[1:]:
-        settings = st.get("settings") or {}
-        diff = sorted(key for key in set(reference) | set(settings) if reference.get(key) != settings.get(key))
-        if diff:
-            shown = ", ".join(f"{key} ({reference.get(key)!r} vs {settings.get(key)!r})" for key in diff)
-            raise CVError(f"run '{run_dir.name}': fold-0 and fold-{st['fold']} were trained with different settings: "
-                          f"{shown}")
-    return cv, done
-
-
-def combine(run_dir: Path, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Pool the folds' OOF predictions: fit temperature and threshold on them, and the OOF metrics.
-
-    Written to ``oof.csv`` and cv.json's ``oof`` entry, which export puts into the ensemble's metadata.
-    """
-    from .finalize import calibrate_and_choose
-
-    cv, done = check_complete(run_dir)
-    classes, pos = list(cv["classes"]), int(cv["positive_index"])
-    rows = [row for st in done for row in read_oof(run_dir, int(st["fold"]), classes)]
-    rows.sort(key=lambda r: r["path"])
-    logits = np.array([r["logits"] for r in rows], np.float64)
-    labels = np.array([classes.index(r["label"]) for r in rows])
-    config = cv["config"]
-    extra = calibrate_and_choose(logits, labels, pos, config["threshold_policy"], bool(config["calibrate"]))
-    temperature, decision = extra["calibration"]["temperature"], extra["decision"]
-    prob = softmax(logits, temperature)[:, pos]
-    raw = softmax(logits)[:, pos]
-    y = (labels == pos).astype(int)
-    metrics = binary_metrics(y, prob, decision["threshold"])
-    ci = bootstrap_ci(y, prob, decision["threshold"], n_resamples=OOF_BOOTSTRAP, seed=0)
-    fold_aucs = [float(st["val_auc"]) for st in done]
-    finite = [a for a in fold_aucs if math.isfinite(a)]
-    summary = {
-        "n": len(rows), "n_positive": int(y.sum()),
-        "roc_auc": metrics["roc_auc"], "roc_auc_ci": list(ci["roc_auc"]),
-        "sensitivity": metrics["sensitivity"], "specificity": metrics["specificity"],
-        "balanced_accuracy": metrics["balanced_accuracy"],
-        "threshold": decision["threshold"], "threshold_policy": decision["policy"], "threshold_note": decision["note"],
-        "temperature": temperature, "calibration": extra["calibration"],
-        "fold_val_auc": fold_aucs, "fold_val_auc_mean": float(np.mean(finite)) if finite else None,
-        "fold_val_auc_sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
-        "fold_best_epoch": [int(st["best_epoch"]) for st in done],
-        "bootstrap": {"resamples": OOF_BOOTSTRAP, "seed": 0, "confidence": 0.95},
-    }
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", "label", "group", "fold", *(f"logit_{c}" for c in classes), "probability",
-                     "probability_uncalibrated"])
-    for r, p, q in zip(rows, prob, raw, strict=True):
-        writer.writerow([r["path"], r["label"], r["group"], r["fold"], *(repr(v) for v in r["logits"]),
-                         f"{p:.6f}", f"{q:.6f}"])
-    write_text(run_dir / OOF_FILE, buf.getvalue())
-    cv["oof"] = summary
-    cv["combined_at"] = _now()
-    write_json(run_dir / CV_FILE, cv)
-    sd = summary["fold_val_auc_sd"]
-    echo(f"cross-validation '{run_dir.name}' complete: fold val AUC {summary['fold_val_auc_mean']:.4f}"
-         + (f" ± {sd:.4f}" if sd is not None else "") + f"; OOF AUC {summary['roc_auc']:.4f} "
-         f"[{summary['roc_auc_ci'][0]:.4f}, {summary['roc_auc_ci'][1]:.4f}] on {len(rows)} images; OOF temperature "
-         f"{temperature:.3f}, threshold {decision['threshold']:.4f} ({decision['policy']}); {run_dir / OOF_FILE}")
-    return summary
-
-
-@dataclass
-class CompleteRun:
-    """A finished CV run, ready to export: the members' checkpoints in fold order and the OOF results."""
-
-    run_dir: Path
-    cv: dict[str, Any]
-    folds: list[dict[str, Any]]
-    best_paths: list[Path]
-
-    @property
-    def oof(self) -> dict[str, Any]:
-        return self.cv["oof"]
-
-
-def load_complete_run(run_dir: str | Path) -> CompleteRun:
-    """Check a CV run for export; combines the folds first if that has not happened yet."""
-    run_dir = Path(run_dir)
-    if not is_cv_run(run_dir):
-        raise CVError(f"{run_dir}: not a cross-validation run (no {CV_FILE})")
-    cv, done = check_complete(run_dir)
-    paths = []
-    for st in done:
-        best = fold_dir(run_dir, int(st["fold"])) / "weights" / "best.pt"
-        if not best.is_file():
-            raise CVError(f"run '{run_dir.name}': fold-{st['fold']} is marked done but {best} is missing")
-        if file_sha256(best) != st.get("best_sha256"):
-            raise CVError(f"run '{run_dir.name}': {best} changed after fold-{st['fold']} finished "
-                          "(its SHA-256 differs from fold.json); retrain that fold")
-        paths.append(best)
-    if "oof" not in cv or not cv.get("complete"):
-        refresh_record(run_dir)
-        combine(run_dir, echo=lambda _msg: None)
-        cv = read_cv(run_dir)
-    return CompleteRun(run_dir, cv, done, paths)

@@ -129,14 +129,18 @@ def per_process_batch(global_batch: int) -> int:
     return global_batch // world
 
 
+def check_sync_bn(sync_bn: bool, device: torch.device) -> None:
+    """--sync-bn does something only under torchrun on CUDA: refuse it elsewhere, before any work."""
+    if sync_bn and not (_context.enabled and device.type == "cuda"):
+        raise SkinOnnxError("--sync-bn needs torchrun on CUDA: PyTorch's SyncBatchNorm has no CPU kernel and a "
+                            "single process has no other BatchNorm statistics to sync (on the CPU use --freeze-bn)")
+
+
 def wrap_model(model: nn.Module, device: torch.device, *, sync_bn: bool) -> nn.Module:
     """DistributedDataParallel around ``model`` (optionally with SyncBatchNorm); ``model`` itself when alone."""
     if not _context.enabled:
         return model
     if sync_bn:
-        if device.type != "cuda":
-            raise SkinOnnxError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm has no CPU kernel "
-                                "(on the CPU use --freeze-bn, or larger per-process batches)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from ..atomic import write_bytes
 
+CURVES_EVERY_S = 60.0  # drawing the PNG takes ~2 s: at most once a minute during training, and at the end
+
 
 def format_duration(seconds: float) -> str:
     seconds = max(0, round(seconds))
@@ -24,7 +26,7 @@ def run_eta(epoch_seconds: Sequence[float], epochs_left: int) -> str:
 
 
 def write_training_curves(run_dir: Path, history: Sequence[dict[str, float]], best_epoch: float | None) -> Path:
-    """runs/<name>/training_curves.png, rewritten after every epoch (atomic)."""
+    """runs/<name>/training_curves.png (atomic), drawn at most every CURVES_EVERY_S and when training ends."""
     from ..evaluation.plots import plot_training_curves
 
     path = Path(run_dir) / "training_curves.png"

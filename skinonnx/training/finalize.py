@@ -29,8 +29,8 @@ def guard_temperature(logits: np.ndarray, labels: np.ndarray, positive_index: in
                       ) -> tuple[float, str]:
     """Keep a fitted temperature only if it is off its bounds and makes validation NLL and ECE no worse.
 
-    On a tiny or separable validation split T runs to a bound (e.g. 0.05) and wrecks calibration; then T = 1
-    is kept and the reason returned (empty when the fit is kept).
+    On a tiny or separable split T runs to its lower bound; on a model without signal to its upper bound; then T = 1
+    is kept and the reason returned (empty when the fit is kept). Single runs and CV (on OOF logits) both use it.
     """
     lo, hi = TEMPERATURE_BOUNDS
     y = (labels == positive_index).astype(int)
@@ -39,9 +39,12 @@ def guard_temperature(logits: np.ndarray, labels: np.ndarray, positive_index: in
            expected_calibration_error(y, softmax(logits, fitted)[:, positive_index]))
     # The bounded search stops short of a bound it is drawn to (0.06 for a bound of 0.05), so compare the NLL
     # there: if a bound is as good as the fit, the optimum lies on it (or beyond).
-    if min(negative_log_likelihood(logits, labels, bound) for bound in (lo, hi)) <= nll[1] + 1e-6:
-        return 1.0, (f"hit its bound ({lo} .. {hi}): the validation split ({len(y)} images) is too small or too "
-                     "easily separated to calibrate on")
+    if negative_log_likelihood(logits, labels, hi) <= nll[1] + 1e-6:  # flattening every probability helps most
+        return 1.0, (f"ran to its upper bound ({hi}): the model shows no signal on these {len(y)} images (its "
+                     "scores do not separate the classes), so there is nothing to calibrate")
+    if negative_log_likelihood(logits, labels, lo) <= nll[1] + 1e-6:
+        return 1.0, (f"hit its lower bound ({lo}): the split ({len(y)} images) is too small or too easily "
+                     "separated to calibrate on")
     if nll[1] > nll[0] + 1e-9 or ece[1] > ece[0] + 1e-9:
         return 1.0, (f"made validation worse (NLL {nll[0]:.3f} -> {nll[1]:.3f}, ECE {ece[0]:.3f} -> {ece[1]:.3f})")
     return fitted, ""

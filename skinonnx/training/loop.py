@@ -6,7 +6,9 @@ import csv
 import dataclasses
 import io
 import os
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from .checkpoint import RESUME_KEYS, CheckpointSaver, load_checkpoint, require_k
 from .compile import compiled_for_training, decide
 from .config import SELECT_METRICS, TrainConfig, resumed_config
 from .device import amp_dtype, autocast, configure_threads, resolve_device, seed_everything
-from .epoch_report import run_eta, write_training_curves
+from .epoch_report import CURVES_EVERY_S, run_eta, write_training_curves
 from .finalize import finalize_best
 from .imbalance import auto_class_weights, balanced_sampler
 from .loaders import ImageCache, LesionDataset, default_workers, make_loader
@@ -89,19 +91,15 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    if cfg.optimizer == "sgd":
+    if cfg.optimizer == "sgd":  # the choices are checked by TrainConfig
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
-    raise SkinOnnxError(f"unknown optimizer '{cfg.optimizer}' (adamw, sgd)")
+    return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     if cfg.scheduler == "plateau":  # the original project's: factor 0.2 on a stalled val loss
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.2, patience=2)
-    if cfg.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
-    raise SkinOnnxError(f"unknown scheduler '{cfg.scheduler}' (plateau, cosine)")
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
 
 
 def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, criterion: nn.Module,
@@ -176,202 +174,256 @@ def _silent(*_args: object, **_kwargs: object) -> None:
     """echo for ranks other than 0: one process speaks."""
 
 
-def _resume_source(cfg: TrainConfig, resume: str, explicit: frozenset[str] | set[str], echo
-                   ) -> tuple[Path, Path | None]:
-    """(last.pt to continue from, its run folder or None for a --checkpoint-dir run)."""
-    if "checkpoint_dir" in explicit and cfg.checkpoint_dir:  # weights kept outside the run folder
-        return Path(cfg.checkpoint_dir) / "last.pt", None
-    if resume:
-        run = runs.resolve_run(resume, cfg.runs_dir)
-    else:
-        run = runs.newest_unfinished_run(cfg.runs_dir)
-        echo(f"--resume without a run: continuing the newest unfinished run, {run}")
-    return runs.weights_dir(run) / "last.pt", run
+def _resumed(cfg: TrainConfig, resume: bool | str, explicit: frozenset[str] | set[str], ctx, echo
+             ) -> tuple[TrainConfig, dict[str, Any]]:
+    """The saved settings and last.pt (the run named, else the newest unfinished one; a --checkpoint-dir run's
+    weights folder); rank 0 reads it and hands it to the others (other nodes need no copy of the folder)."""
+    found = None
+    if ctx.is_main:
+        run = None
+        if "checkpoint_dir" in explicit and cfg.checkpoint_dir:  # weights kept outside the run folder
+            last_path = Path(cfg.checkpoint_dir) / "last.pt"
+        else:
+            run = runs.resolve_run(resume, cfg.runs_dir) if resume is not True else runs.newest_unfinished_run(
+                cfg.runs_dir)
+            if resume is True:
+                echo(f"--resume without a run: continuing the newest unfinished run, {run}")
+            last_path = runs.weights_dir(run) / "last.pt"
+        found = (last_path, run, load_checkpoint(last_path))
+    last_path, run, state = distributed.broadcast_object(found)  # type: ignore[misc]
+    require_keys(state, RESUME_KEYS, last_path, "--resume")
+    cfg = resumed_config(state.get("config") or {}, cfg, {*explicit, "checkpoint_dir"}, last_path)
+    if run is not None:  # the run folder may have moved: it is where this run lives now
+        cfg = dataclasses.replace(cfg, runs_dir=str(run.parent), name=run.name, checkpoint_dir="")
+    echo(f"resuming run '{cfg.name}' from {last_path} (epoch {state['epoch']} of {cfg.epochs})")
+    if int(state["epoch"]) >= cfg.epochs:
+        echo(f"note: the run already completed {state['epoch']} epochs; pass a larger --epochs to train on")
+    return cfg, state
 
 
 def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozenset[str] | set[str] = frozenset(),
-        echo=print, data: LabeledData | None = None) -> TrainResult:
+        echo=print, data: LabeledData | None = None, claimed: bool = False) -> TrainResult:
     """Train, keeping best.pt (by the selection metric) and last.pt (every epoch, for --resume).
 
-    Weights go to ``runs/<name>/weights/`` (a new name gets ``-2``, ``-3``... rather than overwrite a run).
-    ``resume``: a run name or folder, or True/"" for the newest unfinished run. ``explicit``: the settings
-    the user gave on this call; with ``resume`` only those in :data:`RESUME_OVERRIDES` may differ from the
-    saved run. Ctrl-C raises :class:`~skinonnx.errors.RunInterrupted` naming the run to resume.
-    ``data``: train/val splits to use instead of discovering ``cfg.data`` (cross-validation passes each fold's).
+    Phases, as torchvision's references/classification: check settings, weights and data; claim the run folder
+    (``runs/<name>/``, else ``-2``, ``-3``..., atomically); :func:`_build`; :func:`_run_epochs`; calibrate best.pt.
+    ``resume``: a run name or folder, or True for the newest unfinished run. ``explicit``: the settings given on
+    this call (on resume only the resumable ones may differ from the saved run). ``data``: splits to use instead of
+    ``cfg.data`` (cross-validation's folds); ``claimed``: the caller made ``cfg.run_dir`` for this run. A start that
+    fails before its first epoch removes the folder it claimed. Ctrl-C raises RunInterrupted naming the run.
     """
     ctx = distributed.setup(resolve_device(cfg.device))  # no-op outside torchrun
+    distributed.check_sync_bn(cfg.sync_bn, resolve_device(cfg.device))
     if not ctx.is_main:  # rank 0 alone prints, shows progress and writes files
         echo, cfg = _silent, dataclasses.replace(cfg, progress=False)
     state: dict[str, Any] | None = None
     if resume is not False and resume is not None:
-        # rank 0 finds and reads last.pt and hands it to the others (other nodes need no copy of the folder)
-        found = None
-        if ctx.is_main:
-            last_path, run = _resume_source(cfg, "" if resume is True else str(resume), explicit, echo)
-            found = (last_path, run, load_checkpoint(last_path))
-        last_path, run, state = distributed.broadcast_object(found)  # type: ignore[misc]
-        require_keys(state, RESUME_KEYS, last_path, "--resume")
-        cfg = resumed_config(state.get("config") or {}, cfg, {*explicit, "checkpoint_dir"}, last_path)
-        if run is not None:  # the run folder may have moved: it is where this run lives now
-            cfg = dataclasses.replace(cfg, runs_dir=str(run.parent), name=run.name, checkpoint_dir="")
-        echo(f"resuming run '{cfg.name}' from {last_path} (epoch {state['epoch']} of {cfg.epochs})")
-        if int(state["epoch"]) >= cfg.epochs:
-            echo(f"note: the run already completed {state['epoch']} epochs; pass a larger --epochs to train on")
+        cfg, state = _resumed(cfg, resume or True, explicit, ctx, echo)
     else:
-        check_weights_spec(cfg.weights)
-        name = runs.unique_run_dir(cfg.runs_dir, cfg.name).name if ctx.is_main else None
-        name = str(distributed.broadcast_object(name))  # every rank writes nothing, but all use rank 0's name
+        check_weights_spec(cfg.weights)  # before any data is read
+    with distributed.rank0_first():  # a flat folder's split file is written once
+        data = discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed) if data is None else data
+    if state is not None and tuple(state["classes"]) != data.classes:
+        raise CheckpointError(f"checkpoint classes {state['classes']} differ from the data's {list(data.classes)}")
+    new_dir = state is None and not claimed
+    if new_dir:
+        name = str(distributed.broadcast_object(runs.claim_run_dir(cfg.runs_dir, cfg.name).name if ctx.is_main
+                                                else None))  # every rank uses rank 0's folder
         if name != cfg.name:
             echo(f"note: {cfg.run_dir} already holds a run; this one is {Path(cfg.runs_dir) / name}")
             cfg = dataclasses.replace(cfg, name=name)
-    ckpt_dir = cfg.weights_dir
     epoch = int(state["epoch"]) if state is not None else 0
-    if ctx.is_main:
-        ensure_writable_dir(ckpt_dir)  # fail now, not after the first (possibly hour-long) epoch
-        ensure_writable_dir(cfg.run_dir)
-        runs.write_status(cfg.run_dir, "running", epoch, cfg.epochs)
     try:
-        result = _fit(cfg, state, ckpt_dir, echo, ctx, data)
-    except KeyboardInterrupt:
-        done = runs.run_status(cfg.run_dir).get("epoch", epoch)
         if ctx.is_main:
-            runs.write_status(cfg.run_dir, "interrupted", done, cfg.epochs)
-        raise RunInterrupted(cfg.run_dir, int(done), cfg.epochs, (ckpt_dir / "last.pt").is_file(),
-                             checkpoint_dir=cfg.checkpoint_dir or None) from None
+            ensure_writable_dir(cfg.weights_dir)  # fail now, not after the first (possibly hour-long) epoch
+            runs.write_status(cfg.run_dir, "running", epoch, cfg.epochs)
+        result = _fit(cfg, state, echo, ctx, data)
+    except BaseException as exc:
+        saved, epoch = (cfg.weights_dir / "last.pt").is_file(), runs.run_status(cfg.run_dir).get("epoch", epoch)
+        if ctx.is_main and new_dir and not saved:  # a failed start leaves nothing behind
+            shutil.rmtree(cfg.run_dir, ignore_errors=True)
+        elif ctx.is_main:
+            runs.write_status(cfg.run_dir, "interrupted", epoch, cfg.epochs)
+        if isinstance(exc, KeyboardInterrupt):
+            raise RunInterrupted(cfg.run_dir, int(epoch), cfg.epochs, saved,
+                                 checkpoint_dir=cfg.checkpoint_dir or None) from None
+        raise
     if ctx.is_main:
         runs.write_status(cfg.run_dir, "finished", result.epochs_run, cfg.epochs)
     return result
 
 
-def _fit(cfg: TrainConfig, state: dict[str, Any] | None, ckpt_dir: Path, echo,
-         ctx: distributed.DistContext, data: LabeledData | None = None) -> TrainResult:
+@dataclass
+class _Session:
+    """One training session: settings, data and what trains (:func:`_build`), passed from phase to phase."""
+
+    cfg: TrainConfig
+    data: LabeledData
+    ctx: distributed.DistContext
+    echo: Callable[[str], None]
+    device: torch.device
+    train_loader: Any
+    val_loader: Any
+    dtype: torch.dtype | None = None
+    net: Any = None  # the bare ResNet50 (saved, validated); model: it or its DDP wrapper; train_model: compiled
+    model: Any = None
+    train_model: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+    scaler: Any = None
+    criterion: Any = None
+    saver: Any = None
+    start_epoch: int = 0
+    stale: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _fit(cfg: TrainConfig, state: dict[str, Any] | None, echo, ctx: distributed.DistContext,
+         data: LabeledData) -> TrainResult:
     seed_everything(cfg.seed + ctx.rank)  # rank 0 as alone; DDP copies rank 0's initial weights to all
-    device = distributed.local_device(resolve_device(cfg.device))
-    with distributed.rank0_first():  # a flat folder's split file is written once
-        if data is None:
-            data = discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed)
     for note in data.notes:
         echo(f"note: {note}")
-    if state is not None and tuple(state["classes"]) != data.classes:
-        raise CheckpointError(f"checkpoint classes {state['classes']} differ from the data's {list(data.classes)}")
-    prep = Preprocessing.for_size(cfg.image_size)
+    device = distributed.local_device(resolve_device(cfg.device))
     threads = configure_threads(cfg.threads)
-    dtype = amp_dtype(device, cfg.amp)
-    amp = dtype is not None
-    channels_last = cfg.channels_last
-    train_loader, val_loader, skipped = load_data(cfg, data, prep, device)
+    train_loader, val_loader, skipped = load_data(cfg, data, Preprocessing.for_size(cfg.image_size), device)
     for path, problem in skipped[:10]:
         echo(f"skipped {path}: {problem}")
     if len(skipped) > 10:
         echo(f"... and {len(skipped) - 10} more skipped images")
-
-    model = build_model(len(data.classes), cfg.weights if state is None else "none").to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    net, model = model, distributed.wrap_model(model, device, sync_bn=cfg.sync_bn)  # net: the bare ResNet50
-    optimizer = make_optimizer(cfg, net)
-    scheduler = make_scheduler(cfg, optimizer)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    metric_name, mode = SELECT_METRICS[cfg.select]
-    saver = CheckpointSaver(ckpt_dir, metric_name, mode)
-    history: list[dict[str, float]] = []
-    start_epoch, stale = 0, 0
-    if state is not None:
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state.get("scaler") or {})
-        torch.set_rng_state(state["rng_state"])
-        start_epoch, stale = int(state["epoch"]), int(state.get("stale_epochs", 0))
-        saver.best, saver.best_epoch = float(state["best_metric"]), int(state["best_epoch"])
-        history = list(state.get("history", []))
-        if ctx.rank:  # the saved RNG is rank 0's; the others draw their own augmentations
-            torch.manual_seed(cfg.seed + ctx.rank + 1000 * int(state["epoch"]))
-
-    run_dir = cfg.run_dir
-    train_labels = [s.label for s in train_loader.dataset.samples]
-    loss_weights = auto_class_weights(train_labels, len(data.classes)) if cfg.class_weights == "auto" else None
-    if ctx.is_main:
-        write_json(run_dir / "config.json", {**cfg.to_dict(), "skinonnx_version": __version__,
-                                             "torch_version": torch.__version__, "device_used": str(device),
-                                             "world_size": ctx.world_size,
-                                             "classes": list(data.classes), "counts": data.counts(),
-                                             "class_loss_weights": loss_weights,
-                                             "layout": data.layout, "preprocessing": prep.to_dict()})
-    criterion = nn.CrossEntropyLoss(weight=None if loss_weights is None
-                                    else torch.tensor(loss_weights, dtype=torch.float32, device=device))
-    use_compile, compile_note = decide(cfg.compile, device, (cfg.epochs - start_epoch) * len(train_loader),
-                                       cfg.batch_size, cfg.image_size)
+    s = _Session(cfg, data, ctx, echo, device, train_loader, val_loader)
+    compile_note = _build(s, state)
     echo(f"threads: torch {threads} intra-op (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), "
          f"DataLoader workers {train_loader.num_workers}; torch.compile {compile_note}")
-    train_model = model if not use_compile else compiled_for_training(
-        model, cfg.compile, batch_size=cfg.batch_size, image_size=cfg.image_size, device=device,
-        channels_last=channels_last, dtype=dtype, echo=echo)
-    precision = {torch.float16: "AMP fp16, ", torch.bfloat16: "AMP bf16, "}.get(dtype, "")  # type: ignore[arg-type]
-    echo(f"training {ARCH} on {device} ({precision}{'channels_last' if channels_last else 'NCHW'}): "
+    precision = {torch.float16: "AMP fp16, ", torch.bfloat16: "AMP bf16, "}.get(s.dtype, "")  # type: ignore[arg-type]
+    echo(f"training {ARCH} on {device} ({precision}{'channels_last' if cfg.channels_last else 'NCHW'}): "
          f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val images, classes {list(data.classes)}, "
-         f"selecting by {metric_name} ({mode})"
+         f"selecting by {s.saver.metric} ({s.saver.mode})"
          + (f"; {ctx.world_size} processes ({ctx.backend}), {cfg.batch_size // ctx.world_size} images per process "
             f"per step" if ctx.enabled else ""))
-    if loss_weights is not None or cfg.sampler == "balanced":
-        parts = [f"loss weights {', '.join(f'{c} {w:.3f}' for c, w in zip(data.classes, loss_weights, strict=True))}"
-                 ] if loss_weights else []
-        echo("class imbalance: " + ", ".join(parts + (["class-balanced sampler"] if cfg.sampler == "balanced" else [])))
-    echo(f"run folder {run_dir} (weights in {ckpt_dir})")
-    epoch = start_epoch
-    epoch_seconds: list[float] = []
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        row: dict[str, float] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        if isinstance(train_loader.sampler, DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)  # the epoch's order: seed + epoch, the same on every rank
-        row.update(train_one_epoch(train_model, train_loader, criterion, optimizer, device, scaler=scaler, amp=amp,
-                                   channels_last=channels_last, desc=f"epoch {epoch}/{cfg.epochs}",
-                                   progress=cfg.progress, freeze_bn=cfg.freeze_bn, dtype=dtype))
-        logits, labels = validate_all(model, val_loader, device, amp=amp, channels_last=channels_last)
-        row.update(validation_metrics(logits, labels, data.positive_index))
-        row["epoch_seconds"] = time.perf_counter() - t0
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(row["val_loss"])
-        else:
-            scheduler.step()
-        history.append(row)
-        value = row[metric_name]
-        improved = distributed.agree(saver.is_better(value), device)  # rank 0's call, on every rank
-        stale = 0 if improved else stale + 1
-        if not ctx.is_main:
-            if improved:
-                saver.best, saver.best_epoch = value, epoch
-            if distributed.agree(False, device):
-                break
-            continue
-        checkpoint_state = {
-            "arch": ARCH, "model": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
-            "classes": list(data.classes), "positive_index": data.positive_index,
-            "preprocessing": prep.to_dict(), "epoch": epoch, "metrics": {k: float(v) for k, v in row.items()},
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "rng_state": torch.get_rng_state(), "stale_epochs": stale,
-            "history": history, "config": cfg.to_dict(), "data_root": str(Path(cfg.data).resolve()),
-            "skinonnx_version": __version__,
-        }
-        saver.update(checkpoint_state, value, epoch)
-        runs.write_status(run_dir, "running", epoch, cfg.epochs)
-        _write_metrics_csv(run_dir / "metrics.csv", history)
-        write_training_curves(run_dir, history, saver.best_epoch)
-        epoch_seconds.append(time.perf_counter() - t0)
-        echo(f"epoch {epoch:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.3f}  "
-             f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.3f}  val_auc {row['val_auc']:.3f}  "
-             f"{row['train_images_per_s']:.1f} img/s{'  *best' if improved else ''}  "
-             f"{run_eta(epoch_seconds, cfg.epochs - epoch)}")
-        if distributed.agree(bool(cfg.early_stop and stale >= cfg.early_stop), device):
-            echo(f"early stop: no {metric_name} improvement in {stale} epochs")
-            break
-    if saver.best_epoch < 0:
-        raise SkinOnnxError(f"no epoch produced a usable {metric_name}; nothing to keep")
+    echo(f"run folder {cfg.run_dir} (weights in {cfg.weights_dir})")
+    epoch = _run_epochs(s)
+    if s.saver.best_epoch < 0:
+        raise SkinOnnxError(f"no epoch produced a usable {s.saver.metric}; nothing to keep")
     if ctx.is_main:  # the others are done: rank 0 calibrates on the whole validation split alone
         full_val = val_loader if not ctx.enabled else make_loader(
             val_loader.dataset, batch_size=val_loader.batch_size, shuffle=False, workers=0, seed=cfg.seed,
             device=device)
-        finalize_best(ckpt_dir / "best.pt", full_val, device, cfg, echo=echo)
-    return TrainResult(ckpt_dir / "best.pt", ckpt_dir / "last.pt", run_dir, saver.best, saver.best_epoch,
-                       epoch, history, skipped, list(val_loader.dataset.samples))
+        finalize_best(cfg.weights_dir / "best.pt", full_val, device, cfg, echo=echo)
+    return TrainResult(cfg.weights_dir / "best.pt", cfg.weights_dir / "last.pt", cfg.run_dir, s.saver.best,
+                       s.saver.best_epoch, epoch, s.history, skipped, list(val_loader.dataset.samples))
+
+
+def _build(s: _Session, state: dict[str, Any] | None) -> str:
+    """Model, optimiser, schedule, loss and saver (restored from ``state`` on --resume); config.json. Returns
+    what torch.compile does and why."""
+    cfg, data, device = s.cfg, s.data, s.device
+    s.dtype = amp_dtype(device, cfg.amp)
+    model = build_model(len(data.classes), cfg.weights if state is None else "none").to(device)
+    s.net = model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+    s.model = s.train_model = distributed.wrap_model(s.net, device, sync_bn=cfg.sync_bn)
+    s.optimizer, s.saver = make_optimizer(cfg, s.net), CheckpointSaver(cfg.weights_dir, *SELECT_METRICS[cfg.select])
+    s.scheduler = make_scheduler(cfg, s.optimizer)
+    s.scaler = torch.amp.GradScaler("cuda", enabled=s.dtype == torch.float16)
+    train_labels = [sample.label for sample in s.train_loader.dataset.samples]
+    weights = auto_class_weights(train_labels, len(data.classes)) if cfg.class_weights == "auto" else None
+    s.criterion = nn.CrossEntropyLoss(weight=None if weights is None
+                                      else torch.tensor(weights, dtype=torch.float32, device=device))
+    if state is not None:
+        s.net.load_state_dict(state["model"])
+        s.optimizer.load_state_dict(state["optimizer"])
+        s.scheduler.load_state_dict(state["scheduler"])
+        s.scaler.load_state_dict(state.get("scaler") or {})
+        torch.set_rng_state(state["rng_state"])
+        s.start_epoch, s.stale = int(state["epoch"]), int(state.get("stale_epochs", 0))
+        s.saver.best, s.saver.best_epoch = float(state["best_metric"]), int(state["best_epoch"])
+        s.history = list(state.get("history", []))
+        if s.ctx.rank:  # the saved RNG is rank 0's; the others draw their own augmentations
+            torch.manual_seed(cfg.seed + s.ctx.rank + 1000 * int(state["epoch"]))
+    if s.ctx.is_main:
+        write_json(cfg.run_dir / "config.json", {
+            **cfg.to_dict(), "skinonnx_version": __version__, "torch_version": torch.__version__,
+            "device_used": str(device), "world_size": s.ctx.world_size, "classes": list(data.classes),
+            "counts": data.counts(), "class_loss_weights": weights, "layout": data.layout,
+            "preprocessing": Preprocessing.for_size(cfg.image_size).to_dict()})
+    if weights is not None or cfg.sampler == "balanced":
+        shown = [f"loss weights {', '.join(f'{c} {w:.3f}' for c, w in zip(data.classes, weights, strict=True))}"
+                 ] if weights else []
+        s.echo("class imbalance: " + ", ".join(shown + (["class-balanced sampler"] if cfg.sampler == "balanced"
+                                                         else [])))
+    use_compile, note = decide(cfg.compile, device, (cfg.epochs - s.start_epoch) * len(s.train_loader),
+                               cfg.batch_size, cfg.image_size)
+    if use_compile:
+        s.train_model = compiled_for_training(s.model, cfg.compile, batch_size=cfg.batch_size,
+                                              image_size=cfg.image_size, device=device,
+                                              channels_last=cfg.channels_last, dtype=s.dtype, echo=s.echo)
+    return note
+
+
+def _run_epochs(s: _Session) -> int:
+    """The epoch loop: train, validate, step the schedule, save; returns the last epoch run. The training curves
+    are drawn at most once every CURVES_EVERY_S and when the loop ends, however it ends."""
+    cfg, metric = s.cfg, s.saver.metric
+    epoch, epoch_seconds, drawn = s.start_epoch, [], time.monotonic()
+    try:
+        for epoch in range(s.start_epoch + 1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            row = _train_and_validate(s, epoch)
+            improved = distributed.agree(s.saver.is_better(row[metric]), s.device)  # rank 0's call, on every rank
+            s.stale = 0 if improved else s.stale + 1
+            if not s.ctx.is_main:
+                if improved:
+                    s.saver.best, s.saver.best_epoch = row[metric], epoch
+                if distributed.agree(False, s.device):
+                    break
+                continue
+            _save_epoch(s, row, epoch)
+            if time.monotonic() - drawn >= CURVES_EVERY_S:
+                write_training_curves(cfg.run_dir, s.history, s.saver.best_epoch)
+                drawn = time.monotonic()
+            epoch_seconds.append(time.perf_counter() - t0)
+            s.echo(f"epoch {epoch:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.3f}  "
+                   f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.3f}  val_auc {row['val_auc']:.3f}  "
+                   f"{row['train_images_per_s']:.1f} img/s{'  *best' if improved else ''}  "
+                   f"{run_eta(epoch_seconds, cfg.epochs - epoch)}")
+            if distributed.agree(bool(cfg.early_stop and s.stale >= cfg.early_stop), s.device):
+                s.echo(f"early stop: no {metric} improvement in {s.stale} epochs")
+                break
+    finally:
+        if s.ctx.is_main and s.history:
+            write_training_curves(cfg.run_dir, s.history, s.saver.best_epoch)
+    return epoch
+
+
+def _train_and_validate(s: _Session, epoch: int) -> dict[str, float]:
+    """One epoch's training and validation, then the schedule's step; appends and returns its metrics row."""
+    t0, amp = time.perf_counter(), s.dtype is not None
+    row: dict[str, float] = {"epoch": epoch, "lr": s.optimizer.param_groups[0]["lr"]}
+    if isinstance(s.train_loader.sampler, DistributedSampler):
+        s.train_loader.sampler.set_epoch(epoch)  # the epoch's order: seed + epoch, the same on every rank
+    row.update(train_one_epoch(s.train_model, s.train_loader, s.criterion, s.optimizer, s.device, scaler=s.scaler,
+                               amp=amp, channels_last=s.cfg.channels_last, desc=f"epoch {epoch}/{s.cfg.epochs}",
+                               progress=s.cfg.progress, freeze_bn=s.cfg.freeze_bn, dtype=s.dtype))
+    logits, labels = validate_all(s.model, s.val_loader, s.device, amp=amp, channels_last=s.cfg.channels_last)
+    row.update(validation_metrics(logits, labels, s.data.positive_index))
+    row["epoch_seconds"] = time.perf_counter() - t0
+    if isinstance(s.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        s.scheduler.step(row["val_loss"])
+    else:
+        s.scheduler.step()
+    s.history.append(row)
+    return row
+
+
+def _save_epoch(s: _Session, row: dict[str, float], epoch: int) -> None:
+    """last.pt (and best.pt when it improved), state.json and metrics.csv after an epoch (rank 0)."""
+    s.saver.update({
+        "arch": ARCH, "model": {k: v.detach().cpu().contiguous() for k, v in s.net.state_dict().items()},
+        "classes": list(s.data.classes), "positive_index": s.data.positive_index,
+        "preprocessing": Preprocessing.for_size(s.cfg.image_size).to_dict(), "epoch": epoch,
+        "metrics": {k: float(v) for k, v in row.items()}, "optimizer": s.optimizer.state_dict(),
+        "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(), "rng_state": torch.get_rng_state(),
+        "stale_epochs": s.stale, "history": s.history, "config": s.cfg.to_dict(),
+        "data_root": str(Path(s.cfg.data).resolve()), "skinonnx_version": __version__,
+    }, row[s.saver.metric], epoch)
+    runs.write_status(s.cfg.run_dir, "running", epoch, s.cfg.epochs)
+    _write_metrics_csv(s.cfg.run_dir / "metrics.csv", s.history)

@@ -57,7 +57,9 @@ def _imagenet_state_dict() -> dict[str, torch.Tensor]:
 
 
 def check_weights_spec(weights: str) -> None:
-    """Fail on a mistyped --weights before any data is decoded (the model is built only after that)."""
+    """Fail on a mistyped --weights, or ImageNet weights not to be had offline, before any data is decoded."""
+    if weights == "imagenet" and not imagenet_weights_file().is_file():
+        _imagenet_state_dict()  # downloads into torchvision's cache, or says what to do
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
         raise WeightsUnavailableError(f"--weights {weights}: file not found (use 'imagenet', 'none' or the path "
                                       "of a ResNet50 state dict or skinonnx checkpoint)")

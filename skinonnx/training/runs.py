@@ -3,8 +3,9 @@
 Resolves "the newest run", a run by name or by folder, and the run a ``--resume`` continues. Torch-free
 (plain files and JSON), so commands that never touch torch can name runs too.
 
-A run's ``state.json`` says how far it got: ``running`` (also what a killed run leaves), ``interrupted``
-(Ctrl-C) or ``finished``. A cross-validation run (``cv.json``, folds in ``fold-<k>/weights/``) has no
+A run's ``state.json`` says how far it got: ``running`` (with the pid and host of the process; a dead pid
+reads as ``interrupted``), ``interrupted`` (Ctrl-C) or ``finished``.
+A cross-validation run (``cv.json``, folds in ``fold-<k>/weights/``) has no
 top-level weights and is skipped where a single model is needed.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 from ..atomic import write_json
@@ -19,6 +21,7 @@ from ..errors import CheckpointError
 
 WEIGHTS_DIR = "weights"
 STATE_FILE = "state.json"
+CV_FILE = "cv.json"  # marks a cross-validation run (see cv_record.py)
 DEFAULT_RUNS_DIR = "runs"
 
 
@@ -42,24 +45,59 @@ def list_runs(runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR) -> list[Path]
     if not root.is_dir():
         return []
     runs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-            and ((p / "config.json").is_file() or weights_dir(p).is_dir() or (p / "cv.json").is_file())]
+            and ((p / "config.json").is_file() or weights_dir(p).is_dir() or is_cv_run(p))]
     return sorted(runs, key=lambda p: (_run_time(p), p.name), reverse=True)
 
 
+def is_cv_run(path: str | os.PathLike[str]) -> bool:
+    return (Path(path) / CV_FILE).is_file()
+
+
+def newest_cv_run(runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR) -> Path | None:
+    """The cross-validation run under ``runs_dir`` whose cv.json changed last, or None."""
+    found = [p.parent for p in Path(runs_dir).glob(f"*/{CV_FILE}")]
+    return max(found, key=lambda p: (p / CV_FILE).stat().st_mtime, default=None)
+
+
+def default_model_run(runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR) -> Path | None:
+    """The run `export` takes when told none (and `test` names in its hint): the newest CV run unless a
+    single-model run wrote its best.pt after it, else the newest single-model run; None when there is none."""
+    single = next((r for r in list_runs(runs_dir) if not is_cv_run(r) and (weights_dir(r) / "best.pt").is_file()),
+                  None)
+    cv = newest_cv_run(runs_dir)
+    if cv is None or (single and (weights_dir(single) / "best.pt").stat().st_mtime > (cv / CV_FILE).stat().st_mtime):
+        return single
+    return cv
+
+
 def run_status(run_dir: str | os.PathLike[str]) -> dict:
+    """state.json, where a ``running`` run whose process is gone (killed, crashed) reads ``interrupted``."""
     try:
         state = json.loads((Path(run_dir) / STATE_FILE).read_text())
     except (OSError, ValueError):
         return {}
-    return state if isinstance(state, dict) else {}
+    if not isinstance(state, dict):
+        return {}
+    return {**state, "status": "interrupted"} if state.get("status") == "running" and not _alive(state) else state
+
+
+def _alive(state: dict) -> bool:
+    """Whether the process that wrote ``state`` still runs (True when that cannot be told: another host, no pid)."""
+    pid = state.get("pid")
+    if not isinstance(pid, int) or state.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_status(run_dir: str | os.PathLike[str], status: str, epoch: int, epochs: int) -> None:
-    write_json(Path(run_dir) / STATE_FILE, {"status": status, "epoch": epoch, "epochs": epochs})
-
-
-def is_finished(run_dir: str | os.PathLike[str]) -> bool:
-    return run_status(run_dir).get("status") == "finished"
+    write_json(Path(run_dir) / STATE_FILE, {"status": status, "epoch": epoch, "epochs": epochs, "pid": os.getpid(),
+                                            "host": socket.gethostname()})
 
 
 def newest_run(runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR, weights: str = "best.pt") -> Path:
@@ -73,7 +111,7 @@ def newest_run(runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR, weights: str
 
 def newest_unfinished_run(runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR) -> Path:
     for run in list_runs(runs_dir):
-        if (weights_dir(run) / "last.pt").is_file() and not is_finished(run):
+        if (weights_dir(run) / "last.pt").is_file() and run_status(run).get("status") not in ("finished", "running"):
             return run
     raise CheckpointError(f"no unfinished run under {runs_dir}/ to resume; name one: --resume RUN "
                           "(a name under runs/ or a run folder)")
@@ -109,14 +147,19 @@ def resolve_checkpoint(spec: str | os.PathLike[str] | None, runs_dir: str | os.P
     return weights_dir(run) / weights, f"checkpoint: {weights_dir(run) / weights} (run {run.name})"
 
 
-def unique_run_dir(runs_dir: str | os.PathLike[str], name: str) -> Path:
-    """``runs_dir/name``, or ``name-2``, ``name-3``... when a run already lives there (never overwrite one).
+def claim_run_dir(runs_dir: str | os.PathLike[str], name: str) -> Path:
+    """Create ``runs_dir/name`` (else ``name-2``, ``name-3``...) exclusively: two runs never share a folder.
 
-    A folder counts as taken once an epoch completed in it (a run that failed on its data can be retried).
+    ``mkdir`` is atomic, so of two processes starting at once (even with the same time-stamp name) each gets its
+    own folder. A failed start removes the folder it claimed (see ``loop.fit``).
     """
     root = Path(runs_dir)
-    candidate, k = root / name, 1
-    while any((candidate / marker).exists() for marker in ("weights/best.pt", "weights/last.pt", "metrics.csv")):
-        k += 1
-        candidate = root / f"{name}-{k}"
-    return candidate
+    root.mkdir(parents=True, exist_ok=True)
+    for k in range(1, 10_000):
+        candidate = root / (name if k == 1 else f"{name}-{k}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise CheckpointError(f"{root}: no free run folder for '{name}' (tried {name}-2 .. {name}-9999)")

@@ -126,7 +126,7 @@ def test_train_refuses_bad_layout(tmp_path: Path, builder, says) -> None:
 
 def test_test_command_needs_a_test_split(tmp_path: Path) -> None:
     data = make_imagefolder(tmp_path / "d", {"train": TWO, "val": TWO})
-    cli_error("test", "--onnx", tiny_onnx(tmp_path / "m.onnx"), "--data", data, "--out", tmp_path / "r",
+    cli_error("test", "--onnx", tiny_onnx(tmp_path / "m.onnx"), "--data", data, "--output", tmp_path / "r",
               says=("'test' split is missing",))
 
 
@@ -279,7 +279,7 @@ def test_test_command_reads_an_index_csv(tmp_path: Path) -> None:
     csv_path = _write_index(root, ["images/a.png,benign,test", "images/b.png,malignant,test",
                                    "images/c.png,benign,test", "images/d.png,malignant,test"])
     out = tmp_path / "r"
-    cli_ok("test", "--onnx", tiny_onnx(tmp_path / "m.onnx"), "--data", csv_path, "--out", out, "--quiet")
+    cli_ok("test", "--onnx", tiny_onnx(tmp_path / "m.onnx"), "--data", csv_path, "--output", out, "--quiet")
     assert len(list(csv.DictReader((out / "predictions.csv").read_text().splitlines()))) == 4
 
 

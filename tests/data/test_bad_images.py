@@ -431,7 +431,7 @@ def test_test_command_skips_and_reports_bad_files(tmp_path: Path) -> None:
     bad = _bad_files(data / "test" / "malignant")
     good = _good_odd_files(data / "test" / "benign")
     out = tmp_path / "report"
-    output = cli_ok("test", "--onnx", tiny_onnx(tmp_path / "m.onnx"), "--data", data, "--out", out,
+    output = cli_ok("test", "--onnx", tiny_onnx(tmp_path / "m.onnx"), "--data", data, "--output", out,
                     "--provider", "cpu", "--quiet")
     summary = json.loads((out / "summary.json").read_text())
     assert {Path(s["path"]) for s in summary["skipped"]} == set(bad)
@@ -444,10 +444,10 @@ def test_test_command_skips_and_reports_bad_files(tmp_path: Path) -> None:
 def test_test_command_pixel_limit_option(tmp_path: Path) -> None:
     data = make_imagefolder(tmp_path / "data", {"test": {"benign": 2, "malignant": 2}}, size=40)
     model = tiny_onnx(tmp_path / "m.onnx")
-    output = cli_ok("test", "--onnx", model, "--data", data, "--out", tmp_path / "r", "--max-pixels", "1000000",
+    output = cli_ok("test", "--onnx", model, "--data", data, "--output", tmp_path / "r", "--max-pixels", "1000000",
                     "--quiet")
     assert "skipped" not in output
-    cli_error("test", "--onnx", model, "--data", data, "--out", tmp_path / "r", "--max-pixels", "1000", "--quiet",
+    cli_error("test", "--onnx", model, "--data", data, "--output", tmp_path / "r", "--max-pixels", "1000", "--quiet",
               says=("no readable images in the test split",))
 
 

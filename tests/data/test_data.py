@@ -74,6 +74,21 @@ def test_index_csv_layout(tmp_path: Path) -> None:
         assert data.counts()["val"] == {"benign": 1, "malignant": 1}
 
 
+def test_index_csv_wins_over_a_train_folder_beside_it_and_the_layout_is_named(tmp_path: Path) -> None:
+    """A user's index.csv declares the splits; a stray train/ folder beside it (no val/) is not a split layout."""
+    rows = ["path,label,split"]
+    for split in ("train", "val", "test"):
+        for cls in ("benign", "malignant"):
+            _img(tmp_path / "train" / cls / f"{split}.png")  # every image lives under train/, the CSV splits them
+            rows.append(f"train/{cls}/{split}.png,{cls},{split}")
+    (tmp_path / "index.csv").write_text("\n".join(rows) + "\n")
+    data = discover(tmp_path)
+    assert data.layout == "index-csv" and data.counts()["val"] == {"benign": 1, "malignant": 1}
+    assert data.notes == [f"data {tmp_path}: index-csv layout (index.csv wins over the split folders ['train'])"]
+    (tmp_path / "index.csv").unlink()  # without it the folder is read as split folders, and says so
+    assert discover(tmp_path).notes[0].startswith(f"data {tmp_path}: split-imagefolder layout (missing split")
+
+
 @pytest.mark.parametrize("n_classes, message", [(1, "single class"), (3, "binary classifier")])
 def test_wrong_number_of_classes_is_a_clear_error(tmp_path: Path, n_classes: int, message: str) -> None:
     for i in range(n_classes):

@@ -191,7 +191,7 @@ def test_corrupt_onnx_is_refused_by_predict_and_test(tmp_path: Path, builder) ->
               says=(str(model), "not a valid ONNX model"))
     assert not (tmp_path / "p.csv").exists()
     data = make_imagefolder(tmp_path / "d", {"test": {"benign": 1, "malignant": 1}})
-    cli_error("test", "--onnx", model, "--data", data, "--out", tmp_path / "r", "--provider", "cpu",
+    cli_error("test", "--onnx", model, "--data", data, "--output", tmp_path / "r", "--provider", "cpu",
               says=("not a valid ONNX model",))
 
 
@@ -234,8 +234,8 @@ def test_onnx_without_metadata_needs_explicit_preprocessing(tmp_path: Path, imag
 def test_test_command_with_a_bare_onnx_and_explicit_classes(tmp_path: Path) -> None:
     data = make_imagefolder(tmp_path / "d", {"test": {"nevus": 2, "melanoma": 2}})
     bare = tiny_onnx(tmp_path / "bare.onnx", metadata=False)
-    cli_error("test", "--onnx", bare, "--data", data, "--out", tmp_path / "r", says=("no skinonnx metadata",))
-    cli_ok("test", "--onnx", bare, "--data", data, "--out", tmp_path / "r", "--image-size", "16",
+    cli_error("test", "--onnx", bare, "--data", data, "--output", tmp_path / "r", says=("no skinonnx metadata",))
+    cli_ok("test", "--onnx", bare, "--data", data, "--output", tmp_path / "r", "--image-size", "16",
            "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--classes", "nevus,melanoma", "--quiet")
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["classes"] == ["nevus", "melanoma"]
 
@@ -288,7 +288,7 @@ def test_fixed_batch_onnx_runs_in_chunks(tmp_path: Path, images: Path) -> None:
 
 def test_test_command_refuses_data_with_other_class_names(tmp_path: Path) -> None:
     data = make_imagefolder(tmp_path / "d", {"test": {"nevus": 2, "melanoma": 2}})
-    cli_error("test", "--onnx", tiny_onnx(tmp_path / "m.onnx"), "--data", data, "--out", tmp_path / "r",
+    cli_error("test", "--onnx", tiny_onnx(tmp_path / "m.onnx"), "--data", data, "--output", tmp_path / "r",
               says=("['melanoma', 'nevus'] differ from the model's ['benign', 'malignant']",))
     assert not (tmp_path / "r" / "summary.json").exists()
 

@@ -216,7 +216,7 @@ def test_predict_and_test_run_the_uint8_variant(exported: Exported, trained: Tra
     for path, row in as_float.items():
         assert as_uint8[path]["prediction"] == row["prediction"]
         assert as_uint8[path]["p_malignant"] == pytest.approx(row["p_malignant"], abs=1e-6)
-    out = run_cli("test", "--onnx", exported.uint8_model, "--data", trained.data, "--out", tmp_path / "report",
+    out = run_cli("test", "--onnx", exported.uint8_model, "--data", trained.data, "--output", tmp_path / "report",
                   "--provider", "cpu", "--quiet").output
     assert "roc_auc" in out
 

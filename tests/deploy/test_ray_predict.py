@@ -67,7 +67,7 @@ def test_ray_equals_local_and_resumes_a_local_job(ray_cluster: str, tmp_path: Pa
     out = tmp_path / "ray.parquet"
     parts = tmp_path / "ray.parquet.parts"
     result = run_cli("predict", "--onnx", trained.onnx, manifest, "-o", out, "--quiet", "--engine", "ray",
-                     "--workers", "2", "--batch-size", "4")
+                     "--ray-workers", "2", "--batch-size", "4")
     assert "Ray (local, 127.0.0.1): 2 workers x 1 CPU" in result.output
     ray_rows = rows_of(out)
     assert [r["path"] for r in ray_rows] == [r["path"] for r in local]  # same order, each image once
@@ -82,13 +82,14 @@ def test_ray_equals_local_and_resumes_a_local_job(ray_cluster: str, tmp_path: Pa
 
     # resume: rows an interrupted local-engine run left in its journal are kept, Ray predicts only the rest
     out2 = tmp_path / "resumed.csv"
-    from skinonnx.deploy.predict import read_manifest, run_job
+    from skinonnx.data.inputs import read_manifest
+    from skinonnx.deploy.predict import run_job
     from skinonnx.deploy.runtime import OnnxClassifier
 
     half = read_manifest(manifest)[::2]
     run_job(OnnxClassifier(trained.onnx, "cpu"), half, out2, progress=False)  # leaves its parts, like a kill
     result = run_cli("predict", "--onnx", trained.onnx, manifest, "-o", out2, "--quiet", "--engine", "ray",
-                     "--workers", "2", "--batch-size", "4")
+                     "--ray-workers", "2", "--batch-size", "4")
     assert f"resuming: {len(half)} of {len(local)} images already done" in result.output
     with open(out2, newline="") as f:
         resumed = list(csv.DictReader(f))
@@ -129,7 +130,7 @@ def test_killed_worker_job_still_predicts_every_image_once(ray_cluster: str, tmp
     out = tmp_path / "faulty.csv"
     parts = tmp_path / "faulty.csv.parts"
     cmd = [sys.executable, str(ROOT / "cli.py"), "predict", "--onnx", str(trained.onnx), str(images), "-o", str(out),
-           "--engine", "ray", "--address", ray_cluster, "--workers", "2", "--batch-size", "1", "--part-size", "2",
+           "--engine", "ray", "--address", ray_cluster, "--ray-workers", "2", "--batch-size", "1", "--part-size", "2",
            "--quiet"]
     killed: list[int] = []
 

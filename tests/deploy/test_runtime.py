@@ -29,7 +29,7 @@ def test_test_and_predict_run_with_torch_unimportable(trained: TrainedModel, tmp
 
         sys.meta_path.insert(0, NoTorch())
         from skinonnx.cli import main
-        for args in (["test", "--onnx", r"{trained.onnx}", "--data", r"{trained.data}", "--out", r"{tmp_path / 'r'}",
+        for args in (["test", "--onnx", r"{trained.onnx}", "--data", r"{trained.data}", "--output", r"{tmp_path / 'r'}",
                       "--provider", "cpu", "--quiet"],
                      ["predict", "--onnx", r"{trained.onnx}", r"{trained.data / 'test'}", "-o",
                       r"{tmp_path / 'p.csv'}", "--provider", "cpu", "--quiet"]):

@@ -202,7 +202,7 @@ def test_report_html_in_headless_chromium(trained: TrainedModel, tmp_path: Path)
     if find_chromium() is None:
         pytest.skip("chromium is not installed (Debian: apt-get install chromium); report.html not browser-tested")
     out = tmp_path / "report"
-    run_cli("test", "--onnx", trained.onnx, "--data", trained.data, "--out", out, "--bootstrap", "50", "--quiet")
+    run_cli("test", "--onnx", trained.onnx, "--data", trained.data, "--output", out, "--bootstrap", "50", "--quiet")
     s = json.loads((out / "summary.json").read_text())
     assert s["files"][-3:] == ["report.html", "report_files/", "summary.json"]
     thumbs = sorted((out / "report_files").iterdir())

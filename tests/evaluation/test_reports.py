@@ -17,11 +17,11 @@ from PIL import Image
 from scipy.special import expit, logit
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
+from skinonnx.evaluation import calibration_report, evaluate_predictions
 from skinonnx.evaluation.calibration import brier_score, expected_calibration_error, fit_temperature
 from skinonnx.evaluation.metrics import METRIC_NAMES
 from skinonnx.evaluation.model_card import SECTIONS, fmt, fmt_ci
 from skinonnx.evaluation.provenance import dumps_strict, json_ready
-from skinonnx.evaluation.report import calibration_report, evaluate_predictions
 from skinonnx.softmax import softmax
 
 from ..conftest import TrainedModel, run_cli
@@ -156,7 +156,7 @@ def test_policy_chosen_on_validation_goes_into_checkpoint_and_onnx_metadata(poli
 @pytest.fixture(scope="module")
 def report(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("report")
-    result = run_cli("test", "--onnx", trained.onnx, "--data", trained.data, "--out", out, "--provider", "cpu",
+    result = run_cli("test", "--onnx", trained.onnx, "--data", trained.data, "--output", out, "--provider", "cpu",
                      "--bootstrap", "200", "--quiet")
     return result.stdout, out, _strict_loads((out / "summary.json").read_text())
 
@@ -237,7 +237,7 @@ def test_summary_json_schema_is_stable_and_documented(report) -> None:
 
 @pytest.mark.slow
 def test_json_flag_prints_exactly_the_summary(trained: TrainedModel, tmp_path: Path) -> None:
-    result = run_cli("test", "--onnx", trained.onnx, "--data", trained.data, "--out", tmp_path, "--provider", "cpu",
+    result = run_cli("test", "--onnx", trained.onnx, "--data", trained.data, "--output", tmp_path, "--provider", "cpu",
                      "--json", "--no-ci", "--no-plots", "--quiet")
     printed = _strict_loads(result.stdout)
     assert printed == _strict_loads((tmp_path / "summary.json").read_text())
@@ -248,7 +248,7 @@ def test_json_flag_prints_exactly_the_summary(trained: TrainedModel, tmp_path: P
 @pytest.mark.slow
 def test_other_ci_seed_moves_only_the_intervals(trained: TrainedModel, report, tmp_path: Path) -> None:
     _, _, s = report
-    result = run_cli("test", "--onnx", trained.onnx, "--data", trained.data, "--out", tmp_path, "--provider", "cpu",
+    result = run_cli("test", "--onnx", trained.onnx, "--data", trained.data, "--output", tmp_path, "--provider", "cpu",
                      "--json", "--bootstrap", "200", "--ci-seed", "1", "--no-plots", "--skip-val", "--quiet")
     other = _strict_loads(result.stdout)
     assert other["metrics"] == s["metrics"] and other["bootstrap"]["seed"] == 1
@@ -335,7 +335,7 @@ def test_model_card_has_every_section_and_the_summary_numbers(report) -> None:
 
 @pytest.mark.slow
 def test_threshold_override_is_used_everywhere(trained: TrainedModel, tmp_path: Path) -> None:
-    result = run_cli("test", "--onnx", trained.onnx, "--data", trained.data, "--out", tmp_path, "--provider", "cpu",
+    result = run_cli("test", "--onnx", trained.onnx, "--data", trained.data, "--output", tmp_path, "--provider", "cpu",
                      "--threshold", "0", "--no-ci", "--no-plots", "--quiet")
     s = _strict_loads((tmp_path / "summary.json").read_text())
     assert s["threshold"] == 0.0 and s["threshold_source"] == "--threshold"
@@ -355,7 +355,7 @@ def test_report_without_run_folder_or_parity_record(trained: TrainedModel, tmp_p
     moved = tmp_path / "moved.onnx"
     onnx.save(model, str(moved))
     out = tmp_path / "r"
-    run_cli("test", "--onnx", moved, "--data", trained.data, "--out", out, "--provider", "cpu", "--no-ci",
+    run_cli("test", "--onnx", moved, "--data", trained.data, "--output", out, "--provider", "cpu", "--no-ci",
             "--skip-val", "--quiet")
     s = _strict_loads((out / "summary.json").read_text())
     assert s["training"]["run_dir"] is None and s["parity"] is None
@@ -365,7 +365,7 @@ def test_report_without_run_folder_or_parity_record(trained: TrainedModel, tmp_p
     assert "metrics.csv was not found" in card and "No parity record" in card
     # a parity record made for other bytes is flagged, and --run-dir brings the curves back
     (tmp_path / "moved.onnx.parity.json").write_text(trained.onnx.with_name("model.onnx.parity.json").read_text())
-    run_cli("test", "--onnx", moved, "--data", trained.data, "--out", out, "--provider", "cpu", "--no-ci",
+    run_cli("test", "--onnx", moved, "--data", trained.data, "--output", out, "--provider", "cpu", "--no-ci",
             "--skip-val", "--quiet", "--run-dir", trained.run_dir)
     s = _strict_loads((out / "summary.json").read_text())
     assert s["parity"]["matches_model"] is False and "training_curves.png" in s["files"]

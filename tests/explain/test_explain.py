@@ -101,7 +101,7 @@ def test_mask_index_finds_masks_by_stem_and_refuses_ambiguity(tmp_path: Path) ->
 @pytest.mark.slow  # trains (conftest marks every test that needs a training fixture, too)
 def test_explain_refuses_a_model_whose_map_is_one_cell(trained: TrainedModel, tmp_path: Path) -> None:
     image = next((trained.data / "test" / "malignant").glob("*.png"))
-    out = run_cli("explain", "--checkpoint", trained.checkpoint, image, "--out", tmp_path, "--quiet", expect=1).output
+    out = run_cli("explain", "--checkpoint", trained.checkpoint, image, "-o", tmp_path, "--quiet", expect=1).output
     assert "1x1" in out and "image_size >= 64" in out and "Traceback" not in out
 
 
@@ -165,7 +165,7 @@ def test_explain_writes_overlays_that_point_at_the_lesions(off_centre_model: tup
 
     root, checkpoint = off_centre_model
     images = sorted((root / "test" / "malignant").glob("*.png"))
-    out = run_cli("explain", "--checkpoint", checkpoint, *images, "--out", tmp_path / "cli", "--masks", root / "masks",
+    out = run_cli("explain", "--checkpoint", checkpoint, *images, "-o", tmp_path / "cli", "--masks", root / "masks",
                   "--tolerance", str(POINTING_TOLERANCE), "--quiet").output
     assert f"{len(images)} Grad-CAM overlays for 'malignant'" in out and "pointing game on 20 images" in out
     rows = list(csv.DictReader((tmp_path / "cli" / "explanations.csv").read_text().splitlines()))
@@ -175,6 +175,15 @@ def test_explain_writes_overlays_that_point_at_the_lesions(off_centre_model: tup
         with Image.open(row["overlay"]) as overlay:  # input | heatmap side by side, a caption below
             assert overlay.format == "PNG" and overlay.width == 2 * panel + 8 and overlay.height > panel
         assert row["grid"] == "3x3" and row["peak_on_lesion"] in ("0", "1")
+    out = run_cli("explain", "--checkpoint", checkpoint, *images[:2], "-o", tmp_path / "benign", "--class", "benign",
+                  "--quiet").output  # the other class: its own map, p(benign) = 1 - p(malignant)
+    assert "2 Grad-CAM overlays for 'benign'" in out
+    other = list(csv.DictReader((tmp_path / "benign" / "explanations.csv").read_text().splitlines()))
+    assert [r["class"] for r in other] == ["benign", "benign"]
+    for mine, theirs in zip(other, rows[:2], strict=True):
+        assert abs(float(mine["probability"]) + float(theirs["probability"]) - 1) < 1e-5
+    assert "is not one of the model's classes" in run_cli("explain", "--checkpoint", checkpoint, images[0], "-o",
+                                                           tmp_path / "x", "--class", "nevus", expect=1).output
 
     strict = explain_files(checkpoint, images, tmp_path / "strict", masks=root / "masks", progress=False).pointing
     result = explain_files(checkpoint, images, tmp_path / "api", masks=root / "masks", tolerance=POINTING_TOLERANCE,

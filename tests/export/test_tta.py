@@ -32,11 +32,13 @@ def test_single_model_tta_export_is_parity_checked_and_recorded(trained: Trained
     out = trained.workdir / "exports" / "tta.onnx"
     result = run_cli("export", "--checkpoint", trained.checkpoint, "-o", out, "--tta", "d4", "--data", trained.data,
                      "--parity-images", "3")
-    assert result.output.count("✓") == 5 and "TTA d4" in result.output  # 2 outputs x 2 batch sizes + labels
+    assert result.output.count("✓") == 7 and "TTA d4" in result.output  # 3 outputs x 2 batch sizes + labels
     clf = OnnxClassifier(out, "cpu")
     assert json.loads(clf.metadata["tta"])["views"] == 8 and not clf.has_members
     assert "ensemble" not in clf.metadata
     info = json.loads(run_cli("info", out, "--json").output)
-    assert info["schema"]["valid"] and [o["name"] for o in info["outputs"]] == ["logits", "probabilities"]
-    checked = run_cli("parity", "--checkpoint", trained.checkpoint, "--onnx", out, "--images", "2")
-    assert "parity ok" in checked.output
+    assert info["schema"]["valid"] and [o["name"] for o in info["outputs"]] == ["logits", "probabilities", "cam"]
+    checked = run_cli("parity", "--checkpoint", trained.checkpoint, "--onnx", out, "--parity-images", "2")
+    assert "parity ok" in checked.output and checked.output.count("✓ cam") == 2
+    old = run_cli("parity", "--checkpoint", trained.checkpoint, "--onnx", out, "--images", "1")  # hidden alias
+    assert "parity on 1 real images" in old.output and "--parity-images" in old.output

@@ -35,11 +35,15 @@ def _rows(path: Path) -> list[dict[str, str]]:
 def cv_run(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path) -> CVRun:
     """A complete 2-fold run, exported as an ensemble with flip TTA and the uint8-input variant."""
     work = tmp_path_factory.mktemp("cv")
-    run_cli("train", "--data", synthetic_data, *TRAIN, "--folds", "2", "--name", "cv", "--runs-dir", work / "runs")
+    out = run_cli("train", "--data", synthetic_data, *TRAIN, "--folds", "2", "--name", "cv", "--runs-dir",
+                  work / "runs").output
+    assert "[fold 1/2] " in out and "[fold 2/2] " in out and "[fold 0/" not in out  # 1-based, of the fold count
+    records = {name: (work / "runs" / "cv" / name).read_bytes() for name in ("cv.json", "oof.csv")}
     onnx_path = work / "exports" / "ens.onnx"
     out = run_cli("export", "--run", work / "runs" / "cv", "-o", onnx_path, "--tta", "flip", "--embed-preprocessing",
                   "--parity-images", "4").output
     assert "✓ fold-0" in out and "✓ fold-1" in out and "✗" not in out
+    assert records == {name: (work / "runs" / "cv" / name).read_bytes() for name in records}  # export only reads
     return CVRun(synthetic_data, work / "runs", work / "runs" / "cv", onnx_path)
 
 
@@ -58,6 +62,7 @@ def test_oof_is_complete_and_each_image_comes_from_the_model_that_did_not_train_
         assert sum(config["counts"]["val"].values()) == sum(f == k for f in folds.values())
         assert sum(config["counts"]["train"].values()) == sum(f != k for f in folds.values())
     cv = json.loads((cv_run.run / "cv.json").read_text())
+    assert cv["oof"]["calibration"]["fitted_on"] == "out-of-fold"
     assert cv["complete"] and cv["state"] == {"fold-0": "done", "fold-1": "done"}
     lo, hi = cv["oof"]["roc_auc_ci"]
     assert lo <= cv["oof"]["roc_auc"] <= hi and len(cv["oof"]["fold_val_auc"]) == 2
@@ -82,7 +87,7 @@ def test_ensemble_metadata_info_and_parity_fails_on_a_perturbed_member(cv_run: C
 
     info = json.loads(run_cli("info", cv_run.onnx, "--json").output)
     assert info["schema"]["valid"], info["schema"]["problems"]
-    assert [o["name"] for o in info["outputs"]] == ["logits", "probabilities", "member_probabilities"]
+    assert [o["name"] for o in info["outputs"]] == ["logits", "probabilities", "member_probabilities", "cam"]
     assert info["outputs"][2]["shape"][1] == 2
     meta = info["metadata"]
     ensemble = json.loads(meta["ensemble"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,7 +27,8 @@ def test_a_run_folder_holds_weights_metrics_config_curves_and_state(trained: Tra
     assert trained.checkpoint == run / "weights" / "best.pt" and trained.last == run / "weights" / "last.pt"
     assert {p.name for p in run.iterdir()} >= {"weights", "metrics.csv", "config.json", "training_curves.png",
                                               "state.json"}
-    assert json.loads((run / "state.json").read_text()) == {"status": "finished", "epoch": 2, "epochs": 2}
+    state = json.loads((run / "state.json").read_text())
+    assert state == {"status": "finished", "epoch": 2, "epochs": 2, "pid": os.getpid(), "host": socket.gethostname()}
     assert (run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

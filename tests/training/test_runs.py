@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -77,13 +80,30 @@ def test_resume_default_is_the_newest_unfinished_run(tmp_path: Path) -> None:
 
 
 def test_a_taken_name_gets_a_suffix_instead_of_overwriting(tmp_path: Path) -> None:
-    assert runs.unique_run_dir(tmp_path, "exp") == tmp_path / "exp"
-    _run(tmp_path, "exp")
-    assert runs.unique_run_dir(tmp_path, "exp") == tmp_path / "exp-2"
-    failed = tmp_path / "retry"  # a run that failed before its first epoch can take its name again
-    (failed / "weights").mkdir(parents=True)
-    runs.write_status(failed, "running", 0, 5)
-    assert runs.unique_run_dir(tmp_path, "retry") == failed
+    assert runs.claim_run_dir(tmp_path, "exp") == tmp_path / "exp"
+    assert runs.claim_run_dir(tmp_path, "exp") == tmp_path / "exp-2"  # taken from its claim on, not its 1st epoch
+    _run(tmp_path, "done")
+    assert runs.claim_run_dir(tmp_path, "done") == tmp_path / "done-2"
+
+
+def test_runs_started_at_once_never_share_a_folder(tmp_path: Path) -> None:
+    """16 threads claim one name (as two time-stamp names in the same second would): 16 distinct folders."""
+    with ThreadPoolExecutor(16) as pool:
+        claimed = list(pool.map(lambda _: runs.claim_run_dir(tmp_path, "20261203-120000"), range(16)))
+    assert len(set(claimed)) == 16 and all(p.is_dir() for p in claimed)
+    assert {p.name for p in claimed} == {"20261203-120000", *(f"20261203-120000-{k}" for k in range(2, 17))}
+
+
+def test_a_running_state_whose_process_is_gone_reads_interrupted(tmp_path: Path) -> None:
+    dead = _run(tmp_path, "dead", status="running", age=10)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # its pid is now free: the process that "wrote" the state is gone
+    state = json.loads((dead / "state.json").read_text())
+    (dead / "state.json").write_text(json.dumps({**state, "pid": child.pid}))
+    assert runs.run_status(dead)["status"] == "interrupted"
+    assert runs.newest_unfinished_run(tmp_path) == dead  # --resume picks it
+    live = _run(tmp_path, "live", status="running", age=1)  # this test's own pid: still training
+    assert runs.run_status(live)["status"] == "running" and runs.newest_unfinished_run(tmp_path) == dead
 
 
 def test_interrupt_message_names_the_exact_command() -> None:

@@ -170,11 +170,53 @@ $('model-file').addEventListener('change', async (event) => {
   }
 });
 
+const MB = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
+
+function duration(seconds) {
+  return seconds < 90 ? `${Math.max(1, Math.round(seconds))} s` : `${(seconds / 60).toFixed(1)} min`;
+}
+
+// Size and download time of the served model, from /model.json; where the browser estimates its own link
+// speed (navigator.connection.downlink, Mbit/s), that estimate first.
+function describeDownload(info) {
+  const times = Object.entries(info.download_seconds).map(([speed, s]) => `${duration(s)} at ${speed}`);
+  const link = navigator.connection && navigator.connection.downlink;
+  if (link) times.unshift(`about ${duration((info.bytes * 8) / (link * 1e6))} on this connection (~${link} Mbit/s)`);
+  return `${info.name}: ${MB(info.bytes)} (SHA-256 ${info.sha256.slice(0, 12)}…); download ${times.join(', ')}.`
+    + ' Kept by the browser after the first load (its URL names its content hash).';
+}
+
+function adviseInt8(info) {
+  const v = info.int8_variant;
+  if (!v) return;
+  const el = $('model-advice');
+  el.hidden = false;
+  el.textContent = `Recommended for the web: ${v.name}, the INT8 version of this model, is ${MB(v.bytes)} `
+    + `(${(info.bytes / v.bytes).toFixed(1)}x smaller) and passed its accuracy gate (labels agree on `
+    + `${(100 * v.label_agreement).toFixed(1)} % of ${v.gate_images} ${v.gate_split} images, `
+    + `|ΔROC-AUC| ${Number(v.auc_change).toFixed(4)}). Serve it: python cli.py web --onnx ${v.path}`;
+}
+
+// Was the response served from the browser's cache (no bytes over the network)?
+function fromCache(url) {
+  const entry = performance.getEntriesByName(new URL(url, document.baseURI).href).pop();
+  return entry !== undefined && entry.transferSize === 0 && entry.decodedBodySize > 0;
+}
+
 (async () => {
   try {
-    const response = await fetch('model.onnx');
-    if (!response.ok) throw new Error(`no model served (HTTP ${response.status}); open a file below`);
-    await loadModel(new Uint8Array(await response.arrayBuffer()), 'model.onnx');
+    const infoResponse = await fetch('model.json', { cache: 'no-store' });
+    if (!infoResponse.ok) throw new Error(`no model served (HTTP ${infoResponse.status}); open a file below`);
+    const info = await infoResponse.json();
+    $('model-size').textContent = describeDownload(info);
+    adviseInt8(info);
+    const response = await fetch(info.url); // immutable URL: a second visit reads the browser cache
+    if (!response.ok) throw new Error(`HTTP ${response.status} for ${info.url}; reload the page`);
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    const cached = fromCache(info.url);
+    await loadModel(bytes, info.name);
+    document.body.dataset.modelCache = cached ? 'hit' : 'miss';
+    if (cached) $('model-status').textContent += ' (from the browser cache, nothing downloaded)';
   } catch (err) {
     setStatus(`model.onnx: ${err.message || err}`, true);
     document.body.dataset.ready = 'error';

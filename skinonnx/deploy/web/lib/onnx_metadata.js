@@ -1,0 +1,1 @@
+../../../../examples/node/onnx_metadata.js

@@ -1,0 +1,1 @@
+../../../../examples/node/pillow_resize.js

@@ -1,0 +1,302 @@
+"""Every export check in one place: a file against its reference on the same real images.
+
+Parity (ONNX Runtime vs PyTorch), the uint8-input variant, fp16 and ORT format each build one
+:class:`Comparison`: per output ✓/✗ with max |Δ| against its tolerance, and the share of labels that agree.
+:meth:`Comparison.require` fails closed: it raises, so the caller's ``atomic_path`` never renames the file.
+INT8's accuracy gate (:func:`run_gate`, :class:`GateReport`) adds ROC-AUC and a noise reference on top. One
+picker of real images (:func:`real_images`) and one metadata writer (:func:`write_metadata`) serve every check
+and every file. No torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..data.images import DEFAULT_MAX_PIXELS
+from ..data.layouts import Sample, discover
+from ..data.preprocessing import Preprocessing
+from ..deploy.runtime import OnnxClassifier, create_session, iter_preprocessed
+from ..errors import AtolError, DataError, ExportError, ImageError, ShapeError, SkinOnnxError
+from ..evaluation.metrics import roc_auc
+
+
+@dataclass
+class Check:
+    """One output (or one column of it) at one batch size; ``tolerance`` inf: reported, not gated."""
+
+    output: str
+    max_abs_diff: float
+    tolerance: float
+    batch_size: int | None = None
+    shape_ok: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.shape_ok and self.max_abs_diff <= self.tolerance
+
+    def line(self) -> str:
+        mark, batch = "✓" if self.ok else "✗", "" if self.batch_size is None else f" batch {self.batch_size:>2}"
+        if not self.shape_ok:
+            return f"  {mark} {self.output:<13}{batch}: shape mismatch"
+        limit = "reported" if math.isinf(self.tolerance) else f"atol {self.tolerance:.0e}"
+        return f"  {mark} {self.output:<13}{batch}: max |Δ| = {self.max_abs_diff:.2e} ({limit})"
+
+
+@dataclass
+class Comparison:
+    """``title`` names the two sides; ``provider`` is the ONNX Runtime provider that ran the checked file."""
+
+    title: str
+    n_images: int
+    provider: str = "CPUExecutionProvider"
+    checks: list[Check] = field(default_factory=list)
+    label_agreement: float = 1.0
+    undecided: int = 0  # images so close to the threshold that the tolerance allows either label
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks) and self.label_agreement == 1.0
+
+    def max_diff(self, output: str) -> float:
+        return max((c.max_abs_diff for c in self.checks if c.output == output), default=float("nan"))
+
+    @property
+    def max_prob_diff(self) -> float:
+        return self.max_diff("probabilities")
+
+    def text(self) -> str:
+        mark = "✓" if self.label_agreement == 1.0 else "✗"
+        near = f" ({self.undecided} within the tolerance of the threshold not counted)" if self.undecided else ""
+        return "\n".join([f"{self.title}:", *(c.line() for c in self.checks),
+                          f"  {mark} labels agree on {self.label_agreement:.1%} of images{near}"])
+
+    def to_dict(self) -> dict[str, object]:
+        return {"ok": self.ok, "title": self.title, "n_images": self.n_images, "provider": self.provider,
+                "label_agreement": self.label_agreement, "undecided": self.undecided,
+                "max_abs_diff_probabilities": self.max_prob_diff,
+                "checks": [{"output": c.output, "batch_size": c.batch_size, "max_abs_diff": c.max_abs_diff,
+                            "atol": c.tolerance, "ok": c.ok} for c in self.checks]}
+
+    def add(self, expected: dict[str, np.ndarray], got: dict[str, np.ndarray], tolerances: dict[str, float], *,
+            batch_size: int | None = None, columns: dict[str, Sequence[str]] | None = None) -> None:
+        """One check per expected output (``columns``: one per named column, e.g. an ensemble's members);
+        an output without a tolerance is reported only."""
+        for name, want in expected.items():
+            have, tol = got.get(name), tolerances.get(name, math.inf)
+            if have is None or have.shape != want.shape:
+                self.checks.append(Check(name, math.inf, tol, batch_size, shape_ok=False))
+            elif name in (columns or {}):
+                self.checks += [Check(label, float(np.max(np.abs(have[:, i] - want[:, i]))), tol, batch_size)
+                                for i, label in enumerate(columns[name])]  # type: ignore[index]
+            else:
+                self.checks.append(Check(name, float(np.max(np.abs(have - want))), tol, batch_size))
+
+    def require(self, what: str, not_written: Path | None = None) -> Comparison:
+        """Raise (after the whole report is built) unless every check passed."""
+        tail = f"; {not_written} not written" if not_written is not None else ""
+        if any(not c.shape_ok for c in self.checks):
+            raise ShapeError(self.text() + f"\n{what} FAILED: output shapes differ{tail}")
+        if not self.ok:
+            bad = ", ".join(sorted({c.output for c in self.checks if not c.ok})) or "labels"
+            raise AtolError(self.text() + f"\n{what} FAILED: {bad} differ by more than the tolerance{tail}")
+        return self
+
+
+def labels(probabilities: np.ndarray, positive_index: int | None = None, threshold: float | None = None) -> np.ndarray:
+    """Decisions: the model's own threshold on the positive class when given, else the largest probability."""
+    if threshold is None or positive_index is None:
+        return probabilities.argmax(1)
+    return (probabilities[:, positive_index] >= threshold).astype(np.int64)
+
+
+def run_outputs(session, batch: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """Every output of an ONNX Runtime session for ``batch``, run ``batch_size`` images at a time."""
+    feed, names = session.get_inputs()[0].name, [o.name for o in session.get_outputs()]
+    chunks = [session.run(names, {feed: batch[i:i + batch_size]}) for i in range(0, len(batch), batch_size)]
+    return {name: np.concatenate([c[k] for c in chunks]) for k, name in enumerate(names)}
+
+
+def compare_files(reference: Path, candidate: Path, batch: np.ndarray, tolerances: dict[str, float], title: str,
+                  *, positive_index: int, threshold: float) -> Comparison:
+    """Two files with the same float input (fp32 vs its fp16 or ORT-format copy); labels at the model's threshold."""
+    want = run_outputs(create_session(reference, "cpu")[0], batch, 8)
+    session, used = create_session(candidate, "cpu")
+    got = run_outputs(session, batch, 8)
+    report = Comparison(f"{title} on {len(batch)} real images", len(batch), used)
+    report.add(want, got, tolerances)
+    if "probabilities" in got:  # an image within the probability tolerance of the threshold may flip: not counted
+        agree = labels(want["probabilities"], positive_index, threshold) == labels(got["probabilities"],
+                                                                                   positive_index, threshold)
+        decided = np.abs(want["probabilities"][:, positive_index] - threshold) > tolerances.get("probabilities", 0)
+        report.label_agreement = float(np.mean(agree[decided])) if decided.any() else 1.0
+        report.undecided = int((~decided).sum())
+    return report
+
+
+# --------------------------------------------------------------------------- INT8: labels and ROC-AUC
+
+NOISE_GREY_LEVELS = 0.5  # sigma of the reference pixel noise, in 8-bit grey levels
+
+
+@dataclass
+class GateReport:
+    """INT8 vs fp32 on the same real images: label agreement at the threshold and the ROC-AUC change."""
+
+    split: str
+    n_images: int
+    label_agreement: float
+    auc_fp32: float
+    auc_int8: float
+    max_prob_diff: float
+    mean_prob_diff: float
+    min_agreement: float
+    max_auc_change: float
+    threshold: float
+    median_margin: float = float("nan")  # median |p_fp32 - threshold|: how close the fp32 scores sit to the boundary
+    noise_agreement: float = float("nan")  # fp32 vs fp32 on the same images plus invisible pixel noise (reference)
+    skipped: int = 0
+
+    @property
+    def auc_change(self) -> float:
+        return abs(self.auc_int8 - self.auc_fp32)
+
+    @property
+    def agreement_ok(self) -> bool:
+        return self.label_agreement >= self.min_agreement
+
+    @property
+    def auc_ok(self) -> bool:
+        return bool(np.isfinite(self.auc_change)) and self.auc_change <= self.max_auc_change + 1e-12
+
+    @property
+    def ok(self) -> bool:
+        return self.agreement_ok and self.auc_ok
+
+    def text(self) -> str:
+        mark = {True: "✓", False: "✗"}
+        lines = [f"INT8 accuracy gate on {self.n_images} real {self.split} images (INT8 vs fp32 ONNX, threshold "
+                 f"{self.threshold:.4f}):",
+                 f"  {mark[self.agreement_ok]} labels agree on {self.label_agreement:.1%} of images "
+                 f"(need >= {self.min_agreement:.1%})",
+                 f"  {mark[self.auc_ok]} ROC-AUC {self.auc_fp32:.4f} -> {self.auc_int8:.4f}, "
+                 f"|Δ| = {self.auc_change:.4f} (allowed {self.max_auc_change:.4f})",
+                 f"    max |Δp| = {self.max_prob_diff:.4f}, mean |Δp| = {self.mean_prob_diff:.4f}; fp32 scores lie a "
+                 f"median {self.median_margin:.4f} from the threshold",
+                 f"    reference: fp32 keeps {self.noise_agreement:.1%} of its own labels when pixels get "
+                 f"{NOISE_GREY_LEVELS} grey level of random noise"]
+        if self.skipped:
+            lines.append(f"    {self.skipped} unreadable image(s) skipped")
+        lines.append("INT8 gate ok" if self.ok else "INT8 gate FAILED")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "auc_change": self.auc_change, "ok": self.ok}
+
+
+def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sample], min_agreement: float,
+             max_auc_change: float, *, split: str, positive_index: int, seed: int = 0) -> GateReport:
+    """Run both models on the same preprocessed images; compare labels (at the model's threshold) and ROC-AUC.
+
+    ``positive_index`` is the data's index of the model's positive class (Sample.label space).
+    """
+    pos = fp32.contract.positive_index
+    threshold = fp32.contract.threshold
+    prep = fp32.preprocessing
+    noise_scale = (NOISE_GREY_LEVELS / 255.0 / np.asarray(prep.std, np.float32))[None, :, None, None]
+    rng = np.random.default_rng(seed)
+    p32, p8, p32_noisy, truth = [], [], [], []
+    skipped, i = 0, 0
+    for chunk in iter_preprocessed([s.path for s in samples], fp32.preprocessing, batch_size=8):
+        arrays = []
+        for _, array, _ in chunk:
+            if array is None:
+                skipped += 1
+            else:
+                arrays.append(array)
+                truth.append(int(samples[i].label == positive_index))
+            i += 1
+        if arrays:
+            batch = np.stack(arrays)
+            p32.append(fp32.predict_arrays(batch)[:, pos])
+            p8.append(int8.predict_arrays(batch)[:, pos])
+            noise = rng.standard_normal(batch.shape, dtype=np.float32) * noise_scale
+            p32_noisy.append(fp32.predict_arrays(batch + noise)[:, pos])
+    if not p32:
+        raise DataError(f"no readable images in the {split} split for the INT8 gate")
+    prob32, prob8, y = np.concatenate(p32), np.concatenate(p8), np.asarray(truth)
+    agreement = float(np.mean((prob32 >= threshold) == (prob8 >= threshold)))
+    noise_agreement = float(np.mean((prob32 >= threshold) == (np.concatenate(p32_noisy) >= threshold)))
+    diff = np.abs(prob32 - prob8)
+    return GateReport(split, len(y), agreement, roc_auc(y, prob32), roc_auc(y, prob8), float(diff.max()),
+                      float(diff.mean()), min_agreement, max_auc_change, threshold,
+                      float(np.median(np.abs(prob32 - threshold))), noise_agreement, skipped)
+
+
+# --------------------------------------------------------------------------- the real images every check uses
+
+
+def pick_samples(samples: Sequence[Sample], limit: int, seed: int) -> list[Sample]:
+    """A seeded subset of at most ~``limit`` samples, stratified by class, in file order (same files every run)."""
+    if len(samples) <= limit:
+        return list(samples)
+    rng = np.random.default_rng(seed)
+    by_label: dict[int, list[int]] = {}
+    for i, sample in enumerate(samples):
+        by_label.setdefault(sample.label, []).append(i)
+    chosen: list[int] = []
+    for _, index in sorted(by_label.items()):
+        take = min(len(index), max(1, round(limit * len(index) / len(samples))))
+        chosen.extend(int(i) for i in rng.choice(index, size=take, replace=False))
+    return [samples[i] for i in sorted(chosen)]
+
+
+def real_images(data: str | os.PathLike[str], limit: int, *, seed: int = 0) -> tuple[list[Path], str]:
+    """Up to ``limit`` images of the validation split (else the first split), both classes: the files every
+    export check runs on; and where they came from, for the report."""
+    found = discover(data, seed=seed, write_split_file=False)
+    split = "val" if found.splits.get("val") else next(iter(found.splits))
+    return [s.path for s in pick_samples(found.splits[split], limit, seed)], f"{data} ({split} split)"
+
+
+def load_parity_images(paths: Sequence[str | os.PathLike[str]], prep: Preprocessing, limit: int, *,
+                       max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Preprocess up to ``limit`` readable images with the shared definition; (N, 3, S, S) float32."""
+    arrays = []
+    for path in paths:
+        if len(arrays) >= limit:
+            break
+        try:
+            arrays.append(prep.from_file(path, max_pixels=max_pixels))
+        except ImageError:
+            continue
+    if not arrays:
+        raise SkinOnnxError("the export check needs real images, and none of the given ones could be read")
+    return np.stack(arrays)
+
+
+def write_metadata(proto, metadata: dict[str, str], doc: str | None = None) -> None:  # onnx.ModelProto
+    """The one way the export stage labels a file: skinonnx as producer, exactly ``metadata``, ``doc``."""
+    proto.producer_name, proto.producer_version = "skinonnx", __version__
+    if doc is not None:
+        proto.doc_string = doc
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+
+
+def check_variant_graph(model, what: str) -> None:  # onnx.ModelProto
+    """``onnx.checker`` (full) on a derived graph (fp16, uint8 input): a failure names the variant."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"{what} graph failed the ONNX checker: {exc}") from None
