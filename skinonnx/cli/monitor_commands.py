@@ -35,7 +35,7 @@ def monitor(onnx_path: Path, reference_dir: Path, inputs: tuple[str, ...], metho
             quiet: bool) -> None:
     """Does a new batch of images (files, folders, globs, manifests) differ from the test images? Verdict + p-value."""
     from ..atomic import ensure_writable_dir
-    from ..deploy.predict import collect_inputs
+    from ..data.inputs import collect_inputs
     from ..errors import SkinOnnxError
     from ..evaluation.monitor import format_verdict, run_monitor
     from ..evaluation.provenance import dumps_strict

@@ -12,6 +12,7 @@ import csv
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from ..errors import DataError
 
@@ -46,6 +47,27 @@ def read_attributes_csv(csv_path: str | os.PathLike[str]) -> dict[str, dict[str,
         if key in table:
             raise DataError(f"{csv_path}:{line_no}: duplicate path '{rel}'")
         table[key] = row
+    return table
+
+
+class WithAttributes(Protocol):
+    """What :func:`attribute_table` needs of a sample (a layouts.Sample; layouts imports this module)."""
+
+    path: Path
+    attributes: Mapping[str, str]
+
+
+def attribute_table(samples: Iterable[WithAttributes], csv_path: str | os.PathLike[str] | None = None
+                    ) -> dict[str, dict[str, str]]:
+    """``{path_key: {column: value}}`` from the samples' index-CSV columns, then the attributes CSV (whose
+    value wins where both have a column)."""
+    table: dict[str, dict[str, str]] = {}
+    for sample in samples:
+        if sample.attributes:
+            table[path_key(sample.path)] = dict(sample.attributes)
+    if csv_path is not None:
+        for key, row in read_attributes_csv(csv_path).items():
+            table.setdefault(key, {}).update(row)
     return table
 
 

@@ -11,6 +11,7 @@ import csv
 import html
 import io
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,19 +19,18 @@ from typing import Any
 import numpy as np
 
 from ..atomic import write_bytes, write_text
-from ..data.attributes import attribute_columns, path_key
+from ..data.attributes import attribute_columns, attribute_table, path_key
 from ..data.image_statistics import FILE_NAME as STATISTICS_FILE
 from ..data.image_statistics import file_statistics, write_statistics_csv
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..errors import SkinOnnxError
-from .metrics import METRIC_NAMES
+from .metrics import METRIC_NAMES, fmt
 from .selective import selective_section
 from .subgroups import group_labels, subgroup_table
 
 ITA_COLUMN = "ita"  # `test --by ita`: the estimated skin tone, not a column of the data
 RISK_COVERAGE_PNG = "risk_coverage.png"
 SUBGROUPS_CSV = "subgroups.csv"
-FIGURE_TITLES = {RISK_COVERAGE_PNG: "Risk-coverage curve (error rate among answered images vs share answered)"}
 CARD_METRICS = ("sensitivity", "specificity", "roc_auc", "balanced_accuracy")  # per-group columns of the card
 ITA_HOW = ("estimated ITA° of the skin around the lesion (border ring, lighter than Otsu's L* threshold; "
            "data/skin_tone.py), Chardon's six categories: very light > 55, light 41-55, intermediate 28-41, "
@@ -39,10 +39,6 @@ ITA_HOW = ("estimated ITA° of the skin around the lesion (border ring, lighter 
 
 def _nan(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _f(value: Any, digits: int = 3) -> str:
-    return "n/a" if _nan(value) else f"{value:.{digits}f}"
 
 
 # --------------------------------------------------------------------------- computing
@@ -65,6 +61,16 @@ def selective_block(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, ro
 def parse_by(values: Sequence[str]) -> list[str]:
     """``--by a,b --by c`` -> ``[a, b, c]`` (order kept, repeats dropped)."""
     return list(dict.fromkeys(c.strip() for v in values for c in v.split(",") if c.strip()))
+
+
+def attribute_table_for(data: Any, split: str, by: Sequence[str], csv_path: str | os.PathLike[str] | None
+                        ) -> dict[str, dict[str, str]]:
+    """The attributes of ``data``'s ``split`` (a layouts.LabeledData) for ``--by``, its columns checked."""
+    if not by:
+        return {}
+    table = attribute_table(data.split(split), csv_path)
+    check_columns(by, attribute_columns([table]))
+    return table
 
 
 def safety_summary(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, rows: Sequence[Mapping[str, Any]], *,
@@ -196,11 +202,11 @@ def terminal_lines(summary: Mapping[str, Any]) -> list[str]:
     if sel:
         out.append("  selective classification (risk = error rate among answered images):")
         for name, c in _rankings_rows(sel):
-            out.append(f"    by {name:<16} AURC {_f(c['aurc'], 4)}  E-AURC {_f(c['e_aurc'], 4)}  "
-                       f"(random abstention {_f(c['random_aurc'], 4)}, oracle {_f(c['oracle_aurc'], 4)})")
+            out.append(f"    by {name:<16} AURC {fmt(c['aurc'], 4)}  E-AURC {fmt(c['e_aurc'], 4)}  "
+                       f"(random abstention {fmt(c['random_aurc'], 4)}, oracle {fmt(c['oracle_aurc'], 4)})")
         d = sel["deployed"]
-        out.append(f"    deployed ({d['rule']}): coverage {_f(d['coverage'])}, sensitivity {_f(d['sensitivity'])}, "
-                   f"specificity {_f(d['specificity'])}")
+        out.append(f"    deployed ({d['rule']}): coverage {fmt(d['coverage'])}, sensitivity {fmt(d['sensitivity'])}, "
+                   f"specificity {fmt(d['specificity'])}")
     for block in summary.get("subgroups") or []:
         out.append(f"  subgroups by {'estimated ' if block['estimate'] else ''}{block['column']} "
                    f"({len(block['groups'])} groups; full table in {SUBGROUPS_CSV}):")
@@ -208,8 +214,8 @@ def terminal_lines(summary: Mapping[str, Any]) -> list[str]:
             m = g["metrics"]
             flag = f"  BELOW OVERALL: {', '.join(g['below_overall'])}" if g["below_overall"] else ""
             small = "  (too small)" if g["too_small"] else ""
-            out.append(f"    {g['group'][:22]:<22} n {g['n']:>4} ({g['n_positive']} pos)  sens {_f(m['sensitivity'])}"
-                       f"  spec {_f(m['specificity'])}  AUC {_f(m['roc_auc'])}{small}{flag}")
+            out.append(f"    {g['group'][:22]:<22} n {g['n']:>4} ({g['n_positive']} pos)  sens {fmt(m['sensitivity'])}"
+                       f"  spec {fmt(m['specificity'])}  AUC {fmt(m['roc_auc'])}{small}{flag}")
     return out
 
 
@@ -218,15 +224,15 @@ def _card_ci(g: Mapping[str, Any], m: str) -> str:
     if value is None:
         return "too small"
     ci = g["ci"][m]
-    return _f(value) + ("" if ci is None else f" [{_f(ci[0])}, {_f(ci[1])}]")
+    return fmt(value) + ("" if ci is None else f" [{fmt(ci[0])}, {fmt(ci[1])}]")
 
 
 def model_card_lines(summary: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     sel = summary.get("selective")
     if sel:
-        rows = [f"| {name} | {_f(c['aurc'])} | {_f(c['e_aurc'])} | {_f(c['random_aurc'])} | {_f(c['oracle_aurc'])} |"
-                for name, c in _rankings_rows(sel)]
+        rows = ["| " + " | ".join([name, *(fmt(c[k]) for k in ("aurc", "e_aurc", "random_aurc", "oracle_aurc"))])
+                + " |" for name, c in _rankings_rows(sel)]
         d = sel["deployed"]
         out += ["## Selective classification", "",
                 "Risk = error rate among the images the model answers; coverage = the share it answers. AURC = the "
@@ -234,8 +240,8 @@ def model_card_lines(summary: Mapping[str, Any]) -> list[str]:
                 "rate, the oracle (every error refused first) the lowest possible.", "",
                 "| images refused first by | AURC | E-AURC | random abstention | oracle |", "|---|---|---|---|---|",
                 *rows, "",
-                f"Deployed ({d['rule']}): coverage {_f(d['coverage'])}, error rate {_f(d['error_rate'])}, "
-                f"sensitivity {_f(d['sensitivity'])}, specificity {_f(d['specificity'])} "
+                f"Deployed ({d['rule']}): coverage {fmt(d['coverage'])}, error rate {fmt(d['error_rate'])}, "
+                f"sensitivity {fmt(d['sensitivity'])}, specificity {fmt(d['specificity'])} "
                 f"({d['n_positive_accepted']} positives and {d['n_negative_accepted']} negatives answered).", ""]
     blocks = summary.get("subgroups") or []
     if blocks:
@@ -250,7 +256,7 @@ def model_card_lines(summary: Mapping[str, Any]) -> list[str]:
             out += [f"### By {title}", "", f"Grouping: {block['grouping']}.", "",
                     "| group | n (pos / neg) | " + " | ".join(CARD_METRICS) + " |",
                     "|---|---|" + "---|" * len(CARD_METRICS)]
-            out.append("| **all** | " + f"{block['n']} | " + " | ".join(_f(block["overall"][m]) for m in CARD_METRICS)
+            out.append("| **all** | " + f"{block['n']} | " + " | ".join(fmt(block["overall"][m]) for m in CARD_METRICS)
                        + " |")
             for g in block["groups"]:
                 cells = [_card_ci(g, m) + (" ▼" if m in g["below_overall"] else "") for m in CARD_METRICS]
@@ -270,15 +276,15 @@ def html_section(summary: Mapping[str, Any]) -> str:
     parts = ['<section id="safety">']
     if sel:
         d = sel["deployed"]
-        rows = "".join(f"<tr><td>{e(name)}</td><td>{_f(c['aurc'])}</td><td>{_f(c['e_aurc'])}</td>"
-                       f"<td>{_f(c['random_aurc'])}</td><td>{_f(c['oracle_aurc'])}</td></tr>"
+        rows = "".join(f"<tr><td>{e(name)}</td><td>{fmt(c['aurc'])}</td><td>{fmt(c['e_aurc'])}</td>"
+                       f"<td>{fmt(c['random_aurc'])}</td><td>{fmt(c['oracle_aurc'])}</td></tr>"
                        for name, c in _rankings_rows(sel))
         parts += ["<h2>Selective classification</h2>",
                   "<p>Error rate among answered images vs share answered; lower AURC is better.</p>",
                   "<table><thead><tr><th>refused first by</th><th>AURC</th><th>E-AURC</th><th>random abstention</th>"
                   f"<th>oracle</th></tr></thead><tbody>{rows}</tbody></table>",
-                  f"<p>Deployed ({e(d['rule'])}): coverage {_f(d['coverage'])}, sensitivity {_f(d['sensitivity'])}, "
-                  f"specificity {_f(d['specificity'])}.</p>"]
+                  f"<p>Deployed ({e(d['rule'])}): coverage {fmt(d['coverage'])}, sensitivity {fmt(d['sensitivity'])}, "
+                  f"specificity {fmt(d['specificity'])}.</p>"]
     for block in blocks:
         title = f"estimated {block['column']}" if block["estimate"] else block["column"]
         head = "".join(f"<th>{e(m)}</th>" for m in CARD_METRICS)
@@ -288,7 +294,7 @@ def html_section(summary: Mapping[str, Any]) -> str:
                             else f"<td>{e(_card_ci(g, m))}</td>" for m in CARD_METRICS)
             body.append(f"<tr><td>{e(g['group'])}{' <em>(too small)</em>' if g['too_small'] else ''}</td>"
                         f"<td>{g['n']} ({g['n_positive']} / {g['n_negative']})</td>{cells}</tr>")
-        overall = "".join(f"<td>{_f(block['overall'][m])}</td>" for m in CARD_METRICS)
+        overall = "".join(f"<td>{fmt(block['overall'][m])}</td>" for m in CARD_METRICS)
         parts += [f"<h2>Subgroups by {e(title)}</h2>", f"<p>Grouping: {e(block['grouping'])}. ▼: the whole CI lies "
                   f"below the overall value. Too small: fewer than {block['min_per_class']} images of a needed "
                   f"class. All metrics: {SUBGROUPS_CSV}.</p>",
