@@ -231,8 +231,9 @@ def model_card_lines(summary: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     sel = summary.get("selective")
     if sel:
-        rows = ["| " + " | ".join([name, *(fmt(c[k]) for k in ("aurc", "e_aurc", "random_aurc", "oracle_aurc"))])
-                + " |" for name, c in _rankings_rows(sel)]
+        areas = ("aurc", "e_aurc", "random_aurc", "oracle_aurc")
+        rows = ["| " + " | ".join([name.replace("|", "\\|"), *(fmt(c[k]) for k in areas)]) + " |"
+                for name, c in _rankings_rows(sel)]
         d = sel["deployed"]
         out += ["## Selective classification", "",
                 "Risk = error rate among the images the model answers; coverage = the share it answers. AURC = the "

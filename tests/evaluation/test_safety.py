@@ -68,6 +68,7 @@ def test_card_html_csv_and_terminal_show_every_group(tmp_path) -> None:
     assert "specificity" in face["below_overall"]  # all 12 negatives wrong there
     card = "\n".join(safety.model_card_lines(s))
     assert "## Selective classification" in card and "## Subgroups" in card
+    assert "| \\|p - threshold\\| | " in card  # a pipe inside a cell is escaped
     assert "| face (too small) | 15 (3 / 12) | too small | 0.000 [0.000, 0.000] ▼" in card
     page = safety.html_section(s)
     assert page.startswith('<section id="safety">') and 'class="below"' in page and "face" in page
