@@ -58,6 +58,11 @@ def test_unknown_column_is_refused(trained: TrainedModel, tmp_path: Path) -> Non
     result = run_cli("test", "--onnx", trained.onnx, "--data", trained.data, "--output", tmp_path, "--by", "sex",
                      "--no-ci", "--quiet", expect=1)
     assert "Error: --by sex: no such column" in result.output and "Traceback" not in result.output
+    attrs = tmp_path / "a.csv"
+    attrs.write_text("path,sex\nx.png,male\n")
+    result = run_cli("test", "--onnx", trained.onnx, "--data", trained.data, "--output", tmp_path / "r",
+                     "--attributes", attrs, expect=2)
+    assert "--attributes is read only for --by" in result.output
 
 
 def _variants(trained: TrainedModel, folder: Path, change) -> Path:
