@@ -10,6 +10,7 @@ import click
 
 from .. import __version__
 from ..cpus import passive_openmp_wait
+from .compare_commands import compare
 from .deploy_commands import info, predict, test_cmd, web
 from .explain_commands import explain
 from .export_commands import export, parity, quantize
@@ -24,7 +25,8 @@ def main() -> None:
     passive_openmp_wait()  # before any command imports torch: no OpenMP spin-waiting on a shared CPU
 
 
-for _command in (train, export, quantize, parity, test_cmd, predict, info, explain, demo, synthetic, web, monitor):
+for _command in (train, export, quantize, parity, test_cmd, compare, predict, info, explain, demo, synthetic, web,
+                 monitor):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,6 +39,34 @@ def read_oof_csv(run_dir: Path | None, positive_class: str) -> dict[int, tuple[n
     return {k: (np.asarray(y), np.asarray(p)) for k, (y, p) in sorted(folds.items())} or None
 
 
+def fold_members(meta: Mapping[str, str]) -> int | None:
+    """K for a fold ensemble (ONNX metadata ``ensemble``), None for a single model."""
+    try:
+        ensemble = json.loads(meta.get("ensemble", ""))
+    except ValueError:
+        return None
+    if not isinstance(ensemble, dict):
+        return None
+    return int(ensemble.get("members") or 0) or None
+
+
+def trained_on(meta: Mapping[str, str], data_root: Path, split: str) -> str | None:
+    """Why the model's figures on ``split`` of ``data_root`` are in-sample, or None when they are not.
+
+    A fold ensemble pooled train + val of its training data: each val image was trained on by K - 1 of the K
+    members. Other data (``--data`` elsewhere) counts as the training data when the recorded path is absent here.
+    """
+    k = fold_members(meta)
+    if split == "train":
+        return "every member trained on most of it" if k else "the model trained on it"
+    if not k or split != "val":
+        return None
+    recorded = meta.get("training_data")
+    if recorded and Path(recorded).is_dir() and Path(recorded).resolve() != Path(data_root).resolve():
+        return None
+    return f"pooled for cross-validation: {k - 1} of the {k} members trained on each image"
+
+
 def cv_section(meta: Mapping[str, str], run_dir: Path | None, positive_class: str,
                test_metrics: Mapping[str, Any], test_ci: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The summary.json ``cross_validation`` block, or None for a model that is not a fold ensemble."""

@@ -25,6 +25,8 @@ h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:
 .tile{border:1px solid #ccc;border-radius:6px;padding:8px 12px;min-width:170px}
 .tile b{display:block;font-size:22px}
 .ci{color:#555;font-size:12px}
+.verdict{border-left:4px solid #888;padding:4px 10px;margin:8px 0}
+.verdict.warn{border-color:#c0392b;background:#fdecea;font-weight:600}
 .muted{color:#666}
 table{border-collapse:collapse;width:100%}
 th,td{border-bottom:1px solid #e4e4e4;padding:3px 6px;text-align:left;vertical-align:middle}

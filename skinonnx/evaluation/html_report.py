@@ -32,9 +32,10 @@ from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.preprocessing import Preprocessing
 from .case_images import FILES_DIR, write_case_images
 from .html_assets import SCRIPT, STYLE, csp
-from .metrics import fmt, sci
+from .metrics import PARTIAL_AUC_LABELS, fmt, sci
 from .model_card import FIGURE_TITLES
 from .safety import html_section
+from .verdict import verdict_of
 
 HTML_NAME = "report.html"
 NEAR_CASES = 24  # correct cases nearest the threshold shown as cards
@@ -116,24 +117,31 @@ def _case_card(c: Case, positive_class: str, threshold: float, cls: str, later: 
 def _headline(s: dict[str, Any]) -> str:
     m, ci, conf = s["metrics"], s["ci"], s["metrics"]["confusion"]
     level = f"{s['bootstrap']['confidence']:.0%} CI" if s.get("bootstrap") else "no CI (--no-ci)"
+    verdict = verdict_of(s)
+    auc_tiles = [(f"ROC AUC, {e.name}", f"{fmt(e.auc)}{_ci({'roc_auc': e.ci}, 'roc_auc')}",
+                  f"{e.n or '?'} images" + ("" if e.independent_of_selection else ", used for model selection"))
+                 for e in verdict.estimates] if len(verdict.estimates) > 1 else [
+        ("ROC AUC", f"{fmt(m['roc_auc'])}{_ci(ci, 'roc_auc')}", "threshold-free")]
     tiles = [
-        ("ROC AUC", f"{fmt(m['roc_auc'])}{_ci(ci, 'roc_auc')}", "threshold-free"),
+        *auc_tiles,
         ("Sensitivity", f"{fmt(m['sensitivity'])}{_ci(ci, 'sensitivity')}",
          f"{conf['tp']} of {conf['tp'] + conf['fn']} {s['positive_class']} found"),
         ("Specificity", f"{fmt(m['specificity'])}{_ci(ci, 'specificity')}",
          f"{conf['tn']} of {conf['tn'] + conf['fp']} others cleared"),
         ("Threshold", f"{s['threshold']:.4f}", _e(s["threshold_source"])),
-        ("Partial AUCs", f"{fmt(m['pauc_80'])} <span class=ci>/ {fmt(m['auc_sens_80'])}</span>",
-         "pauc_80 (ISIC 2024, max 0.2) / auc_sens_80 (ISIC 2018-19, max 1)"),
+        *((PARTIAL_AUC_LABELS[k], f"{fmt(m[k])}{_ci(ci, k)}", k) for k in ("pauc_80", "auc_sens_80")),
     ]
+    said = "".join(f'<p class="verdict warn" data-verdict="warning">{_e(w)}</p>' for w in verdict.warnings)
+    said += f'<p class="verdict" data-verdict="advice">{_e(verdict.advice)}</p>' if verdict.advice else ""
     d = s["data"]
     counts = (f'<p>{level}. Evaluated <b data-count="n_evaluated">{d["n_evaluated"]}</b> images of the '
               f'<code>{_e(d["split"])}</code> split (<b data-count="n_positive">{d["n_positive"]}</b> '
               f'{_e(s["positive_class"])}), skipped <b data-count="n_skipped">{d["n_skipped"]}</b>. At the operating '
               f'point: TP <b data-count="tp">{conf["tp"]}</b>, FN <b data-count="fn">{conf["fn"]}</b>, '
               f'TN <b data-count="tn">{conf["tn"]}</b>, FP <b data-count="fp">{conf["fp"]}</b>.</p>')
-    return ('<div class="head">' + "".join(f'<div class="tile">{_e(t)}<b>{v}</b><span class=muted>{note}</span></div>'
-                                           for t, v, note in tiles) + "</div>" + counts)
+    return (said + '<div class="head">' + "".join(
+        f'<div class="tile">{_e(t)}<b>{v}</b><span class=muted>{note}</span></div>' for t, v, note in tiles)
+            + "</div>" + counts)
 
 
 def _provenance(s: dict[str, Any]) -> str:

@@ -44,6 +44,11 @@ METRIC_NAMES: tuple[str, ...] = (
 #: and ``auc_sens_80`` (ISIC 2018-2019 scorer: area under the ROC from the point of 80 % sensitivity, max 1).
 PAUC_MIN_TPR = 0.80
 RANK_METRICS = ("roc_auc", "average_precision", "pauc_80", "auc_sens_80")  # threshold-free
+#: The two partial AUCs labelled for people (a bare "0.034 / 0.220" reads like a fraction).
+PARTIAL_AUC_LABELS = {"pauc_80": "pAUC above 80 % sensitivity (ISIC 2024, max 0.2)",
+                      "auc_sens_80": "AUC, Sens > 80 % (ISIC 2018-2019 scorer, max 1)"}
+PARTIAL_AUC_NOTE = ("pauc_80 = " + PARTIAL_AUC_LABELS["pauc_80"] + "; auc_sens_80 = "
+                    + PARTIAL_AUC_LABELS["auc_sens_80"])
 
 _BOOTSTRAP_CHUNK = 64  # resamples drawn and scored together; bounds memory at 64 x n
 

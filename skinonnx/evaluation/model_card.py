@@ -12,6 +12,7 @@ from typing import Any
 from .cv_report import model_card_lines
 from .metrics import METRIC_NAMES, fmt, sci
 from .safety import model_card_lines as safety_card_lines
+from .verdict import verdict_of
 
 SECTIONS = ("Model", "Intended use", "Data", "Training", "Operating point", "Performance", "Calibration",
             "Selective classification", "Export parity", "Figures", "Limitations and risks")  # + Subgroups with --by
@@ -56,7 +57,7 @@ def render_model_card(s: dict[str, Any]) -> str:
     out += _model(s, model, pos, neg)
     out += _intended_use(pos, neg)
     out += _data(s, data, training)
-    out += _training(training, model.get("skinonnx_metadata", True))
+    out += _training(training, model.get("skinonnx_metadata", True), fitted_on_text(s["calibration"]))
     out += _operating_point(s)
     out += _performance(s, data, pos)
     out += _calibration(s["calibration"])
@@ -115,15 +116,24 @@ def _data(s: dict[str, Any], data: dict[str, Any], training: dict[str, Any]) -> 
            f"- **Location:** `{data['root']}` ({data['layout']} layout)"]
     config = training.get("config") or {}
     if config.get("data"):
-        out.append(f"- **Trained on:** `{config['data']}` (train split; validation split for model selection, "
-                   "temperature and threshold)")
+        use = ("train + val pooled into folds, each fold's held-out part choosing its member's epoch; temperature "
+               "and threshold fitted on the pooled out-of-fold predictions" if s["calibration"].get("fitted_on") ==
+               "out-of-fold" else "train split; validation split for model selection, temperature and threshold")
+        out.append(f"- **Trained on:** `{config['data']}` ({use})")
     out += [f"- **Evaluated on:** the `{data['split']}` split, {data['n_evaluated']} images "
             f"({data['n_positive']} {s['positive_class']}); {data['n_skipped']} unreadable images skipped", "",
             "Images per split and class:", "", *_table(["split", *classes, "total"], rows), ""]
     return out
 
 
-def _training(training: dict[str, Any], ours: bool = True) -> list[str]:
+def fitted_on_text(cal: dict[str, Any]) -> str:
+    """Where temperature and threshold were fitted: the validation split, or a fold ensemble's OOF predictions."""
+    if cal.get("fitted_on") == "out-of-fold":
+        return "the pooled out-of-fold predictions"
+    return "the validation split"
+
+
+def _training(training: dict[str, Any], ours: bool = True, fitted_on: str = "the validation split") -> list[str]:
     c = training.get("config")
     if not c and not ours:
         return ["## Training", "", "Unknown: the file is not a skinonnx export and records no training.", ""]
@@ -147,7 +157,7 @@ def _training(training: dict[str, Any], ours: bool = True) -> list[str]:
             ["Image size", f"{c.get('image_size', '?')} px"], ["Seed", str(c.get("seed", "?"))],
             ["Device", str(c.get("device_used", c.get("device", "?")))],
             ["After training", f"temperature scaling {'on' if c.get('calibrate', True) else 'off'}; threshold "
-                               f"policy `{c.get('threshold_policy', '?')}` (both fitted on validation)"],
+                               f"policy `{c.get('threshold_policy', '?')}` (both fitted on {fitted_on})"],
             ["Run folder", f"`{training['run_dir']}`" if training.get("run_dir") else "not found"]]
     return ["## Training", "", *_table(["", ""], rows), ""]
 
@@ -172,7 +182,8 @@ def _operating_point(s: dict[str, Any]) -> list[str]:
                    f"own is {fmt(model['decision_threshold'], 4)} (policy `{model['threshold_policy']}`).")
     else:
         out.append(f"Threshold **{fmt(s['threshold'], 4)}**, chosen by policy `{model['threshold_policy']}` on the "
-                   "calibrated validation probabilities and stored in the ONNX metadata (`decision_threshold`).")
+                   f"calibrated probabilities of {fitted_on_text(s['calibration'])} and stored in the ONNX metadata "
+                   "(`decision_threshold`).")
     val = s.get("validation")
     if val:
         m = val["metrics"]
@@ -193,20 +204,28 @@ def _performance(s: dict[str, Any], data: dict[str, Any], pos: str) -> list[str]
     c, rc = m["confusion"], ref["metrics"]["confusion"]
     ci_note = (f"Intervals: {boot['method']}, {boot['resamples']} resamples, seed {boot['seed']}."
                if boot else "No confidence intervals (run without `--no-ci` to get them).")
-    auc_ci = ci["roc_auc"] if ci else None
-    chance = []
-    if auc_ci and auc_ci[0] is not None and not math.isnan(auc_ci[0]) and auc_ci[0] <= 0.5:
-        chance = [f"**Warning:** the ROC AUC interval {fmt_ci(auc_ci)} includes 0.5: on this split the model does "
-                  "not separate the classes measurably better than chance.", ""]
     return ["## Performance", "",
             f"On the `{data['split']}` split: {m['n']} images, {m['n_positive']} {pos}. {ci_note}", "",
-            *chance, *_table(head, rows), "",
+            *_verdict(s), *_table(head, rows), "",
             "‡ threshold-free (identical in both columns). Two partial AUCs, named after their sources "
             "(docs/REPORTS.md): `pauc_80` is ISIC 2024's raw area above 80 % sensitivity (0.2 perfect, 0.02 "
             "chance); `auc_sens_80` is the ISIC 2018-2019 scorer's area under the ROC from the point of 80 % "
             "sensitivity (1.0 perfect, 0.18 chance).", "",
             f"Confusion at the operating point: TP {c['tp']}, FN {c['fn']}, TN {c['tn']}, FP {c['fp']}. "
             f"At 0.5: TP {rc['tp']}, FN {rc['fn']}, TN {rc['tn']}, FP {rc['fp']}.", ""]
+
+
+def _verdict(s: dict[str, Any]) -> list[str]:
+    """The headline of the card (verdict.py decides it, as for the terminal and report.html)."""
+    v = verdict_of(s)
+    out = []
+    if len(v.estimates) > 1:
+        out += [*_table(["AUC estimate", "ROC AUC", "CI", "images", "independent of model selection"],
+                        [[e.name, fmt(e.auc), fmt_ci(list(e.ci) if e.ci else None), str(e.n or "?"),
+                          "yes" if e.independent_of_selection else "no"] for e in v.estimates]), ""]
+    out += [f"**Warning:** {w}" for w in v.warnings]
+    out += [v.advice] if v.advice else []
+    return [*out, ""] if out else []
 
 
 def _calibration(cal: dict[str, Any]) -> list[str]:
@@ -218,12 +237,15 @@ def _calibration(cal: dict[str, Any]) -> list[str]:
                          fmt(b["brier_before"]), fmt(b["brier_after"])])
     t = cal.get("at_training")
     if t and "ece_before" in t:
-        rows.append(["validation at training time (PyTorch)", "", fmt(t.get("ece_before")), fmt(t.get("ece_after")),
+        where = "out-of-fold" if cal.get("fitted_on") == "out-of-fold" else "validation"
+        rows.append([f"{where} at training time (PyTorch)", "", fmt(t.get("ece_before")), fmt(t.get("ece_after")),
                      fmt(t.get("brier_before")), fmt(t.get("brier_after"))])
     return ["## Calibration", "", _temperature_line(cal, t or {}) + " ECE: expected calibration error over "
             f"{cal['n_bins']} equal-width bins of the predicted class's confidence; Brier: mean squared error of "
             "the positive-class probability. Lower is better for both.", "",
-            *_table(["data", "images", "ECE before", "ECE after", "Brier before", "Brier after"], rows), ""]
+            *_table(["data", "images", "ECE before", "ECE after", "Brier before", "Brier after"], rows), "",
+            *([f"No validation row: {cal['validation_left_out']}, so its calibration would be in-sample.", ""]
+              if cal.get("validation_left_out") else [])]
 
 
 def _temperature_line(cal: dict[str, Any], at_training: dict[str, Any]) -> str:
@@ -233,7 +255,7 @@ def _temperature_line(cal: dict[str, Any], at_training: dict[str, Any]) -> str:
         return (f"Temperature scaling was **refused** at training: the fitted T = "
                 f"{fmt(at_training.get('fitted_temperature'), 4)} {at_training['refused']}, so T = 1 (no "
                 "calibration) is in the graph.")
-    return (f"Temperature scaling: T = {fmt(cal['temperature'], 4)}, fitted on the validation split by minimising "
+    return (f"Temperature scaling: T = {fmt(cal['temperature'], 4)}, fitted on {fitted_on_text(cal)} by minimising "
             "the negative log-likelihood, applied inside the exported graph. It changes confidences, never the "
             "ranking (AUC) nor which side of 0.5 a case falls.")
 
@@ -283,6 +305,7 @@ def _limitations(s: dict[str, Any], data: dict[str, Any], training: dict[str, An
     elif finite:  # every resample scored the same (a perfect score): the bootstrap cannot show the uncertainty
         width = (f" (every bootstrap resample gives ROC AUC {fmt(auc_ci[0])}: on this few images a perfect score "
                  "has an interval of zero width, which does not mean the score is certain)")
+    where = "out-of-fold" if s["calibration"].get("fitted_on") == "out-of-fold" else "validation"
     out = ["## Limitations and risks", "",
            "- **Not a medical device.** No clinical validation, no prospective study, no regulatory clearance.",
            f"- **Small evaluation set:** {m['n']} images{width}; the confidence intervals above are the honest "
@@ -297,8 +320,8 @@ def _limitations(s: dict[str, Any], data: dict[str, Any], training: dict[str, An
            "clinics, lighting, or photographs without dermoscopy are out of distribution.",
            "- **Lesion types:** only the diagnoses present in the training data; rare malignancies (e.g. amelanotic "
            "melanoma) may be absent or nearly so.",
-           "- **Operating point:** chosen on a small validation split; the sensitivity actually achieved on new "
-           "data can be lower (compare the validation and test figures above).",
+           f"- **Operating point:** chosen on {fitted_on_text(s['calibration'])}; the sensitivity actually achieved "
+           f"on new data can be lower (compare the {where} and test figures above).",
            "- **Patient overlap unknown:** images of one patient or lesion may appear in more than one split, "
            "which would inflate all figures."]
     config = training.get("config") or {}

@@ -22,10 +22,11 @@ from ..deploy.runtime import OnnxClassifier
 from ..errors import DataError, SkinOnnxError
 from . import provenance, safety
 from .calibration import CALIBRATION_BINS, calibration_report
-from .cv_report import cv_section
+from .cv_report import cv_section, fold_members, trained_on
 from .metrics import binary_metrics, classification_report_text, evaluate_predictions
 from .model_run import EvalResult, SplitPredictions, predict_split
 from .report_files import write_report
+from .verdict import verdict_of
 
 SUMMARY_SCHEMA = "skinonnx-evaluation-summary"
 SUMMARY_SCHEMA_VERSION = 1
@@ -57,7 +58,10 @@ def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str]
     evaluated = predict_split(classifier, data, split, used, batch_size=batch_size, progress=progress,
                               max_pixels=max_pixels, with_cam=html)
     validation = None
-    if use_val and split == "val":
+    val_trained_on = trained_on(classifier.metadata, data.root, "val")
+    if use_val and val_trained_on:
+        echo(f"validation split not run: {val_trained_on} (its calibration and operating point would be in-sample)")
+    elif use_val and split == "val":
         validation = evaluated
     elif use_val and data.splits.get("val"):
         validation = predict_split(classifier, data, "val", used, batch_size=batch_size, progress=progress,
@@ -77,7 +81,7 @@ def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str]
                         preprocessing=contract.preprocessing, max_pixels=max_pixels)
     result.summary = build_summary(classifier, data, evaluated, validation, at_op, at_ref, source,
                                    bootstrap=bootstrap, ci_seed=ci_seed, confidence=confidence, run_dir=found_run,
-                                   history=history)
+                                   history=history, val_trained_on=val_trained_on if use_val else None)
     result.summary.update(safety.safety_summary(
         evaluated.y_true, evaluated.y_prob, used, evaluated.rows, ood_threshold=getattr(contract, "ood_threshold",
                                                                                         None),
@@ -95,6 +99,13 @@ def _metadata_json(meta: dict[str, str], key: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _fitted_on(meta: dict[str, str], at_training: dict[str, Any] | None) -> str:
+    """Where T and the threshold were fitted: as recorded, else out-of-fold for any fold ensemble (older exports
+    record no ``fitted_on``), else the validation split."""
+    recorded = (at_training or {}).get("fitted_on")
+    return str(recorded) if recorded else "out-of-fold" if fold_members(meta) else "validation"
+
+
 def _opset(path: Path, meta: dict[str, str]) -> str | None:
     """The opset the file really declares (foreign files carry no skinonnx `opset` key)."""
     from ..deploy.info import read_header
@@ -109,10 +120,15 @@ def _opset(path: Path, meta: dict[str, str]) -> str | None:
 def build_summary(classifier: OnnxClassifier, data: LabeledData, evaluated: SplitPredictions,
                   validation: SplitPredictions | None, at_op: dict[str, Any], at_ref: dict[str, Any],
                   source: str, *, bootstrap: int, ci_seed: int, confidence: float,
-                  run_dir: Path | None, history: list[dict[str, float]] | None) -> dict[str, Any]:
-    """The summary.json document, schema version 1 (every key is described in docs/REPORTS.md)."""
+                  run_dir: Path | None, history: list[dict[str, float]] | None,
+                  val_trained_on: str | None = None) -> dict[str, Any]:
+    """The summary.json document, schema version 1 (every key is described in docs/REPORTS.md).
+
+    ``val_trained_on``: why the validation split was not run (a fold ensemble trained on it), shown in its place.
+    """
     contract = classifier.contract
     meta = classifier.metadata
+    at_training = _metadata_json(meta, "calibration")
     model_sha = provenance.sha256_of(classifier.path)
     config = provenance.read_training_config(run_dir, meta)
     training_metrics = _metadata_json(meta, "training_metrics") or {}
@@ -122,14 +138,15 @@ def build_summary(classifier: OnnxClassifier, data: LabeledData, evaluated: Spli
                      "metrics": binary_metrics(validation.y_true, validation.y_prob, at_op["threshold"])}
     calibration: dict[str, Any] = {
         "temperature": contract.temperature, "n_bins": CALIBRATION_BINS,
-        "at_training": _metadata_json(meta, "calibration"),
+        "at_training": at_training, "fitted_on": _fitted_on(meta, at_training),
+        "validation_left_out": None if not val_trained_on else f"the validation split was {val_trained_on}",
         "validation": None if validation is None else {
             "split": validation.split,
             **calibration_report(validation.y_true, validation.y_prob, validation.y_prob_raw)},
         "evaluated": {"split": evaluated.split,
                       **calibration_report(evaluated.y_true, evaluated.y_prob, evaluated.y_prob_raw)},
     }
-    return {
+    summary = {
         "schema": SUMMARY_SCHEMA, "schema_version": SUMMARY_SCHEMA_VERSION, "skinonnx_version": __version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": {
@@ -144,7 +161,8 @@ def build_summary(classifier: OnnxClassifier, data: LabeledData, evaluated: Spli
         "provider": classifier.provider,
         "data": {"root": str(data.root), "layout": data.layout, "source": provenance.data_source_line(data.root),
                  "split": evaluated.split, "counts": data.counts(), "n_evaluated": len(evaluated.rows),
-                 "n_positive": int(evaluated.y_true.sum()), "n_skipped": len(evaluated.skipped)},
+                 "n_positive": int(evaluated.y_true.sum()), "n_skipped": len(evaluated.skipped),
+                 "trained_on": trained_on(meta, data.root, evaluated.split)},
         "classes": list(contract.classes), "positive_class": contract.positive_class,
         "threshold": at_op["threshold"], "threshold_source": source,
         "metrics": at_op["metrics"], "ci": at_op["ci"],
@@ -164,3 +182,5 @@ def build_summary(classifier: OnnxClassifier, data: LabeledData, evaluated: Spli
         "skipped": [{"path": p, "problem": e} for p, e in evaluated.skipped],
         "files": [],
     }
+    summary["verdict"] = verdict_of(summary).as_dict()
+    return summary

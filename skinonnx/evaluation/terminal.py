@@ -7,9 +7,10 @@ import math
 from typing import Any
 
 from .cv_report import terminal_lines as cv_terminal_lines
-from .metrics import METRIC_NAMES, RANK_METRICS
+from .metrics import METRIC_NAMES, PARTIAL_AUC_NOTE, RANK_METRICS
 from .model_run import EvalResult
 from .safety import terminal_lines as safety_terminal_lines
+from .verdict import verdict_of
 
 
 def _num(value: Any) -> str:
@@ -31,6 +32,7 @@ def format_metrics(result: EvalResult) -> str:
     lines = [f"evaluated {m['n']} images of the {s['data']['split']} split ({m['n_positive']} "
              f"{s['positive_class']}) with {result.provider}",
              f"operating point: threshold {result.threshold:.4f} from {result.threshold_source}"]
+    lines += [("  " if k else "") + line for k, line in enumerate(verdict_of(s).lines())]
     if boot:
         lines.append(f"{pct}: {boot['method']}, {boot['resamples']} resamples, seed {boot['seed']}")
     width = 18 if boot else 0
@@ -40,8 +42,7 @@ def format_metrics(result: EvalResult) -> str:
         label = name + (" *" if name in RANK_METRICS else "")
         lines.append(f"  {label:<20} {_num(m[name]):>8} {_interval(ci, name):<{width}}  "
                      f"{_num(ref['metrics'][name]):>8} {_interval(ref['ci'], name)}".rstrip())
-    lines += ["  * threshold-free (same at both thresholds); pauc_80 = ISIC 2024 partial ROC AUC above 80 % "
-              "sensitivity (raw, max 0.2); auc_sens_80 = ISIC 2018-2019 scorer's \"AUC, Sens > 80%\" (max 1)",
+    lines += ["  * threshold-free (same at both thresholds); " + PARTIAL_AUC_NOTE,
               f"  confusion matrix at {result.threshold:.4f} (rows = truth, cols = prediction; "
               f"{next(c for c in s['classes'] if c != s['positive_class'])}, {s['positive_class']}):",
               f"    [[{c['tn']:>4} {c['fp']:>4}]", f"     [{c['fn']:>4} {c['tp']:>4}]]"]
@@ -52,8 +53,10 @@ def format_metrics(result: EvalResult) -> str:
 
 
 def _calibration_lines(cal: dict[str, Any]) -> list[str]:
-    lines = [f"  calibration (temperature {cal['temperature']:.4f}; ECE over {cal['n_bins']} bins, "
-             "before -> after temperature scaling):"]
+    lines = [f"  calibration (temperature {cal['temperature']:.4f} fitted on {cal.get('fitted_on', 'validation')}; "
+             f"ECE over {cal['n_bins']} bins, before -> after temperature scaling):"]
+    if cal.get("validation_left_out"):
+        lines.append(f"    val   left out: {cal['validation_left_out']}")
     for key in ("validation", "evaluated"):
         block = cal.get(key)
         if block is None or (key == "validation" and block["split"] == cal["evaluated"]["split"]):

@@ -186,6 +186,7 @@ TYPES = {
     "provider": str, "data": dict, "classes": list, "positive_class": str, "threshold": float,
     "threshold_source": str, "metrics": dict, "ci": dict, "bootstrap": dict, "reference": dict,
     "validation": dict, "calibration": dict, "training": dict, "parity": dict, "skipped": list, "files": list,
+    "verdict": dict,
 }
 NESTED = {
     "model": {"path": str, "sha256": str, "architecture": str, "classes": list, "positive_class": str,
@@ -196,7 +197,7 @@ NESTED = {
     "bootstrap": {"method": str, "resamples": int, "confidence": float, "seed": int},
     "reference": {"threshold": float, "metrics": dict, "ci": dict},
     "validation": {"split": str, "threshold": float, "metrics": dict},
-    "calibration": {"temperature": float, "n_bins": int, "at_training": dict, "validation": dict,
+    "calibration": {"temperature": float, "n_bins": int, "at_training": dict, "fitted_on": str, "validation": dict,
                     "evaluated": dict},
     "training": {"run_dir": str, "config": dict, "epochs_run": int, "best_epoch": int, "best_val_auc": float,
                  "best_val_loss": float},
