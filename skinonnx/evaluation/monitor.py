@@ -124,7 +124,7 @@ def measure_batch(classifier: OnnxClassifier, paths: list[Path], *, batch_size: 
     if ood and len(ood) == len(probs):
         quantities["ood_score"] = np.array(ood)
         if threshold is not None:
-            refused = int(np.count_nonzero(quantities["ood_score"] > threshold))
+            refused = int(np.count_nonzero(~(quantities["ood_score"] <= threshold)))  # NaN: refused, as the runtime
     return Batch(quantities, len(probs), skipped=skipped, refused=refused)
 
 

@@ -54,6 +54,10 @@ def ood_scores(rows: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
 def selective_block(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, rows: Sequence[Mapping[str, Any]],
                     ood_threshold: float | None) -> dict[str, Any]:
     scores = ood_scores(rows)
+    if scores is not None and not np.isfinite(scores).all():  # no score = outside, as the runtime counts it
+        finite = scores[np.isfinite(scores)]
+        top = max([*finite.tolist(), *([ood_threshold] if ood_threshold is not None else [])], default=0.0)
+        scores = np.where(np.isfinite(scores), scores, top + 1.0)
     return selective_section(y_true, y_prob, threshold, ood_score=scores,
                              ood_threshold=ood_threshold if scores is not None else None)
 

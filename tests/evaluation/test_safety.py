@@ -102,3 +102,10 @@ def test_safety_summary_and_by_parsing(tmp_path) -> None:
     assert [g["group"] for g in by_sex["subgroups"][0]["groups"]] == ["f", "m"]
     with pytest.raises(SkinOnnxError, match="no such column"):
         safety.safety_summary(y, p, 0.5, rows, by=["age"], attributes=table)
+
+
+def test_missing_ood_scores_count_as_refused() -> None:
+    y, p = np.array([1, 0, 1, 0]), np.array([0.9, 0.2, 0.3, 0.6])
+    rows = [{"path": f"/x/{i}.png", "ood_score": s} for i, s in enumerate([0.1, 0.2, float("nan"), 0.3])]
+    block = safety.selective_block(y, p, 0.5, rows, ood_threshold=1.0)
+    assert block["deployed"]["n_accepted"] == 3 and "ood_score" in block["curves"]
