@@ -52,14 +52,16 @@ def ood_scores(rows: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
 
 
 def selective_block(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, rows: Sequence[Mapping[str, Any]],
-                    ood_threshold: float | None) -> dict[str, Any]:
+                    ood_threshold: float | None, *, bootstrap: int = 0, seed: int = 0,
+                    confidence: float = 0.95) -> dict[str, Any]:
     scores = ood_scores(rows)
     if scores is not None and not np.isfinite(scores).all():  # no score = outside, as the runtime counts it
         finite = scores[np.isfinite(scores)]
         top = max([*finite.tolist(), *([ood_threshold] if ood_threshold is not None else [])], default=0.0)
         scores = np.where(np.isfinite(scores), scores, top + 1.0)
     return selective_section(y_true, y_prob, threshold, ood_score=scores,
-                             ood_threshold=ood_threshold if scores is not None else None)
+                             ood_threshold=ood_threshold if scores is not None else None, bootstrap=bootstrap,
+                             seed=seed, confidence=confidence)
 
 
 def parse_by(values: Sequence[str]) -> list[str]:
@@ -86,7 +88,8 @@ def safety_summary(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, row
     table = attributes or {}
     if by:
         check_columns(by, attribute_columns([table]))
-    return {"selective": selective_block(y_true, y_prob, threshold, rows, ood_threshold),
+    return {"selective": selective_block(y_true, y_prob, threshold, rows, ood_threshold, bootstrap=bootstrap,
+                                         seed=seed, confidence=confidence),
             "subgroups": subgroup_blocks(y_true, y_prob, threshold, rows, by, table, bootstrap=bootstrap, seed=seed,
                                          confidence=confidence, max_pixels=max_pixels, progress=progress)
             if by else None}
@@ -200,14 +203,27 @@ def _rankings_rows(sel: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(names.get(k, k), v) for k, v in sel["curves"].items()]
 
 
+def _ci(ci: Sequence[float] | None) -> str:
+    return "" if not ci else f" [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def _gain(ci: Sequence[float] | None) -> str:
+    """Whether the ranking beats random abstention, from the CI of random_aurc - aurc."""
+    if not ci:
+        return ""
+    word = "better than" if ci[0] > 0 else "worse than" if ci[1] < 0 else "not distinguishable from"
+    return f"; {word} random abstention (gain CI{_ci(ci)})"
+
+
 def terminal_lines(summary: Mapping[str, Any]) -> list[str]:
     out = []
     sel = summary.get("selective")
     if sel:
         out.append("  selective classification (risk = error rate among answered images):")
         for name, c in _rankings_rows(sel):
-            out.append(f"    by {name:<16} AURC {fmt(c['aurc'], 4)}  E-AURC {fmt(c['e_aurc'], 4)}  "
-                       f"(random abstention {fmt(c['random_aurc'], 4)}, oracle {fmt(c['oracle_aurc'], 4)})")
+            out.append(f"    by {name:<16} AURC {fmt(c['aurc'], 4)}{_ci(c.get('aurc_ci'))}  E-AURC "
+                       f"{fmt(c['e_aurc'], 4)}  (random abstention {fmt(c['random_aurc'], 4)}, oracle "
+                       f"{fmt(c['oracle_aurc'], 4)}){_gain(c.get('gain_over_random_ci'))}")
         d = sel["deployed"]
         out.append(f"    deployed ({d['rule']}): coverage {fmt(d['coverage'])}, sensitivity {fmt(d['sensitivity'])}, "
                    f"specificity {fmt(d['specificity'])}")
@@ -235,15 +251,17 @@ def model_card_lines(summary: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     sel = summary.get("selective")
     if sel:
-        areas = ("aurc", "e_aurc", "random_aurc", "oracle_aurc")
-        rows = ["| " + " | ".join([name.replace("|", "\\|"), *(fmt(c[k]) for k in areas)]) + " |"
+        rows = ["| " + " | ".join([name.replace("|", "\\|"), fmt(c["aurc"]) + _ci(c.get("aurc_ci")), fmt(c["e_aurc"]),
+                                  fmt(c["random_aurc"]), fmt(c["oracle_aurc"]),
+                                  _gain(c.get("gain_over_random_ci")).removeprefix("; ") or "—"]) + " |"
                 for name, c in _rankings_rows(sel)]
         d = sel["deployed"]
         out += ["## Selective classification", "",
                 "Risk = error rate among the images the model answers; coverage = the share it answers. AURC = the "
                 "area under the risk-coverage curve (lower is better); random abstention scores the overall error "
                 "rate, the oracle (every error refused first) the lowest possible.", "",
-                "| images refused first by | AURC | E-AURC | random abstention | oracle |", "|---|---|---|---|---|",
+                "| images refused first by | AURC | E-AURC | random abstention | oracle | vs random |",
+                "|---|---|---|---|---|---|",
                 *rows, "",
                 f"Deployed ({d['rule']}): coverage {fmt(d['coverage'])}, error rate {fmt(d['error_rate'])}, "
                 f"sensitivity {fmt(d['sensitivity'])}, specificity {fmt(d['specificity'])} "

@@ -103,6 +103,25 @@ def risk_coverage(correct: ArrayLike, confidence: ArrayLike) -> RiskCoverage:
                         oracle_aurc=float(oracle.mean()), n=n, n_errors=n_errors)
 
 
+def aurc_bootstrap(correct: ArrayLike, confidence: ArrayLike, *, n_resamples: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> dict[str, list[float]]:
+    """Percentile-bootstrap intervals of the AURC and of ``random_aurc - aurc`` (images resampled together).
+
+    The second interval says whether the ranking beats random abstention: above zero, it does.
+    """
+    ok = np.asarray(correct, dtype=bool)
+    conf = _scores(confidence, "confidence")
+    rng = np.random.default_rng(seed)
+    aurc, gain = np.empty(n_resamples), np.empty(n_resamples)
+    for i in range(n_resamples):
+        idx = rng.integers(0, ok.size, ok.size)
+        rc = risk_coverage(ok[idx], conf[idx])
+        aurc[i], gain[i] = rc.aurc, rc.random_aurc - rc.aurc
+    tail = 100.0 * (1.0 - level) / 2.0
+    return {"aurc_ci": np.percentile(aurc, [tail, 100 - tail]).tolist(),
+            "gain_over_random_ci": np.percentile(gain, [tail, 100 - tail]).tolist()}
+
+
 def accept_top(confidence: ArrayLike, coverage: float) -> NDArray[np.bool_]:
     """Mask of the ``round(coverage * n)`` most confident images (ties: the earlier image first)."""
     conf = _scores(confidence, "confidence")
@@ -136,19 +155,24 @@ def metrics_on_accepted(y_true: ArrayLike, y_prob: ArrayLike, threshold: float,
 
 def selective_section(y_true: ArrayLike, y_prob: ArrayLike, threshold: float, *,
                       ood_score: ArrayLike | None = None, ood_threshold: float | None = None,
-                      coverages: tuple[float, ...] = REPORTED_COVERAGES) -> dict[str, Any]:
+                      coverages: tuple[float, ...] = REPORTED_COVERAGES, bootstrap: int = 0, seed: int = 0,
+                      confidence: float = 0.95) -> dict[str, Any]:
     """The ``selective`` block of summary.json: one curve per ranking and the sensitivity/specificity table.
 
     ``deployed`` is what the model does when it is deployed: with an ``ood_score`` and its
     ``ood_threshold`` it refuses ``ood_score > ood_threshold``; without, it answers every image
-    (coverage 1).
+    (coverage 1). With ``bootstrap`` resamples each curve also gets ``aurc_ci`` and ``gain_over_random_ci``
+    (see :func:`aurc_bootstrap`).
     """
     correct = correct_predictions(y_true, y_prob, threshold)
     rankings: dict[str, NDArray[np.float64]] = {"threshold_distance": threshold_distance(y_prob, threshold)}
     if ood_score is not None:
         rankings["ood_score"] = -_scores(ood_score, "ood_score")  # low score = in distribution = accepted first
         _same_length(correct, rankings["ood_score"])
-    curves = {name: risk_coverage(correct, conf).as_dict() for name, conf in rankings.items()}
+    curves = {name: {**risk_coverage(correct, conf).as_dict(),
+                     **(aurc_bootstrap(correct, conf, n_resamples=bootstrap, seed=seed, level=confidence)
+                        if bootstrap else {"aurc_ci": None, "gain_over_random_ci": None})}
+              for name, conf in rankings.items()}
     table = {name: [{"target_coverage": c, **metrics_on_accepted(y_true, y_prob, threshold, accept_top(conf, c))}
                     for c in coverages] for name, conf in rankings.items()}
     if ood_score is not None and ood_threshold is not None:

@@ -81,3 +81,15 @@ def test_bad_input() -> None:
         s.risk_coverage([1, 0], [0.1, float("nan")])
     with pytest.raises(ValueError):
         s.accept_top([0.1, 0.2], 1.5)
+
+
+def test_bootstrap_says_whether_a_ranking_beats_random() -> None:
+    rng = np.random.default_rng(3)
+    correct = rng.random(300) < 0.7
+    good = s.aurc_bootstrap(correct, correct + rng.normal(0, 0.5, 300), n_resamples=200)
+    assert good["gain_over_random_ci"][0] > 0 and good["aurc_ci"][0] < good["aurc_ci"][1]
+    noise = s.aurc_bootstrap(correct, rng.random(300), n_resamples=200)
+    assert noise["gain_over_random_ci"][0] < 0 < noise["gain_over_random_ci"][1]
+    section = s.selective_section([1, 0, 1, 0, 1, 0], [0.9, 0.1, 0.4, 0.6, 0.8, 0.3], 0.5, bootstrap=50)
+    assert len(section["curves"]["threshold_distance"]["aurc_ci"]) == 2
+    assert s.selective_section([1, 0], [0.9, 0.1], 0.5)["curves"]["threshold_distance"]["aurc_ci"] is None
