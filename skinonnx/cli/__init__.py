@@ -15,6 +15,8 @@ from .compare_commands import compare
 from .deploy_commands import info, predict, test_cmd, web
 from .explain_commands import explain
 from .export_commands import export, parity, quantize
+from .monitor_commands import monitor
+from .serve_commands import serve
 from .training_commands import demo, synthetic, train
 
 
@@ -26,7 +28,7 @@ def main() -> None:
 
 
 for _command in (train, export, quantize, parity, test_cmd, compare, predict, info, explain, demo, synthetic, web,
-                 audit):
+                 serve, monitor, audit):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from ..atomic import write_text
 from ..errors import DataError
+from .attributes import INDEX_COLUMNS
 from .images import IMAGE_EXTENSIONS
 from .inputs import list_images
 
@@ -43,6 +44,8 @@ class Sample:
     path: Path
     label: int
     group: str | None = None  # patient/lesion id from an index CSV's optional `group` column
+    # the index CSV's other columns (sex, age, site...), for `test --by`; see data/attributes.py
+    attributes: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass
@@ -219,6 +222,7 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
             rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
             grouped = "group" in columns
             excludable = "exclude" in columns  # a row marked 1/true/yes/x is left out (e.g. after `audit`)
+            extra = [c for c in columns if c not in INDEX_COLUMNS]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{csv_path}: cannot read index CSV ({exc})") from None
     splits: dict[str, list[tuple]] = {}
@@ -259,7 +263,7 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
             problems.append(f"{name}:{line_no}: listed file not found '{rel}'")
             continue
         # the path checked is the path opened
-        splits.setdefault(split, []).append((resolved, label) if group is None else (resolved, label, group))
+        splits.setdefault(split, []).append((resolved, label, group, {c: row.get(c, "") for c in extra}))
     if len(label_lines) > 2:  # the rarest labels are the likely typos: point at their lines
         common = sorted(label_lines, key=lambda c: (-len(label_lines[c]), c))[:2]
         for label in sorted(set(label_lines) - set(common), key=lambda c: label_lines[c][0]):

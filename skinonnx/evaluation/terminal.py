@@ -9,6 +9,7 @@ from typing import Any
 from .cv_report import terminal_lines as cv_terminal_lines
 from .metrics import METRIC_NAMES, PARTIAL_AUC_NOTE, RANK_METRICS
 from .model_run import EvalResult
+from .safety import terminal_lines as safety_terminal_lines
 from .verdict import verdict_of
 
 
@@ -47,6 +48,7 @@ def format_metrics(result: EvalResult) -> str:
               f"    [[{c['tn']:>4} {c['fp']:>4}]", f"     [{c['fn']:>4} {c['tp']:>4}]]"]
     lines += _calibration_lines(s["calibration"])
     lines += cv_terminal_lines(s.get("cross_validation"))
+    lines += safety_terminal_lines(s)
     return "\n".join(lines)
 
 

@@ -27,7 +27,8 @@ from skinonnx.softmax import softmax
 from ..conftest import TrainedModel, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
-PNGS = ("roc_curve.png", "pr_curve.png", "confusion_matrix.png", "reliability_diagram.png", "training_curves.png")
+PNGS = ("roc_curve.png", "pr_curve.png", "confusion_matrix.png", "reliability_diagram.png", "training_curves.png",
+        "risk_coverage.png")
 
 
 def _strict_loads(text: str):
