@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputWriteError
+from .errors import OutputWriteError, SkinOnnxError
 
 
 @contextlib.contextmanager
@@ -95,3 +95,12 @@ def write_bytes(final: str | os.PathLike[str], data: bytes) -> Path:
 
 def write_json(final: str | os.PathLike[str], obj: Any) -> Path:
     return write_text(final, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def onnx_output(output: str | os.PathLike[str]) -> Path:
+    """Where an export may write: a ``.onnx`` path in a writable folder (checked before any work starts)."""
+    output = Path(output)
+    if output.suffix.lower() != ".onnx":
+        raise SkinOnnxError(f"--output must end in .onnx: {output}")
+    ensure_writable_dir(output.parent)
+    return output

@@ -26,6 +26,14 @@ def run_cli(*args: str, expect: int | None = 0):
     return result
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _image_cache(tmp_path_factory: pytest.TempPathFactory):
+    """`train` and `audit` cache per-image hashes (data/image_cache.py) in the session's temp folder, not ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SKINONNX_CACHE_DIR", str(tmp_path_factory.mktemp("image-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from skinonnx.data.synthetic import generate_dataset

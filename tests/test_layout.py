@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "skinonnx"
 
 # Stage packages that must import without torch, plus the torch-free modules of mixed stages and the top leaves.
-TORCH_FREE_PACKAGES = ("data", "deploy", "evaluation")
+TORCH_FREE_PACKAGES = ("data", "deploy", "evaluation", "audit")
 TORCH_FREE_MODULES = ("skinonnx", "skinonnx.errors", "skinonnx.atomic", "skinonnx.hashing", "skinonnx.cpus",
                       "skinonnx._lazy", "skinonnx.overlay", "skinonnx.softmax", "skinonnx.cli", "skinonnx.export",
                       "skinonnx.export.quantize", "skinonnx.training.runs", "skinonnx.training.config",
@@ -33,6 +33,7 @@ ALLOWED = {
     "training": {"data", "evaluation"},
     "export": {"data", "deploy", "evaluation", "training"},
     "explain": {"data", "training"},
+    "audit": {"data", "deploy", "evaluation"},
 }
 LEAVES = {"errors", "atomic", "hashing", "cpus", "_lazy", "overlay", "softmax"}
 

@@ -10,10 +10,13 @@ import click
 
 from .. import __version__
 from ..cpus import passive_openmp_wait
+from .audit_commands import audit
 from .compare_commands import compare
 from .deploy_commands import info, predict, test_cmd, web
 from .explain_commands import explain
 from .export_commands import export, parity, quantize
+from .monitor_commands import monitor
+from .serve_commands import serve
 from .training_commands import demo, synthetic, train
 
 
@@ -24,7 +27,8 @@ def main() -> None:
     passive_openmp_wait()  # before any command imports torch: no OpenMP spin-waiting on a shared CPU
 
 
-for _command in (train, export, quantize, parity, test_cmd, compare, predict, info, explain, demo, synthetic, web):
+for _command in (train, export, quantize, parity, test_cmd, compare, predict, info, explain, demo, synthetic, web,
+                 serve, monitor, audit):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

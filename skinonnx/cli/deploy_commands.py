@@ -48,23 +48,32 @@ from .options import (
               "before/after and its figures at the operating point).")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
 @click.option("--no-html", is_flag=True, help="Skip report.html and its case images (report_files/).")
+@click.option("--by", multiple=True, metavar="COLUMN[,COLUMN]",
+              help="Also report every metric per group of this column (repeatable): an extra column of the index "
+                   "CSV or of --attributes, or 'ita' (estimated skin tone). docs/SAFETY.md")
+@click.option("--attributes", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="CSV with a 'path' column (relative to its folder) and attribute columns for --by.")
 @onnx_runtime_options
 def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | None, batch_size: int,
              out_dir: Path | None, overwrite: bool, n_bootstrap: int, ci_seed: int, confidence: float, no_ci: bool,
              as_json: bool, run_dir: Path | None, runs_dir: Path, skip_val: bool, no_plots: bool, no_html: bool,
-             provider: str, threads: int | None, save_optimized: Path | None, max_pixels: int,
+             by: tuple[str, ...], attributes: Path | None, provider: str, threads: int | None,
+             save_optimized: Path | None, max_pixels: int,
              image_size: int | None, mean: str | None, std: str | None, classes: str | None, quiet: bool) -> None:
     """Evaluate a split through ONNX Runtime: metrics with CIs, calibration, plots, model card (docs/REPORTS.md)."""
     from ..atomic import ensure_writable_dir
     from ..data.layouts import existing_data
     from ..deploy.info import read_header
 
+    if attributes is not None and not by:
+        raise click.UsageError("--attributes is read only for --by COLUMN; name the column(s) to report")
     require_onnx(onnx_path)
     data = str(existing_data(data_from_metadata(data, read_header(onnx_path).metadata)))  # before ORT and SciPy
     out = _report_dir(onnx_path, out_dir, overwrite)
     created = not out.exists()
     try:
         from ..evaluation.report import evaluate_split
+        from ..evaluation.safety import parse_by
 
         ensure_writable_dir(out)
         classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized, threads)
@@ -73,7 +82,7 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
                                 out_dir=out, progress=not quiet, max_pixels=max_pixels,
                                 bootstrap=0 if no_ci else n_bootstrap, ci_seed=ci_seed, confidence=confidence,
                                 use_val=not skip_val, run_dir=run_dir, plots=not no_plots, html=not no_html,
-                                echo=lambda msg: click.echo(msg, err=True))
+                                echo=lambda msg: click.echo(msg, err=True), by=parse_by(by), attributes=attributes)
     except BaseException:
         if created:  # a failed test leaves no half-written report folder behind
             shutil.rmtree(out, ignore_errors=True)

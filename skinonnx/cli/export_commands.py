@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
+from ..errors import CheckpointError
 from .options import (
     DEFAULT_ONNX,
     POSITIVE_INT,
@@ -15,7 +16,9 @@ from .options import (
     data_from_metadata,
     echo,
     onnx_option,
+    program_name,
     provider_option,
+    renamed_option,
     require_onnx,
     runs_dir_option,
 )
@@ -29,7 +32,7 @@ EXPORT_PATHS = ("single", "ensemble", "tta")
 PATH_OPTION = {"ensemble": "run_dir", "tta": "tta"}  # the option that selects the path
 EXPORT_OPTIONS: dict[str, tuple[str, ...]] = dict.fromkeys(
     ("opset", "data", "atol", "parity_images", "int8", "embed_preprocessing", "fp16", "fp16_tolerance", "ort_format",
-     "cam", "ood", "ood_accept", "provider"), EXPORT_PATHS)
+     "cam", "ood", "ood_accept", "provider", "triton_repo"), EXPORT_PATHS)
 NEEDS = {"fp16_tolerance": "fp16", "ood_accept": "ood"}  # an option that only tunes another: refused without it
 CONFLICTS = (("run_dir", "checkpoint"),)  # two sources for the model
 
@@ -78,30 +81,38 @@ def parity_options(f):
 @click.option("--tta", type=click.Choice(["none", "flip", "d4"]), default="none", show_default=True,
               help="Test-time augmentation inside the graph: the mean logits over 2 views (horizontal flip) or 8 "
                    "(all flips and right-angle rotations).")
+@click.option("--triton-repo", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Also write a Triton model repository of OUTPUT: DIR/<stem>/config.pbtxt, 1/model.onnx, labels.txt "
+                   "(docs/SERVE.md).")
 @provider_option("cpu")
 @runs_dir_option
 @click.pass_context
 def export(ctx: click.Context, checkpoint: str | None, output: Path, opset: int, data: str | None, atol: float,
            parity_images: int, int8: bool, embed_preprocessing: bool, fp16: bool, fp16_tolerance: float,
-           ort_format: bool, cam: bool, ood: bool, ood_accept: float, run_dir: Path | None, tta: str, provider: str,
+           ort_format: bool, cam: bool, ood: bool, ood_accept: float, run_dir: Path | None, tta: str,
+           triton_repo: Path | None, provider: str,
            runs_dir: Path) -> None:
     """Export a checkpoint (default: the newest run's best.pt), or a cross-validation run's folds as one
     ensemble, to a self-describing ONNX file (checked, parity-tested, atomic)."""
-    from ..export.ensemble import export_cv_run, export_single_tta
-    from ..export.onnx_export import export as export_single
+    from ..atomic import onnx_output
 
     _check_export_options(ctx, "tta" if tta != "none" else "single")
+    onnx_output(output)
     run_dir = _cv_source(checkpoint, run_dir, runs_dir)
     if run_dir is not None:
         _check_export_options(ctx, "ensemble")
+    source = run_dir if run_dir is not None else _checkpoint(checkpoint, runs_dir)  # both checked before torch loads
+    from ..export.ensemble import export_cv_run, export_single_tta
+    from ..export.onnx_export import export as export_single
+
     common = dict(opset=opset, data=data, atol=atol, parity_images=parity_images, provider=provider,
                   embed_preprocessing=embed_preprocessing, cam=cam, ood=ood, ood_accept=ood_accept, echo=echo)
     if run_dir is not None:
         result = export_cv_run(run_dir, output, tta=tta, **common)
     elif tta != "none":
-        result = export_single_tta(_checkpoint(checkpoint, runs_dir), output, tta=tta, **common)
+        result = export_single_tta(source, output, tta=tta, **common)
     else:
-        result = export_single(_checkpoint(checkpoint, runs_dir), output, **common)
+        result = export_single(source, output, **common)
     c = result.contract
     what = "".join([f", ensemble of {result.members} folds" if run_dir is not None else "",
                     f", TTA {tta}" if tta != "none" else ""])
@@ -112,6 +123,10 @@ def export(ctx: click.Context, checkpoint: str | None, output: Path, opset: int,
                    f"{c.preprocessing.resize_size}; see docs/EMBEDDING.md)")
     if int8 or fp16 or ort_format:
         _write_variants(result, data, int8=int8, fp16=fp16, fp16_tolerance=fp16_tolerance, ort_format=ort_format)
+    if triton_repo is not None:
+        from ..deploy.triton_repo import write_triton_repo
+
+        click.echo(f"wrote Triton model repository {write_triton_repo(result.path, triton_repo)}/")
 
 
 def _check_export_options(ctx: click.Context, path: str) -> None:
@@ -134,6 +149,9 @@ def _checkpoint(spec: str | None, runs_dir: Path) -> Path:
     from ..training.runs import resolve_checkpoint
 
     path, note = resolve_checkpoint(spec, runs_dir)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path} (run `{program_name()} train` first, or pass "
+                              "--checkpoint)")
     if note:
         click.echo(note, err=True)
     return path
@@ -236,21 +254,18 @@ def quantize(onnx_path: Path, output: Path | None, data: str | None, calibration
 @onnx_option()
 @click.option("--data", default=None, help="Real images for the check (default: the checkpoint's data).")
 @parity_options
-@click.option("--images", "old_images", type=click.IntRange(min=1), default=None, hidden=True,
-              help="Old spelling of --parity-images (kept for one release).")
+@renamed_option("--images", "--parity-images", "parity_images", type=click.IntRange(min=1))
 @provider_option("cpu")
 @runs_dir_option
 def parity(checkpoint: str | None, onnx_path: Path, data: str | None, atol: float, parity_images: int,
-           old_images: int | None, provider: str, runs_dir: Path) -> None:
+           provider: str, runs_dir: Path) -> None:
     """Compare an ONNX file with its checkpoint (or CV run folder) on real images; exit 1 above tolerance."""
+    require_onnx(onnx_path)  # before torch loads: a usage error answers at once
     from ..evaluation.provenance import write_parity_record
     from ..export.ensemble import recheck_parity
 
-    if old_images is not None:
-        click.echo("note: --images is now spelled --parity-images (as on export)", err=True)
-    require_onnx(onnx_path)
     report, source = recheck_parity(checkpoint, onnx_path, data, runs_dir=runs_dir, atol=atol,
-                                    n_images=old_images or parity_images, provider=provider, echo=echo)
+                                    n_images=parity_images, provider=provider, echo=echo)
     click.echo(report.text())
     record = write_parity_record(onnx_path, report.to_dict(), source=source)
     click.echo(f"parity ok (recorded in {record})")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from ..atomic import write_text
 from ..errors import DataError
+from .attributes import INDEX_COLUMNS
 from .images import IMAGE_EXTENSIONS
 from .inputs import list_images
 
@@ -43,6 +44,8 @@ class Sample:
     path: Path
     label: int
     group: str | None = None  # patient/lesion id from an index CSV's optional `group` column
+    # the index CSV's other columns (sex, age, site...), for `test --by`; see data/attributes.py
+    attributes: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass
@@ -83,8 +86,9 @@ def discover(root: str | os.PathLike[str], *, positive_class: str | None = None,
         return _finish(root, "split-imagefolder", *_from_split_folders(root, present), positive_class=positive_class)
     for name in INDEX_FILES:
         if (root / name).is_file():
-            return _finish(*_from_index_csv(root / name), [f"{name} wins over the split folders {present}"]
-                           if present else None, positive_class=positive_class)
+            base, layout, classes, splits, notes = _from_index_csv(root / name)
+            wins = [f"{name} wins over the split folders {present}"] if present else []
+            return _finish(base, layout, classes, splits, wins + notes, positive_class=positive_class)
     return _finish(root, "flat-imagefolder", *_from_flat_folder(root, seed, write_split_file),
                    positive_class=positive_class)
 
@@ -192,7 +196,21 @@ def write_index_csv(target: Path, base: Path, rows: Iterable[tuple[Path, str, st
     write_text(target, buf.getvalue())
 
 
-def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, list[tuple]]]:
+TRUE_VALUES = frozenset({"1", "true", "yes", "y", "x"})
+FALSE_VALUES = frozenset({"", "0", "false", "no", "n"})
+
+
+def exclude_flag(value: str, where: str) -> bool:
+    """An index CSV's ``exclude`` cell: 1/true/yes/y/x leave the row out, empty/0/false/no/n keep it."""
+    text = value.strip().lower()
+    if text in TRUE_VALUES:
+        return True
+    if text in FALSE_VALUES:
+        return False
+    raise DataError(f"{where}: exclude value '{value}' is not one of 1/true/yes/x or empty/0/false/no")
+
+
+def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, list[tuple]], list[str]]:
     base = csv_path.parent.resolve()
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
@@ -203,6 +221,8 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
                 raise DataError(f"{csv_path}: missing column(s) {missing}; expected a header 'path,label,split'")
             rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
             grouped = "group" in columns
+            excludable = "exclude" in columns  # a row marked 1/true/yes/x is left out (e.g. after `audit`)
+            extra = [c for c in columns if c not in INDEX_COLUMNS]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{csv_path}: cannot read index CSV ({exc})") from None
     splits: dict[str, list[tuple]] = {}
@@ -210,8 +230,12 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
     label_lines: dict[str, list[int]] = {}
     problems: list[str] = []  # every bad row, reported together with its line number
     name = csv_path.name
+    excluded = 0
     for line_no, row in enumerate(rows, start=2):
         rel, label, split = row["path"], row["label"], row["split"]
+        if excludable and exclude_flag(row.get("exclude", ""), f"{name}:{line_no}"):
+            excluded += 1
+            continue
         if not rel or not label:
             problems.append(f"{name}:{line_no}: empty path or label")
             continue
@@ -239,7 +263,7 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
             problems.append(f"{name}:{line_no}: listed file not found '{rel}'")
             continue
         # the path checked is the path opened
-        splits.setdefault(split, []).append((resolved, label) if group is None else (resolved, label, group))
+        splits.setdefault(split, []).append((resolved, label, group, {c: row.get(c, "") for c in extra}))
     if len(label_lines) > 2:  # the rarest labels are the likely typos: point at their lines
         common = sorted(label_lines, key=lambda c: (-len(label_lines[c]), c))[:2]
         for label in sorted(set(label_lines) - set(common), key=lambda c: label_lines[c][0]):
@@ -260,7 +284,8 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
     if len(classes) != 2:
         raise DataError(f"{csv_path}: found {len(classes)} label(s) {classes}; skinonnx is a binary classifier "
                         "and needs exactly two labels (e.g. benign and malignant)")
-    return base, "index-csv", classes, splits
+    notes = [f"{excluded} row(s) with exclude set in {name} left out"] if excluded else []
+    return base, "index-csv", classes, splits, notes
 
 
 def _refuse_split_groups(csv_path: Path, splits: dict[str, list[tuple]]) -> None:

@@ -34,6 +34,7 @@ from .case_images import FILES_DIR, write_case_images
 from .html_assets import SCRIPT, STYLE, csp
 from .metrics import PARTIAL_AUC_LABELS, fmt, sci
 from .model_card import FIGURE_TITLES
+from .safety import html_section
 from .verdict import verdict_of
 
 HTML_NAME = "report.html"
@@ -235,7 +236,7 @@ def render_html(summary: dict[str, Any], cases: Sequence[Case], *, has_cam: bool
         f"<h1>Test report: {_e(name)} on {_e(s['data']['split'])}</h1>",
         '<p class="banner">Research software. Not a medical device; not for diagnosis.</p>',
         '<section id="headline">', _headline(s), _provenance(s), "</section>",
-        '<section id="figures"><h2>Figures</h2>', _figures(s.get("files") or []), "</section>",
+        '<section id="figures"><h2>Figures</h2>', _figures(s.get("files") or []), "</section>", html_section(s),
         f'<section id="errors"><h2>Misclassified: <span data-count="errors">{len(fn) + len(fp)}</span></h2>'
         f'<p class="muted">{cam_note} Distance = probability − threshold; most confidently wrong first.</p>',
         f'<h3>Missed {_e(pos)} lesions (false negatives): <span data-count="fn_cards">{len(fn)}</span></h3>',

@@ -9,12 +9,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..data.duplicates import leakage_card_line
 from .cv_report import model_card_lines
 from .metrics import METRIC_NAMES, fmt, sci
+from .safety import model_card_lines as safety_card_lines
 from .verdict import verdict_of
 
 SECTIONS = ("Model", "Intended use", "Data", "Training", "Operating point", "Performance", "Calibration",
-            "Export parity", "Figures", "Limitations and risks")
+            "Selective classification", "Export parity", "Figures", "Limitations and risks")  # + Subgroups with --by
 METRIC_LABELS = {
     "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "sensitivity": "Sensitivity (recall)",
     "specificity": "Specificity", "ppv": "PPV (precision)", "npv": "NPV", "f1": "F1",
@@ -30,6 +32,7 @@ FIGURE_TITLES = {
     "reliability_diagram.png": "Reliability diagram (before / after temperature scaling)",
     "training_curves.png": "Training curves",
     "cv_roc_curves.png": "Cross-validation: ROC per fold, pooled out-of-fold, and the ensemble",
+    "risk_coverage.png": "Risk-coverage curve (error rate among answered images vs share answered)",
 }
 
 
@@ -59,6 +62,7 @@ def render_model_card(s: dict[str, Any]) -> str:
     out += _operating_point(s)
     out += _performance(s, data, pos)
     out += _calibration(s["calibration"])
+    out += safety_card_lines(s)
     out += model_card_lines(s.get("cross_validation"))
     out += _parity(s["parity"], model.get("skinonnx_metadata", True))
     out += _figures(s["files"])
@@ -117,6 +121,7 @@ def _data(s: dict[str, Any], data: dict[str, Any], training: dict[str, Any]) -> 
                "and threshold fitted on the pooled out-of-fold predictions" if s["calibration"].get("fitted_on") ==
                "out-of-fold" else "train split; validation split for model selection, temperature and threshold")
         out.append(f"- **Trained on:** `{config['data']}` ({use})")
+        out.append(leakage_card_line(config.get("leakage_check")))
     out += [f"- **Evaluated on:** the `{data['split']}` split, {data['n_evaluated']} images "
             f"({data['n_positive']} {s['positive_class']}); {data['n_skipped']} unreadable images skipped", "",
             "Images per split and class:", "", *_table(["split", *classes, "total"], rows), ""]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from ..data.layouts import LabeledData, discover
 from ..deploy.contract import SCHEMA_KEY
 from ..deploy.runtime import OnnxClassifier
 from ..errors import DataError, SkinOnnxError
-from . import provenance
+from . import provenance, safety
 from .calibration import CALIBRATION_BINS, calibration_report
 from .cv_report import cv_section, fold_members, trained_on
 from .metrics import binary_metrics, classification_report_text, evaluate_predictions
@@ -39,11 +39,13 @@ def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str]
                    progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS, bootstrap: int = 1000,
                    ci_seed: int = 0, confidence: float = 0.95,
                    use_val: bool = True, run_dir: str | os.PathLike[str] | None = None, plots: bool = True,
-                   model_card: bool = True, html: bool = True, echo: Callable[[str], None] = print) -> EvalResult:
+                   model_card: bool = True, html: bool = True, echo: Callable[[str], None] = print,
+                   by: Sequence[str] = (), attributes: str | os.PathLike[str] | None = None) -> EvalResult:
     """Evaluate ``split`` and write the report folder ``out_dir`` (see docs/REPORTS.md).
 
     With ``use_val`` the validation split (where the threshold and temperature were chosen) is
-    also run, for its calibration before/after and its figures at the operating point.
+    also run, for its calibration before/after and its figures at the operating point. ``by``: subgroup
+    columns (of the index CSV, of the ``attributes`` CSV, or ``ita``), see evaluation/safety.py.
     """
     contract = classifier.contract
     data = discover(data_root, write_split_file=False)  # classes are compared with the model's just below
@@ -51,6 +53,7 @@ def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str]
         echo(note)
     if set(data.classes) != set(contract.classes):
         raise DataError(f"the data's classes {list(data.classes)} differ from the model's {list(contract.classes)}")
+    groups = safety.attribute_table_for(data, split, by, attributes)  # an unknown column fails before the model runs
     used = contract.threshold if threshold is None else threshold
     source = f"model metadata ({contract.threshold_policy})" if threshold is None else "--threshold"
     evaluated = predict_split(classifier, data, split, used, batch_size=batch_size, progress=progress,
@@ -80,6 +83,11 @@ def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str]
     result.summary = build_summary(classifier, data, evaluated, validation, at_op, at_ref, source,
                                    bootstrap=bootstrap, ci_seed=ci_seed, confidence=confidence, run_dir=found_run,
                                    history=history, val_trained_on=val_trained_on if use_val else None)
+    result.summary.update(safety.safety_summary(
+        evaluated.y_true, evaluated.y_prob, used, evaluated.rows, ood_threshold=getattr(contract, "ood_threshold",
+                                                                                        None),
+        by=by, attributes=groups, bootstrap=bootstrap, seed=ci_seed, confidence=confidence, max_pixels=max_pixels,
+        progress=progress))
     write_report(result, plots=plots, model_card=model_card, html=html)
     return result
 

@@ -9,6 +9,7 @@ from ..deploy.journal import csv_text
 from .model_card import render_model_card
 from .model_run import EvalResult
 from .provenance import dumps_strict
+from .safety import write_image_statistics, write_safety_files
 
 
 def write_report(result: EvalResult, *, plots: bool = True, model_card: bool = True, html: bool = True) -> None:
@@ -17,6 +18,7 @@ def write_report(result: EvalResult, *, plots: bool = True, model_card: bool = T
     files = ["predictions.csv", "classification_report.txt"]
     write_text(out / "predictions.csv", csv_text(result.rows, list(result.rows[0]), "{:.6f}".format))
     write_text(out / "classification_report.txt", result.report_text)
+    files += write_image_statistics(out, result.rows, max_pixels=result.max_pixels)  # monitor's reference
     if plots:
         from .plots import write_plots  # matplotlib loads only when figures are wanted
 
@@ -24,6 +26,7 @@ def write_report(result: EvalResult, *, plots: bool = True, model_card: bool = T
         files += write_plots(result.summary, result.evaluated.y_true, result.evaluated.y_prob, out,
                              history=result.history)
         files += _write_cv_plot(result)
+    files += write_safety_files(out, result.summary, plots=plots)
     if model_card:
         files.append("MODEL_CARD.md")
         result.summary["files"] = [*files, "summary.json"]

@@ -10,6 +10,7 @@ from .cv_report import terminal_lines as cv_terminal_lines
 from .metrics import METRIC_NAMES, PARTIAL_AUC_NOTE, RANK_METRICS
 from .model_run import EvalResult
 from .ood_summary import terminal_lines as ood_terminal_lines
+from .safety import terminal_lines as safety_terminal_lines
 from .verdict import verdict_of
 
 
@@ -49,6 +50,7 @@ def format_metrics(result: EvalResult) -> str:
     lines += _calibration_lines(s["calibration"])
     lines += cv_terminal_lines(s.get("cross_validation"))
     lines += ood_terminal_lines(s.get("ood"), m)
+    lines += safety_terminal_lines(s)
     return "\n".join(lines)
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import onnx_output
 from ..data.preprocessing import Preprocessing
 from ..deploy.contract import CAM_OUTPUT, MEMBER_OUTPUT, OOD_OUTPUT, OUTPUT_NAMES, ModelContract
 from ..errors import ExportError, SkinOnnxError
@@ -39,7 +40,7 @@ from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 from ..training.runs import DEFAULT_RUNS_DIR
 from .cam import has_cam_head, logits_and_cam, mean_cam
 from .compare import Comparison
-from .onnx_export import ExportResult, checked_output, contract_from_checkpoint, parity_batch, write_checked
+from .onnx_export import ExportResult, contract_from_checkpoint, parity_batch, write_checked
 from .ood import DEFAULT_OOD_ACCEPT, OodFit, fit_for_checkpoint, fit_members, reference_ood_scores
 from .parity import DEFAULT_ATOL, compare_with_reference
 
@@ -189,7 +190,7 @@ def export_cv_run(run_dir: str | os.PathLike[str], output: str | os.PathLike[str
     each member's Gaussians are fitted on its own training folds (:func:`skinonnx.export.ood.fit_members`)."""
     from ..training.cv_export import load_complete_run
 
-    t0, output = time.perf_counter(), checked_output(output)
+    t0, output = time.perf_counter(), onnx_output(output)
     run = load_complete_run(run_dir)
     states = [load_checkpoint(p) for p in run.best_paths]
     contract = _ensemble_contract(run, states, opset, tta)
@@ -215,7 +216,7 @@ def export_single_tta(checkpoint: str | os.PathLike[str], output: str | os.PathL
                       ood_accept: float = DEFAULT_OOD_ACCEPT, echo=print) -> ExportResult:
     """One checkpoint with TTA views in the graph (outputs as a plain export: logits, probabilities[, cam]
     [, ood_score]: the OOD score is the mean over the views, its threshold fitted on that same mean)."""
-    t0, checkpoint, output = time.perf_counter(), Path(checkpoint), checked_output(output)
+    t0, checkpoint, output = time.perf_counter(), Path(checkpoint), onnx_output(output)
     state = load_checkpoint(checkpoint)
     contract = contract_from_checkpoint(state, checkpoint, opset)
     contract = replace(contract, extra={**contract.extra, "tta": tta_metadata(tta)})

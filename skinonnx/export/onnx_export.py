@@ -17,12 +17,12 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..atomic import atomic_path, ensure_writable_dir
+from ..atomic import atomic_path, onnx_output
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.preprocessing import Preprocessing
 from ..data.training_data import model_data
 from ..deploy.contract import CAM_OUTPUT, INPUT_NAME, MEMBER_OUTPUT, OOD_OUTPUT, OUTPUT_NAMES, ModelContract
-from ..errors import ExportError, ShapeError, SkinOnnxError
+from ..errors import ExportError, ShapeError
 from ..evaluation.provenance import parity_record_path, write_parity_record
 from ..hashing import file_sha256
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
@@ -155,14 +155,6 @@ def parity_batch(state: dict[str, Any], data: str | None, limit: int) -> tuple[n
     return batch, paths, source
 
 
-def checked_output(output: str | os.PathLike[str]) -> Path:
-    output = Path(output)
-    if output.suffix.lower() != ".onnx":
-        raise SkinOnnxError(f"--output must end in .onnx: {output}")
-    ensure_writable_dir(output.parent)
-    return output
-
-
 def export(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET,
            data: str | None = None, atol: float = DEFAULT_ATOL, parity_images: int = 32,
            provider: str = "cpu", embed_preprocessing: bool = False, cam: bool = True, ood: bool = True,
@@ -179,7 +171,7 @@ def export(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *
     parity-checked against the float model; if that fails, neither file is written.
     """
     t0 = time.perf_counter()
-    checkpoint, output = Path(checkpoint), checked_output(output)
+    checkpoint, output = Path(checkpoint), onnx_output(output)
     state = load_checkpoint(checkpoint)
     model = model_from_checkpoint(state)
     contract = contract_from_checkpoint(state, checkpoint, opset)

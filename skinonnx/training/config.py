@@ -56,6 +56,11 @@ class TrainConfig:
                                     "fixed:0.5.", section="evaluation")
     calibrate: bool = setting(True, "Skip temperature scaling.", section="evaluation", option="--no-calibrate")
     positive_class: str | None = setting(None, "Class counted as positive (default: malignant).", section="data")
+    exclude_list: str = setting("", "Leave out the images listed in FILE (one path per line, relative to the data "
+                                "root; `audit` writes one).", section="data")
+    allow_leakage: bool = setting(False, "Train even when validation or test images duplicate training images "
+                                  "(refused otherwise); the pairs are recorded in config.json and the model card.",
+                                  section="data")
     seed: int = setting(0, section="run")
     device: str = setting("auto", section="speed", choices=("auto", "cpu", "cuda"), resumable=True)
     workers: int | None = setting(None, "DataLoader workers (default: auto).", section="speed", low=0, resumable=True)
@@ -108,7 +113,7 @@ class TrainConfig:
 
 # What a run records in config.json besides its settings (loop.py): --config reads them back without a note.
 RECORDED_ONLY = frozenset({"skinonnx_version", "torch_version", "device_used", "world_size", "classes", "counts",
-                           "class_loss_weights", "layout", "preprocessing"})
+                           "class_loss_weights", "layout", "preprocessing", "leakage_check"})
 # Settings a resumed run may take from the command line: where things are and how fast they run, plus the epoch
 # budget and patience (``resumable`` in their metadata). Everything else (lr, image size, ...) defines the run itself.
 RESUME_OVERRIDES = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resumable"])

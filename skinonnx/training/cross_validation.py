@@ -28,7 +28,7 @@ import numpy as np
 
 from ..atomic import ensure_writable_dir, write_json, write_text
 from ..data.folds import FOLDS_FILE, assign_folds, check_fold_count, read_folds_csv, write_folds_csv
-from ..data.layouts import LabeledData, Sample, discover
+from ..data.layouts import LabeledData, Sample
 from ..errors import CheckpointError
 from ..evaluation.metrics import roc_auc
 from ..hashing import file_sha256
@@ -47,6 +47,7 @@ from .cv_record import (
     read_cv,
     refresh_record,
 )
+from .data_checks import checked_data
 from .runs import CV_FILE, is_cv_run, newest_cv_run
 
 
@@ -125,7 +126,7 @@ def train_cv(cfg: TrainConfig, folds: int | None, *, fold: int | None = None, re
         else:
             _check_same_settings(cv["config"], cfg.to_dict(), f"run '{run_dir.name}'")
             cfg = dataclasses.replace(cfg, name=run_dir.name)
-        data = discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed)
+        data, leakage = checked_data(cfg, echo)
         if tuple(cv["classes"]) != data.classes:
             raise CVError(f"run '{run_dir.name}' has classes {cv['classes']}, the data {list(data.classes)}")
         pool, assignment = saved_folds(run_dir, data)
@@ -136,7 +137,7 @@ def train_cv(cfg: TrainConfig, folds: int | None, *, fold: int | None = None, re
             raise CVError("--folds K is needed to start a cross-validation run")
         k = folds
         _check_fold_index(fold, k)
-        data = discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed)
+        data, leakage = checked_data(cfg, echo)
         pool, assignment = make_folds(data, k, cfg.seed)  # raises before anything is written
         try:  # claimed atomically: of two runs started with one --name, one gets it
             run_dir.mkdir(parents=True, exist_ok=fold is not None)
@@ -157,7 +158,7 @@ def train_cv(cfg: TrainConfig, folds: int | None, *, fold: int | None = None, re
         if state is not None and state.get("status") == "done":
             echo(f"fold {k_i}: already done (val AUC {state.get('val_auc', float('nan')):.4f}); not retrained")
             continue
-        _train_fold(fit, cfg, run_dir, k_i, k, data, pool, assignment, folds_sha, resume, explicit, echo)
+        _train_fold(fit, cfg, run_dir, k_i, k, data, pool, assignment, folds_sha, resume, explicit, echo, leakage)
         trained.append(k_i)
         refresh_record(run_dir)
     record = refresh_record(run_dir)
@@ -185,7 +186,8 @@ def _check_same_settings(saved: dict[str, Any], given: dict[str, Any], what: str
 
 
 def _train_fold(fit, cfg: TrainConfig, run_dir: Path, k: int, n_folds: int, data: LabeledData, pool: list[Sample],
-                assignment: list[int], folds_sha: str, resume: bool, explicit: set[str], echo) -> None:
+                assignment: list[int], folds_sha: str, resume: bool, explicit: set[str], echo,
+                leakage: dict[str, Any] | None = None) -> None:
     from .checkpoint import load_checkpoint
 
     where = fold_dir(run_dir, k)
@@ -202,7 +204,7 @@ def _train_fold(fit, cfg: TrainConfig, run_dir: Path, k: int, n_folds: int, data
         echo(f"[fold {k + 1}/{n_folds}] {msg}")
 
     result = fit(fold_cfg, resume=started, explicit=explicit | {"runs_dir", "checkpoint_dir"}, echo=fold_echo,
-                 data=fold_data(data, pool, assignment, k), claimed=True)
+                 data=fold_data(data, pool, assignment, k), claimed=True, leakage=leakage)
     best = load_checkpoint(result.best_path)
     preds = best.get("val_predictions") or {}
     logits = np.asarray(preds["logits"].numpy(), np.float64) if "logits" in preds else np.empty((0, 2))

@@ -21,13 +21,14 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..atomic import ensure_writable_dir, write_json, write_text
-from ..data.layouts import LabeledData, Sample, discover
+from ..data.layouts import LabeledData, Sample
 from ..data.preprocessing import Preprocessing
 from ..errors import CheckpointError, DataError, RunInterrupted, SkinOnnxError
 from . import distributed, runs
 from .checkpoint import RESUME_KEYS, CheckpointSaver, load_checkpoint, require_keys
 from .compile import compiled_for_training, decide
 from .config import SELECT_METRICS, TrainConfig, resumed_config
+from .data_checks import checked_data
 from .device import amp_dtype, autocast, configure_threads, resolve_device, seed_everything
 from .epoch_report import CURVES_EVERY_S, run_eta, write_training_curves
 from .finalize import finalize_best
@@ -202,7 +203,8 @@ def _resumed(cfg: TrainConfig, resume: bool | str, explicit: frozenset[str] | se
 
 
 def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozenset[str] | set[str] = frozenset(),
-        echo=print, data: LabeledData | None = None, claimed: bool = False) -> TrainResult:
+        echo=print, data: LabeledData | None = None, claimed: bool = False,
+        leakage: dict[str, Any] | None = None) -> TrainResult:
     """Train, keeping best.pt (by the selection metric) and last.pt (every epoch, for --resume).
 
     Phases, as torchvision's references/classification: check settings, weights and data; claim the run folder
@@ -221,8 +223,9 @@ def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozen
         cfg, state = _resumed(cfg, resume or True, explicit, ctx, echo)
     else:
         check_weights_spec(cfg.weights)  # before any data is read
-    with distributed.rank0_first():  # a flat folder's split file is written once
-        data = discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed) if data is None else data
+    with distributed.rank0_first():  # a flat folder's split file is written once; rank 0 fills the hash cache
+        if data is None:  # refused here, before a run folder exists, when test/val images duplicate training ones
+            data, leakage = checked_data(cfg, echo)
     if state is not None and tuple(state["classes"]) != data.classes:
         raise CheckpointError(f"checkpoint classes {state['classes']} differ from the data's {list(data.classes)}")
     new_dir = state is None and not claimed
@@ -237,7 +240,7 @@ def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozen
         if ctx.is_main:
             ensure_writable_dir(cfg.weights_dir)  # fail now, not after the first (possibly hour-long) epoch
             runs.write_status(cfg.run_dir, "running", epoch, cfg.epochs)
-        result = _fit(cfg, state, echo, ctx, data)
+        result = _fit(cfg, state, echo, ctx, data, leakage)
     except BaseException as exc:
         saved, epoch = (cfg.weights_dir / "last.pt").is_file(), runs.run_status(cfg.run_dir).get("epoch", epoch)
         if ctx.is_main and new_dir and not saved:  # a failed start leaves nothing behind
@@ -276,10 +279,11 @@ class _Session:
     start_epoch: int = 0
     stale: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    leakage: dict[str, Any] | None = None  # the leakage check's record (data_checks), for config.json
 
 
 def _fit(cfg: TrainConfig, state: dict[str, Any] | None, echo, ctx: distributed.DistContext,
-         data: LabeledData) -> TrainResult:
+         data: LabeledData, leakage: dict[str, Any] | None) -> TrainResult:
     seed_everything(cfg.seed + ctx.rank)  # rank 0 as alone; DDP copies rank 0's initial weights to all
     for note in data.notes:
         echo(f"note: {note}")
@@ -290,7 +294,7 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, echo, ctx: distributed.
         echo(f"skipped {path}: {problem}")
     if len(skipped) > 10:
         echo(f"... and {len(skipped) - 10} more skipped images")
-    s = _Session(cfg, data, ctx, echo, device, train_loader, val_loader)
+    s = _Session(cfg, data, ctx, echo, device, train_loader, val_loader, leakage=leakage)
     compile_note = _build(s, state)
     echo(f"threads: torch {threads} intra-op (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), "
          f"DataLoader workers {train_loader.num_workers}; torch.compile {compile_note}")
@@ -344,7 +348,7 @@ def _build(s: _Session, state: dict[str, Any] | None) -> str:
             **cfg.to_dict(), "skinonnx_version": __version__, "torch_version": torch.__version__,
             "device_used": str(device), "world_size": s.ctx.world_size, "classes": list(data.classes),
             "counts": data.counts(), "class_loss_weights": weights, "layout": data.layout,
-            "preprocessing": Preprocessing.for_size(cfg.image_size).to_dict()})
+            "preprocessing": Preprocessing.for_size(cfg.image_size).to_dict(), "leakage_check": s.leakage})
     if weights is not None or cfg.sampler == "balanced":
         shown = [f"loss weights {', '.join(f'{c} {w:.3f}' for c, w in zip(data.classes, weights, strict=True))}"
                  ] if weights else []

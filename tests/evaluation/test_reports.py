@@ -27,7 +27,8 @@ from skinonnx.softmax import softmax
 from ..conftest import TrainedModel, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
-PNGS = ("roc_curve.png", "pr_curve.png", "confusion_matrix.png", "reliability_diagram.png", "training_curves.png")
+PNGS = ("roc_curve.png", "pr_curve.png", "confusion_matrix.png", "reliability_diagram.png", "training_curves.png",
+        "risk_coverage.png")
 
 
 def _strict_loads(text: str):
@@ -316,6 +317,7 @@ def test_model_card_has_every_section_and_the_summary_numbers(report) -> None:
     card = (out / "MODEL_CARD.md").read_text()
     headings = re.findall(r"^## (.+)$", card, flags=re.M)
     assert headings == list(SECTIONS)
+    assert "**Leakage check:** no validation or test image duplicates a training image" in card  # train's check
     auc_row = next(line for line in card.splitlines() if line.startswith("| ROC AUC"))
     assert f"| {fmt(s['metrics']['roc_auc'])} | {fmt_ci(s['ci']['roc_auc'])} |" in auc_row
     for name in ("sensitivity", "specificity"):

@@ -1,0 +1,68 @@
+"""`train` checks its splits for leakage first; exclusions (list or index-CSV column) act on the audit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from skinonnx.audit.planted import alter
+from skinonnx.data.layouts import discover
+from tests.conftest import run_cli
+
+TRAIN = ("--weights", "none", "--epochs", "1", "--batch-size", "8", "--image-size", "32", "--quiet", "--threads", "1",
+         "--workers", "0", "--compile", "off", "--no-calibrate")
+
+
+def _leaky(generated: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+    data = tmp_path / "data"
+    shutil.copytree(generated, data)
+    source = sorted((data / "train" / "benign").glob("*.png"))[2]
+    raw, suffix = alter(source, "rotated")
+    copy = data / "test" / "benign" / f"turned{suffix}"
+    copy.write_bytes(raw)
+    return data, source, copy
+
+
+def test_train_refuses_leakage_naming_the_pair(generated: Path, tmp_path: Path) -> None:
+    data, source, copy = _leaky(generated, tmp_path)
+    result = run_cli("train", "--data", data, "--name", "x", "--runs-dir", tmp_path / "runs", *TRAIN, expect=1)
+    assert "Error: 1 validation/test image(s) duplicate training images" in result.output
+    assert f"test/benign/{copy.name} = train/benign/{source.name}" in result.output
+    assert "--allow-leakage" in result.output
+    assert not (tmp_path / "runs" / "x").exists()  # nothing left behind
+
+
+def test_allow_leakage_trains_and_records_the_pairs(generated: Path, tmp_path: Path) -> None:
+    data, _, _ = _leaky(generated, tmp_path)
+    result = run_cli("train", "--data", data, "--name", "x", "--runs-dir", tmp_path / "runs", "--allow-leakage",
+                     *TRAIN)
+    assert "warning: training despite leakage" in result.output
+    config = json.loads((tmp_path / "runs" / "x" / "config.json").read_text())
+    assert config["allow_leakage"] is True
+    assert config["leakage_check"]["pairs"] == 1 and config["leakage_check"]["allowed"] is True
+
+
+def test_the_audits_exclusion_list_lets_train_go_on(generated: Path, tmp_path: Path) -> None:
+    data, _, copy = _leaky(generated, tmp_path)
+    run_cli("audit", "--data", data, "-o", tmp_path / "audit", "--quiet")
+    assert (tmp_path / "audit" / "exclude.txt").read_text().splitlines()[1:] == [f"test/benign/{copy.name}"]
+    run_cli("train", "--data", data, "--name", "x", "--runs-dir", tmp_path / "runs", "--exclude-list",
+            tmp_path / "audit" / "exclude.txt", *TRAIN)
+    config = json.loads((tmp_path / "runs" / "x" / "config.json").read_text())
+    assert config["leakage_check"]["pairs"] == 0 and config["counts"]["test"] == {"benign": 6, "malignant": 6}
+
+
+def test_an_index_csv_exclude_column(generated: Path, tmp_path: Path) -> None:
+    data, _, copy = _leaky(generated, tmp_path)
+    rows = ["path,label,split,exclude"]
+    for split in ("train", "val", "test"):
+        for p in sorted((data / split).glob("*/*")):
+            rows.append(f"{p.relative_to(data).as_posix()},{p.parent.name},{split},{'yes' if p == copy else ''}")
+    (data / "index.csv").write_text("\n".join(rows) + "\n")
+    found = discover(data / "index.csv")
+    assert copy not in {s.path for s in found.split("test")} and len(found.split("test")) == 12
+    assert any("1 row(s) with exclude set" in note for note in found.notes)
+    (data / "index.csv").write_text("\n".join(rows).replace(",yes", ",maybe") + "\n")
+    result = run_cli("audit", "--data", data / "index.csv", "-o", tmp_path / "r", expect=1)
+    assert "exclude value 'maybe'" in result.output
