@@ -45,6 +45,11 @@ HOW: dict[str, tuple[str, tuple[str, ...] | str]] = {
                                              "tests/export/test_quantize.py runs it"),
     "python cli.py web": ("parse", "serves until Ctrl-C; tests/deploy/test_web.py runs the server on 127.0.0.1"),
     "python cli.py demo": ("parse", "8 epochs at 64 px, about 1.5 minutes: `make demo` itself"),
+    "python cli.py audit --data DIR": ("run", ()),
+    "python cli.py test --by ita": ("run", ("--bootstrap", "50", "--quiet")),
+    "python cli.py compare A.onnx B.onnx": ("parse", "needs two models; tests/evaluation/test_compare.py runs it"),
+    "python cli.py serve": ("parse", "serves until SIGTERM; tests/serve/ run it on 127.0.0.1"),
+    "python cli.py monitor --reference REPORT photos/": ("parse", "tests/evaluation/test_safety_cli.py runs it"),
     "pytest -m 'not slow and not realdata'": ("collect", ""),
     "pytest -m slow": ("collect", ""),
 }
@@ -70,7 +75,8 @@ def _cli_args(command: str, data: Path) -> list[str]:
     images = sorted((data / "test").rglob("*.png"))[:3]
     args: list[str] = []
     for token in tokens[2:]:
-        args += {"DIR": [str(data)], "photos/": [str(data / "test")], "IMAGES": [str(i) for i in images]}.get(
+        args += {"DIR": [str(data)], "photos/": [str(data / "test")], "IMAGES": [str(i) for i in images],
+                 "REPORT": [str(data)]}.get(
             token, [token])
     return args
 
@@ -121,7 +127,7 @@ def test_readme_pipeline_runs_as_printed(synthetic_data: Path, tmp_path: Path, m
         run_cli(*_cli_args(command, synthetic_data), *HOW[command][1])
     assert len(list(tmp_path.glob("runs/*/weights/best.pt"))) == 1
     assert (tmp_path / "exports" / "model.onnx").is_file()
-    assert (tmp_path / "reports" / "model" / "report.html").is_file()
+    assert len(list(tmp_path.glob("reports/model-*/report.html"))) == 1  # named by the model's hash
     rows = list(csv.DictReader((tmp_path / "predictions.csv").open()))
     assert len(rows) == len(list((synthetic_data / "test").rglob("*.png")))
     assert len(list((tmp_path / "reports" / "gradcam").glob("*.gradcam.png"))) == 3
