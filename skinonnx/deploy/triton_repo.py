@@ -37,9 +37,13 @@ def _dims(shape: list, batched: bool) -> list[int]:
 def _tensor_block(arg, batched: bool, label_file: bool = False) -> str:
     if arg.type not in TRITON_TYPES:
         raise ModelFileError(f"tensor '{arg.name}' has type {arg.type}, which Triton's ONNX backend cannot carry here")
-    dims = ", ".join(str(d) for d in _dims(list(arg.shape), batched))
+    shape = _dims(list(arg.shape), batched)
+    # a per-image scalar ([batch], e.g. ood_score): Triton needs dims, so [ 1 ] reshaped to the model's [ ]
+    dims = ", ".join(str(d) for d in shape) or "1"
+    reshape = "" if shape else "\n    reshape: { shape: [ ] }"
     label = f'\n    label_filename: "{LABELS_FILE}"' if label_file else ""
-    return f'  {{\n    name: "{arg.name}"\n    data_type: {TRITON_TYPES[arg.type]}\n    dims: [ {dims} ]{label}\n  }}'
+    return (f'  {{\n    name: "{arg.name}"\n    data_type: {TRITON_TYPES[arg.type]}\n    dims: [ {dims} ]{reshape}'
+            f'{label}\n  }}')
 
 
 def _quote(text: str) -> str:
