@@ -18,7 +18,7 @@ from ...errors import ImageError, ModelFileError
 from ...hashing import file_sha256
 from ...softmax import softmax
 from ..cam_overlays import cam_caption, model_crop, relative_to_threshold
-from ..contract import CAM_OUTPUT
+from ..contract import CAM_OUTPUT, OOD_OUTPUT, OOD_REFUSAL
 from ..runtime import OnnxClassifier
 from .problems import bad_request
 
@@ -163,6 +163,13 @@ class ServedModel:
             "model": {"name": self.name, "sha256": self.sha256}}
         if "member_probabilities" in outputs:
             answer["member_probabilities"] = [float(v) for v in outputs["member_probabilities"][0]]
+        if self.classifier.has_ood and OOD_OUTPUT in outputs:  # unlike the training images: never labelled
+            score = float(outputs[OOD_OUTPUT][0])
+            inside = bool(self.classifier.in_distribution(np.array([score]))[0])
+            answer.update({"ood_score": score, "in_distribution": inside,
+                           "ood_threshold": self.classifier.ood_threshold})
+            if not inside:
+                answer["label"] = OOD_REFUSAL
         return answer
 
     def cam_png(self, outputs: dict[str, np.ndarray], data: bytes, max_pixels: int) -> bytes:
