@@ -115,7 +115,7 @@ def test_monitor_reads_old_reports_and_refuses_wrong_ones(trained: TrainedModel,
     for name in ("predictions.csv", "summary.json"):
         (old / name).write_bytes((reference / name).read_bytes())
     verdict = _monitor(trained, old, tmp_path / "o", trained.data / "val")
-    assert set(verdict["quantities"]) == {"probability"}
+    assert set(verdict["quantities"]) == {"probability", "ood_score"}  # no image statistics in an old report
     assert any("image_statistics.csv" in note for note in verdict["notes"])
     summary = json.loads((old / "summary.json").read_text())
     summary["model"]["sha256"] = "0" * 64
