@@ -160,5 +160,15 @@ def _read_part(path: Path) -> list[dict[str, Any]]:
     else:
         with open(path, newline="") as handle:
             rows = list(csv.DictReader(handle))
-    return [{k: None if v in ("", None) else float(v) if k.startswith("p_") or k == "threshold" else v
-             for k, v in row.items()} for row in rows]
+    return [{k: _typed(k, v) for k, v in row.items()} for row in rows]
+
+
+def _typed(key: str, value: Any) -> Any:
+    """A part file's value as the engine produced it (CSV parts hold strings)."""
+    if value in ("", None):
+        return None
+    if key.startswith("p_") or key in ("threshold", OOD_OUTPUT):
+        return float(value)
+    if key == "in_distribution":
+        return value in (True, "True")
+    return value
