@@ -44,12 +44,12 @@ def test_mean_on_the_0_255_scale_is_refused(tmp_path: Path, images: Path) -> Non
 
 def test_mistyped_weights_fail_before_any_image_is_decoded(tmp_path: Path, synthetic_data: Path,
                                                          monkeypatch) -> None:
-    import skinonnx.training.loop as loop
+    import skinonnx.training.data_checks as data_checks
 
     def no_decoding(*_args, **_kwargs):
         raise AssertionError("data was read before --weights was checked")
 
-    monkeypatch.setattr(loop, "discover", no_decoding)
+    monkeypatch.setattr(data_checks, "discover", no_decoding)
     cli_error("train", "--data", synthetic_data, "--weights", "non", "--runs-dir", tmp_path / "runs", "--quiet",
               says=("--weights non: file not found", "'imagenet', 'none'"))
 

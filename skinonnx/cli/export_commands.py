@@ -16,7 +16,6 @@ from .options import (
     data_from_metadata,
     echo,
     onnx_option,
-    program_name,
     provider_option,
     renamed_option,
     require_onnx,
@@ -150,7 +149,7 @@ def _checkpoint(spec: str | None, runs_dir: Path) -> Path:
 
     path, note = resolve_checkpoint(spec, runs_dir)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path} (run `{program_name()} train` first, or pass "
+        raise CheckpointError(f"checkpoint not found: {path} (run `skinonnx train` first, or pass "
                               "--checkpoint)")
     if note:
         click.echo(note, err=True)
