@@ -90,7 +90,8 @@ def fit_gaussians(features: np.ndarray, labels: Sequence[int], covariance: str =
     y = np.asarray(labels)
     classes = sorted(set(y.tolist()))
     if x.ndim != 2 or len(x) != len(y) or len(x) < 2 * len(classes) + 1:
-        raise ExportError(f"the OOD fit needs a few images per class; got {len(x)} feature rows")
+        raise ExportError(f"the out-of-distribution score is fitted on the training images and needs at least "
+                          f"{2 * len(classes) + 1} ({len(x)} given): train on more images, or export with --no-ood")
     means = np.stack([x[y == c].mean(0) for c in classes])
     centred = x - means[np.searchsorted(classes, y)]
     shrinkage = None

@@ -36,8 +36,9 @@ def test_the_table_names_real_options_and_paths() -> None:
 @pytest.mark.parametrize("option", sorted(NEEDS))
 def test_a_tuning_option_without_its_switch_is_refused_on_every_path(path: str, option: str, tmp_path: Path) -> None:
     where = ("--run", str(tmp_path)) if path == "ensemble" else PATH_ARGS[path]
-    value = {"fp16_tolerance": "0.05"}[option]
-    message = cli_error("export", *where, _spelled(option), value, "-o", tmp_path / "m.onnx", code=2,
+    value = {"fp16_tolerance": "0.05", "ood_accept": "0.9"}[option]
+    switch_off = {"ood_accept": ("--no-ood",)}.get(option, ())  # --ood is on by default, --fp16 off
+    message = cli_error("export", *where, *switch_off, _spelled(option), value, "-o", tmp_path / "m.onnx", code=2,
                         says=(_spelled(option), _spelled(NEEDS[option])))
     assert "tunes" in message and not (tmp_path / "m.onnx").exists()
 
@@ -111,7 +112,7 @@ def test_ort_format_on_every_path(exports: Exports, path: str) -> None:
 @pytest.mark.parametrize("path", EXPORT_PATHS)
 def test_cam_on_every_path(exports: Exports, path: str) -> None:
     names = _outputs(exports.full[path])
-    assert names[-1] == CAM_OUTPUT and ("member_probabilities" in names) == (path == "ensemble")
+    assert CAM_OUTPUT in names and ("member_probabilities" in names) == (path == "ensemble")
     record = json.loads(exports.full[path].with_name(f"{path}.onnx.parity.json").read_text())
     cam = [c for c in record["checks"] if c["output"] == CAM_OUTPUT]
     assert len(cam) == 2 and all(c["ok"] for c in cam)  # batch 1 and 3, against PyTorch's aligned mean map
