@@ -22,8 +22,9 @@ from ..atomic import write_text, write_with
 from ..cpus import physical_cores
 from ..data.images import load_rgb
 from ..errors import ImageError
+from ..evaluation.html_assets import ERROR_REPORTER
 from ..evaluation.html_assets import STYLE as REPORT_STYLE
-from ..evaluation.html_assets import sha256_source
+from ..evaluation.html_assets import csp as report_csp
 from .quality import EXPLAIN
 
 FILES_DIR = "audit_files"
@@ -43,22 +44,7 @@ textarea{width:100%;height:120px;font:12px monospace}
 """
 
 SCRIPT = """
-(function () {
-  var errors = document.getElementById('js-errors');
-  function report(message) {  // a missing thumbnail or a refused request shows on the page, as in report.html
-    errors.hidden = false;
-    var item = document.createElement('li');
-    item.textContent = message;
-    errors.appendChild(item);
-    document.body.setAttribute('data-errors', String(errors.children.length));
-  }
-  window.addEventListener('error', function (e) {
-    var t = e.target;
-    report(t && t !== window && t.src ? 'could not load ' + t.getAttribute('src') : 'script error: ' + e.message);
-  }, true);
-  document.addEventListener('securitypolicyviolation', function (e) {
-    report('refused by the content security policy: ' + e.violatedDirective + ' ' + e.blockedURI);
-  });
+(function () {""" + ERROR_REPORTER + """
   var boxes = Array.prototype.slice.call(document.querySelectorAll('input.ex'));
   var out = document.getElementById('exclude-text'), count = document.getElementById('exclude-count');
   function update() {
@@ -94,8 +80,7 @@ SCRIPT = """
 
 
 def csp() -> str:
-    return (f"default-src 'none'; img-src 'self' data:; style-src '{sha256_source(STYLE)}'; "
-            f"script-src '{sha256_source(SCRIPT)}'; base-uri 'none'; form-action 'none'")
+    return report_csp(STYLE, SCRIPT)
 
 
 def thumb_name(rel: str) -> str:

@@ -39,15 +39,19 @@ def read_oof_csv(run_dir: Path | None, positive_class: str) -> dict[int, tuple[n
     return {k: (np.asarray(y), np.asarray(p)) for k, (y, p) in sorted(folds.items())} or None
 
 
-def fold_members(meta: Mapping[str, str]) -> int | None:
-    """K for a fold ensemble (ONNX metadata ``ensemble``), None for a single model."""
+def _ensemble(meta: Mapping[str, str]) -> dict[str, Any] | None:
+    """The ONNX metadata ``ensemble`` record, or None for a single model (or an unreadable record)."""
     try:
         ensemble = json.loads(meta.get("ensemble", ""))
     except ValueError:
         return None
-    if not isinstance(ensemble, dict):
-        return None
-    return int(ensemble.get("members") or 0) or None
+    return ensemble if isinstance(ensemble, dict) else None
+
+
+def fold_members(meta: Mapping[str, str]) -> int | None:
+    """K for a fold ensemble, None for a single model."""
+    ensemble = _ensemble(meta)
+    return (int(ensemble.get("members") or 0) or None) if ensemble else None
 
 
 def trained_on(meta: Mapping[str, str], data_root: Path, split: str) -> str | None:
@@ -70,11 +74,8 @@ def trained_on(meta: Mapping[str, str], data_root: Path, split: str) -> str | No
 def cv_section(meta: Mapping[str, str], run_dir: Path | None, positive_class: str,
                test_metrics: Mapping[str, Any], test_ci: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The summary.json ``cross_validation`` block, or None for a model that is not a fold ensemble."""
-    try:
-        ensemble = json.loads(meta.get("ensemble", ""))
-    except ValueError:
-        return None
-    if not isinstance(ensemble, dict):
+    ensemble = _ensemble(meta)
+    if ensemble is None:
         return None
     oof = ensemble.get("oof") or {}
     tta = json.loads(meta["tta"]).get("mode") if "tta" in meta else None

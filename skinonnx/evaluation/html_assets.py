@@ -50,9 +50,9 @@ td img{display:block;width:114px;height:56px;background:#eee}
 #js-errors{color:#b00020;border:1px solid #b00020;padding:4px 20px}
 """
 
-SCRIPT = """
-(function () {
-  var CARD_PAGE = parseInt(document.body.getAttribute('data-card-page'), 10);
+# Shown on the page (#js-errors, body[data-errors]): a missing image, a script error or a CSP refusal; every
+# skinonnx page (report.html, audit.html) starts its script with it, so a browser test can read one attribute.
+ERROR_REPORTER = """
   var errors = document.getElementById('js-errors');
   function report(message) {
     errors.hidden = false;
@@ -68,6 +68,11 @@ SCRIPT = """
   document.addEventListener('securitypolicyviolation', function (e) {
     report('refused by the content security policy: ' + e.violatedDirective + ' ' + e.blockedURI);
   });
+"""
+
+SCRIPT = """
+(function () {
+  var CARD_PAGE = parseInt(document.body.getAttribute('data-card-page'), 10);""" + ERROR_REPORTER + """
   var body = document.querySelector('#rest tbody');
   if (body) {
     var rows = Array.prototype.slice.call(body.rows);
@@ -138,7 +143,7 @@ SCRIPT = """
 """
 
 
-def csp() -> str:
-    """The page's Content-Security-Policy: nothing but its own folder's images and these two inline blocks."""
-    return (f"default-src 'none'; img-src 'self' data:; style-src '{sha256_source(STYLE)}'; "
-            f"script-src '{sha256_source(SCRIPT)}'; base-uri 'none'; form-action 'none'")
+def csp(style: str = STYLE, script: str = SCRIPT) -> str:
+    """A page's Content-Security-Policy: nothing but its own folder's images and its two inline blocks."""
+    return (f"default-src 'none'; img-src 'self' data:; style-src '{sha256_source(style)}'; "
+            f"script-src '{sha256_source(script)}'; base-uri 'none'; form-action 'none'")
