@@ -44,7 +44,7 @@ HOW: dict[str, tuple[str, tuple[str, ...] | str]] = {
     "python cli.py export --int8": ("parse", "the INT8 gate needs a trained model (a 1-epoch one fails it by design); "
                                              "tests/export/test_quantize.py runs it"),
     "python cli.py web": ("parse", "serves until Ctrl-C; tests/deploy/test_web.py runs the server on 127.0.0.1"),
-    "python cli.py demo": ("parse", "8 epochs at 64 px, about 1.5 minutes: `make demo` itself"),
+    "python cli.py demo": ("parse", "8 epochs at 64 px, about a minute: `make demo` itself"),
     "python cli.py audit --data DIR": ("run", ()),
     "python cli.py test --by ita": ("run", ("--bootstrap", "50", "--quiet")),
     "python cli.py compare A.onnx B.onnx": ("parse", "needs two models; tests/evaluation/test_compare.py runs it"),
