@@ -168,3 +168,20 @@ def test_collect_inputs_refuses_missing_paths_but_skips_empty_globs(tmp_path: Pa
     with pytest.raises(SkinOnnxError, match=r"not found: .*nope\.jpg"):
         collect_inputs([str(images), str(tmp_path / "nope.jpg")])
     assert np.all([p.exists() for p in paths])
+
+
+@pytest.mark.parametrize("command, extra, module", [
+    (("serve",), "serve", "fastapi"),
+    (("audit", "--data", "."), "audit", "cleanvision"),
+])
+def test_a_missing_optional_part_names_the_extra_to_install(command: tuple[str, ...], extra: str, module: str,
+                                                            tmp_path: Path, monkeypatch) -> None:
+    """A deployment-only install (`pip install .`) lacks FastAPI and CleanVision: one line, no ImportError."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"not checked before the extra")
+    args = (*command, "--onnx", onnx) if command[0] == "serve" else command
+    cli_error(*args, says=(f"needs {module}", f"pip install 'skinonnx[{extra}]'"))

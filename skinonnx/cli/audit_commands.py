@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import echo, max_pixels_option, runs_dir_option
+from .options import echo, max_pixels_option, require_extra, runs_dir_option
 
 
 @click.command()
@@ -26,6 +26,7 @@ from .options import echo, max_pixels_option, runs_dir_option
 def audit(data: Path | None, run: str | None, runs_dir: Path, output: Path, exclude_list: Path | None,
           max_pixels: int, quiet: bool) -> None:
     """Audit a data set before trusting a number: duplicates and train/test leakage, image quality, label errors."""
+    require_extra("audit", "audit", "cleanvision", *(["cleanlab"] if run else []))
     from ..audit.run import run_audit
     from ..data.training_data import model_data
 

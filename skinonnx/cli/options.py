@@ -38,6 +38,17 @@ def renamed_option(old: str, new: str, name: str, **kwargs):
                         callback=fill, **kwargs)
 
 
+def require_extra(extra: str, purpose: str, *modules: str) -> None:
+    """An optional part that is not installed: one line naming the extra to install, not an ImportError."""
+    from importlib.util import find_spec
+
+    from ..errors import SkinOnnxError
+
+    missing = [m for m in modules if find_spec(m) is None]
+    if missing:
+        raise SkinOnnxError(f"{purpose} needs {', '.join(missing)}: pip install 'skinonnx[{extra}]'")
+
+
 def echo(msg: str) -> None:
     click.echo(msg)
 

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from .options import POSITIVE_INT, max_pixels_option, onnx_option, provider_option, require_onnx, threads_option
+from .options import (
+    POSITIVE_INT,
+    max_pixels_option,
+    onnx_option,
+    provider_option,
+    require_extra,
+    require_onnx,
+    threads_option,
+)
 
 
 @click.command()
@@ -52,6 +60,8 @@ def serve(onnx_path: Path, host: str, port: int, model_name: str | None, engine:
     if engine != "ray" and (address or replicas):
         raise click.UsageError("--address and --replicas need --engine ray")
     require_onnx(onnx_path)
+    if triton_repo is None:
+        require_extra("serve", "serve", "fastapi", "uvicorn", "prometheus_client", "multipart")
     if triton_repo is not None:
         _refuse_serving_options_with_triton_repo()
         _write_triton_repo(onnx_path, triton_repo, model_name or default_model_name(onnx_path), max_batch)
