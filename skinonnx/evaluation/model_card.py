@@ -315,9 +315,7 @@ def _limitations(s: dict[str, Any], data: dict[str, Any], training: dict[str, An
            f"- **Prevalence:** {fmt(100 * prevalence, 0)} % of the evaluated images are {pos}, a constructed "
            "balance. PPV and NPV depend on prevalence; at the much lower prevalence of lesions seen in practice the "
            "PPV would be far lower. Sensitivity, specificity and AUC do not depend on it.",
-           "- **Skin type coverage unknown:** the data carry no Fitzpatrick skin type or ethnicity labels. Public "
-           "dermoscopy archives such as ISIC are reported to under-represent darker skin, so performance there is "
-           "unmeasured and may be worse.",
+           _skin_type_coverage(s),
            "- **Acquisition:** dermoscopic images only, from the sources named under Data; other dermatoscopes, "
            "clinics, lighting, or photographs without dermoscopy are out of distribution.",
            "- **Lesion types:** only the diagnoses present in the training data; rare malignancies (e.g. amelanotic "
@@ -332,3 +330,21 @@ def _limitations(s: dict[str, Any], data: dict[str, Any], training: dict[str, An
         out.append(f"- **Trained from scratch** (no pretrained weights){f' on {n_train} images' if n_train else ''}: "
                    "expect far lower accuracy than an ImageNet-initialised model.")
     return [*out, ""]
+
+
+SKIN_TYPE_COLUMNS = ("ita", "fitzpatrick", "fitzpatrick_skin_type", "skin_type")
+
+
+def _skin_type_coverage(s: dict[str, Any]) -> str:
+    """The skin-type limitation: what `test --by ita|fitzpatrick` measured, or that nobody measured it."""
+    block = next((b for b in s.get("subgroups") or [] if str(b.get("column", "")).lower() in SKIN_TYPE_COLUMNS),
+                 None)
+    if block is None:
+        return ("- **Skin type coverage unknown:** the data carry no Fitzpatrick skin type or ethnicity labels "
+                "(`test --by ita` estimates skin tone). Public dermoscopy archives such as ISIC are reported to "
+                "under-represent darker skin, so performance there is unmeasured and may be worse.")
+    groups = ", ".join(f"{g['group']} {g['n']}" + (" (too small to measure)" if g["too_small"] else "")
+                       for g in block["groups"])
+    what = "estimated from the image (ITA°), not a clinical label" if block.get("estimate") else "labelled"
+    return (f"- **Skin type coverage ({what}):** {groups} images. Groups too small to measure are where the model's "
+            "performance is unknown; the subgroup section gives every metric with its interval.")

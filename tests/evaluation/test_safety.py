@@ -109,3 +109,19 @@ def test_missing_ood_scores_count_as_refused() -> None:
     rows = [{"path": f"/x/{i}.png", "ood_score": s} for i, s in enumerate([0.1, 0.2, float("nan"), 0.3])]
     block = safety.selective_block(y, p, 0.5, rows, ood_threshold=1.0)
     assert block["deployed"]["n_accepted"] == 3 and "ood_score" in block["curves"]
+
+
+def test_model_card_states_measured_skin_type_coverage(tmp_path) -> None:
+    """With `--by ita` the card's skin-type limitation lists the groups it measured and those too small,
+    and says the tone is estimated; without it, the card says coverage is unknown."""
+    from skinonnx.evaluation.model_card import _skin_type_coverage
+
+    rows = _rows(tmp_path, 24)
+    y = np.array([1, 0] * 12)
+    p = np.where(y == 1, 0.8, 0.3)
+    blocks = safety.subgroup_blocks(y, p, 0.5, rows, ["ita"], {}, bootstrap=50, seed=0, confidence=0.95)
+    line = _skin_type_coverage({"subgroups": blocks})
+    groups = blocks[0]["groups"]
+    assert "estimated from the image" in line and "coverage unknown" not in line
+    assert all(f"{g['group']} {g['n']}" in line for g in groups) and sum(g["n"] for g in groups) == 24
+    assert "Skin type coverage unknown" in _skin_type_coverage({"subgroups": []})
