@@ -163,6 +163,12 @@ class GateReport:
     median_margin: float = float("nan")  # median |p_fp32 - threshold|: how close the fp32 scores sit to the boundary
     noise_agreement: float = float("nan")  # fp32 vs fp32 on the same images plus invisible pixel noise (reference)
     skipped: int = 0
+    ood_agreement: float = float("nan")  # accept/refuse decisions (ood_score vs its threshold) that agree; NaN: no OOD
+
+    @property
+    def ood_ok(self) -> bool:
+        """The INT8 file refuses the same images as "not assessed" (as often as labels must agree)."""
+        return bool(np.isnan(self.ood_agreement)) or self.ood_agreement >= self.min_agreement
 
     @property
     def auc_change(self) -> float:
@@ -178,7 +184,7 @@ class GateReport:
 
     @property
     def ok(self) -> bool:
-        return self.agreement_ok and self.auc_ok
+        return self.agreement_ok and self.auc_ok and self.ood_ok
 
     def text(self) -> str:
         mark = {True: "✓", False: "✗"}
@@ -188,6 +194,9 @@ class GateReport:
                  f"(need >= {self.min_agreement:.1%})",
                  f"  {mark[self.auc_ok]} ROC-AUC {self.auc_fp32:.4f} -> {self.auc_int8:.4f}, "
                  f"|Δ| = {self.auc_change:.4f} (allowed {self.max_auc_change:.4f})",
+                 *([] if np.isnan(self.ood_agreement) else [
+                     f"  {mark[self.ood_ok]} out-of-distribution decisions agree on {self.ood_agreement:.1%} of "
+                     f"images (need >= {self.min_agreement:.1%})"]),
                  f"    max |Δp| = {self.max_prob_diff:.4f}, mean |Δp| = {self.mean_prob_diff:.4f}; fp32 scores lie a "
                  f"median {self.median_margin:.4f} from the threshold",
                  f"    reference: fp32 keeps {self.noise_agreement:.1%} of its own labels when pixels get "
@@ -198,7 +207,8 @@ class GateReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "auc_change": self.auc_change, "ok": self.ok}
+        ood = None if np.isnan(self.ood_agreement) else self.ood_agreement  # strict JSON: no NaN
+        return {**asdict(self), "ood_agreement": ood, "auc_change": self.auc_change, "ok": self.ok}
 
 
 def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sample], min_agreement: float,
@@ -212,7 +222,8 @@ def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sampl
     prep = fp32.preprocessing
     noise_scale = (NOISE_GREY_LEVELS / 255.0 / np.asarray(prep.std, np.float32))[None, :, None, None]
     rng = np.random.default_rng(seed)
-    p32, p8, p32_noisy, truth = [], [], [], []
+    p32, p8, p32_noisy, truth, ood_same = [], [], [], [], []
+    with_ood = fp32.has_ood and int8.has_ood
     skipped, i = 0, 0
     for chunk in iter_preprocessed([s.path for s in samples], fp32.preprocessing, batch_size=8):
         arrays = []
@@ -225,8 +236,11 @@ def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sampl
             i += 1
         if arrays:
             batch = np.stack(arrays)
-            p32.append(fp32.predict_arrays(batch)[:, pos])
-            p8.append(int8.predict_arrays(batch)[:, pos])
+            out32, out8 = (m.run_outputs(batch, with_logits=False, with_ood=with_ood) for m in (fp32, int8))
+            p32.append(out32["probabilities"][:, pos])
+            p8.append(out8["probabilities"][:, pos])
+            if with_ood:
+                ood_same.append(fp32.in_distribution(out32["ood_score"]) == int8.in_distribution(out8["ood_score"]))
             noise = rng.standard_normal(batch.shape, dtype=np.float32) * noise_scale
             p32_noisy.append(fp32.predict_arrays(batch + noise)[:, pos])
     if not p32:
@@ -237,7 +251,8 @@ def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sampl
     diff = np.abs(prob32 - prob8)
     return GateReport(split, len(y), agreement, roc_auc(y, prob32), roc_auc(y, prob8), float(diff.max()),
                       float(diff.mean()), min_agreement, max_auc_change, threshold,
-                      float(np.median(np.abs(prob32 - threshold))), noise_agreement, skipped)
+                      float(np.median(np.abs(prob32 - threshold))), noise_agreement, skipped,
+                      float(np.mean(np.concatenate(ood_same))) if ood_same else float("nan"))
 
 
 # --------------------------------------------------------------------------- the real images every check uses

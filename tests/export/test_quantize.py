@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -51,6 +52,8 @@ def test_quantize_writes_a_gated_int8_model_that_test_and_predict_use(trained: T
     assert info["calibration"]["split"] == "train" and info["calibration"]["images"] == 24  # all 12 + 12
     assert info["gate"]["split"] == "val" and info["gate"]["n_images"] == 12 and info["gate"]["ok"]
     assert 0.0 <= info["gate"]["noise_agreement"] <= 1.0 and info["gate"]["median_margin"] >= 0.0
+    assert 0.5 <= info["gate"]["ood_agreement"] <= 1.0  # the INT8 file refuses (nearly) the same images
+    assert "out-of-distribution decisions agree on" in result.output
     assert len(info["source_model_sha256"]) == 64
 
     ops = {n.op_type for n in int8_model.graph.node}
@@ -174,3 +177,18 @@ def test_bias_correction_removes_the_mean_logit_shift_and_keep_fp32_leaves_a_sta
     assert len(layer4) == 10 and len(others) == 43  # 3 blocks x 3 convs + the downsample; the rest
     assert all(producers.get(n.input[1]) != "DequantizeLinear" for n in layer4)  # fp32 weights
     assert all(producers.get(n.input[1]) == "DequantizeLinear" for n in others)
+
+
+def test_the_gate_fails_when_int8_refuses_other_images_than_fp32() -> None:
+    """Labels and AUC within limits, but the INT8 file's out-of-distribution decisions differ too often."""
+    from skinonnx.export.compare import GateReport
+
+    gate = GateReport(split="val", n_images=100, label_agreement=0.99, auc_fp32=0.8, auc_int8=0.8, max_prob_diff=0.01,
+                      mean_prob_diff=0.001, min_agreement=0.98, max_auc_change=0.01, threshold=0.5,
+                      ood_agreement=0.95)
+    assert gate.agreement_ok and gate.auc_ok and not gate.ood_ok and not gate.ok
+    assert "✗ out-of-distribution decisions agree on 95.0%" in gate.text() and "INT8 gate FAILED" in gate.text()
+    without_ood = dataclasses.replace(gate, ood_agreement=float("nan"))  # a model exported with --no-ood
+    assert without_ood.ok and without_ood.to_dict()["ood_agreement"] is None
+    assert "out-of-distribution" not in without_ood.text()
+
