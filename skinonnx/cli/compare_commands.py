@@ -8,6 +8,7 @@ import click
 
 from .options import (
     POSITIVE_INT,
+    confidence_interval_options,
     max_pixels_option,
     open_classifier,
     provider_option,
@@ -41,12 +42,7 @@ def _data_for(models: tuple[Path, ...], data: str | None) -> str:
               help="Folder for compare.json and compare.md (default: reports/compare-<hash of the models>).")
 @click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True,
               help="Batch size for the evaluation and for the speed measurement.")
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=10), default=1000, show_default=True,
-              help="Stratified bootstrap resamples for the intervals (and the paired AUC differences).")
-@click.option("--ci-seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resampling.")
-@click.option("--confidence", type=click.FloatRange(0.5, 1, max_open=True), default=0.95, show_default=True,
-              help="Confidence level of the intervals.")
-@click.option("--no-ci", is_flag=True, help="Point estimates only (no bootstrap).")
+@confidence_interval_options
 @click.option("--speed-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Timed inference per model for images/s (0: three runs of one batch).")
 @max_pixels_option

@@ -10,6 +10,7 @@ import click
 from ..errors import SkinOnnxError
 from .options import (
     POSITIVE_INT,
+    confidence_interval_options,
     data_from_metadata,
     onnx_option,
     onnx_runtime_options,
@@ -33,12 +34,7 @@ from .options import (
               help="Report folder (default: reports/<model name>-<first 8 hex of its sha256>).")
 @renamed_option("--out", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--overwrite", is_flag=True, help="Replace a report of another model in --output.")
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=10), default=1000, show_default=True,
-              help="Stratified bootstrap resamples for the confidence intervals.")
-@click.option("--ci-seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resampling.")
-@click.option("--confidence", type=click.FloatRange(0.5, 1, max_open=True), default=0.95, show_default=True,
-              help="Confidence level of the intervals.")
-@click.option("--no-ci", is_flag=True, help="Point estimates only (no bootstrap).")
+@confidence_interval_options
 @click.option("--json", "as_json", is_flag=True,
               help="Print summary.json to stdout instead of the table (schema: docs/REPORTS.md).")
 @click.option("--run-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), help="Training run folder "

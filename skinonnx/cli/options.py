@@ -49,6 +49,17 @@ def require_extra(extra: str, purpose: str, *modules: str) -> None:
         raise SkinOnnxError(f"{purpose} needs {', '.join(missing)}: pip install 'skinonnx[{extra}]'")
 
 
+def confidence_interval_options(f):
+    """--bootstrap, --ci-seed, --confidence, --no-ci: the one declaration `test` and `compare` share."""
+    f = click.option("--no-ci", is_flag=True, help="Point estimates only (no bootstrap).")(f)
+    f = click.option("--confidence", type=click.FloatRange(0.5, 1, max_open=True), default=0.95, show_default=True,
+                     help="Confidence level of the intervals.")(f)
+    f = click.option("--ci-seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resampling.")(f)
+    return click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=10), default=1000, show_default=True,
+                        help="Stratified bootstrap resamples for the confidence intervals (and, in `compare`, the "
+                             "paired AUC differences).")(f)
+
+
 def echo(msg: str) -> None:
     click.echo(msg)
 
