@@ -42,6 +42,7 @@ from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.preprocessing import Preprocessing
 from ..deploy.contract import OOD_KEY, OOD_OUTPUT, OOD_REFUSAL, OOD_THRESHOLD_KEY, ModelContract
 from ..errors import ExportError, SkinOnnxError
+from .ood_statistics import StatisticsFit, StatisticsHead, batch_statistics, fit_statistics
 
 DEFAULT_OOD_ACCEPT = 0.95
 DEFAULT_COVARIANCE = "pca:64"  # measured better than full-rank shrinkage (docs/SAFETY.md)
@@ -143,21 +144,39 @@ class MahalanobisHead(nn.Module):
 
 
 class OodScore(nn.Module):
-    """Members' pooled features (each [V*N, D, 1, 1], views stacked) -> one score per image [N]."""
+    """Members' pooled features (each [V*N, D, 1, 1], views stacked) and the input [N, 3, S, S] -> one score [N].
 
-    def __init__(self, heads: Sequence[MahalanobisHead], views: int = 1) -> None:
+    Without ``statistics``: the feature distance (mean over views, then members). With it (every export):
+    ``max(feature / s_f, statistics / s_s)``, each part divided by its own scale (``part_scales``: the part's
+    ``accept`` quantile on validation), so an image unlike the training images in either way scores high.
+    ``parts = True`` returns both unscaled parts [N, 2] instead (used while fitting the scales)."""
+
+    def __init__(self, heads: Sequence[MahalanobisHead], views: int = 1,
+                 statistics: StatisticsHead | None = None) -> None:
         super().__init__()
         self.heads = nn.ModuleList(heads)
         self.views = views
+        self.statistics = statistics
+        self.parts = False
+        self.register_buffer("inverse_scales", torch.ones(2))
 
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+    def set_scales(self, scales: Sequence[float]) -> None:
+        self.inverse_scales = torch.tensor([1.0 / float(s) for s in scales], dtype=torch.float32)
+
+    def forward(self, features: list[torch.Tensor], x: torch.Tensor | None = None) -> torch.Tensor:
         scores = []
         for head, pooled in zip(self.heads, features, strict=True):
             score = head(pooled.flatten(1))
             if self.views > 1:
                 score = score.reshape(self.views, -1).mean(0)
             scores.append(score)
-        return scores[0] if len(scores) == 1 else torch.stack(scores, 1).mean(1)
+        feature = scores[0] if len(scores) == 1 else torch.stack(scores, 1).mean(1)
+        if self.statistics is None:
+            return feature
+        if x is None:
+            raise ExportError("the image-statistics part of the OOD score needs the input batch")
+        parts = torch.stack([feature, self.statistics(x)], 1)
+        return parts if self.parts else (parts * self.inverse_scales).max(dim=1).values
 
 
 class OodOutput:
@@ -183,10 +202,10 @@ class OodOutput:
             keep.clear()
         self._active = True
 
-    def _finish(self, module: nn.Module, _inputs: Any, outputs: Any) -> tuple[torch.Tensor, ...]:
+    def _finish(self, module: nn.Module, inputs: Any, outputs: Any) -> tuple[torch.Tensor, ...]:
         self._active = False
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        score = module.ood([keep[-1] for keep in self._captured])
+        score = module.ood([keep[-1] for keep in self._captured], inputs[0])  # the input: image statistics
         for keep in self._captured:
             keep.clear()
         return (*outputs, score)
@@ -225,6 +244,18 @@ def pooled_features(model: nn.Module, batch: np.ndarray | torch.Tensor) -> tuple
     finally:
         handle.remove()
     return captured[-1].flatten(1).double().numpy(), logits.double().numpy()
+
+
+def statistics_of(paths: Sequence[str | os.PathLike[str]], prep: Preprocessing, *,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[str], np.ndarray]:
+    """The image statistics (:mod:`.ood_statistics`) of every readable image of ``paths`` (in order)."""
+    kept, rows = [], []
+    for names, batch in preprocessed_batches(paths, prep, max_pixels=max_pixels):
+        kept += names
+        rows.append(batch_statistics(batch, prep))
+    if not rows:
+        raise ExportError("none of the images for the OOD fit could be read")
+    return kept, np.concatenate(rows)
 
 
 def features_of(model: nn.Module, paths: Sequence[str | os.PathLike[str]], prep: Preprocessing, *,
@@ -275,7 +306,8 @@ class OodFit:
 
     def text(self) -> str:
         r = self.record
-        return (f"OOD score: Mahalanobis ({r['covariance']}) on {r['fit']['n']} {r['fit']['split']} images; "
+        return (f"OOD score: Mahalanobis ({r['covariance']}) of features and of image statistics on "
+                f"{r['fit']['n']} {r['fit']['split']} images; "
                 f"threshold {self.threshold:.4g} accepts {r['threshold_fit']['accepted']:.1%} of "
                 f"{r['threshold_fit']['n']} {r['threshold_fit']['split']} images")
 
@@ -284,22 +316,21 @@ def fit_single(model: nn.Module, train: Sequence[Any], val: Sequence[Any], prep:
                accept: float = DEFAULT_OOD_ACCEPT, covariance: str = DEFAULT_COVARIANCE, tta: str = "none",
                views: int = 1, base: nn.Module | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                split_names: tuple[str, str] = ("train", "val")) -> OodFit:
-    """One model: Gaussians on ``train`` samples (``.path``, ``.label``), threshold on ``val``.
+    """One model: Gaussians of features and image statistics on ``train`` samples (``.path``, ``.label``),
+    the parts' scales and the threshold on ``val``.
 
     ``base``: a module like the one that will be exported around ``model`` (for TTA ``tta`` with ``views``
     views, an EnsembleWrapper); the threshold is fitted on the same computation as the graph's."""
     paths, labels = _paths_labels(train)
     kept, feats = features_of(model, paths, prep, max_pixels=max_pixels)
     fit = fit_gaussians(feats, [labels[p] for p in kept], covariance)
-    score = OodScore([MahalanobisHead(fit)], views)
+    stats = fit_statistics(statistics_of(paths, prep, max_pixels=max_pixels)[1])
+    score = OodScore([MahalanobisHead(fit)], views, StatisticsHead(prep, stats))
     base = base if base is not None else _PlainLogits(model)
-    hooks = OodOutput(base, [model], score)
-    try:
-        val_scores = wrapper_scores(base, [s.path for s in val], prep, max_pixels=max_pixels)
-    finally:
-        hooks.remove()
-    threshold = fit_threshold(val_scores, accept)
-    record = _record([fit], len(kept), split_names[0], val_scores, threshold, accept, split_names[1], tta)
+    parts = _parts(base, model, score, [s.path for s in val], prep, max_pixels)
+    threshold, val_scores = fit_parts(score, parts, accept)
+    record = _record([fit], stats, len(kept), split_names[0], parts, val_scores, threshold, accept, split_names[1],
+                     tta, score)
     return OodFit(score, threshold, record)
 
 
@@ -313,27 +344,49 @@ def fit_members(members: Sequence[nn.Module], oof_rows: Sequence[tuple[str, int,
     The file's score is the mean of the K member scores, and an out-of-fold image has an unbiased score
     from one member only; the mean of K such scores varies less than one, so a threshold from single
     members' held-out scores accepts at least ``accept`` of new in-distribution images (conservative).
+    The image statistics do not depend on the member: the file's Gaussian is fitted on all the images, and
+    each held-out fold is scored by one fitted on the other folds, like its member.
     ``single(member)``: the member alone as the graph runs it (its TTA views)."""
+    kept_stats, all_stats = statistics_of([p for p, _, _ in oof_rows], prep, max_pixels=max_pixels)
+    stats_by_path = dict(zip(kept_stats, all_stats, strict=True))
     fits, held_out = [], []
     for k, member in enumerate(members):
         train = [(p, y) for p, y, fold in oof_rows if fold != k]
         kept, feats = features_of(member, [p for p, _ in train], prep, max_pixels=max_pixels)
         label = dict(train)
         fits.append(fit_gaussians(feats, [label[p] for p in kept], covariance))
-        one = single(member)
-        hooks = OodOutput(one, [member], OodScore([MahalanobisHead(fits[-1])], views))
-        try:
-            held_out.append(wrapper_scores(one, [p for p, _, fold in oof_rows if fold == k], prep,
-                                           max_pixels=max_pixels))
-        finally:
-            hooks.remove()
-    scores = np.concatenate(held_out)
-    threshold = fit_threshold(scores, accept)
-    score = OodScore([MahalanobisHead(f) for f in fits], views)
+        stats_k = fit_statistics(np.stack([stats_by_path[p] for p, _ in train if p in stats_by_path]))
+        held_out.append(_parts(single(member), member, OodScore([MahalanobisHead(fits[-1])], views,
+                                                                StatisticsHead(prep, stats_k)),
+                               [p for p, _, fold in oof_rows if fold == k], prep, max_pixels))
+    parts = np.concatenate(held_out)
+    stats = fit_statistics(all_stats)
+    score = OodScore([MahalanobisHead(f) for f in fits], views, StatisticsHead(prep, stats))
+    threshold, scores = fit_parts(score, parts, accept)
     n_fit = sum(sum(f.n_per_class) for f in fits) // max(1, len(fits))
-    record = _record(fits, n_fit, "each member's training folds", scores, threshold, accept,
-                     "out-of-fold (each image scored by the member that did not train on it)", tta)
+    record = _record(fits, stats, n_fit, "each member's training folds", parts, scores, threshold, accept,
+                     "out-of-fold (each image scored by the member that did not train on it)", tta, score)
     return OodFit(score, threshold, record)
+
+
+def _parts(base: nn.Module, model: nn.Module, score: OodScore, paths: Sequence[Any], prep: Preprocessing,
+           max_pixels: int) -> np.ndarray:
+    """[N, 2]: the unscaled feature and statistics parts of ``paths``' scores, as ``base`` computes them."""
+    hooks = OodOutput(base, [model], score)
+    score.parts = True
+    try:
+        return wrapper_scores(base, paths, prep, max_pixels=max_pixels)
+    finally:
+        score.parts = False
+        hooks.remove()
+
+
+def fit_parts(score: OodScore, parts: np.ndarray, accept: float) -> tuple[float, np.ndarray]:
+    """Scale each part by its own ``accept`` quantile on validation (``parts`` [N, 2]), then the threshold on
+    their maximum, computed in float32 as the graph does; ``(threshold, validation scores)``."""
+    score.set_scales([max(fit_threshold(parts[:, i], accept), 1e-12) for i in range(parts.shape[1])])
+    scores = (parts.astype(np.float32) * score.inverse_scales.numpy()).max(1).astype(np.float64)
+    return fit_threshold(scores, accept), scores
 
 
 class _PlainLogits(nn.Module):
@@ -350,15 +403,24 @@ def _paths_labels(samples: Sequence[Any]) -> tuple[list[str], dict[str, int]]:
     return paths, {str(s.path): int(s.label) for s in samples}
 
 
-def _record(fits: Sequence[GaussianFit], n_fit: int, fit_split: str, scores: np.ndarray, threshold: float,
-            accept: float, threshold_split: str, tta: str) -> dict[str, Any]:
+def _record(fits: Sequence[GaussianFit], stats: StatisticsFit, n_fit: int, fit_split: str, parts: np.ndarray,
+            scores: np.ndarray, threshold: float, accept: float, threshold_split: str, tta: str,
+            score: OodScore) -> dict[str, Any]:
     first = fits[0]
+    scales = [1.0 / float(v) for v in score.inverse_scales]
     return {
         "method": "mahalanobis", "covariance": first.covariance,
         "shrinkage": [f.shrinkage for f in fits] if len(fits) > 1 else first.shrinkage,
         "feature": f"{FEATURE_LAYER} ({first.means.shape[1]})", "components": first.components,
-        "score": "min over classes of the squared Mahalanobis distance to the class mean (shared covariance), "
-                 "divided by the number of whitened directions; higher = more unlike the training images",
+        "score": "max(feature / s_f, image_statistics / s_s): feature = min over classes of the squared "
+                 "Mahalanobis distance of the pooled features to the class mean (shared covariance), divided by "
+                 "the number of whitened directions; image_statistics = squared Mahalanobis distance of the "
+                 "input's colour, sharpness and layout statistics to the training images', divided by their "
+                 "number; each divided by its own accept quantile on the threshold split; higher = more unlike "
+                 "the training images",
+        "image_statistics": stats.record(),
+        "parts": {"names": ["feature", "image_statistics"], "scales": scales, "combination": "max",
+                  "refused_alone": [float(np.mean(parts[:, i] / scales[i] > threshold)) for i in range(2)]},
         "accept_if": f"{OOD_OUTPUT} <= {OOD_THRESHOLD_KEY}", "refusal": OOD_REFUSAL,
         "members": len(fits), "combination": "mean" if len(fits) > 1 else "single", "tta": tta,
         "fit": {"split": fit_split, "n": int(n_fit), "per_class": first.n_per_class},

@@ -1,0 +1,147 @@
+"""The image-statistics part of ``ood_score``: is the input *a dermoscopic photograph* at all, in the graph.
+
+The feature distance (:mod:`.ood`) is only as good as the network's features; those of a network trained
+from scratch on a few hundred images accept a greyscale, blurred or flat image, a pink blob or a close-up
+of skin. These properties are visible in the pixels, so a second, model-free score measures them on the
+preprocessed input (``x * std + mean``: RGB in [0, 1]) with a handful of torch ops traced into the graph:
+
+    chroma_red, chroma_blue   mean log((R + e) / (G + e)), mean log((B + e) / (G + e)): the colour balance
+                              (a greyscale image has 0, 0; a colour cast moves them)
+    chroma_spread             log mean absolute deviation of log((R + e) / (G + e)) over the pixels
+    saturation                log mean (max - min) / (max + e) over the channels
+    brightness, contrast      mean grey level and log of its mean absolute deviation
+    sharpness, edges          log mean |4-neighbour Laplacian| and log mean |horizontal + vertical difference|
+                              of the grey level (blur lowers the first much more than the second)
+    centre_contrast           mean grey of the border ring minus the central disc (a lesion is darker
+                              than the skin around it), and the same for saturation (centre_saturation)
+    vignette                  mean grey of the edges' middles minus the four corners (the dermatoscope's
+                              circular field of view darkens the corners)
+
+(``e`` = 1/255, also added inside each log of a statistic; grey = 0.299 R + 0.587 G + 0.114 B.) The training split's statistics are modelled by one
+Gaussian (Ledoit-Wolf covariance); the score is the squared Mahalanobis distance divided by the number of
+statistics, so training images score about 1. No Conv in it (INT8 leaves it alone); it lives under the
+``ood`` module, so its nodes are named ``ood/...`` like the rest of the head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.preprocessing import Preprocessing
+from ..errors import ExportError
+
+STATISTICS = ("chroma_red", "chroma_blue", "chroma_spread", "saturation", "brightness", "contrast", "sharpness", "edges",
+              "centre_contrast", "centre_saturation", "vignette")
+EPS = 1.0 / 255
+GREY = (0.299, 0.587, 0.114)
+CENTRE_RADIUS = 0.25  # of the side: the central disc
+RING = 0.125  # of the side: the border ring's width, and the corner squares' side
+
+
+def region_weights(size: int) -> dict[str, np.ndarray]:
+    """[size, size] weights (each sums to 1) of the regions the statistics compare."""
+    c = (np.arange(size) + 0.5) / size - 0.5
+    r = np.hypot(c[:, None], c[None, :])
+    inside = np.abs(c) < 0.5 - RING
+    ring = ~(inside[:, None] & inside[None, :])
+    edge = np.abs(c) >= 0.5 - RING
+    middle = np.abs(c) < RING
+    corners = edge[:, None] & edge[None, :]
+    middles = (edge[:, None] & middle[None, :]) | (middle[:, None] & edge[None, :])
+    masks = {"centre": r < CENTRE_RADIUS, "ring": ring, "corners": corners, "middles": middles}
+    return {k: (m / max(m.sum(), 1)).astype(np.float32) for k, m in masks.items()}
+
+
+class ImageStatistics(nn.Module):
+    """Preprocessed batch [N, 3, S, S] -> the :data:`STATISTICS` [N, len(STATISTICS)] (see module doc)."""
+
+    def __init__(self, prep: Preprocessing) -> None:
+        super().__init__()
+        s = prep.image_size
+        self.register_buffer("std", torch.tensor(prep.std, dtype=torch.float32).reshape(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(prep.mean, dtype=torch.float32).reshape(1, 3, 1, 1))
+        self.register_buffer("grey", torch.tensor(GREY, dtype=torch.float32).reshape(1, 3, 1, 1))
+        for name, w in region_weights(s).items():
+            self.register_buffer(name, torch.from_numpy(w))
+
+    @staticmethod
+    def _laplacian(g: torch.Tensor) -> torch.Tensor:
+        lap = 4 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2] - g[:, 1:-1, 2:]
+        return torch.log(lap.abs().mean((1, 2)) + EPS)
+
+    def _weighted(self, v: torch.Tensor, region: str) -> torch.Tensor:
+        return (v * getattr(self, region)).sum((1, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rgb = x * self.std + self.mean
+        grey = (rgb * self.grey).sum(1)
+        red, green, blue = rgb[:, 0] + EPS, rgb[:, 1] + EPS, rgb[:, 2] + EPS
+        red_green = torch.log(red / green)
+        high, low = rgb.max(1).values, rgb.min(1).values
+        saturation = (high - low) / (high + EPS)
+        brightness = grey.mean((1, 2))
+        # mean absolute deviations: no square root to magnify float32 round-off on flat images
+        spread = (red_green - red_green.mean((1, 2), keepdim=True)).abs().mean((1, 2))
+        contrast = (grey - brightness[:, None, None]).abs().mean((1, 2))
+        edges = (grey[:, 1:] - grey[:, :-1]).abs().mean((1, 2)) + (grey[:, :, 1:] - grey[:, :, :-1]).abs().mean((1, 2))
+        return torch.stack([
+            red_green.mean((1, 2)), torch.log(blue / green).mean((1, 2)), torch.log(spread + EPS),
+            torch.log(saturation.mean((1, 2)) + EPS),
+            brightness, torch.log(contrast + EPS), self._laplacian(grey), torch.log(edges + EPS),
+            self._weighted(grey, "ring") - self._weighted(grey, "centre"),
+            self._weighted(saturation, "centre") - self._weighted(saturation, "ring"),
+            self._weighted(grey, "middles") - self._weighted(grey, "corners")], 1)
+
+
+@dataclass
+class StatisticsFit:
+    """One Gaussian over the training images' statistics; ``score`` as the graph computes it."""
+
+    mean: np.ndarray  # [d]
+    whitening: np.ndarray  # [d, d], already divided by sqrt(d)
+    shrinkage: float
+    n: int
+
+    def score(self, statistics: np.ndarray) -> np.ndarray:
+        return (((np.asarray(statistics, np.float64) - self.mean) @ self.whitening) ** 2).sum(1)
+
+    def record(self) -> dict[str, object]:
+        return {"statistics": list(STATISTICS), "covariance": "ledoit_wolf", "shrinkage": self.shrinkage,
+                "n": self.n, "mean": [round(float(v), 6) for v in self.mean]}
+
+
+def fit_statistics(statistics: np.ndarray) -> StatisticsFit:
+    """Mean and Ledoit-Wolf covariance of the training images' statistics [n, d]; its whitening / sqrt(d)."""
+    from sklearn.covariance import LedoitWolf
+
+    x = np.asarray(statistics, np.float64)
+    if x.ndim != 2 or len(x) < x.shape[1] + 2 or not np.all(np.isfinite(x)):
+        raise ExportError(f"the image-statistics part of the OOD score needs at least {len(STATISTICS) + 2} "
+                          f"readable training images ({len(x)} given): train on more images, or export with --no-ood")
+    est = LedoitWolf().fit(x)
+    values, vectors = np.linalg.eigh(est.covariance_)
+    whitening = vectors / np.sqrt(np.maximum(values, max(float(values.max()) * 1e-12, 1e-30)))
+    return StatisticsFit(est.location_, whitening / np.sqrt(x.shape[1]), float(est.shrinkage_), len(x))
+
+
+class StatisticsHead(nn.Module):
+    """Preprocessed batch [N, 3, S, S] -> squared, whitened distance of its statistics to the training mean [N]."""
+
+    def __init__(self, prep: Preprocessing, fit: StatisticsFit) -> None:
+        super().__init__()
+        self.statistics = ImageStatistics(prep)
+        self.register_buffer("whitening", torch.from_numpy(fit.whitening.astype(np.float32)))
+        self.register_buffer("centre", torch.from_numpy((fit.mean @ fit.whitening).astype(np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((self.statistics(x) @ self.whitening - self.centre) ** 2).sum(1)
+
+
+@torch.no_grad()
+def batch_statistics(batch: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """The :data:`STATISTICS` of a preprocessed batch [N, 3, S, S], computed by the graph's own module."""
+    return ImageStatistics(prep)(torch.from_numpy(np.ascontiguousarray(batch, np.float32))).double().numpy()
