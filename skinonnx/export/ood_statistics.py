@@ -13,14 +13,16 @@ preprocessed input (``x * std + mean``: RGB in [0, 1]) with a handful of torch o
     sharpness, edges          log mean |4-neighbour Laplacian| and log mean |horizontal + vertical difference|
                               of the grey level (blur lowers the first much more than the second)
     centre_contrast           mean grey of the border ring minus the central disc (a lesion is darker
-                              than the skin around it), and the same for saturation (centre_saturation)
+                              than the skin around it)
+    centre_saturation         mean saturation of the central disc minus the border ring
     vignette                  mean grey of the edges' middles minus the four corners (the dermatoscope's
                               circular field of view darkens the corners)
 
-(``e`` = 1/255, also added inside each log of a statistic; grey = 0.299 R + 0.587 G + 0.114 B.) The training split's statistics are modelled by one
-Gaussian (Ledoit-Wolf covariance); the score is the squared Mahalanobis distance divided by the number of
-statistics, so training images score about 1. No Conv in it (INT8 leaves it alone); it lives under the
-``ood`` module, so its nodes are named ``ood/...`` like the rest of the head.
+(``e`` = 1/255, also added inside each log of a statistic; grey = 0.299 R + 0.587 G + 0.114 B.) The
+training split's statistics are modelled by one Gaussian (Ledoit-Wolf covariance); the score is the squared
+Mahalanobis distance divided by the number of statistics, so training images score about 1. No Conv in it
+(INT8 leaves it alone); it lives under the ``ood`` module, so its nodes are named ``ood/...`` like the rest
+of the head.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from torch import nn
 from ..data.preprocessing import Preprocessing
 from ..errors import ExportError
 
-STATISTICS = ("chroma_red", "chroma_blue", "chroma_spread", "saturation", "brightness", "contrast", "sharpness", "edges",
-              "centre_contrast", "centre_saturation", "vignette")
+STATISTICS = ("chroma_red", "chroma_blue", "chroma_spread", "saturation", "brightness", "contrast", "sharpness",
+              "edges", "centre_contrast", "centre_saturation", "vignette")
 EPS = 1.0 / 255
 GREY = (0.299, 0.587, 0.114)
 CENTRE_RADIUS = 0.25  # of the side: the central disc
