@@ -79,7 +79,7 @@ class ImageStatistics(nn.Module):
         return (v * getattr(self, region)).sum((1, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rgb = x * self.std + self.mean
+        rgb = (x * self.std + self.mean).clamp(0.0, 1.0)  # any input gives finite statistics
         grey = (rgb * self.grey).sum(1)
         red, green, blue = rgb[:, 0] + EPS, rgb[:, 1] + EPS, rgb[:, 2] + EPS
         red_green = torch.log(red / green)

@@ -87,12 +87,14 @@ def far_ood(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.mark.slow
 def test_graph_score_is_the_pytorch_mahalanobis_score(trained: TrainedModel) -> None:
-    """The session export carries ood_score by default; it equals the score computed from PyTorch's pooled
-    features with the same fit (refitted here: the fit is deterministic)."""
+    """The session export carries ood_score by default; it equals the maximum of the feature distance computed
+    from PyTorch's pooled features and of the image-statistics distance, each divided by the scale the metadata
+    records, with the same fits (refitted here: the fits are deterministic)."""
     from skinonnx.data.layouts import discover
     from skinonnx.data.preprocessing import Preprocessing
     from skinonnx.deploy.runtime import OnnxClassifier
-    from skinonnx.export.ood import data_splits, features_of, fit_gaussians
+    from skinonnx.export.ood import data_splits, features_of, fit_gaussians, statistics_of
+    from skinonnx.export.ood_statistics import fit_statistics
     from skinonnx.training.checkpoint import load_checkpoint, model_from_checkpoint
 
     clf = OnnxClassifier(trained.onnx, "cpu")
@@ -106,14 +108,18 @@ def test_graph_score_is_the_pytorch_mahalanobis_score(trained: TrainedModel) -> 
     kept, feats = features_of(model, [s.path for s in train], prep)
     label = {str(s.path): s.label for s in train}
     fit = fit_gaussians(feats, [label[p] for p in kept], record["covariance"])
+    statistics = fit_statistics(statistics_of([s.path for s in train], prep)[1])
+    scales = record["parts"]["scales"]
+
+    def expected(paths: list) -> np.ndarray:
+        parts = [fit.score(features_of(model, paths, prep)[1]), statistics.score(statistics_of(paths, prep)[1])]
+        return np.max(np.stack(parts, 1) / np.asarray(scales), 1)
+
     test = [str(s.path) for s in discover(trained.data, write_split_file=False).split("test")]
-    _, test_feats = features_of(model, test, prep)
-    expected = fit.score(test_feats)
     got = np.array([p.ood_score for p in clf.predict_files(test)])
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got, expected(test), rtol=1e-4, atol=1e-5)
     # the threshold accepts the stated share of validation images
-    _, val_feats = features_of(model, [s.path for s in val], prep)
-    assert np.mean(fit.score(val_feats) <= clf.ood_threshold) >= record["threshold_fit"]["accept"]
+    assert np.mean(expected([s.path for s in val]) <= clf.ood_threshold) >= record["threshold_fit"]["accept"]
 
 
 @pytest.mark.slow
