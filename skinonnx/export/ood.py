@@ -16,8 +16,17 @@ ResNet50 at 64 px, 0.1 % at 224 px). Its nodes are named ``ood/...``, so the fp1
 float32 (scores of far-away images would overflow float16's 65504) and INT8 (which quantizes only Conv)
 leaves them alone.
 
+Weak features (a network trained from scratch on a few hundred images) accept greyscale, blurred and flat
+images, pink blobs and close-ups of skin; so the exported score has a second, model-free part, the
+Mahalanobis distance of the input's image statistics (colour, saturation, sharpness, layout:
+:mod:`.ood_statistics`), and is their maximum after dividing each by its own ``accept`` quantile on the
+validation split:
+
+    ood_score = max(feature / s_f, statistics / s_s)
+
 Ensembles and test-time augmentation: each member has its own Gaussians (fitted on its own training
-split); a member's score is the mean over the TTA views, and the file's score the mean over the members.
+split); a member's feature score is the mean over the TTA views, the file's feature score the mean over the
+members; the image statistics are computed once, on the input as given.
 
 ``ood_threshold`` (metadata): the ``accept`` quantile (default 95 %) of the scores of the validation split
 (out-of-fold images for a cross-validation ensemble): an image scoring above it is refused, "not assessed:

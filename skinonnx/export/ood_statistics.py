@@ -63,10 +63,10 @@ class ImageStatistics(nn.Module):
 
     def __init__(self, prep: Preprocessing) -> None:
         super().__init__()
-        s = prep.image_size
-        self.register_buffer("std", torch.tensor(prep.std, dtype=torch.float32).reshape(1, 3, 1, 1))
-        self.register_buffer("mean", torch.tensor(prep.mean, dtype=torch.float32).reshape(1, 3, 1, 1))
-        self.register_buffer("grey", torch.tensor(GREY, dtype=torch.float32).reshape(1, 3, 1, 1))
+        s = prep.image_size  # per-channel constants [3, 1, 1]: broadcast over NCHW, not 4-d like conv kernels
+        self.register_buffer("std", torch.tensor(prep.std, dtype=torch.float32).reshape(3, 1, 1))
+        self.register_buffer("mean", torch.tensor(prep.mean, dtype=torch.float32).reshape(3, 1, 1))
+        self.register_buffer("grey", torch.tensor(GREY, dtype=torch.float32).reshape(3, 1, 1))
         for name, w in region_weights(s).items():
             self.register_buffer(name, torch.from_numpy(w))
 
