@@ -18,11 +18,16 @@ preprocessed input (``x * std + mean``: RGB in [0, 1]) with a handful of torch o
     vignette                  mean grey of the edges' middles minus the four corners (the dermatoscope's
                               circular field of view darkens the corners)
 
-(``e`` = 1/255, also added inside each log of a statistic; grey = 0.299 R + 0.587 G + 0.114 B.) The
-training split's statistics are modelled by one Gaussian (Ledoit-Wolf covariance); the score is the squared
-Mahalanobis distance divided by the number of statistics, so training images score about 1. No Conv in it
-(INT8 leaves it alone); it lives under the ``ood`` module, so its nodes are named ``ood/...`` like the rest
-of the head.
+(``e`` = 1/255, also added inside each log of a statistic; grey = 0.299 R + 0.587 G + 0.114 B.)
+
+The score is non-parametric, because the training images' statistics are far from Gaussian (heavy-tailed
+colour balance, a few very smooth images): the statistics are whitened by the training images' Ledoit-Wolf
+covariance and divided by sqrt(d), and the score is the squared distance to the 3rd nearest training image
+(Sun et al. 2022's k-NN score, here on statistics instead of features). An image in a rare *combination*
+(a cat's yellow fur: in range on each statistic alone) scores high as well as one far out on one statistic.
+The graph holds the n training images' whitened statistics (n x 11 floats) and computes the n distances
+and a TopK. No Conv in it (INT8 leaves it alone); it lives under the ``ood`` module, so its nodes are named
+``ood/...`` like the rest of the head.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ EPS = 1.0 / 255
 GREY = (0.299, 0.587, 0.114)
 CENTRE_RADIUS = 0.25  # of the side: the central disc
 RING = 0.125  # of the side: the border ring's width, and the corner squares' side
+NEIGHBOURS = 3  # the score is the distance to the 3rd nearest training image (benchmarks/ood.py: k = 1..20)
 
 
 def region_weights(size: int) -> dict[str, np.ndarray]:
@@ -101,23 +107,32 @@ class ImageStatistics(nn.Module):
 
 @dataclass
 class StatisticsFit:
-    """One Gaussian over the training images' statistics; ``score`` as the graph computes it."""
+    """The training images' statistics, whitened; ``score`` as the graph computes it."""
 
     mean: np.ndarray  # [d]
     whitening: np.ndarray  # [d, d], already divided by sqrt(d)
+    reference: np.ndarray  # [n, d]: the training images' whitened statistics
     shrinkage: float
-    n: int
+    neighbours: int = NEIGHBOURS
+
+    def whiten(self, statistics: np.ndarray) -> np.ndarray:
+        return (np.asarray(statistics, np.float64) - self.mean) @ self.whitening
 
     def score(self, statistics: np.ndarray) -> np.ndarray:
-        return (((np.asarray(statistics, np.float64) - self.mean) @ self.whitening) ** 2).sum(1)
+        """Squared whitened distance to the ``neighbours``-th nearest training image."""
+        d2 = ((self.whiten(statistics)[:, None, :] - self.reference[None]) ** 2).sum(-1)
+        return np.sort(d2, axis=1)[:, self.neighbours - 1]
 
     def record(self) -> dict[str, object]:
-        return {"statistics": list(STATISTICS), "covariance": "ledoit_wolf", "shrinkage": self.shrinkage,
-                "n": self.n, "mean": [round(float(v), 6) for v in self.mean]}
+        return {"statistics": list(STATISTICS), "score": f"squared distance to the {self.neighbours}-th nearest "
+                f"training image, whitened by the Ledoit-Wolf covariance, divided by {len(STATISTICS)}",
+                "covariance": "ledoit_wolf", "shrinkage": self.shrinkage, "neighbours": self.neighbours,
+                "n": len(self.reference), "mean": [round(float(v), 6) for v in self.mean]}
 
 
 def fit_statistics(statistics: np.ndarray) -> StatisticsFit:
-    """Mean and Ledoit-Wolf covariance of the training images' statistics [n, d]; its whitening / sqrt(d)."""
+    """Whitening (Ledoit-Wolf covariance, / sqrt(d)) of the training images' statistics [n, d], and the
+    whitened images themselves: the references of the nearest-neighbour distance."""
     from sklearn.covariance import LedoitWolf
 
     x = np.asarray(statistics, np.float64)
@@ -126,21 +141,26 @@ def fit_statistics(statistics: np.ndarray) -> StatisticsFit:
                           f"readable training images ({len(x)} given): train on more images, or export with --no-ood")
     est = LedoitWolf().fit(x)
     values, vectors = np.linalg.eigh(est.covariance_)
-    whitening = vectors / np.sqrt(np.maximum(values, max(float(values.max()) * 1e-12, 1e-30)))
-    return StatisticsFit(est.location_, whitening / np.sqrt(x.shape[1]), float(est.shrinkage_), len(x))
+    whitening = vectors / np.sqrt(np.maximum(values, max(float(values.max()) * 1e-12, 1e-30))) / np.sqrt(x.shape[1])
+    return StatisticsFit(est.location_, whitening, (x - est.location_) @ whitening, float(est.shrinkage_))
 
 
 class StatisticsHead(nn.Module):
-    """Preprocessed batch [N, 3, S, S] -> squared, whitened distance of its statistics to the training mean [N]."""
+    """Preprocessed batch [N, 3, S, S] -> squared whitened distance of its statistics to the k-th nearest
+    training image [N] (the training images' whitened statistics are a [n, d] constant of the graph)."""
 
     def __init__(self, prep: Preprocessing, fit: StatisticsFit) -> None:
         super().__init__()
         self.statistics = ImageStatistics(prep)
+        self.neighbours = fit.neighbours
         self.register_buffer("whitening", torch.from_numpy(fit.whitening.astype(np.float32)))
         self.register_buffer("centre", torch.from_numpy((fit.mean @ fit.whitening).astype(np.float32)))
+        self.register_buffer("reference", torch.from_numpy(fit.reference.astype(np.float32)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ((self.statistics(x) @ self.whitening - self.centre) ** 2).sum(1)
+        z = self.statistics(x) @ self.whitening - self.centre
+        d2 = ((z.unsqueeze(1) - self.reference.unsqueeze(0)) ** 2).sum(-1)  # [N, n]: no cancellation
+        return torch.topk(d2, self.neighbours, dim=1, largest=False).values.max(dim=1).values
 
 
 @torch.no_grad()
