@@ -10,8 +10,9 @@
    pink blobs, skin and photo close-ups). Each method is fitted on the training split, its threshold on
    validation (``--accept``); reported: AUROC of ISIC test vs far-OOD (all, photos only, generated only) and
    vs near-OOD, the share of ISIC test images refused, of far-OOD and of near-OOD images refused (and per
-   near-OOD kind). Methods: **the exported score** (Mahalanobis PCA-64 of the features and of the image
-   statistics, each scaled by its own validation quantile, their maximum), the image statistics alone,
+   near-OOD kind). Methods: **the exported score** (Mahalanobis PCA-64 of the features and the 3-NN distance
+   of the whitened image statistics, each scaled by its own validation quantile, their maximum), the image
+   statistics alone (k = 1, 3, 10 nearest training images),
    Mahalanobis of the features alone with a shared covariance estimated by Ledoit-Wolf, OAS or a PCA
    projection (K = 16, 64 (the score before the image statistics), 256), Euclidean distance to the nearest
    class mean (no covariance), the energy score on the logits (Liu et al. 2020) and the k-th
@@ -143,10 +144,15 @@ def separation(model, prep, splits: dict[str, list], ood_paths: list[Path], near
         results[f"mahalanobis[{cov}]"] = {**evaluate(feature[cov], kinds, near_kinds, accept),
                                           "shrinkage": fit.shrinkage, "fit_seconds": time.perf_counter() - t0}
     scores, threshold, scales = combined(feature["pca:64"], statistics, accept)
+    alone = {}
+    for k in (1, 3, 10):
+        statistics_fit.neighbours = k
+        alone[f"image statistics alone, k={k}"] = evaluate({n: statistics_fit.score(v) for n, v in stats.items()},
+                                                           kinds, near_kinds, accept)
     results = {"exported: max(pca:64, statistics)": {**evaluate(scores, kinds, near_kinds, accept, threshold),
                                                      "part_scales": scales,
                                                      "statistics_shrinkage": statistics_fit.shrinkage},
-               "image statistics alone": evaluate(statistics, kinds, near_kinds, accept), **results}
+               **alone, **results}
     means = np.stack([feats["train"][labels["train"] == c].mean(0) for c in sorted(set(labels["train"]))])
     euclid = {k: ((v[:, None, :] - means[None]) ** 2).sum(-1).min(1) for k, v in feats.items()}
     results["euclidean to class mean"] = evaluate(euclid, kinds, near_kinds, accept)
