@@ -315,8 +315,9 @@ class OodFit:
 
     def text(self) -> str:
         r = self.record
-        return (f"OOD score: Mahalanobis ({r['covariance']}) of features and of image statistics on "
-                f"{r['fit']['n']} {r['fit']['split']} images; "
+        return (f"OOD score: max of the features' Mahalanobis distance ({r['covariance']}) and the image statistics' "
+                f"{r['image_statistics']['neighbours']}-NN distance, fitted on {r['fit']['n']} {r['fit']['split']} "
+                "images; "
                 f"threshold {self.threshold:.4g} accepts {r['threshold_fit']['accepted']:.1%} of "
                 f"{r['threshold_fit']['n']} {r['threshold_fit']['split']} images")
 
