@@ -134,3 +134,16 @@ def test_statistics_are_the_same_in_onnx_runtime_and_under_the_ood_node_names(fi
     nodes = onnx.load(str(graph)).graph.node
     log_nodes = [n.name for n in nodes if n.op_type == "Log"]  # only the statistics take logarithms
     assert log_nodes and all(is_ood_node(n) for n in log_nodes), log_nodes
+
+
+def test_near_ood_set_has_every_kind_from_the_given_lesions(synthetic_data: Path, tmp_path: Path) -> None:
+    from skinonnx.data.near_ood import KINDS, write_near_ood_images
+
+    sources = sorted((synthetic_data / "val").rglob("*.png"))[:2]
+    paths = write_near_ood_images(tmp_path, sources, size=48)
+    assert {p.name.split("-", 1)[0] for p in paths} == set(KINDS)
+    grey = np.asarray(Image.open(tmp_path / f"greyscale-{sources[0].stem}.png"))
+    assert grey.shape == (48, 48, 3) and np.all(grey[..., 0] == grey[..., 1]) and np.all(grey[..., 1] == grey[..., 2])
+    original = np.asarray(Image.open(sources[0]).convert("RGB").resize((48, 48)), np.float64)
+    blurred = np.asarray(Image.open(tmp_path / f"blurred-{sources[0].stem}.png"), np.float64)
+    assert np.abs(np.diff(blurred, axis=1)).mean() < 0.5 * np.abs(np.diff(original, axis=1)).mean()
