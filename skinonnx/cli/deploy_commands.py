@@ -182,7 +182,8 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
         ensure_writable_dir(cam_dir)
     classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized, threads)
     ray_options = None if engine != "ray" else {"address": address, "workers": workers,
-                                                 "gpus_per_worker": gpus_per_worker, "provider": provider}
+                                                 "gpus_per_worker": gpus_per_worker, "provider": provider,
+                                                 "threads": threads}
     result, journal = run_job(classifier, paths, output, threshold=threshold, batch_size=batch_size,
                               max_pixels=max_pixels, progress=not quiet, part_rows=part_size,
                               ray_options=ray_options, cam_dir=cam_dir, echo=lambda msg: click.echo(msg, err=True))
@@ -191,7 +192,7 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
     journal.remove()
     pos = classifier.contract.positive_class
     n_pos = sum(r["prediction"] == pos for r in result.rows)
-    n_out = sum(r.get("in_distribution") is False for r in result.rows)
+    n_out = sum(r["prediction"] == OOD_REFUSAL for r in result.rows)
     refused = f", {n_out} {OOD_REFUSAL}" if classifier.has_ood else ""
     click.echo(f"{len(result.rows) - n_out} images classified ({n_pos} {pos}){refused}, {len(result.skipped)} "
                f"skipped -> {output}"

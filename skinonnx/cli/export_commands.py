@@ -121,7 +121,8 @@ def export(ctx: click.Context, checkpoint: str | None, output: Path, opset: int,
         click.echo(f"wrote {result.uint8_path} (input 'image': uint8 [N, H, W, 3] RGB, shorter side resized to "
                    f"{c.preprocessing.resize_size}; see docs/EMBEDDING.md)")
     if int8 or fp16 or ort_format:
-        _write_variants(result, data, int8=int8, fp16=fp16, fp16_tolerance=fp16_tolerance, ort_format=ort_format)
+        _write_variants(result, data, int8=int8, fp16=fp16, fp16_tolerance=fp16_tolerance, ort_format=ort_format,
+                        provider=provider)
     if triton_repo is not None:
         from ..deploy.triton_repo import write_triton_repo
 
@@ -157,25 +158,25 @@ def _checkpoint(spec: str | None, runs_dir: Path) -> Path:
 
 
 def _write_variants(result: ExportResult, data: str | None, *, int8: bool, fp16: bool, fp16_tolerance: float,
-                    ort_format: bool) -> None:
+                    ort_format: bool, provider: str) -> None:
     """--int8, --fp16 and --ort-format: converted copies of the files just written, each checked on the model's
-    real images (its recorded training data unless --data); a copy that fails its check is not written."""
+    real images (its recorded training data unless --data) with --provider; a copy that fails is not written."""
     from ..data.training_data import model_data
 
     root = model_data(data, result.contract.extra.get("training_data"),
                       needed_for=f"{result.path} is written; --int8/--fp16/--ort-format")
     if int8:
-        _run_quantize(result.path, None, root, {})
+        _run_quantize(result.path, None, root, {}, provider=provider)
     if fp16:
         from ..export.fp16 import export_fp16
 
-        half = export_fp16(result.path, root, max_prob_diff=fp16_tolerance, echo=echo)
+        half = export_fp16(result.path, root, max_prob_diff=fp16_tolerance, provider=provider, echo=echo)
         click.echo(f"wrote {half.path} ({half.path.stat().st_size / 1e6:.1f} MB, fp16 weights, float32 in/out)")
     if ort_format:
         from ..export.ort_format import export_ort_format
 
         for model in [result.path] + ([result.uint8_path] if result.uint8_path else []):
-            done = export_ort_format(model, root, echo=echo)
+            done = export_ort_format(model, root, provider=provider, echo=echo)
             click.echo(f"wrote {done.path} ({done.path.stat().st_size / 1e6:.1f} MB, ORT format), {done.config_path}")
 
 
@@ -196,10 +197,10 @@ def _cv_source(checkpoint: str | None, run_dir: Path | None, runs_dir: Path) -> 
     return newest
 
 
-def _run_quantize(onnx_path: Path, output: Path | None, data: str, options: dict) -> None:
+def _run_quantize(onnx_path: Path, output: Path | None, data: str, options: dict, provider: str = "cpu") -> None:
     from ..export.quantize import QuantizeSettings, quantize_model
 
-    q = quantize_model(onnx_path, output, data, QuantizeSettings(**options), echo=echo)
+    q = quantize_model(onnx_path, output, data, QuantizeSettings(**options), provider=provider, echo=echo)
     size = q.path.stat().st_size / 1e6
     click.echo(f"wrote {q.path} ({size:.1f} MB, INT8 QDQ, calibrated on {q.calibration_images} images) in "
                f"{q.seconds:.0f} s")

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..deploy.decision import predicted_positive
+
 #: Scalar metrics reported by :func:`binary_metrics` and bootstrapped by :func:`bootstrap_ci`.
 METRIC_NAMES: tuple[str, ...] = (
     "accuracy",
@@ -354,7 +356,7 @@ def binary_metrics(y_true: ArrayLike, y_prob: ArrayLike, threshold: float) -> di
     scores = _scores(y_prob)
     _same_length(truth, scores)
     thr = _threshold(threshold)
-    counts = confusion(truth, (scores >= thr).astype(np.int64))
+    counts = confusion(truth, predicted_positive(scores, thr).astype(np.int64))
     result: dict[str, Any] = {
         name: float(value)
         for name, value in _count_metrics(counts.tp, counts.fp, counts.tn, counts.fn).items()
@@ -411,7 +413,7 @@ def _resample_metrics(
     """Every scalar metric for each row of the index matrix ``idx`` (any resampling scheme)."""
     rows = idx.shape[0]
     is_pos = truth[idx].astype(bool)
-    pred = (scores >= thr)[idx]
+    pred = predicted_positive(scores, thr)[idx]
     tp = np.count_nonzero(is_pos & pred, axis=1)
     fp = np.count_nonzero(~is_pos & pred, axis=1)
     fn = np.count_nonzero(is_pos & ~pred, axis=1)

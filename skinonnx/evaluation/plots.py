@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..atomic import write_bytes
+from ..deploy.decision import predicted_positive
 from .metrics import PAUC_MIN_TPR, fmt
 
 DPI = 110
@@ -54,7 +55,7 @@ def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, *, threshold: float, policy
                     label=f"partial AUC above {PAUC_MIN_TPR:.0%} sensitivity: {fmt(pauc)}")
     ax.axhline(PAUC_MIN_TPR, color="tab:blue", linewidth=0.8, linestyle="--", alpha=0.6)
     for t, style, name in ((threshold, OP_STYLE, f"operating point ({policy})"), (reference, REF_STYLE, "")):
-        pred = y_prob >= t
+        pred = predicted_positive(y_prob, t)
         sens = float(np.mean(pred[y_true == 1])) if np.any(y_true == 1) else math.nan
         spec = float(np.mean(~pred[y_true == 0])) if np.any(y_true == 0) else math.nan
         label = f"{name or 'threshold'} {t:.3f}: sens {fmt(sens)}, spec {fmt(spec)}"
@@ -79,7 +80,7 @@ def plot_pr(y_true: np.ndarray, y_prob: np.ndarray, *, threshold: float, ap: flo
     ax.step(recall, precision, where="post", color="tab:green", linewidth=2,
             label=f"PR curve, average precision {fmt(ap)}{_ci_text(ap_ci)}")
     for t, style, name in ((threshold, OP_STYLE, "operating point"), (reference, REF_STYLE, "threshold")):
-        pred = y_prob >= t
+        pred = predicted_positive(y_prob, t)
         rec = float(np.mean(pred[y_true == 1])) if np.any(y_true == 1) else math.nan
         prec = float(np.mean(y_true[pred] == 1)) if np.any(pred) else math.nan
         ax.plot([rec], [prec], label=f"{name} {t:.3f}: recall {fmt(rec)}, precision {fmt(prec)}", zorder=5,

@@ -58,7 +58,7 @@ def parity_record_path(onnx_path: str | os.PathLike[str]) -> Path:
 
 
 def write_parity_record(onnx_path: str | os.PathLike[str], report: dict[str, Any], *, source: str) -> Path:
-    """Save a Comparison.to_dict() (export/compare.py) beside the ONNX file, tied to it by its SHA-256."""
+    """Save a Comparison.to_dict() (export/checks.py) beside the ONNX file, tied to it by its SHA-256."""
     onnx_path = Path(onnx_path)
     import time
 

@@ -39,7 +39,7 @@ from ..errors import ExportError, SkinOnnxError
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 from ..training.runs import DEFAULT_RUNS_DIR
 from .cam import has_cam_head, logits_and_cam, mean_cam
-from .compare import Comparison
+from .checks import Comparison
 from .onnx_export import ExportResult, contract_from_checkpoint, parity_batch, write_checked
 from .ood import DEFAULT_OOD_ACCEPT, OodFit, fit_for_checkpoint, fit_members, reference_ood_scores
 from .parity import DEFAULT_ATOL, compare_with_reference
