@@ -32,7 +32,7 @@ ALLOWED = {
     "evaluation": {"data", "deploy"},
     "training": {"data", "evaluation"},
     "export": {"data", "deploy", "evaluation", "training"},
-    "explain": {"data", "training"},
+    "explain": {"data", "deploy", "training"},
     "audit": {"data", "deploy", "evaluation"},
 }
 LEAVES = {"errors", "atomic", "hashing", "cpus", "_lazy", "overlay", "softmax"}
