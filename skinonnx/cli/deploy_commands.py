@@ -17,6 +17,7 @@ from .options import (
     open_classifier,
     program_name,
     renamed_option,
+    report_folder,
     require_onnx,
     runs_dir_option,
 )
@@ -77,7 +78,8 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
         result = evaluate_split(classifier, data, split=split, threshold=threshold, batch_size=batch_size,
                                 out_dir=out, progress=not quiet, max_pixels=max_pixels,
                                 bootstrap=0 if no_ci else n_bootstrap, ci_seed=ci_seed, confidence=confidence,
-                                use_val=not skip_val, run_dir=run_dir, plots=not no_plots, html=not no_html,
+                                use_val=not skip_val, run_dir=run_dir, runs_dir=runs_dir, plots=not no_plots,
+                                html=not no_html,
                                 echo=lambda msg: click.echo(msg, err=True), by=parse_by(by), attributes=attributes)
     except BaseException:
         if created:  # a failed test leaves no half-written report folder behind
@@ -101,7 +103,7 @@ def _report_dir(onnx_path: Path, given: Path | None, overwrite: bool) -> Path:
     from ..hashing import file_sha256
 
     sha = file_sha256(onnx_path)
-    out = given or Path("reports") / f"{onnx_path.stem}-{sha[:8]}"
+    out = given or report_folder(onnx_path.stem, sha)
     try:
         before = json.loads((out / "summary.json").read_text(encoding="utf-8"))["model"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -128,7 +130,7 @@ def _say_which_run(metadata: dict[str, str], runs_dir: Path) -> None:
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @onnx_option()
-@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("reports/predictions.csv"),
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=report_folder("predictions.csv"),
               show_default=True, help="Results file, .csv, .json or .parquet (Parquet needs pyarrow).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None)
 @click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True)

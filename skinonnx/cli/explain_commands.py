@@ -13,6 +13,7 @@ from .options import (
     checkpoint_option,
     max_pixels_option,
     renamed_option,
+    report_folder,
     require_onnx,
     runs_dir_option,
 )
@@ -23,7 +24,7 @@ from .options import (
 @checkpoint_option
 @runs_dir_option
 @click.option("--output", "-o", "out_dir", type=click.Path(path_type=Path, file_okay=False), show_default=True,
-              default=Path("reports/gradcam"), help="Folder for the overlay PNGs and explanations.csv.")
+              default=report_folder("gradcam"), help="Folder for the overlay PNGs and explanations.csv.")
 @renamed_option("--out", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--class", "target_class", default=None, help="Class to explain (default: the positive class).")
 @click.option("--masks", type=click.Path(path_type=Path), default=None,

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
-from ..errors import CheckpointError
 from .options import (
     DEFAULT_ONNX,
     POSITIVE_INT,
@@ -19,6 +18,7 @@ from .options import (
     provider_option,
     renamed_option,
     require_onnx,
+    resolve_checkpoint_option,
     runs_dir_option,
 )
 
@@ -100,7 +100,7 @@ def export(ctx: click.Context, checkpoint: str | None, output: Path, opset: int,
     run_dir = _cv_source(checkpoint, run_dir, runs_dir)
     if run_dir is not None:
         _check_export_options(ctx, "ensemble")
-    source = run_dir if run_dir is not None else _checkpoint(checkpoint, runs_dir)  # both checked before torch loads
+    source = run_dir if run_dir is not None else resolve_checkpoint_option(checkpoint, runs_dir)  # before torch loads
     from ..export.ensemble import export_cv_run, export_single_tta
     from ..export.onnx_export import export as export_single
 
@@ -142,19 +142,6 @@ def _check_export_options(ctx: click.Context, path: str) -> None:
     for a, b in CONFLICTS:
         if {a, b} <= given:
             raise click.UsageError(f"{spell[a]} and {spell[b]} both name the model to export: give one", ctx)
-
-
-def _checkpoint(spec: str | None, runs_dir: Path) -> Path:
-    """--checkpoint as given, or the newest run's best.pt under --runs-dir (saying which)."""
-    from ..training.runs import resolve_checkpoint
-
-    path, note = resolve_checkpoint(spec, runs_dir)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path} (run `skinonnx train` first, or pass "
-                              "--checkpoint)")
-    if note:
-        click.echo(note, err=True)
-    return path
 
 
 def _write_variants(result: ExportResult, data: str | None, *, int8: bool, fp16: bool, fp16_tolerance: float,

@@ -48,7 +48,7 @@ from .cv_record import (
     refresh_record,
 )
 from .data_checks import checked_data
-from .runs import CV_FILE, is_cv_run, newest_cv_run
+from .runs import CV_FILE, is_cv_run, list_runs
 
 
 def pooled(data: LabeledData) -> list[Sample]:
@@ -96,7 +96,7 @@ class CVResult:
 
 def _locate(cfg: TrainConfig, folds: int | None, resume: bool, explicit: set[str]) -> Path:
     if resume and "name" not in explicit:
-        found = newest_cv_run(cfg.runs_dir)
+        found = next((r for r in list_runs(cfg.runs_dir) if is_cv_run(r)), None)  # the one clock of runs.py
         if found is None:
             raise CVError(f"--resume: no cross-validation run under {cfg.runs_dir}/ (pass --name NAME)")
         return found
