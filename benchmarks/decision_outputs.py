@@ -35,8 +35,8 @@ def export_pair(folder: Path, size: int) -> tuple[Path, Path]:
     from skinonnx.data.preprocessing import Preprocessing
     from skinonnx.deploy.contract import OOD_OUTPUT, OOD_THRESHOLD_KEY, OUTPUT_NAMES, ModelContract
     from skinonnx.export.decision import add_decision_outputs
-    from skinonnx.export.ood import MahalanobisHead, OodOutput, OodScore, fit_gaussians
     from skinonnx.export.onnx_export import ExportWrapper
+    from skinonnx.export.ood import MahalanobisHead, OodOutput, OodScore, fit_gaussians
     from skinonnx.training.model import build_model
 
     torch.manual_seed(0)
