@@ -116,7 +116,8 @@ class Comparison:
         if any(name not in got for name in DECISION_OUTPUTS):
             self.checks.append(Check(LABEL_OUTPUT, math.inf, 0.0, shape_ok=False))
             return
-        probs, scores = reference["probabilities"], reference.get(OOD_OUTPUT)
+        # a reference without ood_score (a recheck against the checkpoint alone): the file's own score is the input
+        probs, scores = reference["probabilities"], reference.get(OOD_OUTPUT, got.get(OOD_OUTPUT))
         decided = np.abs(probs[:, rule.positive_index] - rule.threshold) > tolerances.get("probabilities", 0.0)
         same_label = np.asarray(got[LABEL_OUTPUT]).reshape(-1) == rule.labels(probs)
         self.label_agreement = min(self.label_agreement, float(np.mean(same_label[decided])) if decided.any() else 1.0)

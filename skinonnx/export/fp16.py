@@ -54,6 +54,23 @@ def topological_sort(graph) -> None:  # onnx.GraphProto
     graph.node.extend(ordered)
 
 
+def drop_duplicate_nodes(graph) -> None:  # onnx.GraphProto
+    """Remove repeated copies of an identical node (same op, inputs, outputs and attributes), in place.
+
+    The converter inserts one ``<tensor>_cast_to_fp32`` Cast per consumer when an fp32 (blocked) tensor
+    feeds several blocked nodes, all writing the same name, which breaks single assignment; the copies
+    compute the same value, so one is kept."""
+    seen, kept = set(), []
+    for node in graph.node:
+        key = node.SerializeToString(deterministic=True)
+        if key not in seen:
+            seen.add(key)
+            kept.append(node)
+    if len(kept) < len(graph.node):
+        del graph.node[:]
+        graph.node.extend(kept)
+
+
 def to_fp16(model):  # onnx.ModelProto -> onnx.ModelProto
     """fp16 weights and activations, fp32 input and outputs; checked by ``onnx.checker`` (full)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -62,6 +79,7 @@ def to_fp16(model):  # onnx.ModelProto -> onnx.ModelProto
 
     half = convert_float_to_float16(model, keep_io_types=True,
                                     node_block_list=[n.name for n in model.graph.node if keeps_float32(n.name)] or None)
+    drop_duplicate_nodes(half.graph)
     topological_sort(half.graph)
     check_variant_graph(half, "fp16")
     return half

@@ -193,7 +193,7 @@ def test_uint8_variant_matches_the_float_model_on_real_images(model128: Exported
     cropped = u.run(None, {"image": np.stack([prep.pixels_from_file(p) for p in real_images])})
     for got in (uncropped, cropped):
         for name, e, g in zip([o.name for o in f.get_outputs()], expected, got, strict=True):  # + cam
-            diff = float(np.max(np.abs(e - g)))
+            diff = float(np.max(np.abs(e.astype(np.float64) - g.astype(np.float64))))  # label, in_distribution too
             print(f"\nuint8 vs float {name}: max |Δ| = {diff:.2e}")
             assert diff <= 1e-5
 
