@@ -1,6 +1,6 @@
 """One decision, every consumer: does each app say what the ONNX file's ``label``/``in_distribution`` say?
 
-    python -m benchmarks.decision_agreement [--onnx FILE] [--images DIR ...] [--isic 24]
+    python -m benchmarks.decision_agreement [--onnx FILE | --train-data DIR] [--images DIR ...] [--isic 24]
 
 The reference is ONNX Runtime in Python: the graph's own ``label`` and ``in_distribution`` outputs on the
 image as ``predict`` preprocesses it. Every consumer then classifies the same files its own way and its
@@ -14,8 +14,9 @@ all-NaN float tensor (a NaN score: the graph must refuse it). A consumer whose t
 
 Images (default): 24 ISIC test JPEGs (half per class; skipped, saying so, where the data is absent) and
 scikit-image's photographs (far-OOD). Model (default): the tests' tiny model (synthetic data, 32 px,
-2 epochs) with its weights exported at 128 px, so ISIC's 256-px JPEGs are decoded at full scale and every
-consumer sees the same pixels (at 32 px a browser approximates libjpeg's reduced DCT scale; docs/EMBEDDING.md).
+2 epochs; --train-data: on real images) with its weights exported at 128 px, so ISIC's 256-px JPEGs are
+decoded at full scale and every consumer sees the same pixels (at 32 px a browser approximates libjpeg's
+reduced DCT scale; docs/EMBEDDING.md).
 Servers, Ray and the page bind 127.0.0.1 and are stopped before the script ends. Prints one markdown table.
 Reuses the test harness (tests/serve/conftest.py, tests/deploy/test_web.py, test_embedding.py, test_cpp.py).
 """
@@ -52,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--images", type=Path, nargs="+", help="folders of .jpg/.png images (default: ISIC test + "
                                                           "scikit-image photographs)")
     p.add_argument("--isic", type=int, default=24, help="ISIC test images in the default set (default: 24)")
+    p.add_argument("--train-data", type=Path, help="train the tiny model on this split image folder (e.g. the "
+                                                   "ISIC data) instead of synthetic images")
     return p.parse_args(argv)
 
 
@@ -64,14 +67,15 @@ def cli(*args: object, env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
-def tiny_model(work: Path) -> Path:
-    """conftest.py's `trained` model (synthetic, 32 px, 2 epochs), its weights exported at 128 px."""
+def tiny_model(work: Path, data: Path | None) -> Path:
+    """conftest.py's `trained` model (synthetic, or ``data``; 32 px, 2 epochs), its weights exported at 128 px."""
     from skinonnx.data.preprocessing import Preprocessing
     from skinonnx.data.synthetic import generate_dataset
     from skinonnx.training.checkpoint import load_checkpoint, save_checkpoint
 
-    data = work / "synthetic"
-    generate_dataset(data, counts={"train": 12, "val": 6, "test": 6}, size=64, seed=3, progress=False)
+    if data is None:
+        data = work / "synthetic"
+        generate_dataset(data, counts={"train": 12, "val": 6, "test": 6}, size=64, seed=3, progress=False)
     cli("train", "--data", data, "--weights", "none", "--epochs", 2, "--batch-size", 8, "--image-size", 32,
         "--name", "t", "--runs-dir", work / "runs", "--quiet", "--lr", "1e-3")
     state = load_checkpoint(work / "runs" / "t" / "weights" / "best.pt")
@@ -250,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="decision-agreement-") as tmp:
         work = Path(tmp)
-        model = args.onnx.resolve() if args.onnx else tiny_model(work)
+        if args.onnx and args.train_data:
+            raise SystemExit("Error: --train-data trains a model; --onnx brings one: give one of them")
+        model = args.onnx.resolve() if args.onnx else tiny_model(work, args.train_data)
         isic, far = image_set(args, work)
         images = [p.resolve() for p in isic + far]
         classifier = OnnxClassifier(model, "cpu", threads=1)
@@ -287,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                 why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
                 rows += [f"| {n} | failed: {why} | | | |" for n in names]
             print(f"  {' + '.join(names)}: {time.monotonic() - start:.0f} s", file=sys.stderr)
-        print(f"\nModel: {args.onnx or 'the tiny synthetic model, its weights at 128 px'}; {len(isic)} ISIC test "
+        made = f"the tiny model trained on {args.train_data or 'synthetic images'}, its weights at 128 px"
+        print(f"\nModel: {args.onnx or made}; {len(isic)} ISIC test "
               f"images, {len(far)} far-OOD, one all-NaN tensor where a consumer takes tensors\n")
         print("| consumer | images | label agrees | in_distribution agrees | refused |\n|---|---|---|---|---|")
         print("\n".join(rows))
