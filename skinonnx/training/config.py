@@ -89,9 +89,9 @@ class TrainConfig:
                             low=0, resumable=True)
     max_pixels: int = setting(DEFAULT_MAX_PIXELS, "Refuse images with more pixels than this (decompression-bomb "
                               "guard).", section="data", low=1, resumable=True)
-    class_weights: str = setting("none", "auto: weight the loss by n / (2 n_class) from the training split (for "
+    class_weights: str = setting("none", "auto: weight the loss by n / (K n_class) from the training split (for "
                                  "imbalanced data).", section="optimisation", choices=CLASS_WEIGHTS)
-    sampler: str = setting("shuffle", "balanced: draw both classes equally often per epoch (with replacement).",
+    sampler: str = setting("shuffle", "balanced: draw every class equally often per epoch (with replacement).",
                            section="optimisation", choices=SAMPLERS)
     checkpoint_dir: str = setting("", "Keep best.pt/last.pt here instead of the run's weights/ folder.",
                                   section="run", resumable=True)

@@ -180,7 +180,8 @@ def _check_fold_index(fold: int | None, k: int) -> None:
 
 
 def _check_same_settings(saved: dict[str, Any], given: dict[str, Any], what: str) -> None:
-    a, b = core_settings(saved), core_settings(given)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # a setting newer than the run: default
+    a, b = core_settings({**defaults, **saved}), core_settings(given)
     diff = sorted(key for key in set(a) | set(b) if a.get(key) != b.get(key))
     if diff:
         shown = ", ".join(f"--{key.replace('_', '-')} (run: {a.get(key)!r}, given: {b.get(key)!r})" for key in diff)

@@ -166,3 +166,27 @@ def test_a_kind_is_its_family_recoloured() -> None:
     inside = red.mask
     red_px, brown_px = np.asarray(red.image, float)[inside], np.asarray(brown.image, float)[inside]
     assert (red_px[:, 0] - red_px[:, 2]).mean() > (brown_px[:, 0] - brown_px[:, 2]).mean() + 10  # redder lesion
+
+
+def test_folds_stratify_every_one_of_k_classes_and_keep_groups_together() -> None:
+    import numpy as np
+
+    from skinonnx.data.folds import assign_folds, check_fold_count
+
+    rng = np.random.default_rng(0)
+    labels = list(rng.choice(7, size=700, p=[0.05, 0.07, 0.11, 0.02, 0.11, 0.6, 0.04]))
+    keys = [f"img{i}" for i in range(700)]
+    folds = assign_folds(keys, labels, None, 5, seed=1, n_classes=7)
+    per_fold = np.zeros((5, 7), int)
+    for f, y in zip(folds, labels, strict=True):
+        per_fold[f, y] += 1
+    assert (per_fold.max(axis=0) - per_fold.min(axis=0) <= 1).all()  # exact stratification, every class
+    groups = [f"lesion{i // 3}" for i in range(700)]  # three images per lesion, same label
+    labels = [labels[i - i % 3] for i in range(700)]
+    folds = assign_folds(keys, labels, groups, 5, seed=1, n_classes=7)
+    by_group: dict[str, set[int]] = {}
+    for g, f in zip(groups, folds, strict=True):
+        by_group.setdefault(g, set()).add(f)
+    assert all(len(s) == 1 for s in by_group.values())
+    with pytest.raises(DataError, match="class 'x' has only 1 images"):
+        check_fold_count([0, 0, 1, 1, 2], None, 2, ["a", "b", "x"])
