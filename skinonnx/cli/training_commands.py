@@ -121,9 +121,10 @@ def _train_options(command):
               help="With --folds: train only this fold (0..K-1), e.g. one per GPU or machine, same --name.")
 def train(**opts: object) -> None:
     """Fine-tune ResNet50; keep best.pt by a validation metric and last.pt every epoch."""
+    from ..data.layouts import discover
     from ..evaluation.thresholds import parse_policy
     from ..training.config import TrainConfig
-    from ..training.data_checks import trainable_data
+    from ..training.data_checks import discover_settings, trainable
 
     try:
         parse_policy(str(opts["threshold_policy"]))
@@ -135,8 +136,8 @@ def train(**opts: object) -> None:
                          for f in _fields()})
     if not resume:  # errors in the data come before torch is imported (seconds) and before any folder
         cfg.check_class_bias(cross_validation=folds is not None)
-        trainable_data(cfg, cross_validation=folds is not None, write_split_file=False,
-                       warn=lambda text: click.echo(text, err=True))
+        found = discover(cfg.data, **discover_settings(cfg), write_split_file=False)
+        trainable(cfg, found, cross_validation=folds is not None, warn=lambda text: click.echo(text, err=True))
     from ..training.allocator import keep_freed_memory
 
     echo(f"allocator: {keep_freed_memory()}")  # before torch allocates anything

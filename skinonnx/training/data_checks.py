@@ -17,15 +17,16 @@ from ..errors import DataError
 from .config import TrainConfig
 
 
-def trainable_data(cfg: TrainConfig, *, cross_validation: bool = False, write_split_file: bool = True,
-                   warn: Callable[[str], None] | None = None) -> LabeledData:
-    """The data of ``cfg`` (minus --exclude-list), refused before any training when it cannot train: more than two
-    classes without --malignant, a class with no training (or, for a single run, validation) image. ``warn``: what
-    says the data's warnings (a class of one image...) before such an error."""
-    data = discover(cfg.data, positive_class=cfg.positive_class, malignant=cfg.malignant or None, seed=cfg.seed,
-                    write_split_file=write_split_file)
-    if cfg.exclude_list:
-        data = apply_exclusions(data, read_exclude_list(cfg.exclude_list), cfg.exclude_list)
+def discover_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """What :func:`~skinonnx.data.layouts.discover` takes from the settings (besides the data path)."""
+    return {"positive_class": cfg.positive_class, "malignant": cfg.malignant or None, "seed": cfg.seed}
+
+
+def trainable(cfg: TrainConfig, data: LabeledData, *, cross_validation: bool = False,
+              warn: Callable[[str], None] | None = None) -> LabeledData:
+    """``data``, refused before any training when it cannot train: more than two classes without --malignant,
+    --class-bias with two classes, a class with no training (or, for a single run, validation) image. ``warn``:
+    what says the data's warnings (a class of one image...) before such an error."""
     try:
         _check_trainable(cfg, data, cross_validation)
     except DataError:
@@ -54,7 +55,10 @@ def _check_trainable(cfg: TrainConfig, data: LabeledData, cross_validation: bool
 
 def checked_data(cfg: TrainConfig, echo: Callable[[str], None] = print, *, cross_validation: bool = False
                  ) -> tuple[LabeledData, dict[str, Any]]:
-    data = trainable_data(cfg, cross_validation=cross_validation, warn=echo)
+    data = discover(cfg.data, **discover_settings(cfg))
+    if cfg.exclude_list:
+        data = apply_exclusions(data, read_exclude_list(cfg.exclude_list), cfg.exclude_list)
+    trainable(cfg, data, cross_validation=cross_validation, warn=echo)
     for warning in data.warnings:
         echo(f"warning: {warning}")
     return data, leakage_check(data, allow=cfg.allow_leakage, max_pixels=cfg.max_pixels, echo=echo)
