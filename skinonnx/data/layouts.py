@@ -5,7 +5,8 @@ it); ``LabeledData.notes`` holds one line naming the layout chosen, for every co
 
 1. split ImageFolder: ``ROOT/{train,val,test}/<class>/**/*.jpg``
 2. index CSV: ``ROOT.csv`` or ``ROOT/index.csv`` (or ``ROOT/splits.csv``) with columns
-   ``path,label,split`` and optionally ``group`` (patient or lesion id: a group's images may
+   ``path,label,split`` and optionally ``group`` (or the column named by ``group_column``, e.g. HAM10000's
+   ``lesion_id``: the patient or lesion id; a group's images may
    not sit in two splits); paths are relative to the CSV's folder and may not escape it
 3. flat ImageFolder: ``ROOT/<class>/**/*.jpg``: a seeded stratified 64/16/20 % split is
    made and written to ``ROOT/splits.csv`` (an index CSV) so later commands see the same
@@ -38,6 +39,7 @@ SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.64, 0.16, 0.20)
 SPLIT_FILE = "splits.csv"
 INDEX_FILES = ("index.csv", SPLIT_FILE)
+GROUP_COLUMN = "group"
 DEFAULT_POSITIVE = "malignant"
 MAX_REPORTED_ROWS = 20  # bad index rows listed in one error; the count says how many more
 
@@ -94,27 +96,37 @@ class LabeledData:
 
 
 def discover(root: str | os.PathLike[str], *, positive_class: str | None = None, seed: int = 0,
-             write_split_file: bool = True, malignant: str | Sequence[str] | None = None) -> LabeledData:
+             write_split_file: bool = True, malignant: str | Sequence[str] | None = None,
+             group_column: str = GROUP_COLUMN) -> LabeledData:
     """Find images, labels and splits under ``root`` (a folder or an index CSV).
 
     ``malignant``: the malignancy group's class names (a list or ``"a,b"``); for two classes it is the positive
-    class (``positive_class`` says the same; giving both, they must agree)."""
+    class (``positive_class`` says the same; giving both, they must agree). ``group_column``: the index CSV's
+    column of patient or lesion ids (another name than ``group`` must exist, and needs an index CSV)."""
     root = existing_data(root)
     group = {"positive_class": positive_class, "malignant": malignant}
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise DataError(f"{root}: expected a folder or an index CSV (path,label,split)")
-        return _finish(*_from_index_csv(root), **group)
+        return _finish(*_from_index_csv(root, group_column), **group)
     explicit = (root / INDEX_FILES[0]).is_file()  # a user's index.csv wins over split folders beside it
     present = [s for s in SPLITS if (root / s).is_dir()]
     if present and not explicit:
+        _no_group_column(root, group_column)
         return _finish(root, "split-imagefolder", *_from_split_folders(root, present), **group)
     for name in INDEX_FILES:
         if (root / name).is_file():
-            base, layout, classes, splits, notes = _from_index_csv(root / name)
+            base, layout, classes, splits, notes = _from_index_csv(root / name, group_column)
             wins = [f"{name} wins over the split folders {present}"] if present else []
             return _finish(base, layout, classes, splits, wins + notes, **group)
+    _no_group_column(root, group_column)
     return _finish(root, "flat-imagefolder", *_from_flat_folder(root, seed, write_split_file), **group)
+
+
+def _no_group_column(root: Path, group_column: str) -> None:
+    if group_column != GROUP_COLUMN:
+        raise DataError(f"--group-column {group_column}: {root} is an image folder, not an index CSV with that "
+                        "column")
 
 
 def existing_data(root: str | os.PathLike[str]) -> Path:
@@ -280,7 +292,8 @@ def exclude_flag(value: str, where: str) -> bool:
     raise DataError(f"{where}: exclude value '{value}' is not one of 1/true/yes/x or empty/0/false/no")
 
 
-def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, list[tuple]], list[str]]:
+def _from_index_csv(csv_path: Path, group_column: str = GROUP_COLUMN
+                    ) -> tuple[Path, str, list[str], dict[str, list[tuple]], list[str]]:
     base = csv_path.parent.resolve()
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
@@ -290,7 +303,10 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
             if missing:
                 raise DataError(f"{csv_path}: missing column(s) {missing}; expected a header 'path,label,split'")
             rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
-            grouped = "group" in columns
+            grouped = group_column in columns
+            if group_column != GROUP_COLUMN and not grouped:
+                raise DataError(f"{csv_path}: --group-column {group_column}: no such column (columns: "
+                                f"{', '.join(columns)})")
             excludable = "exclude" in columns  # a row marked 1/true/yes/x is left out (e.g. after `audit`)
             extra = [c for c in columns if c not in INDEX_COLUMNS]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -313,9 +329,9 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
         if split not in SPLITS:
             problems.append(f"{name}:{line_no}: split '{split}' is not one of {list(SPLITS)}")
             continue
-        group = row.get("group", "") if grouped else None
+        group = row.get(group_column, "") if grouped else None
         if grouped and not group:
-            problems.append(f"{name}:{line_no}: empty group id; with a 'group' column every row needs one "
+            problems.append(f"{name}:{line_no}: empty group id; with a '{group_column}' column every row needs one "
                             "(the patient or lesion id; a unique value for an image on its own)")
             continue
         if Path(rel).is_absolute() or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):

@@ -57,6 +57,8 @@ class TrainConfig:
                                     "fixed:0.5.", section="evaluation")
     calibrate: bool = setting(True, "Skip temperature scaling.", section="evaluation", option="--no-calibrate")
     positive_class: str | None = setting(None, "Class counted as positive (default: malignant).", section="data")
+    group_column: str = setting("group", "The index CSV's column of patient or lesion ids (e.g. lesion_id): a "
+                                "group's images stay in one split and one fold.", section="data")
     malignant: str = setting("", "The malignancy group, comma-separated classes (e.g. mel,bcc,akiec): its summed "
                              "probability is the malignancy score, with its own threshold. Needed for more than two "
                              "classes; for two it is the positive class.", section="data")

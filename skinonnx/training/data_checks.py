@@ -19,7 +19,8 @@ from .config import TrainConfig
 
 def discover_settings(cfg: TrainConfig) -> dict[str, Any]:
     """What :func:`~skinonnx.data.layouts.discover` takes from the settings (besides the data path)."""
-    return {"positive_class": cfg.positive_class, "malignant": cfg.malignant or None, "seed": cfg.seed}
+    return {"positive_class": cfg.positive_class, "malignant": cfg.malignant or None, "seed": cfg.seed,
+            "group_column": cfg.group_column}
 
 
 def trainable(cfg: TrainConfig, data: LabeledData, *, cross_validation: bool = False,

@@ -190,3 +190,25 @@ def test_folds_stratify_every_one_of_k_classes_and_keep_groups_together() -> Non
     assert all(len(s) == 1 for s in by_group.values())
     with pytest.raises(DataError, match="class 'x' has only 1 images"):
         check_fold_count([0, 0, 1, 1, 2], None, 2, ["a", "b", "x"])
+
+
+def test_group_column_names_the_lesion_id(tmp_path: Path) -> None:
+    """HAM10000's index has lesion_id, not group: --group-column reads it (split leaks refused, folds grouped)."""
+    root = tmp_path / "ham"
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i in range(6):
+        rgb_pattern(24, 24, i).save(root / "images" / f"{i}.png")
+        rows.append(f"images/{i}.png,{('nv', 'mel', 'bcc')[i % 3]},{'train' if i < 4 else 'val'},HAM_{i // 2}")
+    (root / "index.csv").write_text("path,label,split,lesion_id\n" + "\n".join(rows) + "\n")
+    assert discover(root).split("train")[0].group is None  # by default the column is only an attribute
+    data = discover(root, group_column="lesion_id")
+    assert [s.group for s in data.split("train")] == ["HAM_0", "HAM_0", "HAM_1", "HAM_1"]
+    leaky = root / "index.csv"
+    leaky.write_text(leaky.read_text().replace("images/3.png,nv,train,HAM_1", "images/3.png,nv,train,HAM_2"))
+    with pytest.raises(DataError, match=r"'HAM_2' in train/val"):
+        discover(root, group_column="lesion_id")
+    with pytest.raises(DataError, match="--group-column patient: no such column"):
+        discover(root, group_column="patient")
+    with pytest.raises(DataError, match="is an image folder, not an index CSV"):
+        discover(_three_class_folders(tmp_path), group_column="lesion_id")
