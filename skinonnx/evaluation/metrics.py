@@ -377,12 +377,20 @@ def binary_metrics(y_true: ArrayLike, y_prob: ArrayLike, threshold: float) -> di
 def _bootstrap_index_chunks(
     truth: NDArray[np.int64], n_resamples: int, seed: int
 ) -> Iterator[NDArray[np.intp]]:
-    """Stratified resample indices, ``_BOOTSTRAP_CHUNK`` rows at a time.
+    """Stratified resample indices (positives, then negatives), ``_BOOTSTRAP_CHUNK`` rows at a time."""
+    return strata_index_chunks([np.flatnonzero(truth == 1), np.flatnonzero(truth == 0)], n_resamples, seed)
+
+
+def strata_index_chunks(
+    groups: list[NDArray[np.intp]], n_resamples: int, seed: int
+) -> Iterator[NDArray[np.intp]]:
+    """Resample indices drawn within each stratum of ``groups`` (keeping its size), ``_BOOTSTRAP_CHUNK`` rows at
+    a time; the columns are the strata in order. Binary metrics use (positives, negatives), K-class ones a stratum
+    per class.
 
     Each chunk has its own child seed of ``SeedSequence(seed)``, so the draws do not depend on
     memory-driven batching, and the first k resamples are the same whatever ``n_resamples``.
     """
-    groups = [np.flatnonzero(truth == 1), np.flatnonzero(truth == 0)]
     n_chunks = -(-n_resamples // _BOOTSTRAP_CHUNK)
     for k, child in enumerate(np.random.SeedSequence(seed).spawn(n_chunks)):
         rng = np.random.default_rng(child)

@@ -31,6 +31,7 @@ from ..data.folds import FOLDS_FILE, assign_folds, check_fold_count, read_folds_
 from ..data.layouts import LabeledData, Sample
 from ..errors import CheckpointError
 from ..evaluation.metrics import roc_auc
+from ..evaluation.multiclass_metrics import malignant_probability, malignant_truth
 from ..hashing import file_sha256
 from ..softmax import softmax
 from .config import TrainConfig, resumed_config
@@ -109,6 +110,7 @@ def train_cv(cfg: TrainConfig, folds: int | None, *, fold: int | None = None, re
     from .loop import fit
 
     explicit = set(explicit)
+    cfg.check_class_bias(cross_validation=True)
     if folds is not None and folds < 2:
         raise CVError(f"--folds {folds}: cross-validation needs at least 2 folds")
     run_dir = _locate(cfg, folds, resume, explicit)
@@ -126,7 +128,7 @@ def train_cv(cfg: TrainConfig, folds: int | None, *, fold: int | None = None, re
         else:
             _check_same_settings(cv["config"], cfg.to_dict(), f"run '{run_dir.name}'")
             cfg = dataclasses.replace(cfg, name=run_dir.name)
-        data, leakage = checked_data(cfg, echo)
+        data, leakage = checked_data(cfg, echo, cross_validation=True)
         if tuple(cv["classes"]) != data.classes:
             raise CVError(f"run '{run_dir.name}' has classes {cv['classes']}, the data {list(data.classes)}")
         pool, assignment = saved_folds(run_dir, data)
@@ -137,7 +139,7 @@ def train_cv(cfg: TrainConfig, folds: int | None, *, fold: int | None = None, re
             raise CVError("--folds K is needed to start a cross-validation run")
         k = folds
         _check_fold_index(fold, k)
-        data, leakage = checked_data(cfg, echo)
+        data, leakage = checked_data(cfg, echo, cross_validation=True)
         pool, assignment = make_folds(data, k, cfg.seed)  # raises before anything is written
         try:  # claimed atomically: of two runs started with one --name, one gets it
             run_dir.mkdir(parents=True, exist_ok=fold is not None)
@@ -178,7 +180,8 @@ def _check_fold_index(fold: int | None, k: int) -> None:
 
 
 def _check_same_settings(saved: dict[str, Any], given: dict[str, Any], what: str) -> None:
-    a, b = core_settings(saved), core_settings(given)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # a setting newer than the run: default
+    a, b = core_settings({**defaults, **saved}), core_settings(given)
     diff = sorted(key for key in set(a) | set(b) if a.get(key) != b.get(key))
     if diff:
         shown = ", ".join(f"--{key.replace('_', '-')} (run: {a.get(key)!r}, given: {b.get(key)!r})" for key in diff)
@@ -205,14 +208,15 @@ def _train_fold(fit, cfg: TrainConfig, run_dir: Path, k: int, n_folds: int, data
 
     result = fit(fold_cfg, resume=started, explicit=explicit | {"runs_dir", "checkpoint_dir"}, echo=fold_echo,
                  data=fold_data(data, pool, assignment, k), claimed=True, leakage=leakage)
-    best = load_checkpoint(result.best_path)
+    best = load_checkpoint(result.best_path, any_classes=True)
     preds = best.get("val_predictions") or {}
     logits = np.asarray(preds["logits"].numpy(), np.float64) if "logits" in preds else np.empty((0, 2))
     if len(logits) != len(result.val_samples):
         raise CheckpointError(f"{result.best_path}: its validation predictions do not match fold {k}'s images")
     write_text(where / OOF_FILE, fold_oof_text(result.val_samples, logits, k, data))
-    probs = softmax(logits)[:, data.positive_index]
-    y = np.array([int(s.label == data.positive_index) for s in result.val_samples])
+    group = data.malignant_group()
+    probs = malignant_probability(softmax(logits), group)
+    y = malignant_truth([s.label for s in result.val_samples], group)
     write_json(where / FOLD_STATE, {
         "fold": k, "status": "done", "finished_at": now(), "seconds": time.time() - t0,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "select": cfg.select,

@@ -190,7 +190,7 @@ def _resumed(cfg: TrainConfig, resume: bool | str, explicit: frozenset[str] | se
             if resume is True:
                 echo(f"--resume without a run: continuing the newest unfinished run, {run}")
             last_path = runs.weights_dir(run) / "last.pt"
-        found = (last_path, run, load_checkpoint(last_path))
+        found = (last_path, run, load_checkpoint(last_path, any_classes=True))
     last_path, run, state = distributed.broadcast_object(found)  # type: ignore[misc]
     require_keys(state, RESUME_KEYS, last_path, "--resume")
     cfg = resumed_config(state.get("config") or {}, cfg, {*explicit, "checkpoint_dir"}, last_path)
@@ -214,6 +214,7 @@ def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozen
     ``cfg.data`` (cross-validation's folds); ``claimed``: the caller made ``cfg.run_dir`` for this run. A start that
     fails before its first epoch removes the folder it claimed. Ctrl-C raises RunInterrupted naming the run.
     """
+    cfg.check_class_bias(cross_validation=claimed)  # a fold of --folds is the only claimed run
     ctx = distributed.setup(resolve_device(cfg.device))  # no-op outside torchrun
     distributed.check_sync_bn(cfg.sync_bn, resolve_device(cfg.device))
     if not ctx.is_main:  # rank 0 alone prints, shows progress and writes files
@@ -408,7 +409,7 @@ def _train_and_validate(s: _Session, epoch: int) -> dict[str, float]:
                                amp=amp, channels_last=s.cfg.channels_last, desc=f"epoch {epoch}/{s.cfg.epochs}",
                                progress=s.cfg.progress, freeze_bn=s.cfg.freeze_bn, dtype=s.dtype))
     logits, labels = validate_all(s.model, s.val_loader, s.device, amp=amp, channels_last=s.cfg.channels_last)
-    row.update(validation_metrics(logits, labels, s.data.positive_index))
+    row.update(validation_metrics(logits, labels, s.data.malignant_group()))
     row["epoch_seconds"] = time.perf_counter() - t0
     if isinstance(s.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         s.scheduler.step(row["val_loss"])
@@ -422,7 +423,7 @@ def _save_epoch(s: _Session, row: dict[str, float], epoch: int) -> None:
     """last.pt (and best.pt when it improved), state.json and metrics.csv after an epoch (rank 0)."""
     s.saver.update({
         "arch": ARCH, "model": {k: v.detach().cpu().contiguous() for k, v in s.net.state_dict().items()},
-        "classes": list(s.data.classes), "positive_index": s.data.positive_index,
+        "classes": list(s.data.classes), "positive_index": s.data.positive_index, "malignant": list(s.data.malignant),
         "preprocessing": Preprocessing.for_size(s.cfg.image_size).to_dict(), "epoch": epoch,
         "metrics": {k: float(v) for k, v in row.items()}, "optimizer": s.optimizer.state_dict(),
         "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(), "rng_state": torch.get_rng_state(),
