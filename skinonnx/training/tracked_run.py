@@ -11,7 +11,7 @@ from typing import Any
 
 from .config import TrainConfig
 
-RUN_FILES = ("config.json", "metrics.csv", "training_curves.png", "MODEL_CARD.md", "status.json")
+RUN_FILES = ("config.json", "metrics.csv", "training_curves.png", "MODEL_CARD.md", "state.json")
 
 
 def start(cfg: TrainConfig, echo: Callable[[str], None], *, parent=None, run_dir: Path | None = None,

@@ -30,9 +30,10 @@ def trial_name(number: int) -> str:
     return f"trial-{number:03d}"
 
 
-def trial_config(base: TrainConfig, params: dict[str, Any], study_dir: Path, number: int, **overrides: Any
+def trial_config(base: TrainConfig, params: dict[str, Any], study_dir: Path, number: int | str, **overrides: Any
                  ) -> TrainConfig:
-    return dataclasses.replace(base, **params, name=trial_name(number), runs_dir=str(study_dir), checkpoint_dir="",
+    name = trial_name(number) if isinstance(number, int) else f"trial-{number}"
+    return dataclasses.replace(base, **params, name=name, runs_dir=str(study_dir), checkpoint_dir="",
                                progress=False, **overrides)
 
 
