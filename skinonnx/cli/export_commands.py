@@ -126,6 +126,17 @@ def export(ctx: click.Context, checkpoint: str | None, output: Path, opset: int,
         from ..deploy.triton_repo import write_triton_repo
 
         click.echo(f"wrote Triton model repository {write_triton_repo(result.path, triton_repo)}/")
+    _track_export(result.path, c.extra.get("training_run_dir"))
+
+
+def _track_export(path: Path, run_dir: str | None) -> None:
+    """A tracked run (train --track): log the ONNX file as an MLflow model and register a new version."""
+    from ..tracking.run_record import read_record
+
+    if run_dir and read_record(run_dir) is not None:  # MLflow is imported only for a tracked run
+        from ..tracking.registry import log_exported_model
+
+        log_exported_model(path, run_dir, echo=echo)
 
 
 def _check_export_options(ctx: click.Context, path: str) -> None:
