@@ -32,9 +32,10 @@ def client_for(uri: str):
     """An ``MlflowClient`` for ``uri`` with short network retries (a dead server costs seconds, not minutes)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    for name in ("mlflow", "alembic"):  # their INFO lines (creating tables...) are not ours to print
-        logging.getLogger(name).setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
+
+    for name in ("mlflow", "alembic"):  # their INFO lines (creating tables...) are not ours; set after import,
+        logging.getLogger(name).setLevel(logging.WARNING)  # which configures mlflow's logger
 
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 

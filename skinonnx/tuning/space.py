@@ -71,6 +71,11 @@ class Dimension:
                                                         step=self.step or 1)
         return optuna.distributions.FloatDistribution(float(self.low), float(self.high), log=self.log)
 
+    def contains(self, value: Any) -> bool:
+        if self.kind == "choice":
+            return value in self.choices
+        return isinstance(value, int | float) and not isinstance(value, bool) and self.low <= value <= self.high
+
     def describe(self) -> str:
         if self.kind == "choice":
             return f"{self.name} in {list(self.choices)}"
@@ -88,6 +93,10 @@ class SearchSpace:
 
     def suggest(self, trial) -> dict[str, Any]:
         return {d.name: d.suggest(trial) for d in self.dimensions}
+
+    def defaults(self, base: Any) -> dict[str, Any]:
+        """The searched settings' values in ``base`` (today's defaults), where they lie in the space."""
+        return {d.name: getattr(base, d.name) for d in self.dimensions if d.contains(getattr(base, d.name))}
 
     def distributions(self) -> dict[str, Any]:
         return {d.name: d.distribution() for d in self.dimensions}

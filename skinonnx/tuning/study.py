@@ -165,6 +165,8 @@ def run_study(base: TrainConfig, settings: StudySettings, *, echo: Callable[[str
     _recover(probe, echo)
     done = sum(counted(probe).values())
     study = open_study(study_dir, base, settings, seed_offset=len(probe.trials))  # a resumed study draws anew
+    if not probe.trials:  # trial 0 trains `train`'s own settings: the study is measured against them
+        study.enqueue_trial(settings.space.defaults(base))
     tracker, uri = _study_tracker(base, study_dir, settings, echo)
     left = settings.trials - done
     echo(f"study {study_dir}: {settings.trials} trials ({done} done), objective "
