@@ -6,12 +6,34 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..atomic import write_bytes, write_json, write_text
 from ..training.config import TrainConfig
 from .trial import best_settings
+
+
+@dataclass
+class StudyResult:
+    study_dir: Path
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_trial: int | None
+    counts: dict[str, int]
+    files: list[Path]
+
+
+def counted(study) -> dict[str, int]:
+    """Trials by state; interrupted ones are not counted (they run again)."""
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        if trial.user_attrs.get("interrupted"):
+            continue
+        counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
+    return counts
+
 
 TRIALS_CSV = "trials.csv"
 BEST_CONFIG = "best_config.json"
@@ -75,8 +97,6 @@ def importance_png(values: dict[str, float]) -> bytes:
 
 def write_outputs(study, base: TrainConfig, settings, study_dir: Path, echo: Callable[[str], None]):
     """Write the files and print the table; returns a :class:`~skinonnx.tuning.study.StudyResult`."""
-    from .study import StudyResult, counted
-
     rows = trial_rows(study)
     files = []
     if rows:

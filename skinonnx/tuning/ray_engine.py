@@ -17,7 +17,8 @@ from typing import Any
 from ..errors import SkinOnnxError
 from ..training.config import TrainConfig
 from ..training.epoch_report import format_duration
-from .study import StudyResult, StudySettings, claim_study_dir, open_study
+from .outputs import StudyResult
+from .study import StudySettings, claim_study_dir, open_study
 from .trial import run_trial, trial_config
 
 METRIC = "val_auc"

@@ -19,6 +19,7 @@ from ..errors import SkinOnnxError
 from ..training.config import TrainConfig
 from ..training.cv_record import core_settings
 from ..training.epoch_report import format_duration
+from .outputs import StudyResult, counted
 from .space import SearchSpace
 from .trial import run_trial, trial_config, trial_name
 
@@ -38,16 +39,6 @@ class StudySettings:
     folds: int | None = None
     pruner: str = "median"
     engine: str = "optuna"
-
-
-@dataclass
-class StudyResult:
-    study_dir: Path
-    best_value: float | None
-    best_params: dict[str, Any]
-    best_trial: int | None
-    counts: dict[str, int]
-    files: list[Path]
 
 
 def _import_optuna():
@@ -121,16 +112,6 @@ def _recover(study, echo: Callable[[str], None]) -> None:
         study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
         study.enqueue_trial(trial.params, skip_if_exists=False)
         echo(f"trial {trial.number} was interrupted: it runs again")
-
-
-def counted(study) -> dict[str, int]:
-    """Trials by state; interrupted ones are not counted (they run again)."""
-    counts: dict[str, int] = {}
-    for trial in study.get_trials(deepcopy=False):
-        if trial.user_attrs.get("interrupted"):
-            continue
-        counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
-    return counts
 
 
 def progress_line(trial, study, total: int, done: int, seconds: list[float]) -> str:
