@@ -29,7 +29,7 @@ def counted(study) -> dict[str, int]:
     """Trials by state; interrupted ones are not counted (they run again)."""
     counts: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):
-        if trial.user_attrs.get("interrupted"):
+        if trial.user_attrs.get("interrupted") or not trial.state.is_finished():  # waiting (enqueued) or running
             continue
         counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
     return counts

@@ -52,7 +52,7 @@ def test_train_export_test_are_found_by_mlflow(tmp_path: Path, synthetic_data: P
     assert sorted(int(v.version) for v in versions) == [1, 2]  # one registered version per export
     assert all(v.run_id == run["run_id"] for v in versions)
     model = mlflow.models.get_model_info("models:/skinonnx-tracked/1")
-    assert model.signature.inputs.to_dict()[0]["tensor-spec"]["shape"][1:] == [3, 32, 32]
+    assert list(model.signature.inputs.to_dict()[0]["tensor-spec"]["shape"][1:]) == [3, 32, 32]
     assert model.metadata and "classes" in str(model.metadata)
 
 
