@@ -52,7 +52,7 @@ def _import_optuna():
 
 def study_record(base: TrainConfig, settings: StudySettings) -> dict[str, Any]:
     return {"settings": core_settings(base.to_dict()), "space": settings.space.to_dict(), "folds": settings.folds,
-            "pruner": settings.pruner, "engine": settings.engine}
+            "pruner": settings.pruner, "engine": settings.engine, "data": str(Path(base.data).resolve())}
 
 
 def claim_study_dir(base: TrainConfig, settings: StudySettings, echo: Callable[[str], None]) -> Path:
@@ -62,7 +62,7 @@ def claim_study_dir(base: TrainConfig, settings: StudySettings, echo: Callable[[
     path = study_dir / STUDY_FILE
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
-        keys = sorted(k for k in ("space", "folds", "pruner", "engine") if saved.get(k) != record[k])
+        keys = sorted(k for k in ("data", "space", "folds", "pruner", "engine") if saved.get(k) != record[k])
         keys += sorted(k for k in set(saved["settings"]) | set(record["settings"])
                        if saved["settings"].get(k) != record["settings"].get(k))
         if keys:
