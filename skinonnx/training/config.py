@@ -95,7 +95,8 @@ class TrainConfig:
                                   section="run", resumable=True)
     runs_dir: str = setting("runs", "Folder holding the run folders.", section="run", resumable=True)
     track: bool = setting(False, "Log settings, every epoch's metrics, curves and config to MLflow "
-                          "(docs/TRACKING.md; opt-in: it adds ~2 s to a run). Default store: RUNS_DIR/mlflow.db.",
+                          "(docs/TRACKING.md; opt-in: importing MLflow and creating its store cost ~30 s of CPU). "
+                          "Default store: RUNS_DIR/mlflow.db.",
                           section="run", resumable=True)
     tracking_uri: str = setting("", "MLflow tracking URI (a server, databricks, sqlite:///FILE); implies --track "
                                 "(default: MLFLOW_TRACKING_URI, else sqlite:///RUNS_DIR/mlflow.db).", section="run",

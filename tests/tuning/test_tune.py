@@ -6,9 +6,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -92,10 +94,14 @@ def test_tune_prunes_resumes_after_a_kill_and_train_reproduces_the_best(tmp_path
 def test_tune_on_ray_with_two_local_workers(tmp_path: Path, synthetic_data: Path) -> None:
     pytest.importorskip("ray.tune")
     runs = tmp_path / "runs"
-    env = {**_env(), "RAY_TMPDIR": str(tmp_path / "ray-tmp")}  # this test's private Ray, stopped by tune itself
-    done = subprocess.run(_tune_args(synthetic_data, runs, "--trials", "4", "--epochs", "2", "--engine", "ray",
-                                     "--parallel", "2", "--name", "r"),
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    env = {**_env(), "RAY_TMPDIR": ray_tmp}  # this test's private Ray, started and stopped by tune itself
+    try:
+        done = subprocess.run(_tune_args(synthetic_data, runs, "--trials", "4", "--epochs", "2", "--engine", "ray",
+                                         "--parallel", "2", "--name", "r"),
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "local, 2 workers" in done.stdout
     assert len([line for line in done.stdout.splitlines() if line.startswith("trial ")]) == 4
