@@ -75,3 +75,18 @@ def test_a_dead_tracking_server_warns_once_and_training_finishes(tmp_path: Path,
     assert result.output.count("warning: experiment tracking to http://127.0.0.1:9 failed") == 1
     assert (tmp_path / "runs" / "dead" / "weights" / "best.pt").is_file()
     assert not (tmp_path / "runs" / "dead" / "tracking.json").exists()
+
+
+def test_a_tracked_study_is_a_parent_run_with_a_child_per_trial(tmp_path: Path, synthetic_data: Path) -> None:
+    pytest.importorskip("optuna")
+    runs = tmp_path / "runs"
+    run_cli("tune", "--data", synthetic_data, "--trials", "2", "--epochs", "1", "--pruner", "none", "--name", "st",
+            "--runs-dir", runs, "--track", *TINY)
+    mlflow.set_tracking_uri(f"sqlite:///{(runs / 'mlflow.db').as_posix()}")
+    found = mlflow.search_runs(search_all_experiments=True)
+    study = found[found["tags.skinonnx.kind"] == "study"]
+    assert len(study) == 1 and study.iloc[0]["status"] == "FINISHED" and "metrics.best_val_auc" in found.columns
+    trials = found[found["tags.mlflow.parentRunId"] == study.iloc[0]["run_id"]]
+    assert sorted(trials["tags.mlflow.runName"]) == ["trial-000", "trial-001"]
+    client = mlflow.tracking.MlflowClient()
+    assert {"trials.csv", "best_config.json"} <= {a.path for a in client.list_artifacts(study.iloc[0]["run_id"])}
