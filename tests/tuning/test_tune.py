@@ -110,3 +110,16 @@ def test_tune_on_ray_with_two_local_workers(tmp_path: Path, synthetic_data: Path
     assert "complete" in {r["state"] for r in rows}
     assert json.loads((runs / "r" / "best_config.json").read_text())["epochs"] == 2
     assert len(list(runs.glob("r/trial-*/metrics.csv"))) == 4  # every trial a run folder
+
+
+def test_tune_with_folds_maximises_the_out_of_fold_auc(tmp_path: Path, synthetic_data: Path) -> None:
+    runs = tmp_path / "runs"
+    done = subprocess.run(_tune_args(synthetic_data, runs, "--trials", "1", "--epochs", "1", "--folds", "2",
+                                     "--pruner", "none", "--name", "cvs"),
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "objective OOF AUC over 2 folds" in done.stdout
+    (row,) = _trials(runs / "cvs")
+    cv = json.loads((runs / "cvs" / "trial-000" / "cv.json").read_text())
+    assert row["state"] == "complete" and float(row["value"]) == pytest.approx(cv["oof"]["roc_auc"])
+    assert int(row["epochs"]) == 2  # one epoch in each of the two folds
