@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_json
-from ..errors import SkinOnnxError
+from ..errors import RunInterrupted, SkinOnnxError
 from ..training.config import TrainConfig
 from ..training.cv_record import core_settings
 from ..training.epoch_report import format_duration
@@ -30,6 +30,12 @@ PRUNERS = ("median", "halving", "none")
 
 class StudyError(SkinOnnxError):
     """A study folder holds another study, or the study cannot run."""
+
+
+class StudyInterrupted(SkinOnnxError):
+    """Ctrl-C (SIGINT): exit code 130, like a shell; the same command goes on."""
+
+    exit_code = 130
 
 
 @dataclass
@@ -80,7 +86,7 @@ def claim_study_dir(base: TrainConfig, settings: StudySettings, echo: Callable[[
 
 
 def make_pruner(optuna, kind: str):
-    if kind == "median":  # prune below the median of earlier trials at the same epoch, from the second epoch on
+    if kind == "median":  # prune below the median of earlier trials at the same epoch, once two trials finished
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     if kind == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
@@ -101,16 +107,17 @@ def _recover(study, echo: Callable[[str], None]) -> None:
     same settings; finished, pruned and crashed trials are never repeated."""
     optuna = _import_optuna()
     state = optuna.trial.TrialState
-    for trial in study.get_trials(deepcopy=False):
-        interrupted = trial.state == state.RUNNING or (trial.state == state.FAIL and trial.user_attrs.get("interrupted")
-                                                       and not trial.user_attrs.get("requeued"))
-        if not interrupted:
+    trials = study.get_trials(deepcopy=False)
+    rerun = {t.user_attrs.get("rerun_of") for t in trials}
+    for trial in trials:
+        if trial.number in rerun:
             continue
-        if trial.state == state.RUNNING:
+        if trial.state == state.RUNNING:  # killed with it (SIGKILL, SIGTERM, a crash of the machine)
+            study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
             study._storage.set_trial_state_values(trial._trial_id, state=state.FAIL)
-        study._storage.set_trial_user_attr(trial._trial_id, "requeued", True)
-        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-        study.enqueue_trial(trial.params, skip_if_exists=False)
+        elif not (trial.state == state.FAIL and trial.user_attrs.get("interrupted")):  # Ctrl-C marks it itself
+            continue
+        study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})
         echo(f"trial {trial.number} was interrupted: it runs again")
 
 
@@ -171,9 +178,9 @@ def run_study(base: TrainConfig, settings: StudySettings, *, echo: Callable[[str
         try:
             outcome = run_trial(cfg, settings.folds, report, log=study_dir / "logs" / f"{trial_name(trial.number)}.log",
                                 tracking_parent=tracker)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, RunInterrupted):  # fit turns Ctrl-C into RunInterrupted: the study stops too
             trial.set_user_attr("interrupted", True)
-            raise
+            raise KeyboardInterrupt from None  # not an Exception: Optuna's catch= must not swallow it
         except Exception as exc:  # a crashed trial (NaN loss, out of memory...) is recorded and the study goes on
             trial.set_user_attr("error", (getattr(exc, "message", None) or str(exc) or type(exc).__name__)[:300])
             raise
@@ -200,7 +207,9 @@ def run_study(base: TrainConfig, settings: StudySettings, *, echo: Callable[[str
                            gc_after_trial=True)
     except KeyboardInterrupt:
         status = "KILLED"
-        raise
+        raise StudyInterrupted(f"interrupted; {sum(counted(study).values())} of {settings.trials} trials done, the "
+                               f"one running will run again. Go on with the same command (study {study_dir})"
+                               ) from None
     finally:
         result = write_outputs(study, base, settings, study_dir, echo)
         if tracker is not None:

@@ -79,3 +79,29 @@ def test_another_study_under_the_same_name_is_refused(base: TrainConfig) -> None
 
     with pytest.raises(StudyError, match="holds a study with other settings: lr"):
         run_study(dataclasses.replace(base, lr=0.01), StudySettings(3, space, pruner="none"), echo=lambda _m: None)
+
+
+def test_ctrl_c_stops_the_study_and_the_interrupted_trial_runs_again(base: TrainConfig,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from skinonnx.errors import RunInterrupted
+    from skinonnx.tuning.study import StudyInterrupted
+
+    space = parse_space({"lr": {"low": 1e-5, "high": 1e-3, "log": True}}, "test")
+    calls: list[float] = []
+
+    def interrupted_third(cfg: TrainConfig, folds, report, **kwargs) -> TrialOutcome:
+        calls.append(cfg.lr)
+        if len(calls) == 3:  # what fit raises on Ctrl-C
+            raise RunInterrupted(cfg.run_dir, 1, cfg.epochs, True)
+        return fake_trial(cfg, folds, report, **kwargs)
+
+    monkeypatch.setattr(study_module, "run_trial", interrupted_third)
+    with pytest.raises(StudyInterrupted, match="2 of 5 trials done") as caught:
+        run_study(base, StudySettings(5, space, pruner="none"), echo=lambda _m: None)
+    assert caught.value.exit_code == 130
+    lines: list[str] = []
+    run_study(base, StudySettings(5, space, pruner="none"), echo=lines.append)
+    assert "trial 2 was interrupted: it runs again" in lines
+    assert calls[3] == calls[2] and len(calls) == 6  # the interrupted settings first, then two new trials
+    rows = _rows(base)
+    assert [r["state"] for r in rows] == ["complete", "complete", "interrupted", "complete", "complete", "complete"]
