@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -44,8 +45,13 @@ def test_tune_prunes_resumes_after_a_kill_and_train_reproduces_the_best(tmp_path
     for line in proc.stdout:  # wait for the event: the third finished trial's line
         first.append(line)
         if line.startswith("trial 3/8 "):
-            proc.send_signal(signal.SIGKILL)  # a real kill: no handler runs, the running trial stays RUNNING
             break
+    started = runs / "s" / "logs" / "trial-003.log"  # the fourth trial has started (its log file exists)
+    deadline = time.monotonic() + 600
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert started.exists(), "".join(first)
+    proc.send_signal(signal.SIGKILL)  # a real kill: no handler runs, the running trial stays RUNNING
     proc.wait(timeout=300)
     assert proc.returncode == -signal.SIGKILL, "".join(first)
     import optuna
@@ -59,6 +65,7 @@ def test_tune_prunes_resumes_after_a_kill_and_train_reproduces_the_best(tmp_path
     assert second.returncode == 0, second.stdout + second.stderr
     out = second.stdout
     assert "resuming study" in out and f"({len(finished_before)} done)" in out
+    assert "trial 3 was interrupted: it runs again" in out
     progress = [line for line in out.splitlines() if line.startswith("trial ")]
     assert progress[0].startswith(f"trial {len(finished_before) + 1}/8 ") and progress[-1].startswith("trial 8/8 ")
     assert " | best " in progress[-1] and progress[-1].endswith("| done")
@@ -66,6 +73,7 @@ def test_tune_prunes_resumes_after_a_kill_and_train_reproduces_the_best(tmp_path
     rows = _trials(runs / "s")
     counted = [r for r in rows if r["state"] != "interrupted"]
     assert len(counted) == 8  # the killed trial ran again; no finished trial did
+    assert [r["number"] for r in rows if r["state"] == "interrupted"] == ["3"]
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{runs / 's' / 'study.db'}")
     for number, (state, value) in finished_before.items():
         assert (study.trials[number].state, study.trials[number].value) == (state, value)
