@@ -38,7 +38,9 @@ def _study(base, settings, name: str, replay: list[dict] | None):
     trials = [t for t in study.get_trials() if t.state.is_finished()]
     return {"best_value": result.best_value, "epochs": sum(int(t.user_attrs.get("epochs", 0)) for t in trials),
             "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials), "seconds": seconds,
-            "params": [t.params for t in sorted(trials, key=lambda t: t.number)]}
+            "params": [t.params for t in sorted(trials, key=lambda t: t.number)],
+            "trials": [{"number": t.number, "state": t.state.name.lower(), "value": t.value,
+                        "epochs": t.user_attrs.get("epochs")} for t in sorted(trials, key=lambda t: t.number)]}
 
 
 def main(argv: list[str] | None = None) -> dict:
