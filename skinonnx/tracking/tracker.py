@@ -62,6 +62,8 @@ def warn_failure(uri: str, exc: BaseException, warn: Callable[[str], None]) -> N
         _FAILED_URIS.add(uri)
     if first:
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, ImportError):
+            reason = f"{reason}; install it with pip install 'skinonnx[track]'"
         warn(f"warning: experiment tracking to {uri} failed ({type(exc).__name__}: {reason}); the work goes on "
              "without tracking")
 
