@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -66,7 +67,7 @@ def test_tune_prunes_resumes_after_a_kill_and_train_reproduces_the_best(tmp_path
     out = second.stdout
     assert "resuming study" in out and f"({len(finished_before)} done)" in out
     assert "trial 3 was interrupted: it runs again" in out
-    progress = [line for line in out.splitlines() if line.startswith("trial ")]
+    progress = [line for line in out.splitlines() if re.match(r"trial \d+/8 ", line)]
     assert progress[0].startswith(f"trial {len(finished_before) + 1}/8 ") and progress[-1].startswith("trial 8/8 ")
     assert " | best " in progress[-1] and progress[-1].endswith("| done")
 
