@@ -93,6 +93,17 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
     for path, problem in result.skipped:
         click.echo(f"skipped {path}: {problem}", err=True)
     click.echo(f"report in {out}/: {', '.join(result.files)}", err=as_json)
+    _track_test(onnx_path, classifier.metadata, result.summary, out)
+
+
+def _track_test(onnx_path: Path, metadata: dict[str, str], summary: dict, out: Path) -> None:
+    """A model from a tracked run: its metrics and report go to that MLflow run (found by the model's hash)."""
+    from ..tracking.run_record import read_record
+
+    if read_record(metadata.get("training_run_dir") or "") is not None:  # MLflow only for a tracked run
+        from ..tracking.registry import log_test_results
+
+        log_test_results(onnx_path, metadata, summary, out, echo=lambda msg: click.echo(msg, err=True))
 
 
 def _report_dir(onnx_path: Path, given: Path | None, overwrite: bool) -> Path:

@@ -100,7 +100,7 @@ def start_ray(address: str | None, *, num_cpus: int | None = None):
         else:
             ray.init(num_cpus=num_cpus or physical_cores(), include_dashboard=False, log_to_driver=False,
                      logging_level="ERROR", _node_ip_address="127.0.0.1")
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:  # OSError: ConnectionError, a too-long socket path...
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise SkinOnnxError(f"could not start or reach {where}: {str(exc).strip().splitlines()[0][:300]}") from None
     return ray, True

@@ -39,7 +39,18 @@ def run_export(source: Path, output: Path, *, ensemble: bool, tta: str, variants
     else:
         result = export_single(source, output, **common)
     write_variants(result, data, variants, provider=provider, echo=echo)
+    track_export(result.path, result.contract.extra.get("training_run_dir"), echo=echo)
     return result
+
+
+def track_export(path: Path, run_dir: str | None, *, echo: Callable[[str], None] = print) -> None:
+    """A tracked run (train --track): log the ONNX file as an MLflow model and register a new version."""
+    from ..tracking.run_record import read_record
+
+    if run_dir and read_record(run_dir) is not None:  # MLflow is imported only for a tracked run
+        from ..tracking.registry import log_exported_model
+
+        log_exported_model(path, run_dir, echo=echo)
 
 
 def write_variants(result: ExportResult, data: str | None, variants: Variants, *, provider: str,

@@ -81,6 +81,11 @@ class TrainConfig:
     amp: bool = setting(True, "Disable mixed precision (fp16 on CUDA; bf16 on CPUs with AVX512-BF16/AMX).",
                         section="speed", option="--no-amp")
     channels_last: bool = setting(True, "Keep NCHW memory format.", section="speed", option="--no-channels-last")
+    augment_strength: float = setting(1.0, "Scale of the training augmentation's random crop and colour changes "
+                                      "(0: flips and right-angle turns only; 1: the default; up to 2).",
+                                      section="optimisation", low=0, high=2)
+    label_smoothing: float = setting(0.0, "Cross-entropy label smoothing (0: none).", section="optimisation", low=0,
+                                     high=0.5)
     augment: bool = setting(True, "Train on the centre crop only (deterministic; e.g. to check torchrun against one "
                             "process).", section="optimisation", option="--no-augment")
     freeze_bn: bool = setting(False, "BatchNorm keeps its running statistics (e.g. ImageNet's); only its scale and "
@@ -98,6 +103,13 @@ class TrainConfig:
     checkpoint_dir: str = setting("", "Keep best.pt/last.pt here instead of the run's weights/ folder.",
                                   section="run", resumable=True)
     runs_dir: str = setting("runs", "Folder holding the run folders.", section="run", resumable=True)
+    track: bool = setting(False, "Log settings, every epoch's metrics, curves and config to MLflow "
+                          "(docs/TRACKING.md; opt-in: importing MLflow and creating its store cost ~30 s of CPU). "
+                          "Default store: RUNS_DIR/mlflow.db.",
+                          section="run", resumable=True)
+    tracking_uri: str = setting("", "MLflow tracking URI (a server, databricks, sqlite:///FILE); implies --track "
+                                "(default: MLFLOW_TRACKING_URI, else sqlite:///RUNS_DIR/mlflow.db).", section="run",
+                                resumable=True)
     progress: bool = setting(True, "No progress bars.", section="run", option="--quiet", resumable=True)
 
     def __post_init__(self) -> None:
@@ -115,6 +127,11 @@ class TrainConfig:
         if self.class_bias == "val" and cross_validation:
             raise SkinOnnxError("with --folds use --class-bias oof: the offsets are tuned on the pooled out-of-fold "
                                 "predictions that the ensemble's metrics come from")
+
+    @property
+    def tracked(self) -> bool:
+        """--track, or a --tracking-uri (which implies it)."""
+        return self.track or bool(self.tracking_uri)
 
     @property
     def run_dir(self) -> Path:

@@ -93,6 +93,7 @@ class CVResult:
     trained: list[int]
     complete: bool
     summary: dict[str, Any] | None = None
+    stopped: bool = False  # an on_epoch callback stopped a fold (a pruned trial)
 
 
 def _locate(cfg: TrainConfig, folds: int | None, resume: bool, explicit: set[str]) -> Path:
@@ -105,8 +106,14 @@ def _locate(cfg: TrainConfig, folds: int | None, resume: bool, explicit: set[str
 
 
 def train_cv(cfg: TrainConfig, folds: int | None, *, fold: int | None = None, resume: bool = False,
-             explicit: set[str] | frozenset[str] = frozenset(), echo: Callable[[str], None] = print) -> CVResult:
-    """Train every fold (or only ``fold``) of the run ``runs/<cfg.name>``; finished folds are never retrained."""
+             explicit: set[str] | frozenset[str] = frozenset(), echo: Callable[[str], None] = print,
+             tracking_parent: Any = None, on_epoch: tuple = ()) -> CVResult:
+    """Train every fold (or only ``fold``) of the run ``runs/<cfg.name>``; finished folds are never retrained.
+
+    With ``--track`` the run is an MLflow run (a child of ``tracking_parent`` when given, e.g. a study's) and each
+    fold a child of it; ``on_epoch``: callbacks for every fold's epochs (:data:`~skinonnx.training.loop.EpochCallback`).
+    """
+    from . import tracked_run
     from .loop import fit
 
     explicit = set(explicit)
@@ -155,22 +162,34 @@ def train_cv(cfg: TrainConfig, folds: int | None, *, fold: int | None = None, re
         echo(f"note: {note}")
     folds_sha = file_sha256(run_dir / FOLDS_FILE)
     trained = []
-    for k_i in ([fold] if fold is not None else range(k)):
-        state = fold_state(run_dir, k_i)
-        if state is not None and state.get("status") == "done":
-            echo(f"fold {k_i}: already done (val AUC {state.get('val_auc', float('nan')):.4f}); not retrained")
-            continue
-        _train_fold(fit, cfg, run_dir, k_i, k, data, pool, assignment, folds_sha, resume, explicit, echo, leakage)
-        trained.append(k_i)
-        refresh_record(run_dir)
+    cfg = dataclasses.replace(cfg, name=run_dir.name, runs_dir=str(run_dir.parent))
+    tracker = tracked_run.start(cfg, echo, parent=tracking_parent, tags={"skinonnx.kind": "cv", "folds": str(k)})
+    try:
+        for k_i in ([fold] if fold is not None else range(k)):
+            state = fold_state(run_dir, k_i)
+            if state is not None and state.get("status") == "done":
+                echo(f"fold {k_i}: already done (val AUC {state.get('val_auc', float('nan')):.4f}); not retrained")
+                continue
+            if not _train_fold(fit, cfg, run_dir, k_i, k, data, pool, assignment, folds_sha, resume, explicit, echo,
+                               leakage, tracker, on_epoch):
+                tracked_run.finish(tracker, run_dir, "KILLED", echo=echo)
+                return CVResult(run_dir, k, trained, False, stopped=True)
+            trained.append(k_i)
+            refresh_record(run_dir)
+    except BaseException as exc:
+        tracked_run.finish(tracker, run_dir, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED", echo=echo)
+        raise
     record = refresh_record(run_dir)
     summary = None
     if record["complete"]:
         summary = combine(run_dir, echo=echo)
+        tracked_run.finish(tracker, run_dir, "FINISHED", {
+            "oof_auc": summary["roc_auc"], "fold_val_auc_mean": summary["fold_val_auc_mean"]}, echo=echo)
     else:
         left = [i for i in range(k) if (fold_state(run_dir, i) or {}).get("status") != "done"]
         echo(f"run '{run_dir.name}': folds {', '.join(map(str, left))} still to train "
              f"(train --name {run_dir.name} --folds {k} --fold N, or --resume)")
+        tracked_run.finish(tracker, run_dir, "FINISHED", echo=echo)
     return CVResult(run_dir, k, trained, bool(record["complete"]), summary)
 
 
@@ -190,7 +209,8 @@ def _check_same_settings(saved: dict[str, Any], given: dict[str, Any], what: str
 
 def _train_fold(fit, cfg: TrainConfig, run_dir: Path, k: int, n_folds: int, data: LabeledData, pool: list[Sample],
                 assignment: list[int], folds_sha: str, resume: bool, explicit: set[str], echo,
-                leakage: dict[str, Any] | None = None) -> None:
+                leakage: dict[str, Any] | None = None, tracker: Any = None, on_epoch: tuple = ()) -> bool:
+    """Train fold ``k`` and record it as done; False when an on_epoch callback stopped it (nothing recorded)."""
     from .checkpoint import load_checkpoint
 
     where = fold_dir(run_dir, k)
@@ -207,7 +227,10 @@ def _train_fold(fit, cfg: TrainConfig, run_dir: Path, k: int, n_folds: int, data
         echo(f"[fold {k + 1}/{n_folds}] {msg}")
 
     result = fit(fold_cfg, resume=started, explicit=explicit | {"runs_dir", "checkpoint_dir"}, echo=fold_echo,
-                 data=fold_data(data, pool, assignment, k), claimed=True, leakage=leakage)
+                 data=fold_data(data, pool, assignment, k), claimed=True, leakage=leakage, tracking_parent=tracker,
+                 on_epoch=on_epoch)
+    if result.stopped:
+        return False
     best = load_checkpoint(result.best_path, any_classes=True)
     preds = best.get("val_predictions") or {}
     logits = np.asarray(preds["logits"].numpy(), np.float64) if "logits" in preds else np.empty((0, 2))
@@ -224,5 +247,6 @@ def _train_fold(fit, cfg: TrainConfig, run_dir: Path, k: int, n_folds: int, data
             data, pool, assignment, k).splits["train"]), "n_val": len(result.val_samples),
         "best_sha256": file_sha256(result.best_path), "folds_sha256": folds_sha,
         "settings": core_settings(cfg.to_dict())})
+    return True
 
 

@@ -25,7 +25,7 @@ CV_FORMAT = "skinonnx-cv"
 CV_FORMAT_VERSION = 1
 #: not part of what a fold *is*: where it ran, from where, and how fast
 LOCAL_SETTINGS = frozenset({"name", "data", "device", "workers", "cache_mb", "max_pixels", "checkpoint_dir",
-                            "runs_dir", "progress", "amp", "channels_last"})
+                            "runs_dir", "progress", "amp", "channels_last", "track", "tracking_uri"})
 
 
 class CVError(SkinOnnxError):
