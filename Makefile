@@ -13,7 +13,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	# torch first, pinned to the releases this machine kind serves from local disk
 	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PIP) install --quiet -e '.[dev,runtimes,scale,serve,audit]'
+	$(PIP) install --quiet -e '.[dev,runtimes,scale,serve,audit,track,tune]'
 	touch $@
 
 install: $(VENV)/.installed

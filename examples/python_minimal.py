@@ -3,9 +3,11 @@
 
     python examples/python_minimal.py exports/model.onnx IMAGE [IMAGE ...]
 
-Prints one JSON object per image: {"path", "label", "probabilities": {class: p}, "logits": [...]}.
-Everything comes from the model's metadata, following docs/EMBEDDING.md; it does not import
-skinonnx. Works with the float model and with the uint8-input variant
+Prints one JSON object per image: {"path", "label", "in_distribution", "probabilities": {class: p},
+"logits": [...]}. The decision is the graph's own: its ``label`` output (an index into the metadata's
+classes) and ``in_distribution`` (false: the image is unlike the training images and gets no class, only
+the metadata's refusal text). The preprocessing comes from the metadata, following docs/EMBEDDING.md;
+it does not import skinonnx. Works with the float model and with the uint8-input variant
 (`export --embed-preprocessing`). 8-bit images; see EMBEDDING.md for 16-bit and CMYK files.
 """
 
@@ -49,7 +51,10 @@ def main(model_path: str, image_paths: list[str]) -> None:
     if meta.get("skinonnx_schema_version") != "1":
         sys.exit(f"{model_path}: not a skinonnx schema-1 model")
     classes = json.loads(meta["classes"])
-    pos, threshold = int(meta["positive_index"]), float(meta["decision_threshold"])
+    outputs = ["logits", "probabilities", "label", "in_distribution"]
+    if not set(outputs) <= {o.name for o in session.get_outputs()}:
+        sys.exit(f"{model_path}: no 'label'/'in_distribution' outputs (exported before them): run skinonnx export")
+    refusal = json.loads(meta["decision"])["refusal"]
     size, resize = int(meta["image_size"]), int(meta["resize_size"])
     mean = np.asarray(json.loads(meta["mean"]), np.float32)
     std = np.asarray(json.loads(meta["std"]), np.float32)
@@ -62,11 +67,10 @@ def main(model_path: str, image_paths: list[str]) -> None:
         else:
             x = (center_crop(pixels, size).astype(np.float32) / np.float32(255.0) - mean) / std
             batch = x.transpose(2, 0, 1)[None]
-        logits, probabilities = session.run(["logits", "probabilities"], {meta["input_name"]: batch})
-        p = probabilities[0]
-        label = classes[pos] if p[pos] >= threshold else classes[1 - pos]
-        print(json.dumps({"path": path, "label": label,
-                          "probabilities": {c: float(p[i]) for i, c in enumerate(classes)},
+        logits, probabilities, label, in_distribution = session.run(outputs, {meta["input_name"]: batch})
+        p, inside = probabilities[0], bool(in_distribution[0])
+        print(json.dumps({"path": path, "label": classes[int(label[0])] if inside else refusal,
+                          "in_distribution": inside, "probabilities": {c: float(p[i]) for i, c in enumerate(classes)},
                           "logits": [float(v) for v in logits[0]]}))
 
 

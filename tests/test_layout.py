@@ -19,20 +19,24 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "skinonnx"
 
 # Stage packages that must import without torch, plus the torch-free modules of mixed stages and the top leaves.
-TORCH_FREE_PACKAGES = ("data", "deploy", "evaluation", "audit")
+TORCH_FREE_PACKAGES = ("data", "deploy", "evaluation", "audit", "tracking")
 TORCH_FREE_MODULES = ("skinonnx", "skinonnx.errors", "skinonnx.atomic", "skinonnx.hashing", "skinonnx.cpus",
                       "skinonnx._lazy", "skinonnx.overlay", "skinonnx.softmax", "skinonnx.cli", "skinonnx.export",
                       "skinonnx.export.quantize", "skinonnx.training.runs", "skinonnx.training.config",
-                      "skinonnx.training.epoch_report", "skinonnx.explain", "skinonnx.explain.pointing_game")
+                      "skinonnx.training.epoch_report", "skinonnx.training.tracked_run", "skinonnx.explain",
+                      "skinonnx.explain.pointing_game", "skinonnx.tuning", "skinonnx.tuning.space",
+                      "skinonnx.cli.tuning_commands")
 
 # Which stage may import which (besides the top-level leaves every stage may use).
 ALLOWED = {
     "data": set(),
     "deploy": {"data"},
     "evaluation": {"data", "deploy"},
-    "training": {"data", "evaluation"},
-    "export": {"data", "deploy", "evaluation", "training"},
-    "explain": {"data", "training"},
+    "tracking": set(),
+    "training": {"data", "evaluation", "tracking"},
+    "export": {"data", "deploy", "evaluation", "training", "tracking"},
+    "tuning": {"data", "deploy", "evaluation", "training", "tracking"},
+    "explain": {"data", "deploy", "training"},
     "audit": {"data", "deploy", "evaluation"},
 }
 LEAVES = {"errors", "atomic", "hashing", "cpus", "_lazy", "overlay", "softmax"}

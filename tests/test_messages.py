@@ -56,10 +56,10 @@ def test_mistyped_weights_fail_before_any_image_is_decoded(tmp_path: Path, synth
 
 def test_quantize_takes_the_data_recorded_in_the_model_and_refuses_without(tmp_path: Path, synthetic_data: Path,
                                                                           monkeypatch) -> None:
-    import skinonnx.cli.export_commands as commands
+    import skinonnx.export.pipeline as pipeline
 
     seen = {}
-    monkeypatch.setattr(commands, "_run_quantize", lambda onnx, out, data, opts: seen.setdefault("data", data))
+    monkeypatch.setattr(pipeline, "quantize_line", lambda onnx, out, data, opts, **kw: seen.setdefault("data", data))
     recorded = tiny_onnx(tmp_path / "m.onnx", extra_meta={"training_data": str(synthetic_data)})
     cli_ok("quantize", "--onnx", recorded)
     assert seen["data"] == str(synthetic_data)

@@ -22,7 +22,7 @@ def test_brief_training_on_real_images_exports_with_parity(real_data: Path, tmp_
                        "--parity-images", "24")
     assert "parity on 24 real images" in exported.output
     # 4 outputs (logits, probabilities, cam, ood_score) x 2 batch sizes + labels
-    assert exported.output.count("✓") == 9
+    assert exported.output.count("✓") == 10  # 4 outputs x 2 batch sizes, label and in_distribution
 
     # a deliberately broken copy fails the standalone parity command on the same real images
     model = onnx.load(str(out))

@@ -68,6 +68,7 @@ struct Contract {
   double mean[3], std_[3];
   std::string input_name;
   bool uint8 = false;
+  std::string refusal;  // shown instead of a class when the graph's in_distribution output is false
 };
 
 Contract read_contract(const Ort::Session& session) {
@@ -91,6 +92,10 @@ Contract read_contract(const Ort::Session& session) {
   for (int i = 0; i < 3; i++) c.mean[i] = mean[i], c.std_[i] = std_[i];
   c.input_name = m["input_name"];
   c.uint8 = m.count("input_dtype") && m["input_dtype"] == "uint8";
+  // the decision is the graph's own ('label', 'in_distribution' outputs); the metadata says what to show instead
+  if (!m.count("decision")) throw std::runtime_error("no 'label'/'in_distribution' outputs (exported before them): run skinonnx export again");
+  auto words = json_strings(m["decision"]);  // {"label": "...", "in_distribution": "...", "refusal": "..."}
+  for (size_t i = 0; i + 1 < words.size(); i += 2) if (words[i] == "refusal") c.refusal = words[i + 1];
   return c;
 }
 
@@ -361,7 +366,7 @@ int main(int argc, char** argv) {
     std::cerr << "model " << argv[1] << ": input '" << c.input_name << "' " << (c.uint8 ? "uint8 NHWC" : "float32 NCHW")
               << ", ONNX Runtime " << Ort::GetVersionString() << " (headers: API " << ORT_API_VERSION << ")\n";
     const char* input_names[] = {c.input_name.c_str()};
-    const char* output_names[] = {"logits", "probabilities"};
+    const char* output_names[] = {"logits", "probabilities", "label", "in_distribution"};
     auto memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
     int classified = 0;
     for (int i = 2; i < argc; i++) {
@@ -378,14 +383,16 @@ int main(int argc, char** argv) {
           int64_t shape[] = {1, 3, c.image_size, c.image_size};
           input = Ort::Value::CreateTensor<float>(memory, x.data(), x.size(), shape, 4);
         }
-        auto out = session.Run(Ort::RunOptions{nullptr}, input_names, &input, 1, output_names, 2);
+        auto out = session.Run(Ort::RunOptions{nullptr}, input_names, &input, 1, output_names, 4);
         const float* logits = out[0].GetTensorData<float>();
         const float* p = out[1].GetTensorData<float>();
-        int pos = c.positive_index;
-        const std::string& label = p[pos] >= c.threshold ? c.classes[pos] : c.classes[1 - pos];
-        std::printf("{\"path\": \"%s\", \"label\": \"%s\", \"probabilities\": {\"%s\": %.9g, \"%s\": %.9g}, "
-                    "\"logits\": [%.9g, %.9g]}\n", json_escape(path).c_str(), json_escape(label).c_str(),
-                    json_escape(c.classes[0]).c_str(), p[0], json_escape(c.classes[1]).c_str(), p[1], logits[0], logits[1]);
+        const int64_t index = out[2].GetTensorData<int64_t>()[0];  // the file decides: no threshold compared here
+        const bool in_distribution = out[3].GetTensorData<bool>()[0];
+        const std::string& label = in_distribution ? c.classes.at(index) : c.refusal;
+        std::printf("{\"path\": \"%s\", \"label\": \"%s\", \"in_distribution\": %s, \"probabilities\": {\"%s\": %.9g, "
+                    "\"%s\": %.9g}, \"logits\": [%.9g, %.9g]}\n", json_escape(path).c_str(), json_escape(label).c_str(),
+                    in_distribution ? "true" : "false", json_escape(c.classes[0]).c_str(), p[0],
+                    json_escape(c.classes[1]).c_str(), p[1], logits[0], logits[1]);
         classified++;
       } catch (const std::exception& e) {
         std::printf("{\"path\": \"%s\", \"error\": \"%s\"}\n", json_escape(path).c_str(), json_escape(e.what()).c_str());

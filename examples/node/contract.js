@@ -1,5 +1,6 @@
 // The preprocessing contract of a skinonnx model (docs/EMBEDDING.md), in plain JavaScript: read the
-// metadata into a contract, then resize geometry, JPEG draft scale, centre crop, normalisation, decision.
+// metadata into a contract, then resize geometry, JPEG draft scale, centre crop, normalisation; the decision is
+// the graph's own ('label' and 'in_distribution' outputs), read by decision().
 // Shared by the Node example (index.js) and the browser example (examples/web/): require() in Node,
 // <script> in the browser (window.SkinOnnx.*). Pixels are packed RGB uint8 (3 bytes per pixel, row-major).
 (function (root, factory) {
@@ -27,10 +28,15 @@ function readContract(meta) {
   if (!(SCHEMA_KEY in meta)) throw new Error('not a skinonnx model (no skinonnx_schema_version metadata key)');
   if (meta[SCHEMA_KEY] !== '1') throw new Error(`metadata schema ${meta[SCHEMA_KEY]} is not supported (this example reads 1)`);
   if (meta.interpolation !== 'bilinear') throw new Error(`interpolation ${meta.interpolation} is not implemented here`);
+  const outputs = JSON.parse(meta.output_names || '[]');
+  if (!outputs.includes('label') || !outputs.includes('in_distribution')) {
+    throw new Error("no 'label'/'in_distribution' outputs (exported before them): run skinonnx export again");
+  }
   return {
     classes: JSON.parse(meta.classes),
     positiveIndex: Number(meta.positive_index),
     threshold: Number(meta.decision_threshold),
+    refusal: JSON.parse(meta.decision).refusal,
     imageSize: Number(meta.image_size),
     resizeSize: Number(meta.resize_size),
     mean: JSON.parse(meta.mean),
@@ -100,14 +106,16 @@ function normalize(hwc, s, mean, std) {
   return out;
 }
 
-// One image's probabilities (in class order) -> the label, as `predict` decides it.
-function decide(contract, probabilities) {
-  const pos = contract.positiveIndex;
-  return probabilities[pos] >= contract.threshold ? contract.classes[pos] : contract.classes[1 - pos];
+// Row i of a run's outputs -> the graph's decision: the class name, or the refusal text when the image is not
+// in distribution (nothing is compared here: the file decides).
+function decision(contract, outputs, i = 0) {
+  const inDistribution = Boolean(outputs.in_distribution.data[i]);
+  const label = inDistribution ? contract.classes[Number(outputs.label.data[i])] : contract.refusal;
+  return { label, inDistribution };
 }
 
 return {
   SCHEMA_KEY, MAX_PIXELS, roundHalfEven, readContract, resizedSize, draftFactor, boxReduce, centerCrop, normalize,
-  decide,
+  decision,
 };
 }));

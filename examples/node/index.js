@@ -22,7 +22,7 @@ const { resizeBilinear } = require('./pillow_resize');
 const shared = require('./contract');
 
 const {
-  MAX_PIXELS, roundHalfEven, resizedSize, draftFactor, boxReduce, centerCrop, normalize, decide,
+  MAX_PIXELS, roundHalfEven, resizedSize, draftFactor, boxReduce, centerCrop, normalize, decision,
 } = shared;
 
 function fail(message) {
@@ -105,10 +105,10 @@ async function main(argv) {
       const input = await inputFor(path, contract, mode);
       const result = await session.run({ [contract.inputName]: input });
       const p = Array.from(result.probabilities.data);
-      const label = decide(contract, p);
+      const { label, inDistribution } = decision(contract, result);
       const probabilities = Object.fromEntries(contract.classes.map((c, i) => [c, p[i]]));
       const logits = Array.from(result.logits.data);
-      process.stdout.write(`${JSON.stringify({ path, label, probabilities, logits })}\n`);
+      process.stdout.write(`${JSON.stringify({ path, label, in_distribution: inDistribution, probabilities, logits })}\n`);
       classified++;
     } catch (err) {
       process.stdout.write(`${JSON.stringify({ path, error: String(err.message || err).split('\n')[0] })}\n`);

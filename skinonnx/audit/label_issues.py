@@ -44,7 +44,11 @@ def read_out_of_fold(run_dir: Path) -> OutOfFold:
                          "probabilities: train with `train --folds 5` first")
     try:
         cv = json.loads(cv_path.read_text(encoding="utf-8"))
-        classes, positive = tuple(cv["classes"]), int(cv["positive_index"])
+        classes = tuple(cv["classes"])
+        if len(classes) != 2:
+            raise AuditError(f"{cv_path}: a run of {len(classes)} classes {list(classes)}; label issues take "
+                             "two-class runs for now")
+        positive = int(cv["positive_index"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AuditError(f"{cv_path}: cannot read the run's record ({exc})") from None
     if not cv.get("complete") or not oof_path.is_file():

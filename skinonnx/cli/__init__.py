@@ -18,6 +18,7 @@ from .export_commands import export, parity, quantize
 from .monitor_commands import monitor
 from .serve_commands import serve
 from .training_commands import demo, synthetic, train
+from .tuning_commands import tune
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -28,7 +29,7 @@ def main() -> None:
 
 
 for _command in (train, export, quantize, parity, test_cmd, compare, predict, info, explain, demo, synthetic, web,
-                 serve, monitor, audit):
+                 serve, monitor, audit, tune):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

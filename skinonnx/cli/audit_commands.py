@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import echo, max_pixels_option, require_extra, runs_dir_option
+from .options import echo, max_pixels_option, report_folder, require_extra, runs_dir_option
 
 
 @click.command()
@@ -17,7 +17,7 @@ from .options import echo, max_pixels_option, require_extra, runs_dir_option
               help="A cross-validation run (`train --folds K`; a name under --runs-dir or a folder): rank likely "
                    "label errors from its out-of-fold probabilities (cleanlab).")
 @runs_dir_option
-@click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False), default=Path("reports/audit"),
+@click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False), default=report_folder("audit"),
               show_default=True, help="Folder for audit.json, audit.html (+ audit_files/) and exclude.txt.")
 @click.option("--exclude-list", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Leave out the images listed in FILE (one path per line, relative to the data root).")

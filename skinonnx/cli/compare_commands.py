@@ -12,6 +12,7 @@ from .options import (
     max_pixels_option,
     open_classifier,
     provider_option,
+    report_folder,
     require_onnx,
     threads_option,
 )
@@ -84,4 +85,4 @@ def _default_dir(models: tuple[Path, ...]) -> Path:
     from ..hashing import file_sha256
 
     key = hashlib.sha256("".join(sorted(file_sha256(m) for m in models)).encode()).hexdigest()
-    return Path("reports") / f"compare-{key[:8]}"
+    return report_folder("compare", key)

@@ -17,6 +17,7 @@ from .options import (
     open_classifier,
     program_name,
     renamed_option,
+    report_folder,
     require_onnx,
     runs_dir_option,
 )
@@ -77,7 +78,8 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
         result = evaluate_split(classifier, data, split=split, threshold=threshold, batch_size=batch_size,
                                 out_dir=out, progress=not quiet, max_pixels=max_pixels,
                                 bootstrap=0 if no_ci else n_bootstrap, ci_seed=ci_seed, confidence=confidence,
-                                use_val=not skip_val, run_dir=run_dir, plots=not no_plots, html=not no_html,
+                                use_val=not skip_val, run_dir=run_dir, runs_dir=runs_dir, plots=not no_plots,
+                                html=not no_html,
                                 echo=lambda msg: click.echo(msg, err=True), by=parse_by(by), attributes=attributes)
     except BaseException:
         if created:  # a failed test leaves no half-written report folder behind
@@ -91,6 +93,17 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
     for path, problem in result.skipped:
         click.echo(f"skipped {path}: {problem}", err=True)
     click.echo(f"report in {out}/: {', '.join(result.files)}", err=as_json)
+    _track_test(onnx_path, classifier.metadata, result.summary, out)
+
+
+def _track_test(onnx_path: Path, metadata: dict[str, str], summary: dict, out: Path) -> None:
+    """A model from a tracked run: its metrics and report go to that MLflow run (found by the model's hash)."""
+    from ..tracking.run_record import read_record
+
+    if read_record(metadata.get("training_run_dir") or "") is not None:  # MLflow only for a tracked run
+        from ..tracking.registry import log_test_results
+
+        log_test_results(onnx_path, metadata, summary, out, echo=lambda msg: click.echo(msg, err=True))
 
 
 def _report_dir(onnx_path: Path, given: Path | None, overwrite: bool) -> Path:
@@ -101,7 +114,7 @@ def _report_dir(onnx_path: Path, given: Path | None, overwrite: bool) -> Path:
     from ..hashing import file_sha256
 
     sha = file_sha256(onnx_path)
-    out = given or Path("reports") / f"{onnx_path.stem}-{sha[:8]}"
+    out = given or report_folder(onnx_path.stem, sha)
     try:
         before = json.loads((out / "summary.json").read_text(encoding="utf-8"))["model"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -128,7 +141,7 @@ def _say_which_run(metadata: dict[str, str], runs_dir: Path) -> None:
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @onnx_option()
-@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("reports/predictions.csv"),
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=report_folder("predictions.csv"),
               show_default=True, help="Results file, .csv, .json or .parquet (Parquet needs pyarrow).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None)
 @click.option("--batch-size", type=POSITIVE_INT, default=16, show_default=True)
@@ -182,7 +195,8 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
         ensure_writable_dir(cam_dir)
     classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized, threads)
     ray_options = None if engine != "ray" else {"address": address, "workers": workers,
-                                                 "gpus_per_worker": gpus_per_worker, "provider": provider}
+                                                 "gpus_per_worker": gpus_per_worker, "provider": provider,
+                                                 "threads": threads}
     result, journal = run_job(classifier, paths, output, threshold=threshold, batch_size=batch_size,
                               max_pixels=max_pixels, progress=not quiet, part_rows=part_size,
                               ray_options=ray_options, cam_dir=cam_dir, echo=lambda msg: click.echo(msg, err=True))
@@ -191,7 +205,7 @@ def predict(inputs: tuple[str, ...], onnx_path: Path, output: Path, threshold: f
     journal.remove()
     pos = classifier.contract.positive_class
     n_pos = sum(r["prediction"] == pos for r in result.rows)
-    n_out = sum(r.get("in_distribution") is False for r in result.rows)
+    n_out = sum(r["prediction"] == OOD_REFUSAL for r in result.rows)
     refused = f", {n_out} {OOD_REFUSAL}" if classifier.has_ood else ""
     click.echo(f"{len(result.rows) - n_out} images classified ({n_pos} {pos}){refused}, {len(result.skipped)} "
                f"skipped -> {output}"

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 from click.core import ParameterSource
 
-from ..errors import CheckpointError
 from .options import (
     DEFAULT_ONNX,
     POSITIVE_INT,
@@ -19,19 +17,14 @@ from .options import (
     provider_option,
     renamed_option,
     require_onnx,
+    resolve_checkpoint_option,
     runs_dir_option,
 )
 
-if TYPE_CHECKING:
-    from ..export.onnx_export import ExportResult
-
-# Which options each export path takes (as Ultralytics' export table does per format), checked before any work;
-# an option given on a path that is not listed is refused with a usage error naming both options.
+# Every export option works on every path (single, TTA, fold ensemble: export/pipeline.py passes them all, and
+# tests/export/test_export_options.py shows each one's effect per path), so there is no per-path table to check;
+# what is checked before any work: an option that only tunes another, and two sources for the model.
 EXPORT_PATHS = ("single", "ensemble", "tta")
-PATH_OPTION = {"ensemble": "run_dir", "tta": "tta"}  # the option that selects the path
-EXPORT_OPTIONS: dict[str, tuple[str, ...]] = dict.fromkeys(
-    ("opset", "data", "atol", "parity_images", "int8", "embed_preprocessing", "fp16", "fp16_tolerance", "ort_format",
-     "cam", "ood", "ood_accept", "provider", "triton_repo"), EXPORT_PATHS)
 NEEDS = {"fp16_tolerance": "fp16", "ood_accept": "ood"}  # an option that only tunes another: refused without it
 CONFLICTS = (("run_dir", "checkpoint"),)  # two sources for the model
 
@@ -95,23 +88,16 @@ def export(ctx: click.Context, checkpoint: str | None, output: Path, opset: int,
     ensemble, to a self-describing ONNX file (checked, parity-tested, atomic)."""
     from ..atomic import onnx_output
 
-    _check_export_options(ctx, "tta" if tta != "none" else "single")
+    _check_export_options(ctx)
     onnx_output(output)
     run_dir = _cv_source(checkpoint, run_dir, runs_dir)
-    if run_dir is not None:
-        _check_export_options(ctx, "ensemble")
-    source = run_dir if run_dir is not None else _checkpoint(checkpoint, runs_dir)  # both checked before torch loads
-    from ..export.ensemble import export_cv_run, export_single_tta
-    from ..export.onnx_export import export as export_single
+    source = run_dir if run_dir is not None else resolve_checkpoint_option(checkpoint, runs_dir)  # before torch loads
+    from ..export.pipeline import Variants, run_export
 
-    common = dict(opset=opset, data=data, atol=atol, parity_images=parity_images, provider=provider,
-                  embed_preprocessing=embed_preprocessing, cam=cam, ood=ood, ood_accept=ood_accept, echo=echo)
-    if run_dir is not None:
-        result = export_cv_run(run_dir, output, tta=tta, **common)
-    elif tta != "none":
-        result = export_single_tta(source, output, tta=tta, **common)
-    else:
-        result = export_single(source, output, **common)
+    variants = Variants(int8, fp16, fp16_tolerance, ort_format, triton_repo)
+    result = run_export(source, output, ensemble=run_dir is not None, tta=tta, variants=variants, data=data,
+                        provider=provider, echo=echo, opset=opset, atol=atol, parity_images=parity_images,
+                        embed_preprocessing=embed_preprocessing, cam=cam, ood=ood, ood_accept=ood_accept)
     c = result.contract
     what = "".join([f", ensemble of {result.members} folds" if run_dir is not None else "",
                     f", TTA {tta}" if tta != "none" else ""])
@@ -120,63 +106,20 @@ def export(ctx: click.Context, checkpoint: str | None, output: Path, opset: int,
     if result.uint8_path is not None:
         click.echo(f"wrote {result.uint8_path} (input 'image': uint8 [N, H, W, 3] RGB, shorter side resized to "
                    f"{c.preprocessing.resize_size}; see docs/EMBEDDING.md)")
-    if int8 or fp16 or ort_format:
-        _write_variants(result, data, int8=int8, fp16=fp16, fp16_tolerance=fp16_tolerance, ort_format=ort_format)
-    if triton_repo is not None:
-        from ..deploy.triton_repo import write_triton_repo
-
-        click.echo(f"wrote Triton model repository {write_triton_repo(result.path, triton_repo)}/")
+    for line in variants.written:
+        click.echo(line)
 
 
-def _check_export_options(ctx: click.Context, path: str) -> None:
-    """EXPORT_OPTIONS, NEEDS and CONFLICTS against the options the user gave (not their defaults)."""
+def _check_export_options(ctx: click.Context) -> None:
+    """NEEDS and CONFLICTS against the options the user gave (not their defaults)."""
     given = {p.name for p in ctx.command.params if ctx.get_parameter_source(p.name) is not ParameterSource.DEFAULT}
     spell = {p.name: "/".join([*p.opts, *p.secondary_opts]) for p in ctx.command.params}
-    for name in sorted(given & set(EXPORT_OPTIONS)):
-        if path not in EXPORT_OPTIONS[name]:
-            raise click.UsageError(f"{spell[name]} does not work with {spell[PATH_OPTION[path]]}", ctx)
     for name, needs in NEEDS.items():
         if name in given and not ctx.params[needs]:
             raise click.UsageError(f"{spell[name]} tunes {spell[needs]}: give {spell[needs]} too", ctx)
     for a, b in CONFLICTS:
         if {a, b} <= given:
             raise click.UsageError(f"{spell[a]} and {spell[b]} both name the model to export: give one", ctx)
-
-
-def _checkpoint(spec: str | None, runs_dir: Path) -> Path:
-    """--checkpoint as given, or the newest run's best.pt under --runs-dir (saying which)."""
-    from ..training.runs import resolve_checkpoint
-
-    path, note = resolve_checkpoint(spec, runs_dir)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path} (run `skinonnx train` first, or pass "
-                              "--checkpoint)")
-    if note:
-        click.echo(note, err=True)
-    return path
-
-
-def _write_variants(result: ExportResult, data: str | None, *, int8: bool, fp16: bool, fp16_tolerance: float,
-                    ort_format: bool) -> None:
-    """--int8, --fp16 and --ort-format: converted copies of the files just written, each checked on the model's
-    real images (its recorded training data unless --data); a copy that fails its check is not written."""
-    from ..data.training_data import model_data
-
-    root = model_data(data, result.contract.extra.get("training_data"),
-                      needed_for=f"{result.path} is written; --int8/--fp16/--ort-format")
-    if int8:
-        _run_quantize(result.path, None, root, {})
-    if fp16:
-        from ..export.fp16 import export_fp16
-
-        half = export_fp16(result.path, root, max_prob_diff=fp16_tolerance, echo=echo)
-        click.echo(f"wrote {half.path} ({half.path.stat().st_size / 1e6:.1f} MB, fp16 weights, float32 in/out)")
-    if ort_format:
-        from ..export.ort_format import export_ort_format
-
-        for model in [result.path] + ([result.uint8_path] if result.uint8_path else []):
-            done = export_ort_format(model, root, echo=echo)
-            click.echo(f"wrote {done.path} ({done.path.stat().st_size / 1e6:.1f} MB, ORT format), {done.config_path}")
 
 
 def _cv_source(checkpoint: str | None, run_dir: Path | None, runs_dir: Path) -> Path | None:
@@ -194,15 +137,6 @@ def _cv_source(checkpoint: str | None, run_dir: Path | None, runs_dir: Path) -> 
         return None
     click.echo(f"exporting the newest cross-validation run {newest} (pass --checkpoint for a single model)")
     return newest
-
-
-def _run_quantize(onnx_path: Path, output: Path | None, data: str, options: dict) -> None:
-    from ..export.quantize import QuantizeSettings, quantize_model
-
-    q = quantize_model(onnx_path, output, data, QuantizeSettings(**options), echo=echo)
-    size = q.path.stat().st_size / 1e6
-    click.echo(f"wrote {q.path} ({size:.1f} MB, INT8 QDQ, calibrated on {q.calibration_images} images) in "
-               f"{q.seconds:.0f} s")
 
 
 @click.command()
@@ -239,11 +173,13 @@ def quantize(onnx_path: Path, output: Path | None, data: str | None, calibration
 
     require_onnx(onnx_path)
     data = data_from_metadata(data, read_header(onnx_path).metadata)
-    _run_quantize(onnx_path, output, data, {
+    from ..export.pipeline import quantize_line
+
+    click.echo(quantize_line(onnx_path, output, data, {
         "calibration_images": calibration_images, "method": calibrate_method, "reduce_range": reduce_range,
         "min_agreement": min_agreement, "max_auc_change": max_auc_change, "gate_split": gate_split,
         "gate_images": gate_images, "bias_correction": bias_correction, "keep_fp32": tuple(keep_fp32),
-        "seed": seed})
+        "seed": seed}))
 
 
 @click.command()

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from .options import POSITIVE_INT, max_pixels_option, onnx_option, open_classifier, provider_option, threads_option
+from .options import (
+    POSITIVE_INT,
+    max_pixels_option,
+    onnx_option,
+    open_classifier,
+    provider_option,
+    report_folder,
+    threads_option,
+)
 
 
 @click.command("monitor")
@@ -21,7 +29,7 @@ from .options import POSITIVE_INT, max_pixels_option, onnx_option, open_classifi
                    "kernel two-sample permutation test on all quantities together (docs/SAFETY.md).")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
               show_default=True, help="False-alarm rate of the verdict for a batch from the reference's distribution.")
-@click.option("--output", "-o", "out_dir", type=click.Path(path_type=Path), default=Path("reports/monitor"),
+@click.option("--output", "-o", "out_dir", type=click.Path(path_type=Path), default=report_folder("monitor"),
               show_default=True, help="Folder for monitor.json and drift.png.")
 @click.option("--no-plot", is_flag=True, help="Skip drift.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print monitor.json to stdout instead of the text verdict.")

@@ -9,6 +9,13 @@ import click
 from ..data.images import DEFAULT_MAX_PIXELS
 
 DEFAULT_ONNX = Path("exports/model.onnx")
+REPORTS_DIR = Path("reports")
+
+
+def report_folder(name: str, key: str | None = None) -> Path:
+    """The one naming rule of the commands' default output folders: ``reports/<name>``, or with a content hash
+    ``reports/<name>-<first 8 hex>`` so that two models (or sets of models) never share a folder."""
+    return REPORTS_DIR / (f"{name}-{key[:8]}" if key else name)
 PROVIDERS = click.Choice(["auto", "cpu", "cuda", "tensorrt"])
 POSITIVE_INT = click.IntRange(min=1)
 
@@ -49,8 +56,24 @@ def require_extra(extra: str, purpose: str, *modules: str) -> None:
         raise SkinOnnxError(f"{purpose} needs {', '.join(missing)}: pip install 'skinonnx[{extra}]'")
 
 
-def confidence_interval_options(f):
-    """--bootstrap, --ci-seed, --confidence, --no-ci: the one declaration `test` and `compare` share."""
+def confidence_interval_options(command):
+    """--bootstrap, --ci-seed, --confidence, --no-ci: the one declaration `test` and `compare` share; the three
+    that tune the intervals are refused with --no-ci (they would do nothing)."""
+    import functools
+
+    from click.core import ParameterSource
+
+    @functools.wraps(command)
+    def checked(*args, **kwargs):
+        ctx = click.get_current_context()
+        flags = {"n_bootstrap": "--bootstrap", "ci_seed": "--ci-seed", "confidence": "--confidence"}
+        given = [flag for name, flag in flags.items() if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT]
+        if kwargs.get("no_ci") and given:
+            raise click.UsageError(f"{', '.join(given)} tune the confidence intervals, which --no-ci turns off: "
+                                   "give one or the other", ctx)
+        return command(*args, **kwargs)
+
+    f = checked
     f = click.option("--no-ci", is_flag=True, help="Point estimates only (no bootstrap).")(f)
     f = click.option("--confidence", type=click.FloatRange(0.5, 1, max_open=True), default=0.95, show_default=True,
                      help="Confidence level of the intervals.")(f)

@@ -124,6 +124,7 @@ def train(**opts: object) -> None:
     from ..data.layouts import discover
     from ..evaluation.thresholds import parse_policy
     from ..training.config import TrainConfig
+    from ..training.data_checks import discover_settings, trainable
 
     try:
         parse_policy(str(opts["threshold_policy"]))
@@ -134,7 +135,9 @@ def train(**opts: object) -> None:
     cfg = TrainConfig(**{f.name: (not opts[_param_name(f)]) if _negated(f) else opts[_param_name(f)]
                          for f in _fields()})
     if not resume:  # errors in the data come before torch is imported (seconds) and before any folder
-        discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed, write_split_file=False)
+        cfg.check_class_bias(cross_validation=folds is not None)
+        found = discover(cfg.data, **discover_settings(cfg), write_split_file=False)
+        trainable(cfg, found, cross_validation=folds is not None, warn=lambda text: click.echo(text, err=True))
     from ..training.allocator import keep_freed_memory
 
     echo(f"allocator: {keep_freed_memory()}")  # before torch allocates anything
@@ -218,17 +221,26 @@ def demo(data_dir: Path, epochs: int, image_size: int, seed: int, quiet: bool) -
 @click.option("--test", "n_test", type=POSITIVE_INT, default=30, show_default=True, help="Test images per class.")
 @click.option("--size", type=click.IntRange(32, 1024), default=128, show_default=True, help="Image side in pixels.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--classes", "n_classes", type=click.IntRange(min=2), default=2, show_default=True,
+              help="Number of classes: 2 is benign/malignant; more are tinted benign_* and malignant_* kinds "
+                   "(K // 2 malignant), for multi-class pipelines (train --malignant malignant_...).")
 @click.option("--quiet", is_flag=True)
-def synthetic(out_dir: Path, n_train: int, n_val: int, n_test: int, size: int, seed: int, quiet: bool) -> None:
+def synthetic(out_dir: Path, n_train: int, n_val: int, n_test: int, size: int, seed: int, n_classes: int,
+              quiet: bool) -> None:
     """Generate synthetic ABCD-rule lesions (split ImageFolder + masks).
 
     Besides the demo, a larger set is an offline pretraining source when ImageNet weights cannot be
     downloaded: train on it, then fine-tune on real data with --weights its best.pt (see README).
     """
     from ..atomic import ensure_writable_dir
-    from ..data.synthetic import generate_dataset
+    from ..data.synthetic import class_names, generate_dataset
 
+    try:
+        class_names(n_classes)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--classes") from None
     ensure_writable_dir(out_dir)
     summary = generate_dataset(out_dir, counts={"train": n_train, "val": n_val, "test": n_test}, size=size,
-                               seed=seed, progress=not quiet)
-    click.echo(f"synthetic data set in {out_dir}: {summary['counts']} ({size} px, seed {seed})")
+                               seed=seed, progress=not quiet, classes=n_classes)
+    group = f"; malignancy group: --malignant {','.join(summary['malignant'])}" if "malignant" in summary else ""
+    click.echo(f"synthetic data set in {out_dir}: {summary['counts']} ({size} px, seed {seed}){group}")

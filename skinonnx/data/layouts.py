@@ -5,21 +5,25 @@ it); ``LabeledData.notes`` holds one line naming the layout chosen, for every co
 
 1. split ImageFolder: ``ROOT/{train,val,test}/<class>/**/*.jpg``
 2. index CSV: ``ROOT.csv`` or ``ROOT/index.csv`` (or ``ROOT/splits.csv``) with columns
-   ``path,label,split`` and optionally ``group`` (patient or lesion id: a group's images may
+   ``path,label,split`` and optionally ``group`` (or the column named by ``group_column``, e.g. HAM10000's
+   ``lesion_id``: the patient or lesion id; a group's images may
    not sit in two splits); paths are relative to the CSV's folder and may not escape it
 3. flat ImageFolder: ``ROOT/<class>/**/*.jpg``: a seeded stratified 64/16/20 % split is
    made and written to ``ROOT/splits.csv`` (an index CSV) so later commands see the same
    split even if files are added; if ROOT is read-only the split is recomputed identically.
 
-Class names come from the data (sorted folder names / label values), never from code.
+Class names come from the data (sorted folder names / label values), never from code: two or more. A class
+with a single image is kept but named in ``LabeledData.warnings`` (with the closest other name: likely a typo).
+The malignancy group (``--malignant a,b``; for two classes the positive class) is resolved here too.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +39,7 @@ SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.64, 0.16, 0.20)
 SPLIT_FILE = "splits.csv"
 INDEX_FILES = ("index.csv", SPLIT_FILE)
+GROUP_COLUMN = "group"
 DEFAULT_POSITIVE = "malignant"
 MAX_REPORTED_ROWS = 20  # bad index rows listed in one error; the count says how many more
 
@@ -53,13 +58,31 @@ class LabeledData:
     root: Path
     layout: str
     classes: tuple[str, ...]
-    positive_index: int
+    positive_index: int | None  # two classes: the positive (malignant) one; None for more
     splits: dict[str, list[Sample]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    malignant: tuple[int, ...] = ()  # the malignancy group (class indices, sorted); () when not named (K > 2)
+    warnings: list[str] = field(default_factory=list)  # e.g. a class of one image (a label typo?)
 
     @property
     def positive_class(self) -> str:
+        if self.positive_index is None:
+            raise DataError(f"the data has {len(self.classes)} classes {list(self.classes)}: there is no single "
+                            "positive class (see --malignant)")
         return self.classes[self.positive_index]
+
+    def malignant_group(self) -> tuple[int, ...]:
+        """The malignancy group's class indices, or the error that more than two classes need ``--malignant``."""
+        if not self.malignant:
+            raise DataError(f"{self.root}: the data has {len(self.classes)} classes {list(self.classes)}: name the "
+                            "malignant ones with --malignant CLASS[,CLASS...] (the malignancy score sums their "
+                            "probabilities)")
+        return self.malignant
+
+    def missing_classes(self, splits: Sequence[str]) -> list[str]:
+        """Classes with no image in any of ``splits`` (together)."""
+        present = {s.label for name in splits for s in self.splits.get(name, [])}
+        return [c for i, c in enumerate(self.classes) if i not in present]
 
     def split(self, name: str) -> list[Sample]:
         samples = self.splits.get(name)
@@ -73,24 +96,37 @@ class LabeledData:
 
 
 def discover(root: str | os.PathLike[str], *, positive_class: str | None = None, seed: int = 0,
-             write_split_file: bool = True) -> LabeledData:
-    """Find images, labels and splits under ``root`` (a folder or an index CSV)."""
+             write_split_file: bool = True, malignant: str | Sequence[str] | None = None,
+             group_column: str = GROUP_COLUMN) -> LabeledData:
+    """Find images, labels and splits under ``root`` (a folder or an index CSV).
+
+    ``malignant``: the malignancy group's class names (a list or ``"a,b"``); for two classes it is the positive
+    class (``positive_class`` says the same; giving both, they must agree). ``group_column``: the index CSV's
+    column of patient or lesion ids (another name than ``group`` must exist, and needs an index CSV)."""
     root = existing_data(root)
+    group = {"positive_class": positive_class, "malignant": malignant}
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise DataError(f"{root}: expected a folder or an index CSV (path,label,split)")
-        return _finish(*_from_index_csv(root), positive_class=positive_class)
+        return _finish(*_from_index_csv(root, group_column), **group)
     explicit = (root / INDEX_FILES[0]).is_file()  # a user's index.csv wins over split folders beside it
     present = [s for s in SPLITS if (root / s).is_dir()]
     if present and not explicit:
-        return _finish(root, "split-imagefolder", *_from_split_folders(root, present), positive_class=positive_class)
+        _no_group_column(root, group_column)
+        return _finish(root, "split-imagefolder", *_from_split_folders(root, present), **group)
     for name in INDEX_FILES:
         if (root / name).is_file():
-            base, layout, classes, splits, notes = _from_index_csv(root / name)
+            base, layout, classes, splits, notes = _from_index_csv(root / name, group_column)
             wins = [f"{name} wins over the split folders {present}"] if present else []
-            return _finish(base, layout, classes, splits, wins + notes, positive_class=positive_class)
-    return _finish(root, "flat-imagefolder", *_from_flat_folder(root, seed, write_split_file),
-                   positive_class=positive_class)
+            return _finish(base, layout, classes, splits, wins + notes, **group)
+    _no_group_column(root, group_column)
+    return _finish(root, "flat-imagefolder", *_from_flat_folder(root, seed, write_split_file), **group)
+
+
+def _no_group_column(root: Path, group_column: str) -> None:
+    if group_column != GROUP_COLUMN:
+        raise DataError(f"--group-column {group_column}: {root} is an image folder, not an index CSV with that "
+                        "column")
 
 
 def existing_data(root: str | os.PathLike[str]) -> Path:
@@ -100,21 +136,67 @@ def existing_data(root: str | os.PathLike[str]) -> Path:
     return Path(root)
 
 
+def parse_class_list(value: str | Sequence[str] | None) -> list[str]:
+    """``"a, b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (empty items dropped)."""
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    return [v.strip() for v in items if v.strip()]
+
+
+def malignant_indices(classes: Sequence[str], malignant: str | Sequence[str] | None,
+                      positive_class: str | None = None) -> tuple[int, ...]:
+    """The malignancy group as sorted class indices; () for K > 2 classes when none is named.
+
+    Two classes: the positive class (``positive_class``, ``malignant`` or the default ``malignant``/second class).
+    An unknown name, all classes, or (for two classes) a group other than the positive class is a DataError."""
+    names = parse_class_list(malignant)
+    unknown = [n for n in names if n not in classes]
+    if unknown:
+        raise DataError(f"--malignant: {', '.join(repr(n) for n in unknown)} is not one of the data's classes "
+                        f"{list(classes)}")
+    if names and set(names) == set(classes):
+        raise DataError(f"--malignant names every class {list(classes)}: at least one class must be benign")
+    if len(classes) == 2:
+        if names and positive_class and names != [positive_class]:
+            raise DataError(f"--malignant {','.join(names)} and --positive-class {positive_class} disagree: give one")
+        wanted = positive_class or (names[0] if names else
+                                    DEFAULT_POSITIVE if DEFAULT_POSITIVE in classes else classes[1])
+        if wanted not in classes:
+            raise DataError(f"positive class '{wanted}' is not one of the data's classes {list(classes)}")
+        return (list(classes).index(wanted),)
+    if positive_class:
+        raise DataError(f"--positive-class is for two classes; with {len(classes)} classes name the malignancy "
+                        "group with --malignant")
+    return tuple(sorted({list(classes).index(n) for n in names}))
+
+
+def _singleton_warnings(classes: list[str], splits: dict[str, list[tuple]]) -> list[str]:
+    """A class of one image among larger ones is most often a label typo: name it and the closest class."""
+    counts = {c: 0 for c in classes}
+    for items in splits.values():
+        for item in items:
+            counts[item[1]] += 1
+    out = []
+    for cls in classes:
+        if counts[cls] == 1 and max(counts.values()) > 1:
+            close = difflib.get_close_matches(cls, [c for c in classes if c != cls], n=1, cutoff=0.6)
+            hint = f" (a typo of '{close[0]}'?)" if close else ""
+            out.append(f"class '{cls}' has a single image{hint}: it is trained as a class of its own; fix the label "
+                       "or remove the image if it is a mistake")
+    return out
+
+
 def _finish(root: Path, layout: str, classes: list[str], splits: dict[str, list[tuple]],
-            notes: list[str] | None = None, *, positive_class: str | None) -> LabeledData:
+            notes: list[str] | None = None, *, positive_class: str | None,
+            malignant: str | Sequence[str] | None = None) -> LabeledData:
     if len(classes) < 2:
         raise DataError(f"{root}: found a single class {classes}; two are needed (e.g. benign and malignant)")
-    if len(classes) > 2:
-        raise DataError(f"{root}: found {len(classes)} classes {classes}; skinonnx is a binary classifier "
-                        "(benign vs malignant): merge or remove class folders")
-    wanted = positive_class or (DEFAULT_POSITIVE if DEFAULT_POSITIVE in classes else classes[1])
-    if wanted not in classes:
-        raise DataError(f"positive class '{wanted}' is not one of the data's classes {classes}")
+    group = malignant_indices(classes, malignant, positive_class)
     index = {c: i for i, c in enumerate(classes)}
     built = {name: [Sample(item[0], index[item[1]], *item[2:]) for item in items] for name, items in splits.items()}
     chosen = f"data {root}: {layout} layout" + (f" ({'; '.join(notes)})" if notes else "")
-    return LabeledData(root=root, layout=layout, classes=tuple(classes), positive_index=index[wanted],
-                       splits=built, notes=[chosen])
+    return LabeledData(root=root, layout=layout, classes=tuple(classes),
+                       positive_index=group[0] if len(classes) == 2 else None, splits=built, notes=[chosen],
+                       malignant=group, warnings=_singleton_warnings(classes, splits))
 
 
 def _class_folders(folder: Path) -> list[str]:
@@ -210,7 +292,8 @@ def exclude_flag(value: str, where: str) -> bool:
     raise DataError(f"{where}: exclude value '{value}' is not one of 1/true/yes/x or empty/0/false/no")
 
 
-def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, list[tuple]], list[str]]:
+def _from_index_csv(csv_path: Path, group_column: str = GROUP_COLUMN
+                    ) -> tuple[Path, str, list[str], dict[str, list[tuple]], list[str]]:
     base = csv_path.parent.resolve()
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
@@ -220,7 +303,10 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
             if missing:
                 raise DataError(f"{csv_path}: missing column(s) {missing}; expected a header 'path,label,split'")
             rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
-            grouped = "group" in columns
+            grouped = group_column in columns
+            if group_column != GROUP_COLUMN and not grouped:
+                raise DataError(f"{csv_path}: --group-column {group_column}: no such column (columns: "
+                                f"{', '.join(columns)})")
             excludable = "exclude" in columns  # a row marked 1/true/yes/x is left out (e.g. after `audit`)
             extra = [c for c in columns if c not in INDEX_COLUMNS]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -243,9 +329,9 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
         if split not in SPLITS:
             problems.append(f"{name}:{line_no}: split '{split}' is not one of {list(SPLITS)}")
             continue
-        group = row.get("group", "") if grouped else None
+        group = row.get(group_column, "") if grouped else None
         if grouped and not group:
-            problems.append(f"{name}:{line_no}: empty group id; with a 'group' column every row needs one "
+            problems.append(f"{name}:{line_no}: empty group id; with a '{group_column}' column every row needs one "
                             "(the patient or lesion id; a unique value for an image on its own)")
             continue
         if Path(rel).is_absolute() or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
@@ -264,16 +350,16 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
             continue
         # the path checked is the path opened
         splits.setdefault(split, []).append((resolved, label, group, {c: row.get(c, "") for c in extra}))
-    if len(label_lines) > 2:  # the rarest labels are the likely typos: point at their lines
-        common = sorted(label_lines, key=lambda c: (-len(label_lines[c]), c))[:2]
-        for label in sorted(set(label_lines) - set(common), key=lambda c: label_lines[c][0]):
-            for line_no in label_lines[label]:
-                problems.append(f"{name}:{line_no}: label '{label}' is neither '{common[0]}' nor '{common[1]}'")
-        problems.sort(key=lambda text: int(text.split(":")[1]))
     if problems:
         labels = sorted(label_lines)
-        head = (f"{csv_path}: found {len(labels)} label(s) {labels}; skinonnx is a binary classifier and needs "
-                "exactly two labels (e.g. benign and malignant). " if len(labels) > 2 else f"{csv_path}: ")
+        # a label on one line among larger ones is the likely typo: while the file is being fixed, point at it
+        lone = [lbl for lbl in labels if len(label_lines[lbl]) == 1 and len(labels) > 2]
+        for label in lone:
+            close = difflib.get_close_matches(label, [c for c in labels if c != label], n=1, cutoff=0.6)
+            problems.append(f"{name}:{label_lines[label][0]}: label '{label}' appears only here"
+                            + (f" (a typo of '{close[0]}'?)" if close else ""))
+        problems.sort(key=lambda text: int(text.split(":")[1]))
+        head = f"{csv_path}: found {len(labels)} label(s) {labels}; " if lone else f"{csv_path}: "
         more = f"; ... and {len(problems) - MAX_REPORTED_ROWS} more" if len(problems) > MAX_REPORTED_ROWS else ""
         raise DataError(f"{head}{len(problems)} bad row(s): {'; '.join(problems[:MAX_REPORTED_ROWS])}{more}")
     if not splits:
@@ -281,9 +367,6 @@ def _from_index_csv(csv_path: Path) -> tuple[Path, str, list[str], dict[str, lis
     if grouped:
         _refuse_split_groups(csv_path, splits)
     classes = sorted({item[1] for items in splits.values() for item in items})
-    if len(classes) != 2:
-        raise DataError(f"{csv_path}: found {len(classes)} label(s) {classes}; skinonnx is a binary classifier "
-                        "and needs exactly two labels (e.g. benign and malignant)")
     notes = [f"{excluded} row(s) with exclude set in {name} left out"] if excluded else []
     return base, "index-csv", classes, splits, notes
 

@@ -13,6 +13,12 @@ Both classes share the same skin background model (skin tone with smooth low-fre
 variation and mild noise, an optional dark dermoscope vignette, a few hairs), and their
 size and base-brown ranges overlap a little, so no single pixel statistic separates them.
 
+``classes=K`` (K > 2, :func:`class_names`) draws K classes for multi-class pipelines: K // 2
+malignant kinds and the rest benign kinds, each kind of one family tinted its own way
+(``benign_brown``, ``benign_red``, ..., ``malignant_brown``, ...; brown is untinted). The tint is no
+random draw: a kind's image is its family's image of the same random state, recoloured. Two classes
+(the default) are ``benign`` and ``malignant`` as always.
+
 Each image's randomness depends only on ``(seed, split, label, index)``: changing the
 counts never changes the images already produced. Same numpy/Pillow versions and seed
 give byte-identical PNG files. This is **not medical data**.
@@ -39,6 +45,7 @@ __all__ = [
     "GENERATOR_VERSION",
     "SPLITS",
     "SyntheticLesion",
+    "class_names",
     "generate_dataset",
     "make_lesion",
 ]
@@ -53,7 +60,13 @@ GENERATOR_VERSION = 1
 MIN_SIZE = 32
 MANIFEST = "generator.json"
 
-_NAME_RE = re.compile(r"^(train|val|test)_(benign|malignant)_\d{4,}\.png$")
+_CLASS_RE = re.compile(r"^(benign|malignant)(_[a-z]+)?$")
+_NAME_RE = re.compile(r"^(train|val|test)_(benign|malignant)(_[a-z]+)?_\d{4,}\.png$")
+#: the kinds of one family for K > 2 classes: a multiplicative RGB tint of the lesion's pigment (brown: none)
+TINTS: dict[str, tuple[float, float, float] | None] = {
+    "brown": None, "red": (1.25, 0.72, 0.78), "blue": (0.78, 0.95, 1.35), "dark": (0.55, 0.55, 0.6),
+    "pale": (1.35, 1.3, 1.25), "yellow": (1.15, 1.15, 0.7)}
+MAX_CLASSES = 2 * len(TINTS)
 
 # RGB anchors (0..255)
 _SKIN_LIGHT = np.array([236.0, 196.0, 176.0])
@@ -77,7 +90,7 @@ class SyntheticLesion:
 
     image: Image.Image  # RGB, size x size
     mask: np.ndarray  # bool (size, size), True inside the lesion
-    label: str  # "benign" | "malignant"
+    label: str  # "benign" | "malignant", or a kind such as "malignant_red" (see class_names)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -236,14 +249,38 @@ def _hairs(rng: np.random.Generator, size: int) -> np.ndarray:
 # --------------------------------------------------------------------------- public API
 
 
+def class_names(n_classes: int = 2) -> tuple[str, ...]:
+    """The class names of a ``n_classes`` data set, sorted: ``benign``/``malignant`` for two; otherwise
+    ``n_classes - n_classes // 2`` benign kinds and ``n_classes // 2`` malignant ones (``<family>_<tint>``)."""
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or not (
+            2 <= n_classes <= MAX_CLASSES):
+        raise ValueError(f"classes must be an integer from 2 to {MAX_CLASSES}, got {n_classes!r}")
+    if n_classes == 2:
+        return CLASSES
+    tints, n_malignant = list(TINTS), int(n_classes) // 2
+    return tuple(sorted([f"benign_{t}" for t in tints[:n_classes - n_malignant]]
+                        + [f"malignant_{t}" for t in tints[:n_malignant]]))
+
+
+def _family_and_tint(label: str) -> tuple[str, tuple[float, float, float] | None]:
+    if label in CLASSES:
+        return label, None
+    family, _, tint = label.partition("_") if isinstance(label, str) else ("", "", "")
+    if family not in CLASSES or tint not in TINTS:
+        raise ValueError(f"unknown label {label!r}; expected one of {CLASSES} or <benign|malignant>_<"
+                         f"{'|'.join(TINTS)}>")
+    return family, TINTS[tint]
+
+
 def make_lesion(label: str, size: int, rng: np.random.Generator) -> SyntheticLesion:
     """Draw one synthetic lesion image of class ``label`` (see module docstring for the ABCD model).
 
-    Deterministic given the state of ``rng``. Raises ``ValueError`` for an unknown label or
+    ``label``: ``benign``, ``malignant`` or a tinted kind ``<family>_<tint>`` (``malignant_brown`` is
+    ``malignant``). Deterministic given the state of ``rng``. Raises ``ValueError`` for an unknown label or
     a size below 32 pixels.
     """
-    if label not in CLASSES:
-        raise ValueError(f"unknown label {label!r}; expected one of {CLASSES}")
+    name = label
+    label, tint = _family_and_tint(label)
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < MIN_SIZE:
         raise ValueError(f"size must be an integer >= {MIN_SIZE}, got {size!r}")
     size = int(size)
@@ -280,6 +317,8 @@ def make_lesion(label: str, size: int, rng: np.random.Generator) -> SyntheticLes
         lesion = _benign_colour(rng, size, r / border)
     else:
         lesion = _malignant_colour(rng, size, xx, yy, cx, cy, r0, prof_at)
+    if tint is not None:  # a kind of its family (K > 2 classes); no random draw, so brown stays pixel-identical
+        lesion = lesion * np.asarray(tint)
     # a touch of the skin's own lighting shows through the pigment
     lesion = lesion * (skin.mean(-1, keepdims=True) / skin.mean()) ** 0.5
     img = _over(skin, lesion, alpha)
@@ -295,10 +334,11 @@ def make_lesion(label: str, size: int, rng: np.random.Generator) -> SyntheticLes
 
     img = img + rng.normal(0.0, 2.5, size=img.shape)
     pixels = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    return SyntheticLesion(image=Image.fromarray(pixels), mask=mask, label=label)
+    return SyntheticLesion(image=Image.fromarray(pixels), mask=mask, label=name)
 
 
-def _resolve_counts(per_class: dict[str, int] | None, counts: dict[str, int] | None) -> dict[str, dict[str, int]]:
+def _resolve_counts(per_class: dict[str, int] | None, counts: dict[str, int] | None,
+                    classes: tuple[str, ...] = CLASSES) -> dict[str, dict[str, int]]:
     if per_class is not None and counts is not None:
         raise ValueError("give either per_class or counts, not both")
 
@@ -308,11 +348,11 @@ def _resolve_counts(per_class: dict[str, int] | None, counts: dict[str, int] | N
         return int(n)
 
     if per_class is not None:  # total images of each class, split 64 / 16 / 20 %
-        unknown = set(per_class) - set(CLASSES)
+        unknown = set(per_class) - set(classes)
         if unknown:
-            raise ValueError(f"unknown label(s) {sorted(unknown)}; expected {CLASSES}")
+            raise ValueError(f"unknown label(s) {sorted(unknown)}; expected {classes}")
         out: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
-        for label in CLASSES:
+        for label in classes:
             total = _check(per_class.get(label, 0), f"per_class[{label!r}]")
             train = round(total * SPLIT_FRACTIONS["train"])
             val = round(total * SPLIT_FRACTIONS["val"])
@@ -324,10 +364,13 @@ def _resolve_counts(per_class: dict[str, int] | None, counts: dict[str, int] | N
     unknown = set(counts) - set(SPLITS)
     if unknown:
         raise ValueError(f"unknown split(s) {sorted(unknown)}; expected {SPLITS}")
-    return {s: {label: _check(counts.get(s, 0), f"counts[{s!r}]") for label in CLASSES} for s in SPLITS}
+    return {s: {label: _check(counts.get(s, 0), f"counts[{s!r}]") for label in classes} for s in SPLITS}
 
 
 def _readme(seed: int, size: int, counts: dict[str, dict[str, int]]) -> str:
+    classes = tuple(counts[SPLITS[0]])
+    if classes != CLASSES:
+        return _readme_kinds(seed, size, counts, classes)
     rows = "\n".join(f"| {s} | {counts[s]['benign']} | {counts[s]['malignant']} |" for s in SPLITS)
     return f"""# Synthetic dermoscopy-like data set
 
@@ -360,22 +403,39 @@ mild noise, a dark dermoscope vignette in the corners of about half of them, and
 """
 
 
+def _readme_kinds(seed: int, size: int, counts: dict[str, dict[str, int]], classes: tuple[str, ...]) -> str:
+    """README of a K > 2 class set: the binary README's facts plus the kinds."""
+    head = _readme(seed, size, {s: {"benign": 0, "malignant": 0} for s in SPLITS}).split("| split |")[0]
+    rows = "\n".join(f"| {s} | " + " | ".join(str(counts[s][c]) for c in classes) + " |" for s in SPLITS)
+    malignant = [c for c in classes if c.startswith("malignant")]
+    return (f"{head}| split | {' | '.join(classes)} |\n|---|{'---|' * len(classes)}\n{rows}\n\n"
+            f"## {len(classes)} classes\n\nEach class is a kind of one family: `benign_*` kinds are drawn as benign "
+            "lesions, `malignant_*` kinds as malignant ones (the ABCD rule of dermoscopy: asymmetry, border, colours, "
+            "diameter), and the part after the underscore tints the pigment (brown: untinted). The malignancy group "
+            f"is `--malignant {','.join(malignant)}`.\n")
+
+
 def _expected(counts: dict[str, dict[str, int]]) -> list[tuple[str, str, int, Path]]:
+    classes = list(counts[SPLITS[0]])
     return [(split, label, idx, Path(split) / label / f"{split}_{label}_{idx:04d}.png")
-            for split in SPLITS for label in CLASSES for idx in range(counts[split][label])]
+            for split in SPLITS for label in classes for idx in range(counts[split][label])]
 
 
 def _remove_stale(root: Path, wanted: set[Path]) -> None:
-    """Delete generator-named PNGs left over from an earlier run with larger counts."""
+    """Delete generator-named PNGs left over from an earlier run with larger counts or other classes (and a class
+    folder that this leaves empty)."""
     for base in (root, root / "masks"):
         for split in SPLITS:
-            for label in CLASSES:
-                folder = base / split / label
-                if not folder.is_dir():
+            if not (base / split).is_dir():
+                continue
+            for folder in sorted((base / split).iterdir()):
+                if not folder.is_dir() or not _CLASS_RE.match(folder.name):
                     continue
                 for f in folder.iterdir():
-                    if _NAME_RE.match(f.name) and Path(split) / label / f.name not in wanted:
+                    if _NAME_RE.match(f.name) and Path(split) / folder.name / f.name not in wanted:
                         f.unlink(missing_ok=True)
+                if not any(folder.iterdir()):
+                    folder.rmdir()
 
 
 def _save_png(image: Image.Image, final: Path) -> None:
@@ -384,11 +444,12 @@ def _save_png(image: Image.Image, final: Path) -> None:
 
 def generate_dataset(root: Path, *, per_class: dict[str, int] | None = None,
                      counts: dict[str, int] | None = None, size: int = 128, seed: int = 0,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, classes: int = 2) -> dict:
     """Write the synthetic data set under ``root`` and return its summary.
 
     ``counts``: images per class for each split (default ``{"train": 32, "val": 8, "test": 10}``).
     ``per_class``: alternatively, total images per label, split 64 / 16 / 20 %.
+    ``classes``: how many classes (:func:`class_names`; 2: benign and malignant).
     Layout: ``root/{train,val,test}/{benign,malignant}/<split>_<label>_<idx:04d>.png``, masks
     under ``root/masks/`` with the same relative paths, ``root/README.md`` and
     ``root/generator.json``. Every file is written atomically. When ``root`` already holds a
@@ -401,11 +462,15 @@ def generate_dataset(root: Path, *, per_class: dict[str, int] | None = None,
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < MIN_SIZE:
         raise ValueError(f"size must be an integer >= {MIN_SIZE}, got {size!r}")
     seed, size = int(seed), int(size)
-    split_counts = _resolve_counts(per_class, counts)
+    names = class_names(classes)
+    split_counts = _resolve_counts(per_class, counts, names)
     root = Path(root)
     summary: dict[str, Any] = {"root": str(root), "size": size, "seed": seed, "counts": split_counts}
-    params = {"generator": "skinonnx.data.synthetic", "version": GENERATOR_VERSION, "size": size,
-              "seed": seed, "counts": split_counts}
+    params: dict[str, Any] = {"generator": "skinonnx.data.synthetic", "version": GENERATOR_VERSION, "size": size,
+                              "seed": seed, "counts": split_counts}
+    if names != CLASSES:  # a binary set's manifest stays as it always was
+        params["classes"] = list(names)
+        params["malignant"] = summary["malignant"] = [c for c in names if c.startswith("malignant")]
     files = _expected(split_counts)
 
     manifest = root / MANIFEST
@@ -422,7 +487,7 @@ def generate_dataset(root: Path, *, per_class: dict[str, int] | None = None,
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale(root, {rel for *_, rel in files})
     for split, label, idx, rel in tqdm(files, desc="synthetic data", unit="img", disable=not progress):
-        rng = np.random.default_rng([seed, SPLITS.index(split), CLASSES.index(label), idx])
+        rng = np.random.default_rng([seed, SPLITS.index(split), names.index(label), idx])
         lesion = make_lesion(label, size, rng)
         _save_png(lesion.image, root / rel)
         _save_png(Image.fromarray(lesion.mask.astype(np.uint8) * 255), root / "masks" / rel)

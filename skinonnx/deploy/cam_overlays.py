@@ -21,6 +21,7 @@ from ..data.preprocessing import Preprocessing
 from ..errors import SkinOnnxError
 from ..overlay import normalize_map, peak_point, render_overlay
 from .contract import CAM_OUTPUT
+from .decision import label_text
 from .runtime import OnnxClassifier, Prediction
 
 CAM_SUFFIX = ".cam.png"
@@ -71,7 +72,7 @@ def write_cam(classifier: OnnxClassifier, pred: Prediction, overlay: Path, thres
     """``pred``'s ``cam`` drawn over the model's crop, relative to the threshold (as above)."""
     contract, pos = classifier.contract, classifier.contract.positive_index
     prob = float(pred.probabilities[pos])
-    prediction = contract.classes[pos] if prob >= threshold else contract.classes[1 - pos]
+    prediction = label_text(contract, int(pred.label), bool(pred.in_distribution))
     shown = pred.cam if pred.logits is None else relative_to_threshold(
         pred.cam, float(pred.logits[pos] - pred.logits[1 - pos]), threshold, contract.temperature)
     crop = model_crop(pred.path, classifier.preprocessing, max_pixels)

@@ -26,12 +26,20 @@ OOD_OUTPUT = "ood_score"
 #: metadata: the score above which an image is refused ("not assessed"), and how the score was fitted (JSON)
 OOD_THRESHOLD_KEY = "ood_threshold"
 OOD_KEY = "ood"
-#: the graph's nodes of the ood_score head are named ``ood/...`` (the child module ``ood``); converters keep
-#: them float32 (fp16: far-away images' scores can exceed 65504)
+#: the decision outputs, last in every export (:mod:`skinonnx.deploy.decision`): int64 [N] index into
+#: ``classes`` at the file's threshold, and bool [N] "assessed" (finite ``ood_score <= ood_threshold``)
+LABEL_OUTPUT = "label"
+IN_DISTRIBUTION_OUTPUT = "in_distribution"
+DECISION_OUTPUTS = (LABEL_OUTPUT, IN_DISTRIBUTION_OUTPUT)
+#: metadata (JSON): what the two outputs mean and ``refusal``, the text shown instead of a class
+DECISION_KEY = "decision"
+#: the graph's nodes of the ood_score head are named ``ood/...`` (the child module ``ood``), those of the
+#: decision ``decision/...``; converters keep them float32 (fp16: far-away images' scores can exceed 65504, and
+#: the decision compares float32 probabilities with the float32 thresholds)
 
 
-def is_ood_node(name: str) -> bool:
-    return name.startswith(("ood/", "/ood/"))
+def keeps_float32(name: str) -> bool:
+    return name.startswith(("ood/", "/ood/", "decision/"))
 
 
 #: what predict, test, serve and the web page report for an image whose ood_score is above the threshold
@@ -67,7 +75,12 @@ class ModelContract:
     input_spec: InputSpec = FLOAT_INPUT
     extra: dict[str, str] = field(default_factory=dict)
     output_names: tuple[str, ...] = OUTPUT_NAMES  # + (CAM_OUTPUT,) with the map, + MEMBER_OUTPUT for an ensemble
-    #                                              (+ OOD_OUTPUT last, with OOD_THRESHOLD_KEY in extra)
+    #                            (+ OOD_OUTPUT with OOD_THRESHOLD_KEY in extra; + DECISION_OUTPUTS last)
+
+    @property
+    def has_decision_outputs(self) -> bool:
+        """Whether the graph outputs ``label`` and ``in_distribution`` (exports since the decision outputs)."""
+        return all(name in self.output_names for name in DECISION_OUTPUTS)
 
     @property
     def ood_threshold(self) -> float | None:

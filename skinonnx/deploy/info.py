@@ -16,11 +16,22 @@ from typing import Any
 
 from ..errors import ModelFileError
 from ..hashing import file_sha256
-from .contract import CAM_OUTPUT, MEMBER_OUTPUT, OOD_KEY, OOD_OUTPUT, OOD_REFUSAL, OOD_THRESHOLD_KEY, SCHEMA_KEY
+from .contract import (
+    CAM_OUTPUT,
+    DECISION_KEY,
+    DECISION_OUTPUTS,
+    MEMBER_OUTPUT,
+    OOD_KEY,
+    OOD_OUTPUT,
+    OOD_REFUSAL,
+    OOD_THRESHOLD_KEY,
+    SCHEMA_KEY,
+)
 from .schema import NotOurs, validate
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16",
-              "tensor(double)": "float64", "tensor(int64)": "int64", "tensor(int32)": "int32"}
+              "tensor(double)": "float64", "tensor(int64)": "int64", "tensor(int32)": "int32",
+              "tensor(bool)": "bool"}
 _VALUE_WIDTH = 100
 
 
@@ -211,10 +222,10 @@ def _graph_problems(meta: dict[str, str], inputs: list[Tensor], outputs: list[Te
     members = json.loads(meta["ensemble"])["members"] if "ensemble" in meta else None
     expected = {t.name: members if t.name == MEMBER_OUTPUT else n_classes for t in outputs}
     problems += [f"output '{t.name}' has shape {t.shape}; expected [batch, {expected[t.name]}]"
-                 for t in outputs if t.name not in (CAM_OUTPUT, OOD_OUTPUT)
+                 for t in outputs if t.name not in (CAM_OUTPUT, OOD_OUTPUT, *DECISION_OUTPUTS)
                  and (len(t.shape) != 2 or t.shape[1] != expected[t.name])]
     problems += [f"output '{t.name}' has shape {t.shape}; expected [batch]"
-                 for t in outputs if t.name == OOD_OUTPUT and len(t.shape) != 1]
+                 for t in outputs if t.name in (OOD_OUTPUT, *DECISION_OUTPUTS) and len(t.shape) != 1]
     problems += [f"output '{t.name}' has shape {t.shape}; expected [batch, height, width]"
                  for t in outputs if t.name == CAM_OUTPUT and len(t.shape) != 3]
     return problems
@@ -243,6 +254,10 @@ def ensemble_summary(meta: dict[str, str]) -> list[str]:
                      f"{meta[OOD_THRESHOLD_KEY]} ({OOD_REFUSAL!r}), which accepts "
                      f"{f'{accepted:.1%}' if isinstance(accepted, float) else '?'} of {fit.get('n', '?')} "
                      f"{fit.get('split', '?')} images (docs/SAFETY.md)")
+    if DECISION_KEY in meta:  # what the decision outputs mean: an app reads them, it compares nothing itself
+        meaning = _json_object(meta[DECISION_KEY])
+        lines += [f"{'decision' if i == 0 else '':<9} '{name}' {meaning.get(name, '?')}"
+                  for i, name in enumerate(DECISION_OUTPUTS)]
     return lines
 
 

@@ -21,41 +21,36 @@ from typing import Any
 
 from ..atomic import atomic_path, write_json, write_text
 from ..data.inputs import require_pyarrow
-from .contract import OOD_OUTPUT, OOD_REFUSAL, ModelContract
+from .contract import OOD_OUTPUT, ModelContract
+from .decision import label_text
+from .runtime import Prediction
 
 PART_ROWS = 1000
 
 
-def prediction_row(contract: ModelContract, threshold: float, path: str, probabilities: Sequence[float] | None,
-                   error: str | None = None, *, members: Sequence[float] | None = None,
-                   n_members: int = 0, ood_score: float | None = None) -> dict[str, Any]:
+def prediction_row(contract: ModelContract, threshold: float, pred: Prediction, *, n_members: int = 0
+                   ) -> dict[str, Any]:
     """One result row, the same for both engines: path, prediction, p_<class>..., threshold, error; for a fold
     ensemble (``n_members`` > 0) also the members' spread (:func:`member_columns`, empty for unreadable files).
 
-    A model with an OOD score (``contract.ood_threshold``) adds ``ood_score`` and ``in_distribution``; an image
-    above the threshold gets the prediction "not assessed: unlike the training images", never a class (its
-    probabilities stay in their columns for auditing; they are not a decision)."""
-    pos = contract.positive_index
-    row: dict[str, Any] = {"path": path, "prediction": ""}
-    outside = False
-    if contract.ood_threshold is not None:
-        inside = None if probabilities is None or ood_score is None else bool(ood_score <= contract.ood_threshold)
-        outside = inside is False
-    if probabilities is not None:
-        prob = float(probabilities[pos])
-        row["prediction"] = contract.classes[pos] if prob >= threshold else contract.classes[1 - pos]
-        if outside:
-            row["prediction"] = OOD_REFUSAL
+    ``prediction`` is the graph's decision as text (:func:`~skinonnx.deploy.decision.label_text`): the class, or
+    "not assessed: unlike the training images" for an image that is not in distribution (its probabilities stay
+    in their columns for auditing; they are not a decision). A model with an OOD score adds ``ood_score`` and
+    ``in_distribution``."""
+    row: dict[str, Any] = {"path": pred.path, "prediction": ""}
+    probabilities = pred.probabilities
+    if probabilities is not None and pred.label is not None:
+        row["prediction"] = label_text(contract, pred.label, bool(pred.in_distribution))
     row.update({f"p_{name}": None if probabilities is None else float(probabilities[i])
                 for i, name in enumerate(contract.classes)})
     row["threshold"] = threshold
     if contract.ood_threshold is not None:
-        row[OOD_OUTPUT] = ood_score
-        row["in_distribution"] = None if ood_score is None else not outside
+        row[OOD_OUTPUT] = pred.ood_score
+        row["in_distribution"] = None if probabilities is None else bool(pred.in_distribution)
     if n_members:
-        row.update(member_columns(members) if members is not None else dict.fromkeys(
+        row.update(member_columns(pred.members) if pred.members is not None else dict.fromkeys(
             ["member_std", "member_min", "member_max", *(f"p_member_{k}" for k in range(n_members))]))
-    row["error"] = error or ""
+    row["error"] = pred.error or ""
     return row
 
 

@@ -118,11 +118,10 @@ def _local_rows(classifier: OnnxClassifier, paths: Sequence[str | Path], thresho
     """Result rows (with ``error``) in input order from this process's session, writing the cam overlays."""
     for pred in classifier.predict_files(paths, batch_size=batch_size, progress=progress, max_pixels=max_pixels,
                                          with_cam=bool(overlays), with_logits=bool(overlays),
-                                         with_members=classifier.has_members):
+                                         with_members=classifier.has_members, threshold=threshold):
         if overlays and pred.ok:
             write_cam(classifier, pred, overlays[pred.path], threshold, max_pixels)
-        yield prediction_row(classifier.contract, threshold, pred.path, pred.probabilities, pred.error,
-                             members=pred.members, n_members=classifier.n_members, ood_score=pred.ood_score)
+        yield prediction_row(classifier.contract, threshold, pred, n_members=classifier.n_members)
 
 
 def run_predict(classifier: OnnxClassifier, paths: list[Path], *, threshold: float | None = None,

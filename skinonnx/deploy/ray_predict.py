@@ -27,7 +27,7 @@ from ..cpus import physical_cores
 from ..errors import SkinOnnxError
 from .contract import ModelContract
 from .journal import Journal, prediction_row
-from .runtime import OnnxClassifier
+from .runtime import OnnxClassifier, Prediction
 
 PATHS_PER_TASK = 4  # a Ray batch is this many inference batches: decode/infer overlap inside, few round trips
 
@@ -36,25 +36,43 @@ class OrtPredictor:
     """One actor: one ONNX Runtime session, loaded once, reused for every batch of paths it is sent."""
 
     def __init__(self, onnx_path: str, provider: str, contract: ModelContract, threads: int, batch_size: int,
-                 max_pixels: int) -> None:
+                 max_pixels: int, threshold: float) -> None:
         self.classifier = OnnxClassifier(onnx_path, provider, contract=contract, threads=threads)
         self.threads, self.batch_size, self.max_pixels = threads, batch_size, max_pixels
+        self.threshold = threshold
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The fields of :class:`Prediction` as columns (NaN / -1 where a file was unreadable)."""
         paths = [str(p) for p in batch["path"]]
-        n_classes = len(self.classifier.contract.classes)
-        probs = np.full((len(paths), n_classes), np.nan)
-        errors = np.full(len(paths), "", dtype=object)
-        ood = np.full(len(paths), np.nan)
+        n = len(paths)
+        probs = np.full((n, len(self.classifier.contract.classes)), np.nan)
+        members = np.full((n, max(1, self.classifier.n_members)), np.nan)
+        errors, ood = np.full(n, "", dtype=object), np.full(n, np.nan)
+        labels, inside = np.full(n, -1, np.int64), np.zeros(n, bool)
         preds = self.classifier.predict_files(paths, batch_size=self.batch_size, workers=self.threads,
-                                              max_pixels=self.max_pixels)
+                                              max_pixels=self.max_pixels, with_members=self.classifier.has_members,
+                                              threshold=self.threshold)
         for i, pred in enumerate(preds):
-            if pred.ok:
-                probs[i] = pred.probabilities
-                ood[i] = np.nan if pred.ood_score is None else pred.ood_score
-            else:
+            if not pred.ok:
                 errors[i] = pred.error
-        return {"path": np.asarray(paths, dtype=object), "probabilities": probs, "error": errors, "ood_score": ood}
+                continue
+            probs[i], labels[i], inside[i] = pred.probabilities, pred.label, pred.in_distribution
+            ood[i] = np.nan if pred.ood_score is None else pred.ood_score
+            if pred.members is not None:
+                members[i] = pred.members
+        return {"path": np.asarray(paths, dtype=object), "probabilities": probs, "error": errors, "ood_score": ood,
+                "label": labels, "in_distribution": inside, "members": members}
+
+
+def _prediction(batch: dict[str, np.ndarray], i: int, classifier: OnnxClassifier) -> Prediction:
+    """Row ``i`` of an actor's columns as the local engine's :class:`Prediction` (same row, same function)."""
+    path, error = str(batch["path"][i]), str(batch["error"][i])
+    if error:
+        return Prediction(path, None, error)
+    score = float(batch["ood_score"][i])
+    return Prediction(path, batch["probabilities"][i], None, members=batch["members"][i] if classifier.has_members
+                      else None, ood_score=score if classifier.has_ood else None,
+                      in_distribution=bool(batch["in_distribution"][i]), label=int(batch["label"][i]))
 
 
 def _import_ray():
@@ -82,7 +100,7 @@ def start_ray(address: str | None, *, num_cpus: int | None = None):
         else:
             ray.init(num_cpus=num_cpus or physical_cores(), include_dashboard=False, log_to_driver=False,
                      logging_level="ERROR", _node_ip_address="127.0.0.1")
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:  # OSError: ConnectionError, a too-long socket path...
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise SkinOnnxError(f"could not start or reach {where}: {str(exc).strip().splitlines()[0][:300]}") from None
     return ray, True
@@ -90,9 +108,10 @@ def start_ray(address: str | None, *, num_cpus: int | None = None):
 
 def run_ray_predict(classifier: OnnxClassifier, paths: Sequence[str], journal: Journal, *, threshold: float,
                     batch_size: int = 16, max_pixels: int, address: str | None = None, workers: int | None = None,
-                    gpus_per_worker: float = 0.0, provider: str = "auto", progress: bool = True,
-                    echo: Callable[[str], None] = print) -> None:
-    """Predict ``paths`` on an actor pool of ``workers`` and add every row to ``journal``."""
+                    gpus_per_worker: float = 0.0, provider: str = "auto", threads: int | None = None,
+                    progress: bool = True, echo: Callable[[str], None] = print) -> None:
+    """Predict ``paths`` on an actor pool of ``workers`` and add every row to ``journal``; each actor runs
+    ``threads`` ONNX Runtime (and decode) threads (default: the cluster's CPUs shared out)."""
     from tqdm import tqdm
 
     ray, started = start_ray(address)
@@ -110,7 +129,7 @@ def run_ray_predict(classifier: OnnxClassifier, paths: Sequence[str], journal: J
         workers = workers or cpus
         if workers > cpus:
             raise SkinOnnxError(f"--ray-workers {workers}: the Ray cluster has {cpus} CPUs (each worker needs one)")
-        threads = max(1, cpus // workers)  # ORT threads (and decode threads) per actor
+        threads = threads or max(1, cpus // workers)  # ORT threads (and decode threads) per actor
         where = f"cluster {address}" if address else "local, 127.0.0.1"
         echo(f"Ray ({where}): {workers} workers x {threads} CPU{'s' if threads > 1 else ''}"
              + (f" x {gpus_per_worker:g} GPU" if gpus_per_worker else ""))
@@ -126,14 +145,12 @@ def run_ray_predict(classifier: OnnxClassifier, paths: Sequence[str], journal: J
             num_gpus=gpus_per_worker or None,
             fn_constructor_kwargs={"onnx_path": str(Path(classifier.path).resolve()), "provider": provider,
                                    "contract": classifier.contract, "threads": threads, "batch_size": batch_size,
-                                   "max_pixels": max_pixels})
+                                   "max_pixels": max_pixels, "threshold": threshold})
         contract = classifier.contract
         with tqdm(total=len(paths), unit="img", desc="predict (ray)", disable=not progress, leave=False) as bar:
             for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
-                rows = [prediction_row(contract, threshold, str(p), None if err else probs, err or None,
-                                       ood_score=None if np.isnan(score) else float(score))
-                        for p, probs, err, score in zip(batch["path"], batch["probabilities"], batch["error"],
-                                                        batch["ood_score"], strict=True)]
+                rows = [prediction_row(contract, threshold, _prediction(batch, i, classifier),
+                                       n_members=classifier.n_members) for i in range(len(batch["path"]))]
                 journal.add(rows)
                 bar.update(len(rows))
     except SkinOnnxError:

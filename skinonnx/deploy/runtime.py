@@ -22,7 +22,16 @@ from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.preprocessing import Preprocessing
 from ..errors import ImageError, ModelFileError, ProviderError
 from ..softmax import softmax
-from .contract import CAM_OUTPUT, MEMBER_OUTPUT, OOD_OUTPUT, ModelContract
+from .contract import (
+    CAM_OUTPUT,
+    DECISION_OUTPUTS,
+    IN_DISTRIBUTION_OUTPUT,
+    LABEL_OUTPUT,
+    MEMBER_OUTPUT,
+    OOD_OUTPUT,
+    ModelContract,
+)
+from .decision import decide
 
 PROVIDER_CHAINS = {
     "cpu": ("CPUExecutionProvider",),
@@ -121,7 +130,8 @@ class Prediction:
     cam: np.ndarray | None = None  # (h, w) map of the positive class's log-odds, when asked for and present
     members: np.ndarray | None = None  # an ensemble's per-member positive-class probabilities, when asked for
     ood_score: float | None = None  # the graph's out-of-distribution score, when the model has one
-    in_distribution: bool | None = None  # ood_score <= the model's ood_threshold; False: "not assessed"
+    in_distribution: bool | None = None  # the graph's decision output; False: "not assessed" (None: unreadable)
+    label: int | None = None  # the graph's decision: index into contract.classes (at an overridden threshold: the rule)
 
     @property
     def ok(self) -> bool:
@@ -162,6 +172,8 @@ class OnnxClassifier:
         if self._ood_output is not None and self.contract.ood_threshold is None:
             raise ModelFileError(f"{self.path}: the graph has an '{OOD_OUTPUT}' output but the metadata no "
                                  "'ood_threshold' (or does not list the output in 'output_names')")
+        # files exported before the decision outputs: skinonnx.deploy.decision applies the same rule
+        self._decision_outputs = [n for n in DECISION_OUTPUTS if n in outputs]
 
     @property
     def has_ood(self) -> bool:
@@ -173,13 +185,10 @@ class OnnxClassifier:
         """Images with ``ood_score`` above this are refused ("not assessed"); None without an OOD score."""
         return self.contract.ood_threshold if self.has_ood else None
 
-    def in_distribution(self, ood_scores: np.ndarray) -> np.ndarray:
-        """``ood_score <= ood_threshold`` per image (NaN counts as outside); needs :attr:`has_ood`."""
-        if self.ood_threshold is None:
-            raise ModelFileError(f"{self.path}: this model has no '{OOD_OUTPUT}' output (exported with --no-ood "
-                                 "or before skinonnx had it)")
-        scores = np.asarray(ood_scores, np.float64)
-        return np.isfinite(scores) & (scores <= self.ood_threshold)
+    @property
+    def has_decision_outputs(self) -> bool:
+        """Whether the graph itself outputs ``label`` and ``in_distribution`` (else the rule is applied here)."""
+        return len(self._decision_outputs) == len(DECISION_OUTPUTS)
 
     @property
     def has_cam(self) -> bool:
@@ -263,17 +272,19 @@ class OnnxClassifier:
         return (named["probabilities"], named.get("logits"), named.get(CAM_OUTPUT), named.get(MEMBER_OUTPUT))
 
     def run_outputs(self, batch: np.ndarray, *, with_logits: bool = True, with_cam: bool = False,
-                    with_members: bool = False, with_ood: bool = True) -> dict[str, np.ndarray]:
-        """One run -> ``{"probabilities": (N, C)}`` plus, when asked for and the graph has them, ``"logits"``,
-        ``"cam"``, ``"member_probabilities"`` and ``"ood_score"`` (N,) (see :meth:`in_distribution`)."""
-        wanted = [self._output]
+                    with_members: bool = False, with_ood: bool = True, threshold: float | None = None
+                    ) -> dict[str, np.ndarray]:
+        """One run -> ``{"probabilities": (N, C), "label": (N,), "in_distribution": (N,)}`` (the decision:
+        :func:`~skinonnx.deploy.decision.decide`, at ``threshold`` when it overrides the file's) plus, when asked
+        for and the graph has them, ``"logits"``, ``"cam"``, ``"member_probabilities"`` and ``"ood_score"`` (N,)."""
+        wanted = [self._output, *self._decision_outputs]
         if with_logits and self._logits_output is not None and self._logits_output != self._output:
             wanted.append(self._logits_output)
         if with_cam and self._cam_output is not None:
             wanted.append(self._cam_output)
         if with_members and self._members_output is not None:
             wanted.append(self._members_output)
-        if with_ood and self._ood_output is not None:
+        if self._ood_output is not None and (with_ood or not self.has_decision_outputs):
             wanted.append(self._ood_output)
         batch = np.ascontiguousarray(batch, np.uint8 if self.takes_uint8 else np.float32)
         step = self._fixed_batch
@@ -302,8 +313,11 @@ class OnnxClassifier:
             result[CAM_OUTPUT] = np.asarray(cam, np.float32)
         if members is not None:
             result[MEMBER_OUTPUT] = np.asarray(members, np.float64)
-        if with_ood and self._ood_output is not None:
+        if self._ood_output is not None and OOD_OUTPUT in named:
             result[OOD_OUTPUT] = np.asarray(named[self._ood_output], np.float64).reshape(-1)
+        result[LABEL_OUTPUT], result[IN_DISTRIBUTION_OUTPUT] = decide({**named, **result}, self.contract, threshold)
+        if not with_ood:
+            result.pop(OOD_OUTPUT, None)
         return result
 
     def _run(self, outputs: list[str], batch: np.ndarray) -> list[np.ndarray]:
@@ -329,13 +343,14 @@ class OnnxClassifier:
     def predict_files(self, paths: Sequence[str | os.PathLike[str]], *, batch_size: int = 16,
                       workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                       progress: bool = False, with_logits: bool = False,
-                      with_cam: bool = False, with_members: bool = False, with_ood: bool = True
-                      ) -> Iterator[Prediction]:
+                      with_cam: bool = False, with_members: bool = False, with_ood: bool = True,
+                      threshold: float | None = None) -> Iterator[Prediction]:
         """Predict in input order; unreadable files come back with ``error`` set, the rest still run.
 
         ``with_logits`` / ``with_cam`` also fill :attr:`Prediction.logits` / :attr:`Prediction.cam`
         (where the graph has them); ``with_ood`` (default) fills :attr:`Prediction.ood_score` and
-        :attr:`Prediction.in_distribution` when the model has an OOD score.
+        :attr:`Prediction.in_distribution` when the model has an OOD score. :attr:`Prediction.label` and
+        :attr:`Prediction.in_distribution` are the graph's decision (``threshold``: the same rule at another one).
 
         Decoding and preprocessing run in a thread pool (Pillow releases the GIL) one or two
         batches ahead of inference, so the model rarely waits for JPEG decoding.
@@ -348,10 +363,8 @@ class OnnxClassifier:
                                            max_pixels=max_pixels, pixels_only=self.takes_uint8):
                 good = [(p, a) for p, a, _ in chunk if a is not None]
                 named = (self.run_outputs(np.stack([a for _, a in good]), with_logits=with_logits, with_cam=with_cam,
-                                          with_members=with_members, with_ood=with_ood)
+                                          with_members=with_members, with_ood=with_ood, threshold=threshold)
                          if good else {"probabilities": np.empty((0, 0))})
-                if OOD_OUTPUT in named:
-                    named["in_distribution"] = self.in_distribution(named[OOD_OUTPUT])
                 columns = {k: iter(v) for k, v in named.items()}
                 for p, a, err in chunk:
                     if a is None:
@@ -361,7 +374,7 @@ class OnnxClassifier:
                     yield Prediction(p, row["probabilities"], None, row.get("logits"), row.get(CAM_OUTPUT),
                                      row.get(MEMBER_OUTPUT),
                                      float(row[OOD_OUTPUT]) if OOD_OUTPUT in row else None,
-                                     bool(row["in_distribution"]) if "in_distribution" in row else None)
+                                     bool(row[IN_DISTRIBUTION_OUTPUT]), int(row[LABEL_OUTPUT]))
                 bar.update(len(chunk))
         finally:
             bar.close()

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from .contract import (
     CAM_OUTPUT,
+    DECISION_KEY,
+    DECISION_OUTPUTS,
     INPUT_SPECS,
     MEMBER_OUTPUT,
     OOD_KEY,
@@ -83,16 +85,19 @@ def _positive_std(v: str) -> str | None:
 def _output_names(v: str) -> str | None:
     """``["logits", "probabilities"]``, then in an ensemble ``"member_probabilities"`` (checked against the
     ``ensemble`` key in the cross checks), then optionally ``"cam"`` (the class activation map), then optionally
-    ``"ood_score"`` (checked against ``ood_threshold``)."""
+    ``"ood_score"`` (checked against ``ood_threshold``), then the decision outputs ``"label"`` and
+    ``"in_distribution"`` (every export since they exist; older files lack them)."""
     problem = _json(list, None, str)(v)
     if problem:
         return problem
     names = json.loads(v)
+    if names[-2:] == list(DECISION_OUTPUTS):
+        names = names[:-2]
     middle = names[2:-1] if names[-1:] == [OOD_OUTPUT] else names[2:]
     if names[:2] != list(OUTPUT_NAMES) or middle not in ([], [CAM_OUTPUT], [MEMBER_OUTPUT],
                                                          [MEMBER_OUTPUT, CAM_OUTPUT]):
         return (f"expected {list(OUTPUT_NAMES)}, then '{MEMBER_OUTPUT}' for an ensemble, then optionally "
-                f"'{CAM_OUTPUT}', then optionally '{OOD_OUTPUT}', got {v[:80]!r}")
+                f"'{CAM_OUTPUT}', then optionally '{OOD_OUTPUT}', then {list(DECISION_OUTPUTS)}, got {v[:80]!r}")
     return None
 
 
@@ -148,6 +153,7 @@ KEYS: dict[str, KeySpec] = {k.name: k for k in (
     # --- out-of-distribution score (optional: absent with export --no-ood) ---------------
     KeySpec(OOD_THRESHOLD_KEY, _float(0.0, 1e30), required=False),
     KeySpec(OOD_KEY, _json(dict), required=False),
+    KeySpec(DECISION_KEY, _json(dict), required=False),  # what label/in_distribution mean, the refusal text
 )}
 
 
@@ -200,6 +206,9 @@ def _cross_checks(meta: Mapping[str, str]) -> list[str]:
         problems.append(f"'{MEMBER_OUTPUT}' output and 'ensemble' key go together (ensembles have both)")
     elif has_members and not isinstance(json.loads(meta["ensemble"]).get("members"), int):
         problems.append("'ensemble' lacks the integer 'members' (K)")
+    has_decision = set(DECISION_OUTPUTS) <= set(json.loads(meta["output_names"]))
+    if has_decision != (DECISION_KEY in meta):
+        problems.append(f"the {list(DECISION_OUTPUTS)} outputs and the '{DECISION_KEY}' key go together")
     has_ood = OOD_OUTPUT in json.loads(meta["output_names"])
     if has_ood != (OOD_THRESHOLD_KEY in meta):
         problems.append(f"'{OOD_OUTPUT}' output and '{OOD_THRESHOLD_KEY}' key go together")

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..atomic import atomic_path, write_text
 from ..errors import ModelFileError
 from ..hashing import file_sha256
+from .contract import DECISION_KEY
 from .runtime import OnnxClassifier
 from .serving import settings as serving_settings
 
@@ -66,7 +67,9 @@ def config_text(classifier: OnnxClassifier, name: str, *, max_batch: int = DEFAU
     lines += ["instance_group [", f"  {{ count: 1 kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }}", "]"]
     params = {"classes": json.dumps(list(contract.classes)), "positive_class": contract.positive_class,
               "decision_threshold": repr(float(contract.threshold)), "threshold_policy": contract.threshold_policy,
-              "input_layout": contract.input_spec.layout, "sha256": sha256}
+              "input_layout": contract.input_spec.layout, "sha256": sha256,
+              **({"ood_threshold": repr(contract.ood_threshold)} if contract.ood_threshold is not None else {}),
+              **({DECISION_KEY: classifier.metadata[DECISION_KEY]} if DECISION_KEY in classifier.metadata else {})}
     for key, value in params.items():
         lines.append(f"parameters {{ key: {_quote(key)} value {{ string_value: {_quote(value)} }} }}")
     return "\n".join(lines) + "\n"

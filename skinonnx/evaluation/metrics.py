@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..deploy.decision import predicted_positive
+
 #: Scalar metrics reported by :func:`binary_metrics` and bootstrapped by :func:`bootstrap_ci`.
 METRIC_NAMES: tuple[str, ...] = (
     "accuracy",
@@ -354,7 +356,7 @@ def binary_metrics(y_true: ArrayLike, y_prob: ArrayLike, threshold: float) -> di
     scores = _scores(y_prob)
     _same_length(truth, scores)
     thr = _threshold(threshold)
-    counts = confusion(truth, (scores >= thr).astype(np.int64))
+    counts = confusion(truth, predicted_positive(scores, thr).astype(np.int64))
     result: dict[str, Any] = {
         name: float(value)
         for name, value in _count_metrics(counts.tp, counts.fp, counts.tn, counts.fn).items()
@@ -375,12 +377,20 @@ def binary_metrics(y_true: ArrayLike, y_prob: ArrayLike, threshold: float) -> di
 def _bootstrap_index_chunks(
     truth: NDArray[np.int64], n_resamples: int, seed: int
 ) -> Iterator[NDArray[np.intp]]:
-    """Stratified resample indices, ``_BOOTSTRAP_CHUNK`` rows at a time.
+    """Stratified resample indices (positives, then negatives), ``_BOOTSTRAP_CHUNK`` rows at a time."""
+    return strata_index_chunks([np.flatnonzero(truth == 1), np.flatnonzero(truth == 0)], n_resamples, seed)
+
+
+def strata_index_chunks(
+    groups: list[NDArray[np.intp]], n_resamples: int, seed: int
+) -> Iterator[NDArray[np.intp]]:
+    """Resample indices drawn within each stratum of ``groups`` (keeping its size), ``_BOOTSTRAP_CHUNK`` rows at
+    a time; the columns are the strata in order. Binary metrics use (positives, negatives), K-class ones a stratum
+    per class.
 
     Each chunk has its own child seed of ``SeedSequence(seed)``, so the draws do not depend on
     memory-driven batching, and the first k resamples are the same whatever ``n_resamples``.
     """
-    groups = [np.flatnonzero(truth == 1), np.flatnonzero(truth == 0)]
     n_chunks = -(-n_resamples // _BOOTSTRAP_CHUNK)
     for k, child in enumerate(np.random.SeedSequence(seed).spawn(n_chunks)):
         rng = np.random.default_rng(child)
@@ -411,7 +421,7 @@ def _resample_metrics(
     """Every scalar metric for each row of the index matrix ``idx`` (any resampling scheme)."""
     rows = idx.shape[0]
     is_pos = truth[idx].astype(bool)
-    pred = (scores >= thr)[idx]
+    pred = predicted_positive(scores, thr)[idx]
     tp = np.count_nonzero(is_pos & pred, axis=1)
     fp = np.count_nonzero(~is_pos & pred, axis=1)
     fn = np.count_nonzero(is_pos & ~pred, axis=1)

@@ -40,14 +40,15 @@ def predict_split(classifier: OnnxClassifier, data: LabeledData, split: str, thr
     rows, raw, skipped, cams = [], [], [], []
     with_cam = with_cam and classifier.has_cam
     predictions = classifier.predict_files([s.path for s in samples], batch_size=batch_size, progress=progress,
-                                           with_logits=True, max_pixels=max_pixels, with_cam=with_cam)
+                                           with_logits=True, max_pixels=max_pixels, with_cam=with_cam,
+                                           threshold=threshold)
     for sample, pred in zip(samples, predictions, strict=True):
         if not pred.ok:
             skipped.append((pred.path, str(pred.error)))
             continue
         label = to_model[sample.label]
         prob = float(pred.probabilities[pos])
-        predicted = pos if prob >= threshold else 1 - pos
+        predicted = int(pred.label)  # the graph's decision (the rule at an overridden threshold)
         row = {"path": pred.path, "label": contract.classes[label], "probability": prob,
                "prediction": contract.classes[predicted], "correct": int(predicted == label)}
         if pred.logits is not None:

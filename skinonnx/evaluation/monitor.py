@@ -101,7 +101,7 @@ def measure_batch(classifier: OnnxClassifier, paths: list[Path], *, batch_size: 
 
     contract = classifier.contract
     pos = contract.positive_index
-    probs, ood, stats, skipped = [], [], [], []
+    probs, ood, inside, stats, skipped = [], [], [], [], []
     for pred in classifier.predict_files(paths, batch_size=batch_size, max_pixels=max_pixels, progress=progress):
         if not pred.ok:
             skipped.append({"path": pred.path, "problem": str(pred.error)})
@@ -113,6 +113,7 @@ def measure_batch(classifier: OnnxClassifier, paths: list[Path], *, batch_size: 
                 skipped.append({"path": pred.path, "problem": str(exc)})
                 continue
         probs.append(float(pred.probabilities[pos]))
+        inside.append(bool(pred.in_distribution))  # the graph's decision
         score = getattr(pred, "ood_score", None)  # the ood_score output, on models that have one
         if score is not None:
             ood.append(float(score))
@@ -120,11 +121,10 @@ def measure_batch(classifier: OnnxClassifier, paths: list[Path], *, batch_size: 
     if stats:
         quantities.update({k: np.array([s[k] for s in stats]) for k in STATISTICS})
     refused = None
-    threshold = getattr(contract, "ood_threshold", None)
     if ood and len(ood) == len(probs):
         quantities["ood_score"] = np.array(ood)
-        if threshold is not None:
-            refused = int(np.count_nonzero(~(quantities["ood_score"] <= threshold)))  # NaN: refused, as the runtime
+        if getattr(contract, "ood_threshold", None) is not None:
+            refused = len(inside) - sum(inside)
     return Batch(quantities, len(probs), skipped=skipped, refused=refused)
 
 

@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..atomic import write_bytes
+from ..deploy.decision import predicted_positive
 from .metrics import PAUC_MIN_TPR, fmt
 
 DPI = 110
@@ -54,7 +55,7 @@ def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, *, threshold: float, policy
                     label=f"partial AUC above {PAUC_MIN_TPR:.0%} sensitivity: {fmt(pauc)}")
     ax.axhline(PAUC_MIN_TPR, color="tab:blue", linewidth=0.8, linestyle="--", alpha=0.6)
     for t, style, name in ((threshold, OP_STYLE, f"operating point ({policy})"), (reference, REF_STYLE, "")):
-        pred = y_prob >= t
+        pred = predicted_positive(y_prob, t)
         sens = float(np.mean(pred[y_true == 1])) if np.any(y_true == 1) else math.nan
         spec = float(np.mean(~pred[y_true == 0])) if np.any(y_true == 0) else math.nan
         label = f"{name or 'threshold'} {t:.3f}: sens {fmt(sens)}, spec {fmt(spec)}"
@@ -79,7 +80,7 @@ def plot_pr(y_true: np.ndarray, y_prob: np.ndarray, *, threshold: float, ap: flo
     ax.step(recall, precision, where="post", color="tab:green", linewidth=2,
             label=f"PR curve, average precision {fmt(ap)}{_ci_text(ap_ci)}")
     for t, style, name in ((threshold, OP_STYLE, "operating point"), (reference, REF_STYLE, "threshold")):
-        pred = y_prob >= t
+        pred = predicted_positive(y_prob, t)
         rec = float(np.mean(pred[y_true == 1])) if np.any(y_true == 1) else math.nan
         prec = float(np.mean(y_true[pred] == 1)) if np.any(pred) else math.nan
         ax.plot([rec], [prec], label=f"{name} {t:.3f}: recall {fmt(rec)}, precision {fmt(prec)}", zorder=5,
@@ -92,22 +93,30 @@ def plot_pr(y_true: np.ndarray, y_prob: np.ndarray, *, threshold: float, ap: flo
 
 
 def plot_confusion(matrices: Sequence[tuple[str, list[list[int]]]], classes: Sequence[str]) -> bytes:
-    """One panel per (title, [[tn, fp], [fn, tp]]): counts and row percentages, colour = row fraction."""
-    fig = Figure(figsize=(4.6 * len(matrices), 4.4))
+    """One panel per (title, K x K counts, rows = truth; for two classes [[tn, fp], [fn, tp]]): counts and row
+    percentages, colour = row fraction (the diagonal: each class's sensitivity)."""
+    k = len(classes)
+    side = 4.6 if k == 2 else 1.2 + 0.75 * k
+    fig = Figure(figsize=(side * len(matrices), side - 0.2))
     axes = fig.subplots(1, len(matrices), squeeze=False)[0]
     for ax, (title, matrix) in zip(axes, matrices, strict=True):
         counts = np.asarray(matrix, dtype=float)
         rows = counts.sum(axis=1, keepdims=True)
         frac = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
         ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
-        for i in range(2):
-            for j in range(2):
-                ax.text(j, i, f"{int(counts[i, j])}\n({frac[i, j]:.0%} of row)", ha="center", va="center",
-                        fontsize=12, color="white" if frac[i, j] > 0.6 else "black")
-        ax.set_xticks([0, 1], [f"predicted\n{c}" for c in classes])
-        ax.set_yticks([0, 1], [f"true\n{c}" for c in classes])
+        for i in range(k):
+            for j in range(k):
+                text = f"{int(counts[i, j])}\n({frac[i, j]:.0%} of row)" if k == 2 else \
+                    f"{int(counts[i, j])}\n{frac[i, j]:.0%}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=12 if k == 2 else 8,
+                        color="white" if frac[i, j] > 0.6 else "black")
+        sep = "\n" if k == 2 else " "
+        ax.set_xticks(range(k), [f"predicted{sep}{c}" for c in classes], rotation=0 if k == 2 else 45,
+                      ha="center" if k == 2 else "right")
+        ax.set_yticks(range(k), [f"true{sep}{c}" for c in classes])
         ax.set_title(title, fontsize=10)
-    fig.suptitle("Confusion matrix (rows: truth; row % = specificity / sensitivity on the diagonal)", fontsize=10)
+    what = "specificity / sensitivity" if k == 2 else "each class's sensitivity (recall)"
+    fig.suptitle(f"Confusion matrix (rows: truth; row % = {what} on the diagonal)", fontsize=10)
     return _png(fig)
 
 

@@ -58,7 +58,7 @@ def parity_record_path(onnx_path: str | os.PathLike[str]) -> Path:
 
 
 def write_parity_record(onnx_path: str | os.PathLike[str], report: dict[str, Any], *, source: str) -> Path:
-    """Save a Comparison.to_dict() (export/compare.py) beside the ONNX file, tied to it by its SHA-256."""
+    """Save a Comparison.to_dict() (export/checks.py) beside the ONNX file, tied to it by its SHA-256."""
     onnx_path = Path(onnx_path)
     import time
 
@@ -84,13 +84,17 @@ def read_parity_record(onnx_path: str | os.PathLike[str], onnx_sha256: str) -> d
 # --------------------------------------------------------------------------- training run
 
 
-def find_run_dir(metadata: Mapping[str, str], explicit: str | os.PathLike[str] | None = None) -> Path | None:
-    """``--run-dir`` if given, else the run folder recorded in the ONNX metadata if it still exists."""
+def find_run_dir(metadata: Mapping[str, str], explicit: str | os.PathLike[str] | None = None,
+                 runs_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """``--run-dir`` if given, else the run folder recorded in the ONNX metadata if it still exists, else a run of
+    that name under ``runs_dir`` (``--runs-dir``: the runs folder was moved or copied to another machine)."""
     if explicit is not None:
         return Path(explicit)
     recorded = metadata.get(RUN_DIR_KEY)
-    if recorded and Path(recorded).is_dir():
-        return Path(recorded)
+    for candidate in ([Path(recorded)] + ([Path(runs_dir) / Path(recorded).name] if runs_dir else [])
+                      if recorded else []):
+        if candidate.is_dir():
+            return candidate
     return None
 
 

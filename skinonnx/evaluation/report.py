@@ -38,7 +38,8 @@ def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str]
                    threshold: float | None = None, batch_size: int = 16, out_dir: str | os.PathLike[str],
                    progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS, bootstrap: int = 1000,
                    ci_seed: int = 0, confidence: float = 0.95,
-                   use_val: bool = True, run_dir: str | os.PathLike[str] | None = None, plots: bool = True,
+                   use_val: bool = True, run_dir: str | os.PathLike[str] | None = None,
+                   runs_dir: str | os.PathLike[str] | None = None, plots: bool = True,
                    model_card: bool = True, html: bool = True, echo: Callable[[str], None] = print,
                    by: Sequence[str] = (), attributes: str | os.PathLike[str] | None = None) -> EvalResult:
     """Evaluate ``split`` and write the report folder ``out_dir`` (see docs/REPORTS.md).
@@ -75,7 +76,7 @@ def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str]
     index = {name: i for i, name in enumerate(contract.classes)}
     report = classification_report_text([index[r["label"]] for r in evaluated.rows],
                                         [index[r["prediction"]] for r in evaluated.rows], list(contract.classes))
-    found_run = provenance.find_run_dir(classifier.metadata, run_dir)
+    found_run = provenance.find_run_dir(classifier.metadata, run_dir, runs_dir)
     history = provenance.read_history(found_run)
     result = EvalResult(at_op["metrics"], used, source, classifier.provider, Path(out_dir), evaluated.rows,
                         evaluated.skipped, report, evaluated=evaluated, validation=validation, history=history,

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..deploy.decision import accepted, predicted_positive
 from .metrics import _labels, _same_length, _scores, _threshold
 
 #: Coverages at which the sensitivity/specificity table is given, besides the deployed one.
@@ -70,7 +71,7 @@ def correct_predictions(y_true: ArrayLike, y_prob: ArrayLike, threshold: float) 
     truth = _labels(y_true)
     prob = _scores(y_prob)
     _same_length(truth, prob)
-    return (prob >= _threshold(threshold)) == truth.astype(bool)
+    return predicted_positive(prob, _threshold(threshold)) == truth.astype(bool)
 
 
 def threshold_distance(y_prob: ArrayLike, threshold: float) -> NDArray[np.float64]:
@@ -142,7 +143,7 @@ def metrics_on_accepted(y_true: ArrayLike, y_prob: ArrayLike, threshold: float,
     mask = np.asarray(accepted, dtype=bool)
     _same_length(truth, prob)
     _same_length(truth, mask)
-    pred = prob >= _threshold(threshold)
+    pred = predicted_positive(prob, _threshold(threshold))
     t, p = truth[mask], pred[mask]
     n_pos, n_neg = int(t.sum()), int((~t).sum())
     tp, tn = int((t & p).sum()), int((~t & ~p).sum())
@@ -176,9 +177,8 @@ def selective_section(y_true: ArrayLike, y_prob: ArrayLike, threshold: float, *,
     table = {name: [{"target_coverage": c, **metrics_on_accepted(y_true, y_prob, threshold, accept_top(conf, c))}
                     for c in coverages] for name, conf in rankings.items()}
     if ood_score is not None and ood_threshold is not None:
-        accepted = _scores(ood_score, "ood_score") <= float(ood_threshold)
         deployed = {"rule": f"ood_score <= {float(ood_threshold):.6g}", "ood_threshold": float(ood_threshold),
-                    **metrics_on_accepted(y_true, y_prob, threshold, accepted)}
+                    **metrics_on_accepted(y_true, y_prob, threshold, accepted(ood_score, ood_threshold))}
     else:
         deployed = {"rule": "no ood_score output: every image is answered", "ood_threshold": None,
                     **metrics_on_accepted(y_true, y_prob, threshold, np.ones(correct.size, dtype=bool))}

@@ -21,6 +21,7 @@ import torch
 from ..atomic import write_text, write_with
 from ..data.images import DEFAULT_MAX_PIXELS, load_rgb
 from ..data.preprocessing import Preprocessing
+from ..deploy.decision import DecisionRule
 from ..errors import ImageError, SkinOnnxError
 from ..overlay import overlay_file_names, render_overlay
 from ..softmax import softmax
@@ -35,7 +36,7 @@ class Explanation:
     overlay: Path
     target: str
     probability: float  # calibrated p(target)
-    prediction: str  # by the checkpoint's decision threshold
+    prediction: str  # the ONNX file's decision (class or "not assessed"), else the checkpoint's threshold rule
     grid: tuple[int, int]  # (rows, cols) of the Grad-CAM map
     peak: tuple[float, float]  # x, y of the strongest cell's centre, cropped-image pixels
     peak_source: tuple[float, float]  # the same point in the decoded image's pixels
@@ -45,6 +46,16 @@ class Explanation:
     @property
     def hit(self) -> bool | None:
         return None if self.score is None else self.score.hit
+
+
+def file_decisions(onnx_path: str | os.PathLike[str], paths: Sequence[Path], max_pixels: int) -> dict[str, str]:
+    """Each readable image's decision as the ONNX file outputs it (class name or "not assessed")."""
+    from ..deploy.decision import label_text
+    from ..deploy.runtime import OnnxClassifier
+
+    model = OnnxClassifier(onnx_path, "cpu")
+    return {pred.path: label_text(model.contract, int(pred.label), bool(pred.in_distribution))
+            for pred in model.predict_files(paths, max_pixels=max_pixels) if pred.ok}
 
 
 @dataclass
@@ -71,8 +82,13 @@ def grid_note(image_size: int) -> str | None:
 def explain_files(checkpoint: str | os.PathLike[str], paths: Sequence[Path], out_dir: str | os.PathLike[str], *,
                   target_class: str | None = None, batch_size: int = 8, device: str = "auto",
                   masks: str | os.PathLike[str] | None = None, tolerance: float = 0.0,
-                  max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True) -> ExplainResult:
-    """Write one overlay PNG per readable image and ``explanations.csv`` into ``out_dir``."""
+                  max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True,
+                  decision_model: str | os.PathLike[str] | None = None) -> ExplainResult:
+    """Write one overlay PNG per readable image and ``explanations.csv`` into ``out_dir``.
+
+    ``decision_model``: the ONNX export of ``checkpoint``; each image's prediction is then that file's decision
+    (so an image `predict` refuses is "not assessed" here too). Without it the checkpoint's threshold rule labels
+    every image, and a note says so."""
     from tqdm import tqdm
 
     from ..training.device import resolve_device
@@ -89,11 +105,16 @@ def explain_files(checkpoint: str | os.PathLike[str], paths: Sequence[Path], out
     prep = Preprocessing.from_dict(state["preprocessing"])
     dev = resolve_device(device)
     note = grid_note(prep.image_size)
+    decided = file_decisions(decision_model, paths, max_pixels) if decision_model is not None else {}
+    rule = DecisionRule(pos, threshold)
     cam = GradCam(model_from_checkpoint(state).to(dev))
     mask_index = MaskIndex(Path(masks)) if masks is not None else None
     out = Path(out_dir)
     names = overlay_file_names(paths, out, ".gradcam.png")
     result = ExplainResult(notes=[note] if note else [])
+    if decision_model is None:
+        result.notes.append("note: no ONNX export of this checkpoint (export it, or pass --onnx): predictions use the "
+                            "checkpoint's threshold without the out-of-distribution refusal")
     scored = []
     bar = tqdm(total=len(paths), unit="img", desc="explain", disable=not progress, leave=False)
     for start in range(0, len(paths), batch_size):
@@ -118,7 +139,7 @@ def explain_files(checkpoint: str | os.PathLike[str], paths: Sequence[Path], out
                                                                probs, strict=True):
             peak_xy = (float(peak[0]), float(peak[1]))
             peak_source = prep.crop_point_to_source(*peak_xy, decoded.size)
-            prediction = classes[pos] if p[pos] >= threshold else classes[1 - pos]
+            prediction = decided.get(str(path)) or classes[int(rule.labels(p[None])[0])]
             explanation = Explanation(str(path), name, target_name, float(p[target]), prediction,
                                       (heat.shape[0], heat.shape[1]), peak_xy, peak_source, empty=not heat.max() > 0)
             if mask_index is not None:

@@ -6,6 +6,6 @@ from .._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
-    onnx_export="export", parity="check_parity", compare="Comparison", uint8_input="embed_preprocessing",
+    onnx_export="export", parity="check_parity", checks="Comparison", uint8_input="embed_preprocessing",
     quantize="quantize_model QuantizeSettings",
 )

@@ -39,7 +39,7 @@ from ..errors import ExportError, SkinOnnxError
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 from ..training.runs import DEFAULT_RUNS_DIR
 from .cam import has_cam_head, logits_and_cam, mean_cam
-from .compare import Comparison
+from .checks import Comparison
 from .onnx_export import ExportResult, contract_from_checkpoint, parity_batch, write_checked
 from .ood import DEFAULT_OOD_ACCEPT, OodFit, fit_for_checkpoint, fit_members, reference_ood_scores
 from .parity import DEFAULT_ATOL, compare_with_reference
@@ -261,6 +261,17 @@ def _oof_rows(run, classes: tuple[str, ...]) -> list[tuple[str, int, int]]:
             for r in rows]
 
 
+def _own_checkpoint(meta: dict[str, str]) -> tuple[Path | None, str | None]:
+    """The checkpoint a single-model file was exported from, when its run folder still holds it unchanged."""
+    from ..hashing import file_sha256
+
+    run = meta.get("training_run_dir")
+    candidate = Path(run) / "weights" / meta.get("source_checkpoint", "best.pt") if run else None
+    if candidate is None or not candidate.is_file() or file_sha256(candidate) != meta.get("source_checkpoint_sha256"):
+        return None, None
+    return candidate, f"checkpoint: {candidate} (the one this file was exported from)"
+
+
 def is_ensemble_or_tta(onnx_path: str | os.PathLike[str]) -> bool:
     from ..deploy.info import read_header
 
@@ -287,7 +298,9 @@ def recheck_parity(source: str | None, onnx_path: str | os.PathLike[str], data: 
         states = [load_checkpoint(p) for p in run.best_paths]
         names, data = [f"fold-{st['fold']}" for st in run.folds], data or run.cv.get("data_root")
     else:
-        checkpoint, note = resolve_checkpoint(source, runs_dir)
+        checkpoint, note = _own_checkpoint(meta) if source is None else (None, None)
+        if checkpoint is None:
+            checkpoint, note = resolve_checkpoint(source, runs_dir)
         if note:
             echo(note)
         states, names = [load_checkpoint(checkpoint)], ["model"]

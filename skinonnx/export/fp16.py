@@ -23,7 +23,7 @@ from pathlib import Path
 from ..atomic import atomic_path
 from ..deploy.runtime import OnnxClassifier
 from ..errors import ExportError
-from .compare import Comparison, check_variant_graph, compare_files, load_parity_images, real_images, write_metadata
+from .checks import Comparison, check_variant_graph, compare_files, load_parity_images, real_images, write_metadata
 
 DEFAULT_MAX_PROB_DIFF = 0.01  # fp16 weights move logits by ~1e-3 relative; probabilities by far less than this
 DEFAULT_GATE_IMAGES = 64
@@ -75,10 +75,10 @@ def to_fp16(model):  # onnx.ModelProto -> onnx.ModelProto
     """fp16 weights and activations, fp32 input and outputs; checked by ``onnx.checker`` (full)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from ..deploy.contract import is_ood_node  # the ood_score head stays float32 (scores can exceed 65504)
+    from ..deploy.contract import keeps_float32  # the ood_score head and the decision stay float32
 
     half = convert_float_to_float16(model, keep_io_types=True,
-                                    node_block_list=[n.name for n in model.graph.node if is_ood_node(n.name)] or None)
+                                    node_block_list=[n.name for n in model.graph.node if keeps_float32(n.name)] or None)
     drop_duplicate_nodes(half.graph)
     topological_sort(half.graph)
     check_variant_graph(half, "fp16")
@@ -94,14 +94,15 @@ class Fp16Result:
 
 def export_fp16(fp32_path: str | os.PathLike[str], data: str | os.PathLike[str], *,
                 output: str | os.PathLike[str] | None = None, max_prob_diff: float = DEFAULT_MAX_PROB_DIFF,
-                n_images: int = DEFAULT_GATE_IMAGES, echo=print) -> Fp16Result:
-    """Write the fp16 copy of ``fp32_path`` (default ``<stem>.fp16.onnx``) only if it passes the gate."""
+                n_images: int = DEFAULT_GATE_IMAGES, provider: str = "cpu", echo=print) -> Fp16Result:
+    """Write the fp16 copy of ``fp32_path`` (default ``<stem>.fp16.onnx``) only if it passes the gate (both
+    files run on ``provider``)."""
     import onnx
 
     t0 = time.perf_counter()
     fp32_path = Path(fp32_path)
     output = Path(output) if output else fp16_path_for(fp32_path)
-    fp32 = OnnxClassifier(fp32_path, "cpu")
+    fp32 = OnnxClassifier(fp32_path, provider)
     if fp32.takes_uint8:
         raise ExportError(f"{fp32_path}: give the float32-input model; its uint8 variant is not converted")
     half = to_fp16(onnx.load(str(fp32_path)))
@@ -109,8 +110,7 @@ def export_fp16(fp32_path: str | os.PathLike[str], data: str | os.PathLike[str],
     with atomic_path(output) as tmp:
         onnx.save(half, str(tmp))
         gate = compare_files(fp32_path, tmp, load_parity_images(paths, fp32.preprocessing, n_images),
-                             {"probabilities": max_prob_diff}, "fp16 vs fp32",
-                             positive_index=fp32.contract.positive_index, threshold=fp32.contract.threshold)
+                             {"probabilities": max_prob_diff}, "fp16 vs fp32", provider=provider)
         echo(gate.text() + f" [{source}]")
         gate.require("fp16 gate", output)
         record = {"weights": "float16", "activations": "float16", "inputs_outputs": "float32",

@@ -21,13 +21,22 @@ from ..atomic import atomic_path, onnx_output
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.preprocessing import Preprocessing
 from ..data.training_data import model_data
-from ..deploy.contract import CAM_OUTPUT, INPUT_NAME, MEMBER_OUTPUT, OOD_OUTPUT, OUTPUT_NAMES, ModelContract
+from ..deploy.contract import (
+    CAM_OUTPUT,
+    DECISION_OUTPUTS,
+    INPUT_NAME,
+    MEMBER_OUTPUT,
+    OOD_OUTPUT,
+    OUTPUT_NAMES,
+    ModelContract,
+)
 from ..errors import ExportError, ShapeError
 from ..evaluation.provenance import parity_record_path, write_parity_record
 from ..hashing import file_sha256
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 from .cam import has_cam_head, logits_and_cam
-from .compare import Comparison, load_parity_images, real_images, write_metadata
+from .checks import Comparison, load_parity_images, real_images, write_metadata
+from .decision import add_decision_outputs, with_decision_outputs
 from .ood import DEFAULT_OOD_ACCEPT, fit_for_checkpoint, has_pooled_features, reference_ood_scores
 from .parity import DEFAULT_ATOL, check_parity
 from .uint8_input import check_uint8_parity, uint8_path_for
@@ -101,10 +110,11 @@ def to_onnx(model: nn.Module | None, contract: ModelContract, path: Path, opset:
 
     ``contract.output_names`` says whether the ``cam`` output is wanted (see :func:`contract_with_cam`).
     ``wrapper``: a module to trace instead of :class:`ExportWrapper` around ``model`` (ensembles, TTA); its
-    outputs are ``contract.output_names``.
+    outputs are ``contract.output_names`` before the decision outputs, which :mod:`.decision` appends.
     """
     size = contract.preprocessing.image_size
-    output_names = list(contract.output_names)
+    contract = with_decision_outputs(contract)
+    output_names = [n for n in contract.output_names if n not in DECISION_OUTPUTS]
     with_cam = CAM_OUTPUT in output_names
     if wrapper is None:
         assert model is not None
@@ -118,9 +128,10 @@ def to_onnx(model: nn.Module | None, contract: ModelContract, path: Path, opset:
                           dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in output_names}},
                           do_constant_folding=True)
     proto = onnx.load(str(path))
+    add_decision_outputs(proto, contract)
     write_metadata(proto, contract.to_metadata(), f"ResNet50 {contract.classes[0]} vs {contract.classes[1]} "
                    f"classifier. Input: RGB NCHW float32 {size}x{size}, preprocessed as in metadata; outputs "
-                   f"{', '.join(output_names)}.")
+                   f"{', '.join(contract.output_names)}.")
     onnx.save(proto, str(path))
     try:
         onnx.checker.check_model(str(path), full_check=True)
@@ -129,7 +140,7 @@ def to_onnx(model: nn.Module | None, contract: ModelContract, path: Path, opset:
         raise ExportError(f"exported graph failed the ONNX checker: {exc}") from None
     for out in inferred.graph.output:
         dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
-        if out.name == OOD_OUTPUT:
+        if out.name in (OOD_OUTPUT, *DECISION_OUTPUTS):
             if len(dims) != 1:
                 raise ShapeError(f"output '{out.name}' has shape {dims}; expected [batch]")
             continue
@@ -145,7 +156,7 @@ def to_onnx(model: nn.Module | None, contract: ModelContract, path: Path, opset:
 
 
 def parity_batch(state: dict[str, Any], data: str | None, limit: int) -> tuple[np.ndarray, list[Path], str]:
-    """Real images for parity checks (:func:`.compare.real_images` of ``data``, else the checkpoint's data),
+    """Real images for parity checks (:func:`.checks.real_images` of ``data``, else the checkpoint's data),
     preprocessed as the checkpoint was trained; also their paths and a description of where they came from."""
     root = model_data(data, state.get("data_root"), needed_for="the parity check")
     config = state.get("config") or {}
@@ -198,6 +209,7 @@ def write_checked(result: ExportResult, wrapper: nn.Module, check: Callable[[Pat
     """Trace ``wrapper`` into ``result.path``, ``check`` it against PyTorch on real images and write the uint8
     variant beside it: single models, TTA and ensembles all go through here, and nothing appears under its
     final name unless every check passed."""
+    result.contract = with_decision_outputs(result.contract)
     output, contract, source = result.path, result.contract, ""
     with atomic_path(output) as tmp:
         proto = to_onnx(None, contract, tmp, opset, wrapper=wrapper)

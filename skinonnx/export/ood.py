@@ -50,6 +50,7 @@ from torch import nn
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.preprocessing import Preprocessing
 from ..deploy.contract import OOD_KEY, OOD_OUTPUT, OOD_REFUSAL, OOD_THRESHOLD_KEY, ModelContract
+from ..deploy.decision import accepted
 from ..errors import ExportError, SkinOnnxError
 from .ood_statistics import StatisticsFit, StatisticsHead, batch_statistics, fit_statistics
 
@@ -191,7 +192,7 @@ class OodScore(nn.Module):
 class OodOutput:
     """Appends ``ood_score`` to ``base``'s outputs (an ExportWrapper or EnsembleWrapper), in place, by hooks.
 
-    ``base`` gets the child ``ood`` (graph nodes ``ood/...``: ``contract.is_ood_node``) and a forward hook that
+    ``base`` gets the child ``ood`` (graph nodes ``ood/...``: ``contract.keeps_float32``) and a forward hook that
     appends its score; the members' ``avgpool`` outputs are captured by forward hooks while ``base`` runs.
     Nothing is re-parented, so the traced graph keeps the model's own node names (``/model/layer4/...``,
     ``/members.<k>/...``), which INT8 ``--keep-fp32`` relies on. :meth:`remove` undoes it all."""
@@ -435,7 +436,7 @@ def _record(fits: Sequence[GaussianFit], stats: StatisticsFit, n_fit: int, fit_s
         "members": len(fits), "combination": "mean" if len(fits) > 1 else "single", "tta": tta,
         "fit": {"split": fit_split, "n": int(n_fit), "per_class": first.n_per_class},
         "threshold_fit": {"split": threshold_split, "n": len(scores), "accept": accept,
-                          "accepted": float(np.mean(scores <= threshold)),
+                          "accepted": float(np.mean(accepted(scores, threshold))),
                           "median_score": float(np.median(scores))},
     }
 

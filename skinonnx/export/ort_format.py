@@ -26,7 +26,7 @@ import numpy as np
 from ..atomic import atomic_path
 from ..deploy.runtime import OnnxClassifier
 from ..errors import ExportError
-from .compare import Comparison, compare_files, load_parity_images, real_images
+from .checks import Comparison, compare_files, load_parity_images, real_images
 
 ORT_ATOL = 1e-4  # fused kernels reorder float sums; measured ~1e-7
 
@@ -70,15 +70,15 @@ def convert(onnx_path: Path, workdir: Path) -> tuple[Path, Path]:
 
 
 def export_ort_format(onnx_path: str | os.PathLike[str], data: str | os.PathLike[str], *,
-                      n_images: int = 16, atol: float = ORT_ATOL, echo=print) -> OrtFormatResult:
+                      n_images: int = 16, atol: float = ORT_ATOL, provider: str = "cpu", echo=print) -> OrtFormatResult:
     """Write ``<stem>.ort`` and its operator config beside ``onnx_path``, after the metadata and output checks."""
     t0 = time.perf_counter()
     onnx_path = Path(onnx_path)
     target, config_target = ort_paths_for(onnx_path)
-    source = OnnxClassifier(onnx_path, "cpu")
+    source = OnnxClassifier(onnx_path, provider)
     with tempfile.TemporaryDirectory(prefix=".ort-", dir=onnx_path.parent) as tmp:
         ort_file, config = convert(onnx_path, Path(tmp))
-        converted = OnnxClassifier(ort_file, "cpu")
+        converted = OnnxClassifier(ort_file, provider)
         lost = {k: v for k, v in source.metadata.items() if converted.metadata.get(k) != v}
         if lost:
             raise ExportError(f"the ORT-format file lost or changed metadata keys: {', '.join(sorted(lost))}")
@@ -86,7 +86,7 @@ def export_ort_format(onnx_path: str | os.PathLike[str], data: str | os.PathLike
         batch = (np.stack([source.preprocessing.pixels_from_file(p) for p in paths]) if source.takes_uint8
                  else load_parity_images(paths, source.preprocessing, n_images))
         gate = compare_files(onnx_path, ort_file, batch, {"probabilities": atol}, f"{target.name} vs {onnx_path.name}",
-                             positive_index=source.contract.positive_index, threshold=source.contract.threshold)
+                             provider=provider)
         echo(gate.text() + f"; metadata: all {len(source.metadata)} keys kept [{where}]")
         gate.require("ORT-format check", target)
         for src, dst in ((config, config_target), (ort_file, target)):

@@ -1,4 +1,4 @@
-"""PyTorch vs ONNX Runtime parity on real images: the PyTorch side of :mod:`.compare`'s report."""
+"""PyTorch vs ONNX Runtime parity on real images: the PyTorch side of :mod:`.checks`'s report."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ..deploy.contract import CAM_OUTPUT
 from ..deploy.info import read_header
 from ..deploy.runtime import create_session
 from .cam import logits_and_cam
-from .compare import Comparison, labels, load_parity_images, run_outputs
+from .checks import Comparison, load_parity_images, rule_of, run_outputs
 
 __all__ = ["DEFAULT_ATOL", "check_parity", "compare_with_reference", "load_parity_images", "torch_outputs"]
 DEFAULT_ATOL = 1e-4
@@ -75,9 +75,10 @@ def compare_with_reference(onnx_path: str | os.PathLike[str], batch: np.ndarray,
     session, used = create_session(Path(onnx_path), provider)
     report = Comparison(f"parity on {len(batch)} real images (ONNX Runtime {used} vs PyTorch fp32 CPU)", len(batch),
                         used)
+    rule = rule_of(onnx_path)  # the graph's label/in_distribution vs the same rule on PyTorch's outputs
     for size in sorted({min(b, len(batch)) for b in batch_sizes}):
         got = run_outputs(session, batch, size)
         report.add(reference, got, dict.fromkeys(reference, atol), batch_size=size, columns=columns)
         if got.get("probabilities") is not None and got["probabilities"].shape == reference["probabilities"].shape:
-            report.label_agreement = float(np.mean(labels(got["probabilities"]) == labels(reference["probabilities"])))
+            report.add_decisions(reference, got, rule, dict.fromkeys(reference, atol))
     return report.require("parity")

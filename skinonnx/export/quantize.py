@@ -28,7 +28,7 @@ Works from the ONNX file alone (onnx + onnxruntime, no torch). The choices, and 
   model is too sensitive there (``layer4`` holds ~20 % of the FLOPs, and on isic-bm most of the
   INT8 error).
 
-The gate (:func:`.compare.run_gate`) compares the INT8 file with the fp32 file on the validation
+The gate (:func:`.checks.run_gate`) compares the INT8 file with the fp32 file on the validation
 split: label agreement at the model's decision threshold and the change in ROC-AUC. A file that
 fails is never written under its final name.
 """
@@ -57,7 +57,7 @@ from ..data.preprocessing import Preprocessing
 from ..deploy.runtime import OnnxClassifier, iter_preprocessed
 from ..errors import DataError, QuantizationError
 from ..hashing import file_sha256
-from .compare import NOISE_GREY_LEVELS, GateReport, pick_samples, run_gate, write_metadata
+from .checks import NOISE_GREY_LEVELS, GateReport, pick_samples, run_gate, write_metadata
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 FP32_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
@@ -275,8 +275,9 @@ def _load_data(data: str | os.PathLike[str], fp32: OnnxClassifier, settings: Qua
 
 def quantize_model(fp32_path: str | os.PathLike[str], output: str | os.PathLike[str] | None,
                    data: str | os.PathLike[str], settings: QuantizeSettings | None = None, *,
-                   echo=print) -> QuantizeResult:
-    """fp32 ONNX -> INT8 QDQ ONNX calibrated on ``data``'s training images, written only if the gate passes."""
+                   provider: str = "cpu", echo=print) -> QuantizeResult:
+    """fp32 ONNX -> INT8 QDQ ONNX calibrated on ``data``'s training images, written only if the gate passes
+    (both files run on ``provider`` for the gate)."""
     settings = settings or QuantizeSettings()
     t0 = time.perf_counter()
     try:
@@ -290,7 +291,7 @@ def quantize_model(fp32_path: str | os.PathLike[str], output: str | os.PathLike[
         raise QuantizationError(f"the INT8 output must end in .onnx: {output}")
     if output.resolve() == fp32_path.resolve():
         raise QuantizationError(f"the INT8 output would overwrite the fp32 model {fp32_path}; choose another name")
-    fp32 = OnnxClassifier(fp32_path, "cpu")
+    fp32 = OnnxClassifier(fp32_path, provider)
     if "quantization" in fp32.metadata:
         raise QuantizationError(f"{fp32_path} is already quantized; pass the fp32 model")
     found = _load_data(data, fp32, settings)
@@ -320,7 +321,7 @@ def quantize_model(fp32_path: str | os.PathLike[str], output: str | os.PathLike[
             if shift:
                 echo("bias correction: mean INT8 - fp32 logit shift on the calibration images "
                      f"[{', '.join(f'{v:+.4f}' for v in shift)}] removed")
-        int8 = OnnxClassifier(tmp, "cpu", contract=fp32.contract)
+        int8 = OnnxClassifier(tmp, provider, contract=fp32.contract)
         gate_samples = found.split(settings.gate_split)
         if settings.gate_images:
             gate_samples = pick_samples(gate_samples, settings.gate_images, settings.seed)

@@ -29,7 +29,7 @@ from ..data.preprocessing import Preprocessing
 from ..deploy.contract import UINT8_INPUT, ModelContract
 from ..deploy.runtime import create_session
 from ..errors import ImageError, SkinOnnxError
-from .compare import Comparison, check_variant_graph, labels, run_outputs, write_metadata
+from .checks import Comparison, check_variant_graph, rule_of, run_outputs, write_metadata
 
 UINT8_ATOL = 1e-5  # the bound on probabilities; the measured difference is 0 or ~1e-7
 _NORMALIZED = "normalized_input"  # the float model's input, now an intermediate tensor
@@ -120,5 +120,5 @@ def check_uint8_parity(float_path: str | os.PathLike[str], uint8_path: str | os.
                batch_size=1)
     batched = run_outputs(session, cropped, len(cropped))
     report.add(expected, batched, {"probabilities": atol}, batch_size=len(cropped))
-    report.label_agreement = float(np.mean(labels(batched["probabilities"]) == labels(expected["probabilities"])))
+    report.add_decisions(expected, batched, rule_of(float_path), {"probabilities": atol})
     return report.require("uint8 parity")

@@ -32,7 +32,9 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str], *, any_classes: bool = False) -> dict[str, Any]:
+    """A checkpoint's plain data; a model of more than two classes only with ``any_classes`` (training reads those;
+    the commands that still need two classes say so)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (run `skinonnx train` first, or pass --checkpoint)")
@@ -42,9 +44,19 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {state.get('format_version')} is not supported")
     require_keys(state, REQUIRED_KEYS, path, "a model")
-    if not isinstance(state["model"], dict) or len(state["classes"]) != 2:
+    if not isinstance(state["model"], dict) or len(state["classes"]) < 2:
         raise CheckpointError(f"{path}: damaged checkpoint (weights or the two class names are missing)")
+    if len(state["classes"]) > 2 and not any_classes:
+        raise CheckpointError(f"{path}: a model of {len(state['classes'])} classes {list(state['classes'])}; this "
+                              "command takes two-class models (benign vs malignant) for now")
     return state
+
+
+def malignant_group(state: dict[str, Any]) -> tuple[int, ...]:
+    """The malignancy group's class indices: the checkpoint's ``malignant``, else (older, two-class checkpoints)
+    its positive class."""
+    group = state.get("malignant")
+    return tuple(int(i) for i in group) if group else (int(state["positive_index"]),)
 
 
 def require_keys(state: dict[str, Any], keys: tuple[str, ...], path: str | os.PathLike[str], purpose: str) -> None:

@@ -14,6 +14,7 @@ from ..errors import CheckpointError, SkinOnnxError
 SELECT_METRICS = {"auc": ("val_auc", "max"), "acc": ("val_acc", "max"), "loss": ("val_loss", "min")}
 CLASS_WEIGHTS = ("none", "auto")
 SAMPLERS = ("shuffle", "balanced")
+CLASS_BIAS = ("none", "val", "oof")
 
 SECTIONS = ("data", "model", "optimisation", "evaluation", "run", "speed", "distributed")
 
@@ -56,6 +57,14 @@ class TrainConfig:
                                     "fixed:0.5.", section="evaluation")
     calibrate: bool = setting(True, "Skip temperature scaling.", section="evaluation", option="--no-calibrate")
     positive_class: str | None = setting(None, "Class counted as positive (default: malignant).", section="data")
+    group_column: str = setting("group", "The index CSV's column of patient or lesion ids (e.g. lesion_id): a "
+                                "group's images stay in one split and one fold.", section="data")
+    malignant: str = setting("", "The malignancy group, comma-separated classes (e.g. mel,bcc,akiec): its summed "
+                             "probability is the malignancy score, with its own threshold. Needed for more than two "
+                             "classes; for two it is the positive class.", section="data")
+    class_bias: str = setting("none", "The diagnosis decision: none (argmax); val or oof: per-class offsets on the "
+                              "log-probabilities tuned on the validation split, or on the out-of-fold predictions "
+                              "of --folds, to maximise balanced accuracy.", section="evaluation", choices=CLASS_BIAS)
     exclude_list: str = setting("", "Leave out the images listed in FILE (one path per line, relative to the data "
                                 "root; `audit` writes one).", section="data")
     allow_leakage: bool = setting(False, "Train even when validation or test images duplicate training images "
@@ -72,6 +81,11 @@ class TrainConfig:
     amp: bool = setting(True, "Disable mixed precision (fp16 on CUDA; bf16 on CPUs with AVX512-BF16/AMX).",
                         section="speed", option="--no-amp")
     channels_last: bool = setting(True, "Keep NCHW memory format.", section="speed", option="--no-channels-last")
+    augment_strength: float = setting(1.0, "Scale of the training augmentation's random crop and colour changes "
+                                      "(0: flips and right-angle turns only; 1: the default; up to 2).",
+                                      section="optimisation", low=0, high=2)
+    label_smoothing: float = setting(0.0, "Cross-entropy label smoothing (0: none).", section="optimisation", low=0,
+                                     high=0.5)
     augment: bool = setting(True, "Train on the centre crop only (deterministic; e.g. to check torchrun against one "
                             "process).", section="optimisation", option="--no-augment")
     freeze_bn: bool = setting(False, "BatchNorm keeps its running statistics (e.g. ImageNet's); only its scale and "
@@ -82,13 +96,20 @@ class TrainConfig:
                             low=0, resumable=True)
     max_pixels: int = setting(DEFAULT_MAX_PIXELS, "Refuse images with more pixels than this (decompression-bomb "
                               "guard).", section="data", low=1, resumable=True)
-    class_weights: str = setting("none", "auto: weight the loss by n / (2 n_class) from the training split (for "
+    class_weights: str = setting("none", "auto: weight the loss by n / (K n_class) from the training split (for "
                                  "imbalanced data).", section="optimisation", choices=CLASS_WEIGHTS)
-    sampler: str = setting("shuffle", "balanced: draw both classes equally often per epoch (with replacement).",
+    sampler: str = setting("shuffle", "balanced: draw every class equally often per epoch (with replacement).",
                            section="optimisation", choices=SAMPLERS)
     checkpoint_dir: str = setting("", "Keep best.pt/last.pt here instead of the run's weights/ folder.",
                                   section="run", resumable=True)
     runs_dir: str = setting("runs", "Folder holding the run folders.", section="run", resumable=True)
+    track: bool = setting(False, "Log settings, every epoch's metrics, curves and config to MLflow "
+                          "(docs/TRACKING.md; opt-in: importing MLflow and creating its store cost ~30 s of CPU). "
+                          "Default store: RUNS_DIR/mlflow.db.",
+                          section="run", resumable=True)
+    tracking_uri: str = setting("", "MLflow tracking URI (a server, databricks, sqlite:///FILE); implies --track "
+                                "(default: MLFLOW_TRACKING_URI, else sqlite:///RUNS_DIR/mlflow.db).", section="run",
+                                resumable=True)
     progress: bool = setting(True, "No progress bars.", section="run", option="--quiet", resumable=True)
 
     def __post_init__(self) -> None:
@@ -97,6 +118,20 @@ class TrainConfig:
         for f in dataclasses.fields(self):  # the CLI checks these too; a TrainConfig built in code is checked here
             if f.metadata["choices"] and getattr(self, f.name) not in f.metadata["choices"]:
                 raise SkinOnnxError(f"--{f.name.replace('_', '-')} must be one of {', '.join(f.metadata['choices'])}")
+
+    def check_class_bias(self, cross_validation: bool) -> None:
+        """--class-bias oof needs --folds (out-of-fold predictions); with --folds the offsets are tuned on them."""
+        if self.class_bias == "oof" and not cross_validation:
+            raise SkinOnnxError("--class-bias oof tunes on out-of-fold predictions: it needs --folds K "
+                                "(or use --class-bias val)")
+        if self.class_bias == "val" and cross_validation:
+            raise SkinOnnxError("with --folds use --class-bias oof: the offsets are tuned on the pooled out-of-fold "
+                                "predictions that the ensemble's metrics come from")
+
+    @property
+    def tracked(self) -> bool:
+        """--track, or a --tracking-uri (which implies it)."""
+        return self.track or bool(self.tracking_uri)
 
     @property
     def run_dir(self) -> Path:

@@ -31,6 +31,7 @@ from ..data.folds import FOLDS_FILE, assign_folds, check_fold_count, read_folds_
 from ..data.layouts import LabeledData, Sample
 from ..errors import CheckpointError
 from ..evaluation.metrics import roc_auc
+from ..evaluation.multiclass_metrics import malignant_probability, malignant_truth
 from ..hashing import file_sha256
 from ..softmax import softmax
 from .config import TrainConfig, resumed_config
@@ -48,7 +49,7 @@ from .cv_record import (
     refresh_record,
 )
 from .data_checks import checked_data
-from .runs import CV_FILE, is_cv_run, newest_cv_run
+from .runs import CV_FILE, is_cv_run, list_runs
 
 
 def pooled(data: LabeledData) -> list[Sample]:
@@ -92,11 +93,12 @@ class CVResult:
     trained: list[int]
     complete: bool
     summary: dict[str, Any] | None = None
+    stopped: bool = False  # an on_epoch callback stopped a fold (a pruned trial)
 
 
 def _locate(cfg: TrainConfig, folds: int | None, resume: bool, explicit: set[str]) -> Path:
     if resume and "name" not in explicit:
-        found = newest_cv_run(cfg.runs_dir)
+        found = next((r for r in list_runs(cfg.runs_dir) if is_cv_run(r)), None)  # the one clock of runs.py
         if found is None:
             raise CVError(f"--resume: no cross-validation run under {cfg.runs_dir}/ (pass --name NAME)")
         return found
@@ -104,11 +106,18 @@ def _locate(cfg: TrainConfig, folds: int | None, resume: bool, explicit: set[str
 
 
 def train_cv(cfg: TrainConfig, folds: int | None, *, fold: int | None = None, resume: bool = False,
-             explicit: set[str] | frozenset[str] = frozenset(), echo: Callable[[str], None] = print) -> CVResult:
-    """Train every fold (or only ``fold``) of the run ``runs/<cfg.name>``; finished folds are never retrained."""
+             explicit: set[str] | frozenset[str] = frozenset(), echo: Callable[[str], None] = print,
+             tracking_parent: Any = None, on_epoch: tuple = ()) -> CVResult:
+    """Train every fold (or only ``fold``) of the run ``runs/<cfg.name>``; finished folds are never retrained.
+
+    With ``--track`` the run is an MLflow run (a child of ``tracking_parent`` when given, e.g. a study's) and each
+    fold a child of it; ``on_epoch``: callbacks for every fold's epochs (:data:`~skinonnx.training.loop.EpochCallback`).
+    """
+    from . import tracked_run
     from .loop import fit
 
     explicit = set(explicit)
+    cfg.check_class_bias(cross_validation=True)
     if folds is not None and folds < 2:
         raise CVError(f"--folds {folds}: cross-validation needs at least 2 folds")
     run_dir = _locate(cfg, folds, resume, explicit)
@@ -126,7 +135,7 @@ def train_cv(cfg: TrainConfig, folds: int | None, *, fold: int | None = None, re
         else:
             _check_same_settings(cv["config"], cfg.to_dict(), f"run '{run_dir.name}'")
             cfg = dataclasses.replace(cfg, name=run_dir.name)
-        data, leakage = checked_data(cfg, echo)
+        data, leakage = checked_data(cfg, echo, cross_validation=True)
         if tuple(cv["classes"]) != data.classes:
             raise CVError(f"run '{run_dir.name}' has classes {cv['classes']}, the data {list(data.classes)}")
         pool, assignment = saved_folds(run_dir, data)
@@ -137,7 +146,7 @@ def train_cv(cfg: TrainConfig, folds: int | None, *, fold: int | None = None, re
             raise CVError("--folds K is needed to start a cross-validation run")
         k = folds
         _check_fold_index(fold, k)
-        data, leakage = checked_data(cfg, echo)
+        data, leakage = checked_data(cfg, echo, cross_validation=True)
         pool, assignment = make_folds(data, k, cfg.seed)  # raises before anything is written
         try:  # claimed atomically: of two runs started with one --name, one gets it
             run_dir.mkdir(parents=True, exist_ok=fold is not None)
@@ -153,22 +162,34 @@ def train_cv(cfg: TrainConfig, folds: int | None, *, fold: int | None = None, re
         echo(f"note: {note}")
     folds_sha = file_sha256(run_dir / FOLDS_FILE)
     trained = []
-    for k_i in ([fold] if fold is not None else range(k)):
-        state = fold_state(run_dir, k_i)
-        if state is not None and state.get("status") == "done":
-            echo(f"fold {k_i}: already done (val AUC {state.get('val_auc', float('nan')):.4f}); not retrained")
-            continue
-        _train_fold(fit, cfg, run_dir, k_i, k, data, pool, assignment, folds_sha, resume, explicit, echo, leakage)
-        trained.append(k_i)
-        refresh_record(run_dir)
+    cfg = dataclasses.replace(cfg, name=run_dir.name, runs_dir=str(run_dir.parent))
+    tracker = tracked_run.start(cfg, echo, parent=tracking_parent, tags={"skinonnx.kind": "cv", "folds": str(k)})
+    try:
+        for k_i in ([fold] if fold is not None else range(k)):
+            state = fold_state(run_dir, k_i)
+            if state is not None and state.get("status") == "done":
+                echo(f"fold {k_i}: already done (val AUC {state.get('val_auc', float('nan')):.4f}); not retrained")
+                continue
+            if not _train_fold(fit, cfg, run_dir, k_i, k, data, pool, assignment, folds_sha, resume, explicit, echo,
+                               leakage, tracker, on_epoch):
+                tracked_run.finish(tracker, run_dir, "KILLED", echo=echo)
+                return CVResult(run_dir, k, trained, False, stopped=True)
+            trained.append(k_i)
+            refresh_record(run_dir)
+    except BaseException as exc:
+        tracked_run.finish(tracker, run_dir, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED", echo=echo)
+        raise
     record = refresh_record(run_dir)
     summary = None
     if record["complete"]:
         summary = combine(run_dir, echo=echo)
+        tracked_run.finish(tracker, run_dir, "FINISHED", {
+            "oof_auc": summary["roc_auc"], "fold_val_auc_mean": summary["fold_val_auc_mean"]}, echo=echo)
     else:
         left = [i for i in range(k) if (fold_state(run_dir, i) or {}).get("status") != "done"]
         echo(f"run '{run_dir.name}': folds {', '.join(map(str, left))} still to train "
              f"(train --name {run_dir.name} --folds {k} --fold N, or --resume)")
+        tracked_run.finish(tracker, run_dir, "FINISHED", echo=echo)
     return CVResult(run_dir, k, trained, bool(record["complete"]), summary)
 
 
@@ -178,7 +199,8 @@ def _check_fold_index(fold: int | None, k: int) -> None:
 
 
 def _check_same_settings(saved: dict[str, Any], given: dict[str, Any], what: str) -> None:
-    a, b = core_settings(saved), core_settings(given)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # a setting newer than the run: default
+    a, b = core_settings({**defaults, **saved}), core_settings(given)
     diff = sorted(key for key in set(a) | set(b) if a.get(key) != b.get(key))
     if diff:
         shown = ", ".join(f"--{key.replace('_', '-')} (run: {a.get(key)!r}, given: {b.get(key)!r})" for key in diff)
@@ -187,7 +209,8 @@ def _check_same_settings(saved: dict[str, Any], given: dict[str, Any], what: str
 
 def _train_fold(fit, cfg: TrainConfig, run_dir: Path, k: int, n_folds: int, data: LabeledData, pool: list[Sample],
                 assignment: list[int], folds_sha: str, resume: bool, explicit: set[str], echo,
-                leakage: dict[str, Any] | None = None) -> None:
+                leakage: dict[str, Any] | None = None, tracker: Any = None, on_epoch: tuple = ()) -> bool:
+    """Train fold ``k`` and record it as done; False when an on_epoch callback stopped it (nothing recorded)."""
     from .checkpoint import load_checkpoint
 
     where = fold_dir(run_dir, k)
@@ -204,15 +227,19 @@ def _train_fold(fit, cfg: TrainConfig, run_dir: Path, k: int, n_folds: int, data
         echo(f"[fold {k + 1}/{n_folds}] {msg}")
 
     result = fit(fold_cfg, resume=started, explicit=explicit | {"runs_dir", "checkpoint_dir"}, echo=fold_echo,
-                 data=fold_data(data, pool, assignment, k), claimed=True, leakage=leakage)
-    best = load_checkpoint(result.best_path)
+                 data=fold_data(data, pool, assignment, k), claimed=True, leakage=leakage, tracking_parent=tracker,
+                 on_epoch=on_epoch)
+    if result.stopped:
+        return False
+    best = load_checkpoint(result.best_path, any_classes=True)
     preds = best.get("val_predictions") or {}
     logits = np.asarray(preds["logits"].numpy(), np.float64) if "logits" in preds else np.empty((0, 2))
     if len(logits) != len(result.val_samples):
         raise CheckpointError(f"{result.best_path}: its validation predictions do not match fold {k}'s images")
     write_text(where / OOF_FILE, fold_oof_text(result.val_samples, logits, k, data))
-    probs = softmax(logits)[:, data.positive_index]
-    y = np.array([int(s.label == data.positive_index) for s in result.val_samples])
+    group = data.malignant_group()
+    probs = malignant_probability(softmax(logits), group)
+    y = malignant_truth([s.label for s in result.val_samples], group)
     write_json(where / FOLD_STATE, {
         "fold": k, "status": "done", "finished_at": now(), "seconds": time.time() - t0,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "select": cfg.select,
@@ -220,5 +247,6 @@ def _train_fold(fit, cfg: TrainConfig, run_dir: Path, k: int, n_folds: int, data
             data, pool, assignment, k).splits["train"]), "n_val": len(result.val_samples),
         "best_sha256": file_sha256(result.best_path), "folds_sha256": folds_sha,
         "settings": core_settings(cfg.to_dict())})
+    return True
 
 

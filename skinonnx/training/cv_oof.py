@@ -14,7 +14,9 @@ import numpy as np
 
 from ..atomic import write_json, write_text
 from ..data.layouts import LabeledData, Sample
+from ..evaluation.class_bias import biased_decision, log_probabilities
 from ..evaluation.metrics import binary_metrics, bootstrap_ci
+from ..evaluation.multiclass_metrics import evaluate_multiclass, malignant_probability, malignant_truth
 from ..softmax import softmax
 from .cv_record import CV_FILE, OOF_FILE, CVError, check_complete, fold_dir, now
 
@@ -60,6 +62,12 @@ def combine(run_dir: Path, *, echo: Callable[[str], None] = print) -> dict[str, 
          f"[{summary['roc_auc_ci'][0]:.4f}, {summary['roc_auc_ci'][1]:.4f}] on {summary['n']} images; OOF temperature "
          f"{summary['temperature']:.3f}, threshold {summary['threshold']:.4f} ({summary['threshold_policy']}); "
          f"{run_dir / OOF_FILE}")
+    if "multiclass" in summary:
+        m, ci, bias = summary["multiclass"]["metrics"], summary["multiclass"]["ci"], summary["class_bias"]
+        tuned = (f"; class bias tuned on OOF: balanced accuracy {bias['balanced_accuracy_before']:.4f} (argmax) -> "
+                 f"{bias['balanced_accuracy_after']:.4f}" if bias["tuned_on"] != "none" else "")
+        echo(f"OOF diagnosis: balanced accuracy {m['balanced_accuracy']:.4f} [{ci['balanced_accuracy'][0]:.4f}, "
+             f"{ci['balanced_accuracy'][1]:.4f}], macro AUC {m['macro_auc']:.4f}{tuned}")
     return summary
 
 
@@ -69,17 +77,19 @@ def score_oof(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
     from .finalize import calibrate_and_choose
 
     cv, done = check_complete(run_dir)
-    classes, pos = list(cv["classes"]), int(cv["positive_index"])
+    classes = list(cv["classes"])
+    group = [int(i) for i in cv.get("malignant") or [cv["positive_index"]]]
     rows = [row for st in done for row in read_oof(run_dir, int(st["fold"]), classes)]
     rows.sort(key=lambda r: r["path"])
     logits = np.array([r["logits"] for r in rows], np.float64)
     labels = np.array([classes.index(r["label"]) for r in rows])
     config = cv["config"]
-    extra = calibrate_and_choose(logits, labels, pos, config["threshold_policy"], bool(config["calibrate"]))
+    extra = calibrate_and_choose(logits, labels, group, config["threshold_policy"], bool(config["calibrate"]),
+                                 "oof" if config.get("class_bias") == "oof" else "none")
     temperature, decision = extra["calibration"]["temperature"], extra["decision"]
-    prob = softmax(logits, temperature)[:, pos]
-    raw = softmax(logits)[:, pos]
-    y = (labels == pos).astype(int)
+    prob = malignant_probability(softmax(logits, temperature), group)
+    raw = malignant_probability(softmax(logits), group)
+    y = malignant_truth(labels, group)
     metrics = binary_metrics(y, prob, decision["threshold"])
     ci = bootstrap_ci(y, prob, decision["threshold"], n_resamples=OOF_BOOTSTRAP, seed=0)
     fold_aucs = [float(st["val_auc"]) for st in done]
@@ -96,6 +106,13 @@ def score_oof(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
         "fold_best_epoch": [int(st["best_epoch"]) for st in done],
         "bootstrap": {"resamples": OOF_BOOTSTRAP, "seed": 0, "confidence": 0.95},
     }
+    if len(classes) > 2:  # the diagnosis: K-class metrics of the (class-biased) decision, and the offsets
+        log_p = log_probabilities(logits, temperature)
+        offsets = extra["class_bias"]["offsets"]
+        summary["malignant"] = group
+        summary["class_bias"] = extra["class_bias"]
+        summary["multiclass"] = evaluate_multiclass(labels, np.exp(log_p), biased_decision(log_p, offsets), classes,
+                                                    bootstrap=OOF_BOOTSTRAP, seed=0)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "label", "group", "fold", *(f"logit_{c}" for c in classes), "probability",

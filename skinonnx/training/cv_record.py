@@ -25,7 +25,7 @@ CV_FORMAT = "skinonnx-cv"
 CV_FORMAT_VERSION = 1
 #: not part of what a fold *is*: where it ran, from where, and how fast
 LOCAL_SETTINGS = frozenset({"name", "data", "device", "workers", "cache_mb", "max_pixels", "checkpoint_dir",
-                            "runs_dir", "progress", "amp", "channels_last"})
+                            "runs_dir", "progress", "amp", "channels_last", "track", "tracking_uri"})
 
 
 class CVError(SkinOnnxError):
@@ -71,7 +71,8 @@ def new_record(cfg: TrainConfig, k: int, data: LabeledData, pool: list[Sample], 
     return {"format": CV_FORMAT, "format_version": CV_FORMAT_VERSION, "name": cfg.name, "folds": k,
             "seed": cfg.seed, "created_at": now(), "skinonnx_version": __version__, "config": cfg.to_dict(),
             "data_root": str(Path(cfg.data).resolve()), "layout": data.layout, "classes": list(data.classes),
-            "positive_index": data.positive_index, "grouped": any(s.group for s in pool),
+            "positive_index": data.positive_index, "malignant": list(data.malignant),
+            "grouped": any(s.group for s in pool),
             "fold_class_counts": sizes, "n_pooled": len(pool), "n_test": len(data.splits.get("test", [])),
             "state": {f"fold-{i}": "pending" for i in range(k)}, "complete": False}
 

@@ -13,11 +13,53 @@ from typing import Any
 from ..data.duplicates import leakage_check
 from ..data.exclusions import apply_exclusions, read_exclude_list
 from ..data.layouts import LabeledData, discover
+from ..errors import DataError
 from .config import TrainConfig
 
 
-def checked_data(cfg: TrainConfig, echo: Callable[[str], None] = print) -> tuple[LabeledData, dict[str, Any]]:
-    data = discover(cfg.data, positive_class=cfg.positive_class, seed=cfg.seed)
+def discover_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """What :func:`~skinonnx.data.layouts.discover` takes from the settings (besides the data path)."""
+    return {"positive_class": cfg.positive_class, "malignant": cfg.malignant or None, "seed": cfg.seed,
+            "group_column": cfg.group_column}
+
+
+def trainable(cfg: TrainConfig, data: LabeledData, *, cross_validation: bool = False,
+              warn: Callable[[str], None] | None = None) -> LabeledData:
+    """``data``, refused before any training when it cannot train: more than two classes without --malignant,
+    --class-bias with two classes, a class with no training (or, for a single run, validation) image. ``warn``:
+    what says the data's warnings (a class of one image...) before such an error."""
+    try:
+        _check_trainable(cfg, data, cross_validation)
+    except DataError:
+        if warn is not None:
+            for warning in data.warnings:
+                warn(f"warning: {warning}")
+        raise
+    return data
+
+
+def _check_trainable(cfg: TrainConfig, data: LabeledData, cross_validation: bool) -> None:
+    data.malignant_group()
+    if cfg.class_bias != "none" and len(data.classes) == 2:
+        raise DataError(f"--class-bias {cfg.class_bias} is for more than two classes: with two, the threshold "
+                        "(--threshold-policy) is the decision")
+    needs = [("train", "val")] if cross_validation else [("train",), ("val",)]
+    for splits in needs:
+        if not any(data.splits.get(name) for name in splits):
+            continue  # a missing split has its own error (LabeledData.split) where it is read
+        missing = data.missing_classes(splits)
+        if missing:
+            where = " or ".join(splits)
+            raise DataError(f"{data.root}: class(es) {missing} have no images in the {where} split: a model cannot "
+                            f"learn or validate a class it never sees (classes {list(data.classes)})")
+
+
+def checked_data(cfg: TrainConfig, echo: Callable[[str], None] = print, *, cross_validation: bool = False
+                 ) -> tuple[LabeledData, dict[str, Any]]:
+    data = discover(cfg.data, **discover_settings(cfg))
     if cfg.exclude_list:
         data = apply_exclusions(data, read_exclude_list(cfg.exclude_list), cfg.exclude_list)
+    trainable(cfg, data, cross_validation=cross_validation, warn=echo)
+    for warning in data.warnings:
+        echo(f"warning: {warning}")
     return data, leakage_check(data, allow=cfg.allow_leakage, max_pixels=cfg.max_pixels, echo=echo)

@@ -68,24 +68,30 @@ class ImageCache:
         return self.prep.load_resized(sample.path, self.max_pixels)
 
 
-def train_augmentation(prep: Preprocessing) -> transforms.Compose:
-    """Dermoscopy is orientation-free: flips and right-angle turns, mild crops and colour changes."""
+def train_augmentation(prep: Preprocessing, strength: float = 1.0) -> transforms.Compose:
+    """Dermoscopy is orientation-free: flips and right-angle turns, mild crops and colour changes.
+
+    ``strength`` (``--augment-strength``) scales the crops and colour changes: 0 keeps flips and turns only, 1 is
+    the default (crops of 60-100 % of the image, brightness/contrast +-15 %), 2 doubles the changes."""
+    s = float(strength)
+    low_scale = max(0.1, 1.0 - 0.4 * s)
+    ratio = (0.8 ** s, 1.25 ** s)
     return transforms.Compose([
-        transforms.RandomResizedCrop(prep.image_size, scale=(0.6, 1.0), ratio=(0.8, 1.25),
+        transforms.RandomResizedCrop(prep.image_size, scale=(low_scale, 1.0), ratio=ratio,
                                      interpolation=transforms.InterpolationMode.BILINEAR),
         transforms.RandomHorizontalFlip(),
         transforms.RandomVerticalFlip(),
         transforms.RandomChoice([transforms.RandomRotation((a, a)) for a in (0, 90, 180, 270)]),
-        transforms.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.1, hue=0.02),
+        transforms.ColorJitter(brightness=0.15 * s, contrast=0.15 * s, saturation=0.1 * s, hue=min(0.5, 0.02 * s)),
     ])
 
 
 class LesionDataset(Dataset):
-    def __init__(self, samples: Sequence[Sample], cache: ImageCache, *, train: bool) -> None:
+    def __init__(self, samples: Sequence[Sample], cache: ImageCache, *, train: bool, strength: float = 1.0) -> None:
         self.samples = list(samples)
         self.cache = cache
         self.prep = cache.prep
-        self.augment = train_augmentation(self.prep) if train else None
+        self.augment = train_augmentation(self.prep, strength) if train else None
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -8,7 +8,7 @@ import io
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from ..atomic import ensure_writable_dir, write_json, write_text
 from ..data.layouts import LabeledData, Sample
 from ..data.preprocessing import Preprocessing
 from ..errors import CheckpointError, DataError, RunInterrupted, SkinOnnxError
-from . import distributed, runs
+from . import distributed, runs, tracked_run
 from .checkpoint import RESUME_KEYS, CheckpointSaver, load_checkpoint, require_keys
 from .compile import compiled_for_training, decide
 from .config import SELECT_METRICS, TrainConfig, resumed_config
@@ -49,6 +49,12 @@ class TrainResult:
     history: list[dict[str, float]]
     skipped: list[tuple[str, str]]
     val_samples: list[Sample] = field(default_factory=list)  # the usable val images, in best.pt's val_predictions order
+    stopped: bool = False  # an ``on_epoch`` callback stopped the run (e.g. a pruned trial); best.pt is not calibrated
+
+
+#: Called after each epoch (rank 0) with the epoch and its metrics row; returning True stops the run there
+#: (`tune` prunes a trial this way). The loop knows nothing about who asks.
+EpochCallback = Callable[[int, dict[str, float]], bool | None]
 
 
 def load_data(cfg: TrainConfig, data: LabeledData, prep: Preprocessing, device: torch.device):
@@ -70,7 +76,7 @@ def load_data(cfg: TrainConfig, data: LabeledData, prep: Preprocessing, device: 
                             f"{[c for i, c in enumerate(data.classes) if i not in present]}")
     workers = default_workers(device) if cfg.workers is None else cfg.workers
     ctx, batch = distributed.current(), distributed.per_process_batch(cfg.batch_size)
-    train_set = LesionDataset(train_samples, cache, train=cfg.augment)
+    train_set = LesionDataset(train_samples, cache, train=cfg.augment, strength=cfg.augment_strength)
     val_set = LesionDataset(val_samples, cache, train=False)
     if cfg.sampler == "balanced":
         if ctx.enabled:
@@ -190,7 +196,7 @@ def _resumed(cfg: TrainConfig, resume: bool | str, explicit: frozenset[str] | se
             if resume is True:
                 echo(f"--resume without a run: continuing the newest unfinished run, {run}")
             last_path = runs.weights_dir(run) / "last.pt"
-        found = (last_path, run, load_checkpoint(last_path))
+        found = (last_path, run, load_checkpoint(last_path, any_classes=True))
     last_path, run, state = distributed.broadcast_object(found)  # type: ignore[misc]
     require_keys(state, RESUME_KEYS, last_path, "--resume")
     cfg = resumed_config(state.get("config") or {}, cfg, {*explicit, "checkpoint_dir"}, last_path)
@@ -204,7 +210,8 @@ def _resumed(cfg: TrainConfig, resume: bool | str, explicit: frozenset[str] | se
 
 def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozenset[str] | set[str] = frozenset(),
         echo=print, data: LabeledData | None = None, claimed: bool = False,
-        leakage: dict[str, Any] | None = None) -> TrainResult:
+        leakage: dict[str, Any] | None = None, on_epoch: Sequence[EpochCallback] = (),
+        tracking_parent: Any = None) -> TrainResult:
     """Train, keeping best.pt (by the selection metric) and last.pt (every epoch, for --resume).
 
     Phases, as torchvision's references/classification: check settings, weights and data; claim the run folder
@@ -213,7 +220,10 @@ def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozen
     this call (on resume only the resumable ones may differ from the saved run). ``data``: splits to use instead of
     ``cfg.data`` (cross-validation's folds); ``claimed``: the caller made ``cfg.run_dir`` for this run. A start that
     fails before its first epoch removes the folder it claimed. Ctrl-C raises RunInterrupted naming the run.
+    ``on_epoch``: callbacks after each epoch (:data:`EpochCallback`); ``tracking_parent``: the MLflow run this one
+    is a child of (a CV run's or a study's), with ``--track``.
     """
+    cfg.check_class_bias(cross_validation=claimed)  # a fold of --folds is the only claimed run
     ctx = distributed.setup(resolve_device(cfg.device))  # no-op outside torchrun
     distributed.check_sync_bn(cfg.sync_bn, resolve_device(cfg.device))
     if not ctx.is_main:  # rank 0 alone prints, shows progress and writes files
@@ -236,12 +246,16 @@ def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozen
             echo(f"note: {cfg.run_dir} already holds a run; this one is {Path(cfg.runs_dir) / name}")
             cfg = dataclasses.replace(cfg, name=name)
     epoch = int(state["epoch"]) if state is not None else 0
+    tracker = None
     try:
         if ctx.is_main:
             ensure_writable_dir(cfg.weights_dir)  # fail now, not after the first (possibly hour-long) epoch
             runs.write_status(cfg.run_dir, "running", epoch, cfg.epochs)
-        result = _fit(cfg, state, echo, ctx, data, leakage)
+            tracker = tracked_run.start(cfg, echo, parent=tracking_parent)
+        result = _fit(cfg, state, echo, ctx, data, leakage, tracker, tuple(on_epoch))
     except BaseException as exc:
+        tracked_run.finish(tracker, cfg.run_dir, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED",
+                           echo=echo)
         saved, epoch = (cfg.weights_dir / "last.pt").is_file(), runs.run_status(cfg.run_dir).get("epoch", epoch)
         if ctx.is_main and new_dir and not saved:  # a failed start leaves nothing behind
             shutil.rmtree(cfg.run_dir, ignore_errors=True)
@@ -253,6 +267,9 @@ def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozen
         raise
     if ctx.is_main:
         runs.write_status(cfg.run_dir, "finished", result.epochs_run, cfg.epochs)
+        tracked_run.finish(tracker, cfg.run_dir, "KILLED" if result.stopped else "FINISHED", {
+            f"best_{SELECT_METRICS[cfg.select][0]}": result.best_metric, "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run}, echo=echo)
     return result
 
 
@@ -280,10 +297,14 @@ class _Session:
     stale: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     leakage: dict[str, Any] | None = None  # the leakage check's record (data_checks), for config.json
+    tracker: Any = None  # the MLflow run (tracked_run) with --track, else None
+    on_epoch: tuple[EpochCallback, ...] = ()
+    stopped: bool = False
 
 
 def _fit(cfg: TrainConfig, state: dict[str, Any] | None, echo, ctx: distributed.DistContext,
-         data: LabeledData, leakage: dict[str, Any] | None) -> TrainResult:
+         data: LabeledData, leakage: dict[str, Any] | None, tracker: Any = None,
+         on_epoch: tuple[EpochCallback, ...] = ()) -> TrainResult:
     seed_everything(cfg.seed + ctx.rank)  # rank 0 as alone; DDP copies rank 0's initial weights to all
     for note in data.notes:
         echo(f"note: {note}")
@@ -294,7 +315,8 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, echo, ctx: distributed.
         echo(f"skipped {path}: {problem}")
     if len(skipped) > 10:
         echo(f"... and {len(skipped) - 10} more skipped images")
-    s = _Session(cfg, data, ctx, echo, device, train_loader, val_loader, leakage=leakage)
+    s = _Session(cfg, data, ctx, echo, device, train_loader, val_loader, leakage=leakage, tracker=tracker,
+                 on_epoch=on_epoch)
     compile_note = _build(s, state)
     echo(f"threads: torch {threads} intra-op (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), "
          f"DataLoader workers {train_loader.num_workers}; torch.compile {compile_note}")
@@ -308,13 +330,13 @@ def _fit(cfg: TrainConfig, state: dict[str, Any] | None, echo, ctx: distributed.
     epoch = _run_epochs(s)
     if s.saver.best_epoch < 0:
         raise SkinOnnxError(f"no epoch produced a usable {s.saver.metric}; nothing to keep")
-    if ctx.is_main:  # the others are done: rank 0 calibrates on the whole validation split alone
+    if ctx.is_main and not s.stopped:  # the others are done: rank 0 calibrates on the whole validation split alone
         full_val = val_loader if not ctx.enabled else make_loader(
             val_loader.dataset, batch_size=val_loader.batch_size, shuffle=False, workers=0, seed=cfg.seed,
             device=device)
         finalize_best(cfg.weights_dir / "best.pt", full_val, device, cfg, echo=echo)
     return TrainResult(cfg.weights_dir / "best.pt", cfg.weights_dir / "last.pt", cfg.run_dir, s.saver.best,
-                       s.saver.best_epoch, epoch, s.history, skipped, list(val_loader.dataset.samples))
+                       s.saver.best_epoch, epoch, s.history, skipped, list(val_loader.dataset.samples), s.stopped)
 
 
 def _build(s: _Session, state: dict[str, Any] | None) -> str:
@@ -331,7 +353,8 @@ def _build(s: _Session, state: dict[str, Any] | None) -> str:
     train_labels = [sample.label for sample in s.train_loader.dataset.samples]
     weights = auto_class_weights(train_labels, len(data.classes)) if cfg.class_weights == "auto" else None
     s.criterion = nn.CrossEntropyLoss(weight=None if weights is None
-                                      else torch.tensor(weights, dtype=torch.float32, device=device))
+                                      else torch.tensor(weights, dtype=torch.float32, device=device),
+                                      label_smoothing=cfg.label_smoothing)
     if state is not None:
         s.net.load_state_dict(state["model"])
         s.optimizer.load_state_dict(state["optimizer"])
@@ -389,6 +412,11 @@ def _run_epochs(s: _Session) -> int:
                    f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.3f}  val_auc {row['val_auc']:.3f}  "
                    f"{row['train_images_per_s']:.1f} img/s{'  *best' if improved else ''}  "
                    f"{run_eta(epoch_seconds, cfg.epochs - epoch)}")
+            tracked_run.log_epoch(s.tracker, row, epoch)
+            if any([bool(callback(epoch, dict(row))) for callback in s.on_epoch]):  # every callback sees the epoch
+                s.stopped = True
+                s.echo(f"stopped after epoch {epoch} by the caller")
+                break
             if distributed.agree(bool(cfg.early_stop and s.stale >= cfg.early_stop), s.device):
                 s.echo(f"early stop: no {metric} improvement in {s.stale} epochs")
                 break
@@ -408,7 +436,7 @@ def _train_and_validate(s: _Session, epoch: int) -> dict[str, float]:
                                amp=amp, channels_last=s.cfg.channels_last, desc=f"epoch {epoch}/{s.cfg.epochs}",
                                progress=s.cfg.progress, freeze_bn=s.cfg.freeze_bn, dtype=s.dtype))
     logits, labels = validate_all(s.model, s.val_loader, s.device, amp=amp, channels_last=s.cfg.channels_last)
-    row.update(validation_metrics(logits, labels, s.data.positive_index))
+    row.update(validation_metrics(logits, labels, s.data.malignant_group()))
     row["epoch_seconds"] = time.perf_counter() - t0
     if isinstance(s.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         s.scheduler.step(row["val_loss"])
@@ -422,7 +450,7 @@ def _save_epoch(s: _Session, row: dict[str, float], epoch: int) -> None:
     """last.pt (and best.pt when it improved), state.json and metrics.csv after an epoch (rank 0)."""
     s.saver.update({
         "arch": ARCH, "model": {k: v.detach().cpu().contiguous() for k, v in s.net.state_dict().items()},
-        "classes": list(s.data.classes), "positive_index": s.data.positive_index,
+        "classes": list(s.data.classes), "positive_index": s.data.positive_index, "malignant": list(s.data.malignant),
         "preprocessing": Preprocessing.for_size(s.cfg.image_size).to_dict(), "epoch": epoch,
         "metrics": {k: float(v) for k, v in row.items()}, "optimizer": s.optimizer.state_dict(),
         "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(), "rng_state": torch.get_rng_state(),

@@ -30,8 +30,10 @@ def weights_dir(run_dir: str | os.PathLike[str]) -> Path:
 
 
 def _run_time(run_dir: Path) -> float:
-    """When the run last wrote something that marks progress (last.pt, else its config)."""
-    for marker in (weights_dir(run_dir) / "last.pt", run_dir / "config.json", run_dir):
+    """THE clock every "newest run" rule uses: when the run last wrote something that marks progress (last.pt,
+    a cross-validation run's cv.json, else its config)."""
+    for marker in (weights_dir(run_dir) / "last.pt", weights_dir(run_dir) / "best.pt", run_dir / CV_FILE,
+                   run_dir / "config.json", run_dir):
         try:
             return marker.stat().st_mtime
         except OSError:
@@ -53,21 +55,10 @@ def is_cv_run(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / CV_FILE).is_file()
 
 
-def newest_cv_run(runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR) -> Path | None:
-    """The cross-validation run under ``runs_dir`` whose cv.json changed last, or None."""
-    found = [p.parent for p in Path(runs_dir).glob(f"*/{CV_FILE}")]
-    return max(found, key=lambda p: (p / CV_FILE).stat().st_mtime, default=None)
-
-
 def default_model_run(runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR) -> Path | None:
-    """The run `export` takes when told none (and `test` names in its hint): the newest CV run unless a
-    single-model run wrote its best.pt after it, else the newest single-model run; None when there is none."""
-    single = next((r for r in list_runs(runs_dir) if not is_cv_run(r) and (weights_dir(r) / "best.pt").is_file()),
-                  None)
-    cv = newest_cv_run(runs_dir)
-    if cv is None or (single and (weights_dir(single) / "best.pt").stat().st_mtime > (cv / CV_FILE).stat().st_mtime):
-        return single
-    return cv
+    """The run every command takes when told none (`export`, `parity`, `explain`; `test` names it in its hint):
+    the newest (:func:`_run_time`) cross-validation run or run with a best.pt; None when there is none."""
+    return next((r for r in list_runs(runs_dir) if is_cv_run(r) or (weights_dir(r) / "best.pt").is_file()), None)
 
 
 def run_status(run_dir: str | os.PathLike[str]) -> dict:
@@ -137,7 +128,10 @@ def resolve_checkpoint(spec: str | os.PathLike[str] | None, runs_dir: str | os.P
     if spec is not None and Path(spec).is_file():
         return Path(spec), None
     if spec is None:
-        run = newest_run(runs_dir, weights)
+        run = default_model_run(runs_dir) or newest_run(runs_dir, weights)  # the latter says there is none
+        if is_cv_run(run):
+            raise CheckpointError(f"the newest run {run} is a cross-validation run, which holds one model per fold: "
+                                  f"pass --checkpoint {run}/fold-0/{WEIGHTS_DIR}/{weights} (or another fold's)")
         return weights_dir(run) / weights, f"checkpoint: {weights_dir(run) / weights} (the newest run; --checkpoint " \
                                            "to choose another)"
     path = Path(spec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -30,11 +31,24 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, amp: bool = Fals
     return np.concatenate(all_logits).astype(np.float64), np.concatenate(all_labels)
 
 
-def validation_metrics(logits: np.ndarray, labels: np.ndarray, positive_index: int) -> dict[str, float]:
+def validation_metrics(logits: np.ndarray, labels: np.ndarray, positive_index: int | Sequence[int]
+                       ) -> dict[str, float]:
+    """Loss, accuracy and AUC of one epoch. Two classes: the AUC of the positive class (``positive_index``).
+    More: ``val_auc`` is the macro one-vs-rest AUC (what ``--select auc`` picks by), beside the balanced accuracy
+    and the AUC of the malignancy group ``positive_index`` (class indices)."""
     from sklearn.metrics import roc_auc_score
+
+    from ..evaluation.multiclass_metrics import malignant_probability, malignant_truth, multiclass_metrics
 
     probs = softmax(logits)
     loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None))))
-    y = (labels == positive_index).astype(int)
-    auc = float(roc_auc_score(y, probs[:, positive_index])) if 0 < y.sum() < len(y) else math.nan
-    return {"val_loss": loss, "val_acc": float(np.mean(probs.argmax(1) == labels)), "val_auc": auc}
+    group = [positive_index] if isinstance(positive_index, (int, np.integer)) else list(positive_index)
+    y = malignant_truth(labels, group)
+    score = malignant_probability(probs, group)
+    auc = float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else math.nan
+    row = {"val_loss": loss, "val_acc": float(np.mean(probs.argmax(1) == labels)), "val_auc": auc}
+    if probs.shape[1] > 2:
+        k = multiclass_metrics(labels, probs, probs.argmax(1), [str(c) for c in range(probs.shape[1])])
+        row = {**row, "val_auc": k["macro_auc"], "val_balanced_accuracy": k["balanced_accuracy"],
+               "val_malignant_auc": auc}
+    return row

@@ -78,3 +78,13 @@ def test_bad_runs_are_refused_with_a_reason(tmp_path: Path) -> None:
     run = write_cv_run(tmp_path / "odd", [("a.png", "benign", 0.1), ("b.png", "melanoma", 0.9)])
     with pytest.raises(AuditError, match=r"oof\.csv:3: label 'melanoma'"):
         read_out_of_fold(run)
+
+
+def test_a_k_class_run_is_named_as_such(tmp_path: Path) -> None:
+    import json
+
+    run = write_cv_run(tmp_path / "k3", [("a.png", "benign", 0.1)])
+    cv = json.loads((run / "cv.json").read_text())
+    (run / "cv.json").write_text(json.dumps({**cv, "classes": ["a", "b", "c"], "positive_index": None}))
+    with pytest.raises(AuditError, match=r"a run of 3 classes \['a', 'b', 'c'\]; label issues take two-class runs"):
+        read_out_of_fold(run)

@@ -116,3 +116,26 @@ def test_the_layout_chosen_is_printed(tmp_path: Path, synthetic_data: Path) -> N
     out = cli_ok("test", "--onnx", tiny_onnx(tmp_path / "m.onnx"), "--data", synthetic_data, "-o", tmp_path / "r",
                  "--no-ci", "--no-plots", "--no-html", "--quiet")
     assert f"data {synthetic_data}: split-imagefolder layout" in out
+
+
+def test_interval_options_are_refused_without_intervals(tmp_path: Path, synthetic_data: Path) -> None:
+    """--confidence, --ci-seed and --bootstrap tune the intervals that --no-ci turns off: refused, not ignored."""
+    model = tiny_onnx(tmp_path / "m.onnx")
+    for command in ("test", "compare"):
+        models = [model] if command == "test" else [model, model]
+        onnx_args = ["--onnx", model] if command == "test" else [str(m) for m in models]
+        for option, value in (("--confidence", "0.9"), ("--ci-seed", "3"), ("--bootstrap", "50")):
+            refused = run_cli(command, *onnx_args, "--data", synthetic_data, "--no-ci", option, value,
+                              expect=2).output
+            assert f"{option} tune the confidence intervals, which --no-ci turns off" in refused, refused
+
+
+def test_test_finds_the_model_run_under_runs_dir_when_the_recorded_folder_moved(tmp_path: Path) -> None:
+    from skinonnx.evaluation.provenance import find_run_dir
+
+    moved = tmp_path / "elsewhere" / "runs" / "r1"
+    moved.mkdir(parents=True)
+    meta = {"training_run_dir": str(tmp_path / "gone" / "runs" / "r1")}
+    assert find_run_dir(meta) is None
+    assert find_run_dir(meta, runs_dir=moved.parent) == moved
+    assert find_run_dir(meta, explicit=tmp_path) == tmp_path

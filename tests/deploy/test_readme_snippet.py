@@ -38,7 +38,26 @@ def test_readme_snippet_matches_predict(trained: TrainedModel, tmp_path: Path) -
         code = snippet.replace('"exports/model.onnx"', repr(str(trained.onnx))).replace('"lesion.jpg"',
                                                                                        repr(str(image)))
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
-        label, probability = done.stdout.split()
+        label, probability = done.stdout.rstrip("\n").split("\t")
         row = predicted[str(image)]
-        assert label == expected_label(row, knows_ood=False)  # a class name, never "other"
+        assert label == expected_label(row)  # the graph's decision: a class name, or the refusal
         assert abs(float(probability) - row["p_malignant"]) <= 1e-6, (image.name, probability, row["p_malignant"])
+
+
+def test_readme_snippet_refuses_what_predict_refuses(trained: TrainedModel, tmp_path: Path) -> None:
+    """Non-lesion photos (scikit-image's) and generated images: the snippet prints predict's decision, the
+    refusal included, because both read the graph's ``label``/``in_distribution`` outputs."""
+    from skinonnx.data.far_ood import write_far_ood_images
+    from skinonnx.deploy.contract import OOD_REFUSAL
+
+    images = write_far_ood_images(tmp_path / "far", size=96)[::4]
+    out = tmp_path / "far.json"
+    run_cli("predict", "--onnx", trained.onnx, *images, "-o", out, "--provider", "cpu", "--quiet")
+    predicted = {row["path"]: row for row in json.loads(out.read_text())["predictions"]}
+    refused = [p for p, row in predicted.items() if row["prediction"] == OOD_REFUSAL]
+    assert refused, "the session model refuses none of the far-OOD images: nothing to compare"
+    for image in images:
+        code = readme_snippet().replace('"exports/model.onnx"', repr(str(trained.onnx))).replace(
+            '"lesion.jpg"', repr(str(image)))
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+        assert done.stdout.split("\t")[0] == predicted[str(image)]["prediction"], image.name

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from skinonnx.data.preprocessing import Preprocessing
-from skinonnx.deploy.contract import CAM_OUTPUT, INPUT_NAME, OUTPUT_NAMES, ModelContract
+from skinonnx.deploy.contract import CAM_OUTPUT, DECISION_OUTPUTS, INPUT_NAME, OUTPUT_NAMES, ModelContract
 from skinonnx.deploy.runtime import OnnxClassifier, create_session
 from skinonnx.export.cam import logits_and_cam, mean_cam
 from skinonnx.export.onnx_export import to_onnx
@@ -70,7 +70,7 @@ def _check_on(model, contract, paths: dict[str, Path], files: list[Path], batch:
     assert cam_checks and all(c.ok for c in cam_checks) and report.ok  # batch 1 and 7, atol 1e-4
 
     session, _ = create_session(paths["cam"], "cpu")
-    logits, _, cam = session.run(None, {"input": batch})
+    logits, cam = session.run(["logits", CAM_OUTPUT], {"input": batch})
     assert cam.shape == (len(batch), SIZE // 32, SIZE // 32)
     # cells add up to the log-odds minus the classifier's bias difference, a constant of the model
     b = model.fc.bias.detach().double().numpy()
@@ -139,7 +139,7 @@ def test_runtime_returns_the_map_only_when_asked_and_files_without_it_work(cam_m
     _, contract, paths = cam_model
     files = [*sorted(synthetic_data.rglob("*.png"))[:5], tmp_path / "missing.png"]
     with_cam = OnnxClassifier(paths["cam"], "cpu")
-    assert with_cam.has_cam and with_cam.contract.output_names == (*OUTPUT_NAMES, CAM_OUTPUT)
+    assert with_cam.has_cam and with_cam.contract.output_names == (*OUTPUT_NAMES, CAM_OUTPUT, *DECISION_OUTPUTS)
     asked = list(with_cam.predict_files(files, batch_size=4, with_cam=True))
     assert [p.ok for p in asked] == [True] * 5 + [False]
     assert all(p.cam is not None and p.cam.shape == (3, 3) for p in asked[:5]) and asked[5].cam is None

@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from skinonnx.cli.export_commands import CONFLICTS, EXPORT_OPTIONS, EXPORT_PATHS, NEEDS, export
+from skinonnx.cli.export_commands import CONFLICTS, EXPORT_PATHS, NEEDS, export
 from skinonnx.deploy.contract import CAM_OUTPUT
 
 from ..badfiles import cli_error
@@ -25,11 +25,48 @@ def _spelled(name: str) -> str:
     return "/".join([*param.opts, *param.secondary_opts])
 
 
-def test_the_table_names_real_options_and_paths() -> None:
+def test_the_checks_name_real_options() -> None:
     names = {p.name for p in export.params}
-    assert set(EXPORT_OPTIONS) | set(NEEDS) | set(NEEDS.values()) <= names
+    assert set(NEEDS) | set(NEEDS.values()) <= names
     assert {n for pair in CONFLICTS for n in pair} <= names
-    assert all(set(paths) <= set(EXPORT_PATHS) for paths in EXPORT_OPTIONS.values())
+
+
+# every export option with a non-default value; the pipeline must receive each one on every path
+GIVEN = {"opset": ("--opset", "16"), "data": ("--data", "D"), "atol": ("--atol", "0.001"),
+         "parity_images": ("--parity-images", "5"), "int8": ("--int8",),
+         "embed_preprocessing": ("--embed-preprocessing",), "fp16": ("--fp16",),
+         "fp16_tolerance": ("--fp16-tolerance", "0.02"), "ort_format": ("--ort-format",), "cam": ("--no-cam",),
+         "ood": ("--ood",), "ood_accept": ("--ood-accept", "0.9"), "provider": ("--provider", "cuda"),
+         "triton_repo": ("--triton-repo", "T")}
+
+
+@pytest.mark.parametrize("path", EXPORT_PATHS)
+def test_every_option_reaches_the_pipeline_on_every_path(path: str, tmp_path: Path, monkeypatch) -> None:
+    """An option the CLI parses and then drops would fail here: each given value arrives in the export pipeline."""
+    import skinonnx.export.pipeline as pipeline
+
+    seen: dict = {}
+
+    def capture(source, output, *, ensemble, tta, variants, data, provider, echo, **options):
+        kept = ("int8", "fp16", "fp16_tolerance", "ort_format", "triton_repo")
+        seen.update(options, source=source, ensemble=ensemble, tta=tta, data=data, provider=provider,
+                    **{k: getattr(variants, k) for k in kept})
+        raise SystemExit(0)
+
+    monkeypatch.setattr(pipeline, "run_export", capture)
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"")
+    where = {"single": ("--checkpoint", checkpoint), "tta": ("--checkpoint", checkpoint, "--tta", "flip"),
+             "ensemble": ("--run", tmp_path)}[path]
+    args = [a for name, spelled in GIVEN.items() if spelled for a in spelled]
+    run_cli("export", *where, *args, "-o", tmp_path / "m.onnx", expect=0)
+    want = {"opset": 16, "data": "D", "atol": 0.001, "parity_images": 5, "int8": True, "embed_preprocessing": True,
+            "fp16": True, "fp16_tolerance": 0.02, "ort_format": True, "cam": False, "ood": True, "ood_accept": 0.9,
+            "provider": "cuda", "triton_repo": Path("T")}
+    assert {k: seen.get(k) for k in want} == want
+    assert seen["ensemble"] == (path == "ensemble") and seen["tta"] == ("flip" if path == "tta" else "none")
+    sources = {"checkpoint", "run_dir", "tta", "runs_dir", "output"}  # which model, and where it goes
+    assert {p.name for p in export.params} - sources == set(want)  # a new option must be added here
 
 
 @pytest.mark.parametrize("path", EXPORT_PATHS)
@@ -162,7 +199,9 @@ def test_export_and_parity_follow_runs_dir(trained: TrainedModel, tmp_path: Path
     assert f"checkpoint: {runs}/" in out and (tmp_path / "m.onnx").is_file()
     checked = run_cli("parity", "--runs-dir", runs, "--onnx", "m.onnx", "--parity-images", "2").output
     assert "parity ok" in checked and f"checkpoint: {runs}/" in checked
-    cli_error("parity", "--onnx", "m.onnx", "--parity-images", "2", says=("runs",))
+    # without --runs-dir: the checkpoint the file records it was exported from (no default run is needed)
+    own = run_cli("parity", "--onnx", "m.onnx", "--parity-images", "2").output
+    assert "parity ok" in own and "(the one this file was exported from)" in own
 
 
 def _scales(path: Path) -> dict[str, list[float]]:

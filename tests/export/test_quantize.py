@@ -181,7 +181,7 @@ def test_bias_correction_removes_the_mean_logit_shift_and_keep_fp32_leaves_a_sta
 
 def test_the_gate_fails_when_int8_refuses_other_images_than_fp32() -> None:
     """Labels and AUC within limits, but the INT8 file's out-of-distribution decisions differ too often."""
-    from skinonnx.export.compare import GateReport
+    from skinonnx.export.checks import GateReport
 
     gate = GateReport(split="val", n_images=100, label_agreement=0.99, auc_fp32=0.8, auc_int8=0.8, max_prob_diff=0.01,
                       mean_prob_diff=0.001, min_agreement=0.98, max_auc_change=0.01, threshold=0.5,

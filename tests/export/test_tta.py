@@ -33,13 +33,14 @@ def test_single_model_tta_export_is_parity_checked_and_recorded(trained: Trained
     result = run_cli("export", "--checkpoint", trained.checkpoint, "-o", out, "--tta", "d4", "--data", trained.data,
                      "--parity-images", "3")
     # 4 outputs (logits, probabilities, cam, ood_score: the mean over the views) x 2 batch sizes + labels
-    assert result.output.count("✓") == 9 and "TTA d4" in result.output
+    assert result.output.count("✓") == 10 and "TTA d4" in result.output  # + label and in_distribution
     clf = OnnxClassifier(out, "cpu")
     assert json.loads(clf.metadata["tta"])["views"] == 8 and not clf.has_members
     assert "ensemble" not in clf.metadata and json.loads(clf.metadata["ood"])["tta"] == "d4"
     info = json.loads(run_cli("info", out, "--json").output)
     assert info["schema"]["valid"] and [o["name"] for o in info["outputs"]] == ["logits", "probabilities", "cam",
-                                                                                       "ood_score"]
+                                                                                       "ood_score", "label",
+                                                                                       "in_distribution"]
     checked = run_cli("parity", "--checkpoint", trained.checkpoint, "--onnx", out, "--parity-images", "2")
     assert "parity ok" in checked.output and checked.output.count("✓ cam") == 2
     old = run_cli("parity", "--checkpoint", trained.checkpoint, "--onnx", out, "--images", "1")  # hidden alias

@@ -134,3 +134,20 @@ def test_config_file_json_and_yaml(tmp_path: Path) -> None:
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(SkinOnnxError, match="expected a mapping"):
         read_config_file(tmp_path / "list.json")
+
+
+def test_one_clock_for_every_default_run(tmp_path: Path) -> None:
+    """export, parity and explain take the same default run: a newer CV run is not skipped for an older single
+    run (explain and parity name the fold to take instead)."""
+    _run(tmp_path, "single", age=50)
+    cv = tmp_path / "cv5"
+    (cv / "fold-0" / "weights").mkdir(parents=True)
+    (cv / "fold-0" / "weights" / "best.pt").write_bytes(b"x")
+    (cv / "cv.json").write_text("{}")
+    assert runs.default_model_run(tmp_path) == cv
+    with pytest.raises(CheckpointError, match=r"cv5 is a cross-validation run.*--checkpoint .*fold-0"):
+        runs.resolve_checkpoint(None, tmp_path)
+    newer = _run(tmp_path, "newer", age=0)
+    os.utime(cv / "cv.json", (time.time() - 20, time.time() - 20))
+    assert runs.default_model_run(tmp_path) == newer
+    assert runs.resolve_checkpoint(None, tmp_path)[0] == newer / "weights" / "best.pt"

@@ -123,6 +123,7 @@ def create_app(backend: Backend, settings: ServeSettings) -> FastAPI:
         parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH), model.input, model.outputs)
         model.check_tensor(parsed.tensor, max_rows=settings.max_batch)
         outputs = await backend.infer(parsed.tensor)
+        metrics.observe_decisions(outputs)
         content, headers = encode_infer_response(name, VERSION, parsed, outputs, model.outputs)
         return Response(content, headers=headers, media_type=headers.pop("Content-Type"))
 
@@ -133,6 +134,7 @@ def create_app(backend: Backend, settings: ServeSettings) -> FastAPI:
         data = await image_bytes(request, settings.max_body_bytes)
         rows = await off_loop(model.image_input, data, settings.max_pixels)
         outputs = await backend.infer(rows)
+        metrics.observe_decisions(outputs)
         answer = model.classification(outputs)
         if cam:
             png = await off_loop(model.cam_png, outputs, data, settings.max_pixels)

@@ -18,7 +18,8 @@ from ...errors import ImageError, ModelFileError
 from ...hashing import file_sha256
 from ...softmax import softmax
 from ..cam_overlays import cam_caption, model_crop, relative_to_threshold
-from ..contract import CAM_OUTPUT, OOD_OUTPUT, OOD_REFUSAL
+from ..contract import CAM_OUTPUT, OOD_OUTPUT
+from ..decision import DECISION_DOC, decide, label_text
 from ..runtime import OnnxClassifier
 from .problems import bad_request
 
@@ -73,7 +74,9 @@ class ServedModel:
                 "parameters": {"sha256": self.sha256, "classes": list(self.contract.classes),
                                "positive_class": self.contract.positive_class,
                                "threshold": self.contract.threshold,
-                               "threshold_policy": self.contract.threshold_policy}}
+                               "threshold_policy": self.contract.threshold_policy,
+                               "ood_threshold": self.contract.ood_threshold,
+                               "decision": DECISION_DOC}}
 
     # --- inputs ----------------------------------------------------------------------------------
     def check_tensor(self, array: np.ndarray, *, max_rows: int) -> None:
@@ -144,32 +147,27 @@ class ServedModel:
 
     # --- answers ---------------------------------------------------------------------------------
     def probabilities(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Per-class probabilities (float64), exactly as :meth:`OnnxClassifier.predict_arrays_full` makes them."""
+        """Per-class probabilities (float64), exactly as :meth:`OnnxClassifier.run_outputs` makes them."""
         if "probabilities" in outputs:
             return np.asarray(outputs["probabilities"], np.float64)
         return np.asarray(softmax(outputs[self.outputs[0].name], self.contract.temperature), np.float64)
 
     def classification(self, outputs: dict[str, np.ndarray]) -> dict[str, object]:
-        """The image endpoint's answer for one row of outputs."""
+        """The image endpoint's answer for one row of outputs: the graph's decision (an image that is not in
+        distribution is "not assessed", its probabilities kept for auditing)."""
         contract = self.contract
-        probs = self.probabilities(outputs)[0]
-        pos = contract.positive_index
-        prob = float(probs[pos])
-        label = contract.classes[pos] if prob >= contract.threshold else contract.classes[1 - pos]
+        probs = self.probabilities(outputs)
+        label, inside = (int(v[0]) for v in decide({**outputs, "probabilities": probs}, contract))
         answer: dict[str, object] = {
-            "label": label, "positive_class": contract.positive_class, "probability": prob,
-            "probabilities": {c: float(p) for c, p in zip(contract.classes, probs, strict=True)},
+            "label": label_text(contract, label, bool(inside)), "in_distribution": bool(inside),
+            "positive_class": contract.positive_class, "probability": float(probs[0, contract.positive_index]),
+            "probabilities": {c: float(p) for c, p in zip(contract.classes, probs[0], strict=True)},
             "threshold": contract.threshold, "threshold_policy": contract.threshold_policy,
             "model": {"name": self.name, "sha256": self.sha256}}
         if "member_probabilities" in outputs:
             answer["member_probabilities"] = [float(v) for v in outputs["member_probabilities"][0]]
-        if self.classifier.has_ood and OOD_OUTPUT in outputs:  # unlike the training images: never labelled
-            score = float(outputs[OOD_OUTPUT][0])
-            inside = bool(self.classifier.in_distribution(np.array([score]))[0])
-            answer.update({"ood_score": score, "in_distribution": inside,
-                           "ood_threshold": self.classifier.ood_threshold})
-            if not inside:
-                answer["label"] = OOD_REFUSAL
+        if self.classifier.has_ood and OOD_OUTPUT in outputs:
+            answer.update({"ood_score": float(outputs[OOD_OUTPUT][0]), "ood_threshold": self.classifier.ood_threshold})
         return answer
 
     def cam_png(self, outputs: dict[str, np.ndarray], data: bytes, max_pixels: int) -> bytes:

@@ -96,12 +96,11 @@ async function classify(file) {
   const out = await state.session.run({ [c.inputName]: input });
   const t2 = performance.now();
   const p = Array.from(out.probabilities.data);
-  // ood_score above the metadata's ood_threshold: unlike the training images, never labelled (docs/SAFETY.md)
-  const oodScore = out.ood_score && 'ood_threshold' in state.meta ? out.ood_score.data[0] : null;
-  const inDistribution = oodScore === null ? null : oodScore <= Number(state.meta.ood_threshold);
-  const refusal = JSON.parse(state.meta.ood || '{}').refusal || 'not assessed: unlike the training images';
+  // the file decides: its 'label' and 'in_distribution' outputs (not assessed: no class; docs/SAFETY.md)
+  const oodScore = out.ood_score ? out.ood_score.data[0] : null;
+  const { label, inDistribution } = SkinOnnx.decision(c, out);
   return {
-    name: file.name, label: inDistribution === false ? refusal : SkinOnnx.decide(c, p),
+    name: file.name, label,
     probabilities: Object.fromEntries(c.classes.map((k, i) => [k, p[i]])),
     logits: Array.from(out.logits.data), threshold: c.threshold, crop, size: s,
     ood_score: oodScore, in_distribution: inDistribution,
@@ -141,8 +140,10 @@ function show(result) {
   mark.style.left = `${(100 * c.threshold).toFixed(1)}%`;
   bar.append(fill, mark);
   if (result.in_distribution === false) { // refused: no probability bar, say why instead
-    detail.textContent = `ood_score ${result.ood_score.toFixed(3)} above ${Number(state.meta.ood_threshold).toFixed(3)}: `
-      + `the model was not trained on images like this · ${result.name}`;
+    detail.textContent = (result.ood_score === null || !Number.isFinite(result.ood_score)
+      ? 'the model cannot score this image'
+      : `ood_score ${result.ood_score.toFixed(3)} above ${Number(state.meta.ood_threshold).toFixed(3)}`)
+      + `: the model was not trained on images like this · ${result.name}`;
     text.append(label, detail);
   } else {
     text.append(label, detail, bar);

@@ -23,6 +23,8 @@ from .. import __version__
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layouts import Sample, discover
 from ..data.preprocessing import Preprocessing
+from ..deploy.contract import DECISION_OUTPUTS, IN_DISTRIBUTION_OUTPUT, LABEL_OUTPUT, OOD_OUTPUT, ModelContract
+from ..deploy.decision import DecisionRule
 from ..deploy.runtime import OnnxClassifier, create_session, iter_preprocessed
 from ..errors import AtolError, DataError, ExportError, ImageError, ShapeError, SkinOnnxError
 from ..evaluation.metrics import roc_auc
@@ -58,12 +60,13 @@ class Comparison:
     n_images: int
     provider: str = "CPUExecutionProvider"
     checks: list[Check] = field(default_factory=list)
-    label_agreement: float = 1.0
-    undecided: int = 0  # images so close to the threshold that the tolerance allows either label
+    label_agreement: float = 1.0  # the graph's ``label`` vs the rule on the reference's probabilities
+    refusal_agreement: float = 1.0  # the graph's ``in_distribution`` vs the rule on the reference's ood_score
+    undecided: int = 0  # images so close to a threshold that the tolerance allows either decision
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.checks) and self.label_agreement == 1.0
+        return all(c.ok for c in self.checks) and self.label_agreement == 1.0 and self.refusal_agreement == 1.0
 
     def max_diff(self, output: str) -> float:
         return max((c.max_abs_diff for c in self.checks if c.output == output), default=float("nan"))
@@ -73,14 +76,18 @@ class Comparison:
         return self.max_diff("probabilities")
 
     def text(self) -> str:
-        mark = "✓" if self.label_agreement == 1.0 else "✗"
-        near = f" ({self.undecided} within the tolerance of the threshold not counted)" if self.undecided else ""
+        mark = {True: "✓", False: "✗"}
+        near = f" ({self.undecided} within the tolerance of a threshold not counted)" if self.undecided else ""
         return "\n".join([f"{self.title}:", *(c.line() for c in self.checks),
-                          f"  {mark} labels agree on {self.label_agreement:.1%} of images{near}"])
+                          f"  {mark[self.label_agreement == 1.0]} {LABEL_OUTPUT}: agrees on {self.label_agreement:.1%}"
+                          f" of images{near}",
+                          f"  {mark[self.refusal_agreement == 1.0]} {IN_DISTRIBUTION_OUTPUT}: agrees on "
+                          f"{self.refusal_agreement:.1%} of images"])
 
     def to_dict(self) -> dict[str, object]:
         return {"ok": self.ok, "title": self.title, "n_images": self.n_images, "provider": self.provider,
-                "label_agreement": self.label_agreement, "undecided": self.undecided,
+                "label_agreement": self.label_agreement, "refusal_agreement": self.refusal_agreement,
+                "undecided": self.undecided,
                 "max_abs_diff_probabilities": self.max_prob_diff,
                 "checks": [{"output": c.output, "batch_size": c.batch_size, "max_abs_diff": c.max_abs_diff,
                             "atol": c.tolerance, "ok": c.ok} for c in self.checks]}
@@ -90,6 +97,8 @@ class Comparison:
         """One check per expected output (``columns``: one per named column, e.g. an ensemble's members);
         an output without a tolerance is reported only."""
         for name, want in expected.items():
+            if name in DECISION_OUTPUTS:  # compared as decisions (:meth:`add_decisions`), not as numbers
+                continue
             have, tol = got.get(name), tolerances.get(name, math.inf)
             if have is None or have.shape != want.shape:
                 self.checks.append(Check(name, math.inf, tol, batch_size, shape_ok=False))
@@ -98,6 +107,26 @@ class Comparison:
                                 for i, label in enumerate(columns[name])]  # type: ignore[index]
             else:
                 self.checks.append(Check(name, float(np.max(np.abs(have - want))), tol, batch_size))
+
+    def add_decisions(self, reference: dict[str, np.ndarray], got: dict[str, np.ndarray], rule: DecisionRule,
+                      tolerances: dict[str, float]) -> None:
+        """The checked graph's ``label`` and ``in_distribution`` against the one rule applied to the reference's
+        ``probabilities`` and ``ood_score``; 0 disagreements allowed. An image whose reference score lies within
+        its output's tolerance of a threshold may go either way and is not counted."""
+        if any(name not in got for name in DECISION_OUTPUTS):
+            self.checks.append(Check(LABEL_OUTPUT, math.inf, 0.0, shape_ok=False))
+            return
+        # a reference without ood_score (a recheck against the checkpoint alone): the file's own score is the input
+        probs, scores = reference["probabilities"], reference.get(OOD_OUTPUT, got.get(OOD_OUTPUT))
+        decided = np.abs(probs[:, rule.positive_index] - rule.threshold) > tolerances.get("probabilities", 0.0)
+        same_label = np.asarray(got[LABEL_OUTPUT]).reshape(-1) == rule.labels(probs)
+        self.label_agreement = min(self.label_agreement, float(np.mean(same_label[decided])) if decided.any() else 1.0)
+        sure = decided
+        if rule.ood_threshold is not None and scores is not None:  # NaN scores are decided: refused
+            sure = sure & ~(np.abs(scores - rule.ood_threshold) <= tolerances.get(OOD_OUTPUT, 0.0))
+        same_refusal = np.asarray(got[IN_DISTRIBUTION_OUTPUT]).reshape(-1) == rule.in_distribution(probs, scores)
+        self.refusal_agreement = min(self.refusal_agreement, float(np.mean(same_refusal[sure])) if sure.any() else 1.0)
+        self.undecided = int((~sure).sum())
 
     def require(self, what: str, not_written: Path | None = None) -> Comparison:
         """Raise (after the whole report is built) unless every check passed."""
@@ -110,13 +139,6 @@ class Comparison:
         return self
 
 
-def labels(probabilities: np.ndarray, positive_index: int | None = None, threshold: float | None = None) -> np.ndarray:
-    """Decisions: the model's own threshold on the positive class when given, else the largest probability."""
-    if threshold is None or positive_index is None:
-        return probabilities.argmax(1)
-    return (probabilities[:, positive_index] >= threshold).astype(np.int64)
-
-
 def run_outputs(session, batch: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
     """Every output of an ONNX Runtime session for ``batch``, run ``batch_size`` images at a time."""
     feed, names = session.get_inputs()[0].name, [o.name for o in session.get_outputs()]
@@ -125,20 +147,23 @@ def run_outputs(session, batch: np.ndarray, batch_size: int) -> dict[str, np.nda
 
 
 def compare_files(reference: Path, candidate: Path, batch: np.ndarray, tolerances: dict[str, float], title: str,
-                  *, positive_index: int, threshold: float) -> Comparison:
-    """Two files with the same float input (fp32 vs its fp16 or ORT-format copy); labels at the model's threshold."""
-    want = run_outputs(create_session(reference, "cpu")[0], batch, 8)
-    session, used = create_session(candidate, "cpu")
+                  *, provider: str = "cpu") -> Comparison:
+    """Two files with the same float input (fp32 vs its fp16 or ORT-format copy): every output, and the
+    candidate's decisions against the reference file's rule (:func:`rule_of`)."""
+    want = run_outputs(create_session(reference, provider)[0], batch, 8)
+    session, used = create_session(candidate, provider)
     got = run_outputs(session, batch, 8)
     report = Comparison(f"{title} on {len(batch)} real images", len(batch), used)
     report.add(want, got, tolerances)
-    if "probabilities" in got:  # an image within the probability tolerance of the threshold may flip: not counted
-        agree = labels(want["probabilities"], positive_index, threshold) == labels(got["probabilities"],
-                                                                                   positive_index, threshold)
-        decided = np.abs(want["probabilities"][:, positive_index] - threshold) > tolerances.get("probabilities", 0)
-        report.label_agreement = float(np.mean(agree[decided])) if decided.any() else 1.0
-        report.undecided = int((~decided).sum())
+    report.add_decisions(want, got, rule_of(reference), tolerances)
     return report
+
+
+def rule_of(path: str | os.PathLike[str]) -> DecisionRule:
+    """The decision rule a skinonnx file's metadata states (what its graph applies)."""
+    from ..deploy.info import read_header
+
+    return DecisionRule.of(ModelContract.from_metadata(read_header(path).metadata, source=str(path)))
 
 
 # --------------------------------------------------------------------------- INT8: labels and ROC-AUC
@@ -222,7 +247,7 @@ def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sampl
     prep = fp32.preprocessing
     noise_scale = (NOISE_GREY_LEVELS / 255.0 / np.asarray(prep.std, np.float32))[None, :, None, None]
     rng = np.random.default_rng(seed)
-    p32, p8, p32_noisy, truth, ood_same = [], [], [], [], []
+    p32, p8, truth, label_same, noise_same, ood_same = [], [], [], [], [], []
     with_ood = fp32.has_ood and int8.has_ood
     skipped, i = 0, 0
     for chunk in iter_preprocessed([s.path for s in samples], fp32.preprocessing, batch_size=8):
@@ -236,18 +261,19 @@ def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sampl
             i += 1
         if arrays:
             batch = np.stack(arrays)
-            out32, out8 = (m.run_outputs(batch, with_logits=False, with_ood=with_ood) for m in (fp32, int8))
+            out32, out8 = (m.run_outputs(batch, with_logits=False, with_ood=False) for m in (fp32, int8))
             p32.append(out32["probabilities"][:, pos])
             p8.append(out8["probabilities"][:, pos])
+            label_same.append(out32[LABEL_OUTPUT] == out8[LABEL_OUTPUT])  # each file's own decision outputs
             if with_ood:
-                ood_same.append(fp32.in_distribution(out32["ood_score"]) == int8.in_distribution(out8["ood_score"]))
+                ood_same.append(out32[IN_DISTRIBUTION_OUTPUT] == out8[IN_DISTRIBUTION_OUTPUT])
             noise = rng.standard_normal(batch.shape, dtype=np.float32) * noise_scale
-            p32_noisy.append(fp32.predict_arrays(batch + noise)[:, pos])
+            noise_same.append(out32[LABEL_OUTPUT] == fp32.run_outputs(batch + noise, with_logits=False)[LABEL_OUTPUT])
     if not p32:
         raise DataError(f"no readable images in the {split} split for the INT8 gate")
     prob32, prob8, y = np.concatenate(p32), np.concatenate(p8), np.asarray(truth)
-    agreement = float(np.mean((prob32 >= threshold) == (prob8 >= threshold)))
-    noise_agreement = float(np.mean((prob32 >= threshold) == (np.concatenate(p32_noisy) >= threshold)))
+    agreement = float(np.mean(np.concatenate(label_same)))
+    noise_agreement = float(np.mean(np.concatenate(noise_same)))
     diff = np.abs(prob32 - prob8)
     return GateReport(split, len(y), agreement, roc_auc(y, prob32), roc_auc(y, prob8), float(diff.max()),
                       float(diff.mean()), min_agreement, max_auc_change, threshold,
