@@ -431,7 +431,8 @@ def _record(fits: Sequence[GaussianFit], stats: StatisticsFit, n_fit: int, fit_s
                  "the training images",
         "image_statistics": stats.record(),
         "parts": {"names": ["feature", "image_statistics"], "scales": scales, "combination": "max",
-                  "refused_alone": [1 - float(np.mean(accepted(parts[:, i] / scales[i], threshold))) for i in range(2)]},
+                  "refused_alone": [1 - float(np.mean(accepted(parts[:, i] / scales[i], threshold)))
+                                    for i in range(2)]},
         "accept_if": f"{OOD_OUTPUT} <= {OOD_THRESHOLD_KEY}", "refusal": OOD_REFUSAL,
         "members": len(fits), "combination": "mean" if len(fits) > 1 else "single", "tta": tta,
         "fit": {"split": fit_split, "n": int(n_fit), "per_class": first.n_per_class},
