@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,6 +57,7 @@ class LabeledData:
     positive_index: int
     splits: dict[str, list[Sample]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    exclusions: dict[str, Any] | None = None  # what exclusions.apply_exclusions left out (recorded with a run)
 
     @property
     def positive_class(self) -> str:

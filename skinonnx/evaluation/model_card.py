@@ -10,6 +10,8 @@ import math
 from typing import Any
 
 from ..data.duplicates import leakage_card_line
+from ..data.exclusions import describe as describe_exclusions
+from ..data.exclusions import recorded_exclusions
 from .cv_report import model_card_lines
 from .metrics import METRIC_NAMES, fmt, sci
 from .safety import model_card_lines as safety_card_lines
@@ -121,9 +123,15 @@ def _data(s: dict[str, Any], data: dict[str, Any], training: dict[str, Any]) -> 
                "and threshold fitted on the pooled out-of-fold predictions" if s["calibration"].get("fitted_on") ==
                "out-of-fold" else "train split; validation split for model selection, temperature and threshold")
         out.append(f"- **Trained on:** `{config['data']}` ({use})")
-        out.append(leakage_card_line(config.get("leakage_check")))
+        excluded = describe_exclusions(recorded_exclusions(config))
+        out.append(f"- **Excluded from the run:** {excluded}; every later command on this model (export, `test`, "
+                   "`quantize`) leaves them out" if excluded else "- **Excluded from the run:** nothing")
+        out.append(leakage_card_line(config.get("leakage_check"))
+                   + (" (after the exclusions above)" if excluded and config.get("leakage_check") else ""))
+    left_out = describe_exclusions(data.get("excluded"))
     out += [f"- **Evaluated on:** the `{data['split']}` split, {data['n_evaluated']} images "
-            f"({data['n_positive']} {s['positive_class']}); {data['n_skipped']} unreadable images skipped", "",
+            f"({data['n_positive']} {s['positive_class']}); {data['n_skipped']} unreadable images skipped"
+            + (f"; {left_out}" if left_out else ""), "",
             "Images per split and class:", "", *_table(["split", *classes, "total"], rows), ""]
     return out
 

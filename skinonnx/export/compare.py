@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..data.exclusions import apply_recorded
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layouts import Sample, discover
 from ..data.preprocessing import Preprocessing
@@ -273,10 +274,11 @@ def pick_samples(samples: Sequence[Sample], limit: int, seed: int) -> list[Sampl
     return [samples[i] for i in sorted(chosen)]
 
 
-def real_images(data: str | os.PathLike[str], limit: int, *, seed: int = 0) -> tuple[list[Path], str]:
-    """Up to ``limit`` images of the validation split (else the first split), both classes: the files every
-    export check runs on; and where they came from, for the report."""
-    found = discover(data, seed=seed, write_split_file=False)
+def real_images(data: str | os.PathLike[str], limit: int, *, seed: int = 0,
+                config: dict[str, Any] | None = None) -> tuple[list[Path], str]:
+    """Up to ``limit`` images of the validation split (else the first split), both classes, less those the
+    model's run excluded (``config``): the files every export check runs on; and where they came from."""
+    found = apply_recorded(discover(data, seed=seed, write_split_file=False), config)
     split = "val" if found.splits.get("val") else next(iter(found.splits))
     return [s.path for s in pick_samples(found.splits[split], limit, seed)], f"{data} ({split} split)"
 

@@ -149,7 +149,7 @@ def parity_batch(state: dict[str, Any], data: str | None, limit: int) -> tuple[n
     preprocessed as the checkpoint was trained; also their paths and a description of where they came from."""
     root = model_data(data, state.get("data_root"), needed_for="the parity check")
     config = state.get("config") or {}
-    paths, source = real_images(root, limit, seed=int(config.get("seed", 0)))
+    paths, source = real_images(root, limit, seed=int(config.get("seed", 0)), config=config)
     max_pixels = int(config.get("max_pixels", DEFAULT_MAX_PIXELS))  # the limit training used
     batch = load_parity_images(paths, Preprocessing.from_dict(state["preprocessing"]), limit, max_pixels=max_pixels)
     return batch, paths, source

@@ -52,10 +52,12 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import atomic_path
+from ..data.exclusions import apply_recorded
 from ..data.layouts import LabeledData, discover
 from ..data.preprocessing import Preprocessing
 from ..deploy.runtime import OnnxClassifier, iter_preprocessed
 from ..errors import DataError, QuantizationError
+from ..evaluation.provenance import read_training_config
 from ..hashing import file_sha256
 from .compare import NOISE_GREY_LEVELS, GateReport, pick_samples, run_gate, write_metadata
 
@@ -263,7 +265,8 @@ def _write_metadata(path: Path, metadata: dict[str, str], doc: str) -> None:
 
 def _load_data(data: str | os.PathLike[str], fp32: OnnxClassifier, settings: QuantizeSettings) -> LabeledData:
     contract = fp32.contract
-    found = discover(data, positive_class=contract.positive_class, seed=settings.seed, write_split_file=False)
+    found = apply_recorded(discover(data, positive_class=contract.positive_class, seed=settings.seed,
+                                    write_split_file=False), read_training_config(None, fp32.metadata))
     if set(found.classes) != set(contract.classes):
         raise DataError(f"the data's classes {list(found.classes)} differ from the model's {list(contract.classes)}")
     gate = found.split(settings.gate_split)

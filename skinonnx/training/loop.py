@@ -348,7 +348,8 @@ def _build(s: _Session, state: dict[str, Any] | None) -> str:
             **cfg.to_dict(), "skinonnx_version": __version__, "torch_version": torch.__version__,
             "device_used": str(device), "world_size": s.ctx.world_size, "classes": list(data.classes),
             "counts": data.counts(), "class_loss_weights": weights, "layout": data.layout,
-            "preprocessing": Preprocessing.for_size(cfg.image_size).to_dict(), "leakage_check": s.leakage})
+            "preprocessing": Preprocessing.for_size(cfg.image_size).to_dict(), "leakage_check": s.leakage,
+            "exclusions": data.exclusions})
     if weights is not None or cfg.sampler == "balanced":
         shown = [f"loss weights {', '.join(f'{c} {w:.3f}' for c, w in zip(data.classes, weights, strict=True))}"
                  ] if weights else []
@@ -426,7 +427,8 @@ def _save_epoch(s: _Session, row: dict[str, float], epoch: int) -> None:
         "preprocessing": Preprocessing.for_size(s.cfg.image_size).to_dict(), "epoch": epoch,
         "metrics": {k: float(v) for k, v in row.items()}, "optimizer": s.optimizer.state_dict(),
         "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(), "rng_state": torch.get_rng_state(),
-        "stale_epochs": s.stale, "history": s.history, "config": s.cfg.to_dict(),
+        "stale_epochs": s.stale, "history": s.history,
+        "config": {**s.cfg.to_dict(), "exclusions": s.data.exclusions},  # export, test, quantize leave them out
         "data_root": str(Path(s.cfg.data).resolve()), "skinonnx_version": __version__,
     }, row[s.saver.metric], epoch)
     runs.write_status(s.cfg.run_dir, "running", epoch, s.cfg.epochs)
