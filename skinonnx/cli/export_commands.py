@@ -147,7 +147,7 @@ def _checkpoint(spec: str | None, runs_dir: Path) -> Path:
     """--checkpoint as given, or the newest run's best.pt under --runs-dir (saying which)."""
     from ..training.runs import resolve_checkpoint
 
-    path, note = resolve_checkpoint(spec, runs_dir)
+    path, note = resolve_checkpoint(spec, runs_dir, finished_only=True)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (run `skinonnx train` first, or pass "
                               "--checkpoint)")

@@ -23,7 +23,7 @@ from .. import __version__
 from ..atomic import ensure_writable_dir, write_json, write_text
 from ..data.layouts import LabeledData, Sample
 from ..data.preprocessing import Preprocessing
-from ..errors import CheckpointError, DataError, RunInterrupted, SkinOnnxError
+from ..errors import CheckpointError, DataError, RunInterrupted, SkinOnnxError, Terminated
 from . import distributed, runs
 from .checkpoint import RESUME_KEYS, CheckpointSaver, load_checkpoint, require_keys
 from .compile import compiled_for_training, decide
@@ -212,7 +212,8 @@ def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozen
     ``resume``: a run name or folder, or True for the newest unfinished run. ``explicit``: the settings given on
     this call (on resume only the resumable ones may differ from the saved run). ``data``: splits to use instead of
     ``cfg.data`` (cross-validation's folds); ``claimed``: the caller made ``cfg.run_dir`` for this run. A start that
-    fails before its first epoch removes the folder it claimed. Ctrl-C raises RunInterrupted naming the run.
+    fails before its first epoch removes the folder it claimed. Ctrl-C (and SIGTERM, raised as errors.Terminated by
+    `train`) raises RunInterrupted naming the run.
     """
     ctx = distributed.setup(resolve_device(cfg.device))  # no-op outside torchrun
     distributed.check_sync_bn(cfg.sync_bn, resolve_device(cfg.device))
@@ -248,8 +249,8 @@ def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozen
         elif ctx.is_main:
             runs.write_status(cfg.run_dir, "interrupted", epoch, cfg.epochs)
         if isinstance(exc, KeyboardInterrupt):
-            raise RunInterrupted(cfg.run_dir, int(epoch), cfg.epochs, saved,
-                                 checkpoint_dir=cfg.checkpoint_dir or None) from None
+            raise RunInterrupted(cfg.run_dir, int(epoch), cfg.epochs, saved, checkpoint_dir=cfg.checkpoint_dir or None,
+                                 terminated=isinstance(exc, Terminated)) from None
         raise
     if ctx.is_main:
         runs.write_status(cfg.run_dir, "finished", result.epochs_run, cfg.epochs)

@@ -48,7 +48,7 @@ def test_allow_leakage_trains_and_records_the_pairs(generated: Path, tmp_path: P
 
 def test_the_audits_exclusion_list_lets_train_go_on(generated: Path, tmp_path: Path) -> None:
     data, _, copy = _leaky(generated, tmp_path)
-    run_cli("audit", "--data", data, "-o", tmp_path / "audit", "--quiet")
+    run_cli("audit", "--data", data, "-o", tmp_path / "audit", "--quiet", "--exit-zero")
     assert (tmp_path / "audit" / "exclude.txt").read_text().splitlines()[1:] == [f"test/benign/{copy.name}"]
     run_cli("train", "--data", data, "--name", "x", "--runs-dir", tmp_path / "runs", "--exclude-list",
             tmp_path / "audit" / "exclude.txt", *TRAIN)
@@ -75,7 +75,7 @@ def test_an_index_csv_exclude_column(generated: Path, tmp_path: Path) -> None:
 def test_the_runs_exclusions_follow_the_model_into_export_test_and_the_card(generated: Path, tmp_path: Path) -> None:
     # issue 29 item 2: export fitted the OOD threshold on the excluded images and `test` evaluated them
     data, _, copy = _leaky(generated, tmp_path)
-    run_cli("audit", "--data", data, "-o", tmp_path / "audit", "--quiet")
+    run_cli("audit", "--data", data, "-o", tmp_path / "audit", "--quiet", "--exit-zero")
     listing = tmp_path / "audit" / "exclude.txt"
     val_image = sorted((data / "val" / "malignant").glob("*.png"))[0]
     listing.write_text(listing.read_text() + f"val/malignant/{val_image.name}\n")
@@ -110,3 +110,21 @@ def test_the_runs_exclusions_follow_the_model_into_export_test_and_the_card(gene
     summary = json.loads((tmp_path / "r2" / "summary.json").read_text())
     assert summary["data"]["n_evaluated"] == 11 and summary["data"]["excluded"]["n"] == 3
     assert "blurry" in (tmp_path / "r2" / "MODEL_CARD.md").read_text()
+
+
+def test_files_an_index_csv_does_not_list_are_counted(generated: Path, tmp_path: Path) -> None:
+    # issue 29 item 5: `audit` on a folder with index.csv silently ignored images absent from the CSV
+    data, _, copy = _leaky(generated, tmp_path)
+    files = sorted(p for split in ("train", "val", "test") for p in (data / split).glob("*/*"))
+    unlisted = [p for p in files if p.parent.name == "malignant" and p.parent.parent.name == "val"][:2]
+    rows = ["path,label,split,exclude"] + [f"{p.relative_to(data).as_posix()},{p.parent.name},"
+                                           f"{p.parent.parent.name},{'x' if p == copy else ''}"
+                                           for p in files if p not in unlisted]
+    (data / "index.csv").write_text("\n".join(rows) + "\n")
+    note = ("2 image file(s) in the split folders train/, val/, test/ are not listed in index.csv and are not used: "
+            f"{unlisted[0].relative_to(data).as_posix()}, {unlisted[1].relative_to(data).as_posix()}")
+    assert any(note in n for n in discover(data).notes)  # the excluded copy is listed, not "unlisted"
+    result = run_cli("audit", "--data", data, "-o", tmp_path / "r", "--quiet")
+    assert "note: " in result.output and note in result.output
+    doc = json.loads((tmp_path / "r" / "audit.json").read_text())
+    assert doc["summary"]["images"] == len(files) - 3 and any(note in n for n in doc["data"]["notes"])

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from tests.waits import WAIT_S
+
 from ..conftest import TrainedModel, run_cli
 from .test_embedding import expected_label
 
@@ -37,7 +39,7 @@ def test_readme_snippet_matches_predict(trained: TrainedModel, tmp_path: Path) -
     for image in images:
         code = snippet.replace('"exports/model.onnx"', repr(str(trained.onnx))).replace('"lesion.jpg"',
                                                                                        repr(str(image)))
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=WAIT_S)
         label, probability = done.stdout.split()
         row = predicted[str(image)]
         assert label == expected_label(row, knows_ood=False)  # a class name, never "other"
