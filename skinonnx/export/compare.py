@@ -165,6 +165,7 @@ class GateReport:
     noise_agreement: float = float("nan")  # fp32 vs fp32 on the same images plus invisible pixel noise (reference)
     skipped: int = 0
     ood_agreement: float = float("nan")  # accept/refuse decisions (ood_score vs its threshold) that agree; NaN: no OOD
+    ood_noise_agreement: float = float("nan")  # fp32's own accept/refuse decisions kept under invisible pixel noise
 
     @property
     def ood_ok(self) -> bool:
@@ -200,8 +201,10 @@ class GateReport:
                      f"images (need >= {self.min_agreement:.1%})"]),
                  f"    max |Δp| = {self.max_prob_diff:.4f}, mean |Δp| = {self.mean_prob_diff:.4f}; fp32 scores lie a "
                  f"median {self.median_margin:.4f} from the threshold",
-                 f"    reference: fp32 keeps {self.noise_agreement:.1%} of its own labels when pixels get "
-                 f"{NOISE_GREY_LEVELS} grey level of random noise"]
+                 f"    reference: fp32 keeps {self.noise_agreement:.1%} of its own labels"
+                 + ("" if np.isnan(self.ood_noise_agreement) else
+                    f" and {self.ood_noise_agreement:.1%} of its out-of-distribution decisions")
+                 + f" when pixels get {NOISE_GREY_LEVELS} grey level of random noise"]
         if self.skipped:
             lines.append(f"    {self.skipped} unreadable image(s) skipped")
         lines.append("INT8 gate ok" if self.ok else "INT8 gate FAILED")
@@ -209,7 +212,9 @@ class GateReport:
 
     def to_dict(self) -> dict[str, Any]:
         ood = None if np.isnan(self.ood_agreement) else self.ood_agreement  # strict JSON: no NaN
-        return {**asdict(self), "ood_agreement": ood, "auc_change": self.auc_change, "ok": self.ok}
+        ood_noise = None if np.isnan(self.ood_noise_agreement) else self.ood_noise_agreement
+        return {**asdict(self), "ood_agreement": ood, "ood_noise_agreement": ood_noise, "auc_change": self.auc_change,
+                "ok": self.ok}
 
 
 def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sample], min_agreement: float,
@@ -223,7 +228,7 @@ def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sampl
     prep = fp32.preprocessing
     noise_scale = (NOISE_GREY_LEVELS / 255.0 / np.asarray(prep.std, np.float32))[None, :, None, None]
     rng = np.random.default_rng(seed)
-    p32, p8, p32_noisy, truth, ood_same = [], [], [], [], []
+    p32, p8, p32_noisy, truth, ood_same, ood_noise_same = [], [], [], [], [], []
     with_ood = fp32.has_ood and int8.has_ood
     skipped, i = 0, 0
     for chunk in iter_preprocessed([s.path for s in samples], fp32.preprocessing, batch_size=8):
@@ -243,7 +248,11 @@ def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sampl
             if with_ood:
                 ood_same.append(fp32.in_distribution(out32["ood_score"]) == int8.in_distribution(out8["ood_score"]))
             noise = rng.standard_normal(batch.shape, dtype=np.float32) * noise_scale
-            p32_noisy.append(fp32.predict_arrays(batch + noise)[:, pos])
+            noisy = fp32.run_outputs(batch + noise, with_logits=False, with_ood=with_ood)
+            p32_noisy.append(noisy["probabilities"][:, pos])
+            if with_ood:
+                ood_noise_same.append(fp32.in_distribution(out32["ood_score"])
+                                      == fp32.in_distribution(noisy["ood_score"]))
     if not p32:
         raise DataError(f"no readable images in the {split} split for the INT8 gate")
     prob32, prob8, y = np.concatenate(p32), np.concatenate(p8), np.asarray(truth)
@@ -253,7 +262,8 @@ def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sampl
     return GateReport(split, len(y), agreement, roc_auc(y, prob32), roc_auc(y, prob8), float(diff.max()),
                       float(diff.mean()), min_agreement, max_auc_change, threshold,
                       float(np.median(np.abs(prob32 - threshold))), noise_agreement, skipped,
-                      float(np.mean(np.concatenate(ood_same))) if ood_same else float("nan"))
+                      float(np.mean(np.concatenate(ood_same))) if ood_same else float("nan"),
+                      float(np.mean(np.concatenate(ood_noise_same))) if ood_noise_same else float("nan"))
 
 
 # --------------------------------------------------------------------------- the real images every check uses
