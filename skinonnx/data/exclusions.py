@@ -98,8 +98,11 @@ def apply_recorded(data: LabeledData, config: Mapping[str, Any] | None) -> Label
         return data
     listed = [p for paths in record["paths"].values() for p in paths]
     sources = ", ".join(str(x.get("source")) for x in record.get("lists", [])) or "?"
-    return apply_exclusions(data, listed, f"the model's training run (from {sources})",
-                            reason="; ".join(x.get("reason", "") for x in record.get("lists", []) if x.get("reason")))
+    out = apply_exclusions(data, listed, f"{sources} (recorded with the model's training run)",
+                           reason="; ".join(x.get("reason", "") for x in record.get("lists", []) if x.get("reason")))
+    if out.exclusions:
+        out.exclusions["lists"][-1].update(source=sources, recorded=True)
+    return out
 
 
 def describe(record: Mapping[str, Any] | None) -> str | None:
@@ -107,6 +110,7 @@ def describe(record: Mapping[str, Any] | None) -> str | None:
     if not record or not record.get("n"):
         return None
     splits = ", ".join(f"{len(v)} {k}" for k, v in record["paths"].items())
-    lists = "; ".join(f"`{x.get('source')}`" + (f" ({x['reason']})" if x.get("reason") else "")
+    lists = "; ".join(f"`{x.get('source')}`" + (" (recorded with the model's training run)" if x.get("recorded")
+                                                 else "") + (f": {x['reason']}" if x.get("reason") else "")
                       for x in record.get("lists", []))
     return f"{record['n']} image(s) left out ({splits}) as listed in {lists}"
