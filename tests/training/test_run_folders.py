@@ -71,7 +71,7 @@ def test_export_explain_and_test_take_the_newest_run_and_say_which(trained: Trai
                                                                   monkeypatch) -> None:
     monkeypatch.chdir(second_run)
     exported = run_cli("export", "-o", "exports/model.onnx", "--parity-images", "2").output
-    assert "checkpoint: runs/t-2/weights/best.pt (the newest run; --checkpoint to choose another)" in exported
+    assert "checkpoint: runs/t-2/weights/best.pt (the newest finished run; --checkpoint to choose another)" in exported
     image = sorted((trained.data / "test" / "malignant").glob("*.png"))[0]
     explained = run_cli("explain", image, "--out", "gc", "--quiet", expect=1).output  # 32 px: no grid at all
     assert "checkpoint: runs/t-2/weights/best.pt (the newest run" in explained
