@@ -1,4 +1,7 @@
-"""`demo`: the embedded default, offline: synthetic data -> train -> export (+parity) -> test -> predict."""
+"""`demo`: the embedded default, offline: synthetic data -> train -> export (+parity) -> test -> predict.
+
+The demo writes only its own files: ``data/synthetic/``, ``runs/demo/`` (``demo-2``... when taken),
+``exports/demo.onnx`` and ``reports/demo/``; a user's ``exports/model.onnx`` is never touched."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from pathlib import Path
 from .data.synthetic import generate_dataset
 
 DEMO_COUNTS = {"train": 96, "val": 24, "test": 30}  # per class: the original's 64/16/20 % proportions
+DEMO_ONNX = "demo.onnx"
 
 
 def run_demo(data_dir: Path, *, epochs: int = 8, image_size: int = 64, seed: int = 0, progress: bool = True,
@@ -35,7 +39,7 @@ def run_demo(data_dir: Path, *, epochs: int = 8, image_size: int = 64, seed: int
     echo(f"[2/5] trained {result.run_dir}: best val AUC {result.best_metric:.3f} at epoch {result.best_epoch}")
 
     t = time.perf_counter()
-    onnx_path = workdir / "exports" / "model.onnx"
+    onnx_path = workdir / "exports" / DEMO_ONNX  # its own file: never a user's exports/model.onnx
     exported = export(result.best_path, onnx_path, data=str(data_dir), echo=echo)
     timings["export_s"] = time.perf_counter() - t
     echo(f"[3/5] exported {onnx_path} (parity max |Δp| {exported.parity.max_prob_diff:.2e})")
@@ -54,5 +58,6 @@ def run_demo(data_dir: Path, *, epochs: int = 8, image_size: int = 64, seed: int
     timings["predict_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     echo(f"[5/5] predicted {len(predicted.rows)} images -> {workdir / 'reports' / 'demo' / 'predict.csv'}")
-    echo("demo finished in {total_s:.0f} s (train {train_s:.0f} s, export {export_s:.0f} s)".format(**timings))
+    echo("demo finished in {total_s:.0f} s (train {train_s:.0f} s, export {export_s:.0f} s)".format(**timings)
+         + f"; its model is {onnx_path} (try `python cli.py info {onnx_path}`)")
     return timings

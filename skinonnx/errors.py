@@ -63,21 +63,27 @@ class OutputWriteError(SkinOnnxError):
     """A result file could not be written (permissions, disk full...)."""
 
 
-class RunInterrupted(SkinOnnxError):
-    """Training stopped by Ctrl-C (SIGINT): exit code 130, like a shell, with the command that continues it."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, ``kill``, a container stop) raised as an interruption: `train` saves and stops exactly
+    as on Ctrl-C, then exits 143 (128 + 15), as a process killed by SIGTERM would."""
 
-    exit_code = 130
+
+class RunInterrupted(SkinOnnxError):
+    """Training stopped by Ctrl-C (SIGINT, exit code 130 like a shell) or SIGTERM (143), with the command that
+    continues it."""
 
     def __init__(self, run_dir: object, epoch: int, epochs: int, resumable: bool, *,
-                 checkpoint_dir: str | None = None, program: str = "skinonnx") -> None:
+                 checkpoint_dir: str | None = None, program: str = "skinonnx", terminated: bool = False) -> None:
         self.run_dir, self.epoch, self.epochs, self.resumable = run_dir, epoch, epochs, resumable
-        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_dir, self.terminated = checkpoint_dir, terminated
+        self.exit_code = 143 if terminated else 130
         super().__init__(self.text(program))
 
     def text(self, program: str) -> str:
+        how = "terminated (SIGTERM)" if self.terminated else "interrupted"
         if not self.resumable:
-            return "interrupted before the first epoch completed; nothing to resume (start the run again)"
+            return f"{how} before the first epoch completed; nothing to resume (start the run again)"
         command = (f"{program} train --resume --checkpoint-dir {self.checkpoint_dir}" if self.checkpoint_dir
                    else f"{program} train --resume {self.run_dir}")
-        return (f"interrupted after epoch {self.epoch} of {self.epochs}; it is saved in {self.run_dir}. "
+        return (f"{how} after epoch {self.epoch} of {self.epochs}; it is saved in {self.run_dir}. "
                 f"Continue with: {command}")

@@ -22,6 +22,7 @@ from PIL import Image
 
 from skinonnx.data.preprocessing import Preprocessing
 from skinonnx.deploy.contract import ModelContract
+from tests.waits import WAIT_S
 
 from .conftest import run_cli
 
@@ -46,7 +47,7 @@ def cli_ok(*args: object) -> str:
     return result.output
 
 
-def python_subprocess(code: str, *args: str, user_prefix: Sequence[str] = (), timeout: float = 300,
+def python_subprocess(code: str, *args: str, user_prefix: Sequence[str] = (), timeout: float = WAIT_S,
                       **kwargs) -> subprocess.CompletedProcess:
     """Run ``python -c code`` from the repo root with this worktree's package first on the path."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from skinonnx.training.checkpoint import load_checkpoint
+from tests.waits import WAIT_S
 
 from .badfiles import (
     REPO,
@@ -54,13 +55,13 @@ def test_kill_9_during_training_then_resume_finishes_the_run(tmp_path: Path) -> 
     child = subprocess.Popen([sys.executable, "cli.py", *args], cwd=REPO, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + WAIT_S
         while not (ckpt / "last.pt").exists():  # appears (atomically) once epoch 1 is complete
             assert child.poll() is None, child.stdout.read().decode()
             assert time.monotonic() < deadline, "epoch 1 never finished"
             time.sleep(0.02)
         child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
+        child.wait(timeout=WAIT_S)
     finally:
         if child.poll() is None:
             child.kill()

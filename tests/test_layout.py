@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waits import WAIT_S
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "skinonnx"
 
@@ -84,7 +86,7 @@ def torch_free_modules() -> list[str]:
 
 def torch_importers(modules: list[str]) -> dict[str, str]:
     proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(modules)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=WAIT_S)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

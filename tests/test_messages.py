@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -87,6 +88,27 @@ def test_int8_gate_failure_suggests_a_command_that_runs() -> None:
 
     names = {opt for p in quantize.params for opt in p.opts}
     assert {"--onnx", "--data", "--keep-fp32"} <= names
+
+
+def test_int8_gate_failure_on_refusals_names_it_and_advises_what_helps() -> None:
+    # issue 29 item 11: "INT8 accuracy gate failed on 90 val images ();" and advice (--keep-fp32 layer4) that made
+    # the out-of-distribution agreement worse
+    from skinonnx.export.quantize import GateReport, _gate_failure
+
+    gate = GateReport(split="val", n_images=90, label_agreement=0.99, auc_fp32=0.75, auc_int8=0.751,
+                      max_prob_diff=0.05, mean_prob_diff=0.002, min_agreement=0.98, max_auc_change=0.01,
+                      threshold=0.5, median_margin=0.1, noise_agreement=1.0, ood_agreement=0.967,
+                      ood_noise_agreement=1.0)
+    said = _gate_failure(gate, Path("exports/model.int8.onnx"), (), retry="skinonnx quantize --onnx M --data D")
+    assert "()" not in said and "(out-of-distribution decisions agree on 96.7% < 98.0%)" in said
+    assert "--keep-fp32" not in said.split("Deploy")[-1] and "Try:" not in said and said.endswith("Deploy the fp32 "
+                                                                                                  "model.")
+    unstable = _gate_failure(dataclasses.replace(gate, ood_noise_agreement=0.95), Path("m.int8.onnx"))
+    assert "changes 5.0% of its out-of-distribution decisions under invisible pixel noise" in unstable
+    both = _gate_failure(dataclasses.replace(gate, label_agreement=0.9), Path("m.int8.onnx"))
+    assert "labels agree on 90.0% < 98.0%; out-of-distribution decisions agree on 96.7%" in both
+    assert "reference" not in both and "Try:" not in both  # a stage in fp32 is not known to fix the refusals
+    assert "and 100.0% of its out-of-distribution decisions" in gate.text()
 
 
 def test_explain_warns_about_a_coarse_grid() -> None:

@@ -70,6 +70,8 @@ def run_audit(data_path: str | Path, output: Path, *, run_dir: Path | None = Non
 
 def _print_summary(doc: dict[str, Any], output: Path, echo: Callable[[str], None]) -> None:
     s = doc["summary"]
+    for note in doc["data"]["notes"]:  # e.g. files an index CSV does not list: not audited
+        echo(f"note: {note}")
     echo(f"audited {s['images']} images in {doc['seconds']} s (cache: {doc['cache']['hits']} hits)")
     leaks = [p for p in doc["pairs"] if p["leakage"]]
     if leaks:

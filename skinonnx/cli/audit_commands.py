@@ -7,10 +7,19 @@ from pathlib import Path
 
 import click
 
-from .options import echo, max_pixels_option, report_folder, require_extra, runs_dir_option
+from .options import (
+    echo,
+    exit_codes_epilog,
+    exit_zero_option,
+    gate_exit,
+    max_pixels_option,
+    report_folder,
+    require_extra,
+    runs_dir_option,
+)
 
 
-@click.command()
+@click.command(epilog=exit_codes_epilog("leakage across splits, or duplicates with conflicting labels"))
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Data set (split folders, index CSV or class folders); default: the --run's training data.")
 @click.option("--run", "run", default=None, metavar="RUN",
@@ -23,8 +32,9 @@ from .options import echo, max_pixels_option, report_folder, require_extra, runs
               help="Leave out the images listed in FILE (one path per line, relative to the data root).")
 @max_pixels_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@exit_zero_option
 def audit(data: Path | None, run: str | None, runs_dir: Path, output: Path, exclude_list: Path | None,
-          max_pixels: int, quiet: bool) -> None:
+          max_pixels: int, quiet: bool, exit_zero: bool) -> None:
     """Audit a data set before trusting a number: duplicates and train/test leakage, image quality, label errors."""
     require_extra("audit", "audit", "cleanvision", *(["cleanlab"] if run else []))
     from ..audit.run import run_audit
@@ -43,5 +53,9 @@ def audit(data: Path | None, run: str | None, runs_dir: Path, output: Path, excl
     if data is None and run is None:
         raise click.UsageError("give --data DIR (and optionally --run RUN)")
     data_path = model_data(data, recorded, needed_for="audit")
-    run_audit(data_path, output, run_dir=run_dir, exclude_list=exclude_list, max_pixels=max_pixels,
-              progress=not quiet, echo=echo)
+    doc = run_audit(data_path, output, run_dir=run_dir, exclude_list=exclude_list, max_pixels=max_pixels,
+                    progress=not quiet, echo=echo)
+    s = doc["summary"]
+    gate_exit([f"{n} {what}" for n, what in ((s["leakage_pairs"], "leakage pair(s)"),
+                                            (s["conflicting_pairs"], "duplicate pair(s) with conflicting labels"))
+               if n], exit_zero)

@@ -50,12 +50,15 @@ from .options import (
                    "CSV or of --attributes, or 'ita' (estimated skin tone). docs/SAFETY.md")
 @click.option("--attributes", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="CSV with a 'path' column (relative to its folder) and attribute columns for --by.")
+@click.option("--exclude-list", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also leave out the images listed in FILE (one path per line, relative to the data root; `audit` "
+                   "writes one). The images the model's training run excluded are always left out.")
 @onnx_runtime_options
 def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | None, batch_size: int,
              out_dir: Path | None, overwrite: bool, n_bootstrap: int, ci_seed: int, confidence: float, no_ci: bool,
              as_json: bool, run_dir: Path | None, runs_dir: Path, skip_val: bool, no_plots: bool, no_html: bool,
-             by: tuple[str, ...], attributes: Path | None, provider: str, threads: int | None,
-             save_optimized: Path | None, max_pixels: int,
+             by: tuple[str, ...], attributes: Path | None, exclude_list: Path | None, provider: str,
+             threads: int | None, save_optimized: Path | None, max_pixels: int,
              image_size: int | None, mean: str | None, std: str | None, classes: str | None, quiet: bool) -> None:
     """Evaluate a split through ONNX Runtime: metrics with CIs, calibration, plots, model card (docs/REPORTS.md)."""
     from ..atomic import ensure_writable_dir
@@ -79,8 +82,8 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
                                 out_dir=out, progress=not quiet, max_pixels=max_pixels,
                                 bootstrap=0 if no_ci else n_bootstrap, ci_seed=ci_seed, confidence=confidence,
                                 use_val=not skip_val, run_dir=run_dir, runs_dir=runs_dir, plots=not no_plots,
-                                html=not no_html,
-                                echo=lambda msg: click.echo(msg, err=True), by=parse_by(by), attributes=attributes)
+                                html=not no_html, echo=lambda msg: click.echo(msg, err=True), by=parse_by(by),
+                                attributes=attributes, exclude_list=exclude_list)
     except BaseException:
         if created:  # a failed test leaves no half-written report folder behind
             shutil.rmtree(out, ignore_errors=True)

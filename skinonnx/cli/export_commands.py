@@ -91,7 +91,7 @@ def export(ctx: click.Context, checkpoint: str | None, output: Path, opset: int,
     _check_export_options(ctx)
     onnx_output(output)
     run_dir = _cv_source(checkpoint, run_dir, runs_dir)
-    source = run_dir if run_dir is not None else resolve_checkpoint_option(checkpoint, runs_dir)  # before torch loads
+    source = run_dir if run_dir is not None else resolve_checkpoint_option(checkpoint, runs_dir, finished_only=True)
     from ..export.pipeline import Variants, run_export
 
     variants = Variants(int8, fp16, fp16_tolerance, ort_format, triton_repo)

@@ -8,6 +8,9 @@ import click
 
 from .options import (
     POSITIVE_INT,
+    exit_codes_epilog,
+    exit_zero_option,
+    gate_exit,
     max_pixels_option,
     onnx_option,
     open_classifier,
@@ -17,7 +20,7 @@ from .options import (
 )
 
 
-@click.command("monitor")
+@click.command("monitor", epilog=exit_codes_epilog("drift detected (p < --alpha)"))
 @onnx_option()
 @click.option("--reference", "reference_dir", required=True,
               type=click.Path(path_type=Path, exists=True, file_okay=False),
@@ -38,9 +41,10 @@ from .options import (
 @threads_option
 @max_pixels_option
 @click.option("--quiet", is_flag=True)
+@exit_zero_option
 def monitor(onnx_path: Path, reference_dir: Path, inputs: tuple[str, ...], method: str, alpha: float, out_dir: Path,
             no_plot: bool, as_json: bool, batch_size: int, provider: str, threads: int | None, max_pixels: int,
-            quiet: bool) -> None:
+            quiet: bool, exit_zero: bool) -> None:
     """Does a new batch of images (files, folders, globs, manifests) differ from the test images? Verdict + p-value."""
     from ..atomic import ensure_writable_dir
     from ..data.inputs import collect_inputs
@@ -63,3 +67,5 @@ def monitor(onnx_path: Path, reference_dir: Path, inputs: tuple[str, ...], metho
     for row in verdict["skipped"]:
         click.echo(f"skipped {row['path']}: {row['problem']}", err=True)
     click.echo(f"verdict in {out_dir}/: {', '.join(verdict['files'])}", err=True)
+    gate_exit([f"drift (p = {verdict['p_value']:.3g} < alpha {verdict['alpha']})"] if verdict["drift"] else [],
+              exit_zero)

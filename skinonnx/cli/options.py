@@ -152,12 +152,13 @@ def checkpoint_option(f):
                              "(default: the newest run's).")(f)
 
 
-def resolve_checkpoint_option(spec: str | None, runs_dir: Path | None = None) -> Path:
-    """--checkpoint as given, or the newest run's best.pt (under --runs-dir); says which run it took when it chose."""
+def resolve_checkpoint_option(spec: str | None, runs_dir: Path | None = None, *, finished_only: bool = False) -> Path:
+    """--checkpoint as given, or the newest run's best.pt (under --runs-dir; ``finished_only``: the newest finished
+    run, as `export` asks); says which run it took when it chose. Checked before a command imports torch."""
     from ..errors import CheckpointError
     from ..training.runs import DEFAULT_RUNS_DIR, resolve_checkpoint
 
-    path, note = resolve_checkpoint(spec, runs_dir or DEFAULT_RUNS_DIR)
+    path, note = resolve_checkpoint(spec, runs_dir or DEFAULT_RUNS_DIR, finished_only=finished_only)
     if not path.is_file():  # said here, before a command imports torch to load it
         raise CheckpointError(f"checkpoint not found: {path} (run `skinonnx train` first, or pass --checkpoint)")
     if note:
@@ -224,3 +225,26 @@ def onnx_runtime_options(f):
     for option in (contract_options, max_pixels_option, save_optimized_option, threads_option, provider_option()):
         f = option(f)
     return f
+
+
+def exit_zero_option(f):
+    """``--exit-zero``: `audit` and `monitor` report what they found and exit 0 (as linters do); see gate_exit."""
+    return click.option("--exit-zero", is_flag=True,
+                        help="Exit 0 even when something is found: report only, do not fail a pipeline.")(f)
+
+
+def exit_codes_epilog(found: str) -> str:
+    """The exit codes of a command that gates a pipeline, for its --help (one wording for audit and monitor)."""
+    return (f"\b\nExit status:\n  0  nothing found\n  1  {found} (0 with --exit-zero);\n     or an error "
+            "(an `Error:` line)\n  2  a usage error (bad option or argument)")
+
+
+def gate_exit(found: list[str], exit_zero: bool) -> None:
+    """Exit 1 after the report when ``found`` names something (leakage, drift...), unless --exit-zero."""
+    if not found:
+        return
+    if exit_zero:
+        click.echo(f"found {'; '.join(found)} (--exit-zero: exit status 0)", err=True)
+        return
+    click.echo(f"found {'; '.join(found)}: exit status 1 (--exit-zero to report only)", err=True)
+    raise SystemExit(1)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from ..errors import RunInterrupted
+from ..errors import RunInterrupted, Terminated
 from .options import POSITIVE_INT, echo, program_name
 
 _NEWEST = "@newest-unfinished"
@@ -120,7 +124,34 @@ def _train_options(command):
 @click.option("--fold", type=click.IntRange(min=0), default=None,
               help="With --folds: train only this fold (0..K-1), e.g. one per GPU or machine, same --name.")
 def train(**opts: object) -> None:
-    """Fine-tune ResNet50; keep best.pt by a validation metric and last.pt every epoch."""
+    """Fine-tune ResNet50; keep best.pt by a validation metric and last.pt every epoch.
+
+    Ctrl-C (exit 130) and SIGTERM (exit 143) stop it the same way: the last finished epoch is kept in last.pt,
+    state.json says `interrupted`, and the message names the command that continues the run."""
+    with _sigterm_as_interrupt():
+        _train(opts)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises errors.Terminated (a KeyboardInterrupt) in the main thread, so `train` saves and stops as on
+    Ctrl-C; a second SIGTERM while it stops is ignored. The previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _train(opts: dict[str, object]) -> None:
     from ..data.layouts import discover
     from ..evaluation.thresholds import parse_policy
     from ..training.config import TrainConfig
@@ -153,8 +184,8 @@ def train(**opts: object) -> None:
     except RunInterrupted as exc:
         exc.message = exc.text(program_name())
         raise
-    except KeyboardInterrupt:  # before the run folder existed
-        raise RunInterrupted(cfg.run_dir, 0, cfg.epochs, False) from None
+    except KeyboardInterrupt as exc:  # before the run folder existed
+        raise RunInterrupted(cfg.run_dir, 0, cfg.epochs, False, terminated=isinstance(exc, Terminated)) from None
     if not ctx.is_main:
         return
     click.echo(f"best {result.best_path} (epoch {result.best_epoch}, {cfg.select} {result.best_metric:.4f}); "
@@ -187,9 +218,10 @@ def _cross_validation(cfg, folds: int | None, fold: int | None, resume: str | bo
         return False
     try:
         result = train_cv(cfg, folds, fold=fold, resume=resume, explicit=explicit, echo=echo)
-    except KeyboardInterrupt:
-        stop = RunInterrupted(cfg.run_dir, 0, 0, True)
-        stop.message = (f"interrupted; finished folds are kept and the current one continues from its last epoch "
+    except KeyboardInterrupt as exc:
+        stop = RunInterrupted(cfg.run_dir, 0, 0, True, terminated=isinstance(exc, Terminated))
+        how = "terminated (SIGTERM)" if stop.terminated else "interrupted"
+        stop.message = (f"{how}; finished folds are kept and the current one continues from its last epoch "
                         f"with: {program_name()} train --resume {cfg.run_dir}")
         raise stop from None
     state = "complete: `export` writes the ensemble" if result.complete else "incomplete"

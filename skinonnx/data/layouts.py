@@ -26,6 +26,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,6 +64,7 @@ class LabeledData:
     notes: list[str] = field(default_factory=list)
     malignant: tuple[int, ...] = ()  # the malignancy group (class indices, sorted); () when not named (K > 2)
     warnings: list[str] = field(default_factory=list)  # e.g. a class of one image (a label typo?)
+    exclusions: dict[str, Any] | None = None  # what exclusions.apply_exclusions left out (recorded with a run)
 
     @property
     def positive_class(self) -> str:
@@ -316,11 +318,13 @@ def _from_index_csv(csv_path: Path, group_column: str = GROUP_COLUMN
     label_lines: dict[str, list[int]] = {}
     problems: list[str] = []  # every bad row, reported together with its line number
     name = csv_path.name
-    excluded = 0
+    excluded, left_out = 0, set()
     for line_no, row in enumerate(rows, start=2):
         rel, label, split = row["path"], row["label"], row["split"]
         if excludable and exclude_flag(row.get("exclude", ""), f"{name}:{line_no}"):
             excluded += 1
+            if rel and not Path(rel).is_absolute():
+                left_out.add((base / rel).resolve())  # listed, and left out: not "unlisted"
             continue
         if not rel or not label:
             problems.append(f"{name}:{line_no}: empty path or label")
@@ -368,7 +372,21 @@ def _from_index_csv(csv_path: Path, group_column: str = GROUP_COLUMN
         _refuse_split_groups(csv_path, splits)
     classes = sorted({item[1] for items in splits.values() for item in items})
     notes = [f"{excluded} row(s) with exclude set in {name} left out"] if excluded else []
+    notes += unlisted_note(base, set(first_line) | left_out, name)
     return base, "index-csv", classes, splits, notes
+
+
+def unlisted_note(base: Path, listed: set[Path], name: str) -> list[str]:
+    """A note when image files in split folders beside the CSV (``train/``, ``val/``, ``test/``) are not in the
+    CSV, and so not used: the CSV wins over the folders, and a file added to a folder later is easy to miss."""
+    folders = [s for s in SPLITS if (base / s).is_dir()]
+    unlisted = [p for s in folders for p in list_images(base / s) if p.resolve() not in listed]
+    if not unlisted:
+        return []
+    shown = ", ".join(p.relative_to(base).as_posix() for p in unlisted[:3])
+    more = f" and {len(unlisted) - 3} more" if len(unlisted) > 3 else ""
+    return [f"{len(unlisted)} image file(s) in the split folders {', '.join(f + '/' for f in folders)} are not "
+            f"listed in {name} and are not used: {shown}{more}"]
 
 
 def _refuse_split_groups(csv_path: Path, splits: dict[str, list[tuple]]) -> None:

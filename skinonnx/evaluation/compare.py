@@ -213,7 +213,8 @@ def table_rows(doc: dict[str, Any]) -> list[list[str]]:
             + (f", n {r['selection_n']}" if r["selection_n"] else ""))
         vs = r["vs_best"]
         verdict = r["verdict"]
-        said = "no better than chance" if verdict["no_better_than_chance"] else "above chance"
+        said = {True: "no better than chance", False: "above chance", None: "vs chance unknown (no CI)"}[
+            verdict["no_better_than_chance"]]
         if verdict["advice"] and "disagree" in verdict["advice"]:
             said += "; OOF and test disagree"
         out.append([name, r["kind"], f"{r['size_bytes'] / 1e6:.1f}",

@@ -45,6 +45,7 @@ code{font-size:12px;word-break:break-all}
 .tag{font-weight:700}
 .FN .tag{color:#c62828}
 .FP .tag{color:#b36b00}
+.tag.refused{color:#6a1b9a;border:1px solid #6a1b9a;border-radius:3px;padding:0 3px}
 td img{display:block;width:114px;height:56px;background:#eee}
 .controls{display:flex;gap:10px;margin:6px 0;flex-wrap:wrap}
 #js-errors{color:#b00020;border:1px solid #b00020;padding:4px 20px}

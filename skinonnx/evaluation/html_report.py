@@ -34,6 +34,7 @@ from .case_images import FILES_DIR, write_case_images
 from .html_assets import SCRIPT, STYLE, csp
 from .metrics import PARTIAL_AUC_LABELS, fmt, sci
 from .model_card import FIGURE_TITLES
+from .ood_summary import html_section as ood_html_section
 from .safety import html_section
 from .verdict import verdict_of
 
@@ -55,6 +56,7 @@ class Case:
     outcome: str  # TP, TN, FP, FN
     distance: float  # probability - threshold: < 0 predicted negative
     thumb: str | None  # relative path of the case image, None when it could not be made
+    refused: bool = False  # out of distribution: the model would not have answered (evaluation/ood_summary.py)
 
 
 def cases_from_rows(rows: Sequence[dict[str, Any]], positive_class: str, threshold: float,
@@ -64,7 +66,8 @@ def cases_from_rows(rows: Sequence[dict[str, Any]], positive_class: str, thresho
         truth, predicted = row["label"] == positive_class, row["prediction"] == positive_class
         outcome = ("T" if truth == predicted else "F") + ("P" if predicted else "N")
         out.append(Case(i, str(row["path"]), str(row["label"]), float(row["probability"]), str(row["prediction"]),
-                        outcome, float(row["probability"]) - threshold, thumb))
+                        outcome, float(row["probability"]) - threshold, thumb,
+                        refused=row.get("in_distribution") is False))
     return out
 
 
@@ -109,8 +112,11 @@ def _case_card(c: Case, positive_class: str, threshold: float, cls: str, later: 
     else:
         img, extra = (f'<img loading="lazy" decoding="async" width="226" height="112" src="{_e(c.thumb)}" '
                       f'alt="{_e(name)}: crop and heatmap">'), ""
-    return (f'<figure class="case {cls}" data-outcome="{c.outcome}"{extra}>{img}<figcaption><span class=tag>'
-            f"{c.outcome}</span> {_e(name)}<br>truth {_e(c.label)}, p({_e(positive_class)}) = {c.probability:.4f}"
+    refused = ' data-refused="1"' if c.refused else ""
+    tag = ' <span class="tag refused" title="out of distribution: the model refuses this image">refused</span>' \
+        if c.refused else ""
+    return (f'<figure class="case {cls}" data-outcome="{c.outcome}"{refused}{extra}>{img}<figcaption><span class=tag>'
+            f"{c.outcome}</span>{tag} {_e(name)}<br>truth {_e(c.label)}, p({_e(positive_class)}) = {c.probability:.4f}"
             f"<br>threshold {threshold:.4f}, distance {_signed(c.distance)}</figcaption></figure>")
 
 
@@ -193,10 +199,10 @@ def _rest_table(rest: Sequence[Case], positive_class: str, page: int = TABLE_PAG
         thumb = f' data-thumb="{_e(c.thumb)}"' if c.thumb else ""  # the script adds the <img> when shown
         body.append(f'<tr data-name="{_e(name.lower())}" data-label="{_e(c.label)}"{thumb} '
                     f'data-p="{c.probability:.6f}" '
-                    f'data-d="{c.distance:.6f}" data-outcome="{c.outcome}"{" hidden" if k >= page else ""}>'
-                    f'<td></td><td title="{_e(c.path)}">'
+                    f'data-d="{c.distance:.6f}" data-outcome="{c.outcome}"{" data-refused" if c.refused else ""}'
+                    f'{" hidden" if k >= page else ""}><td></td><td title="{_e(c.path)}">'
                     f"{_e(name)}</td><td>{_e(c.label)}</td><td>{c.probability:.4f}</td><td>{_signed(c.distance)}</td>"
-                    f"<td>{c.outcome}</td></tr>")
+                    f"<td>{c.outcome}{' (refused)' if c.refused else ''}</td></tr>")
     more = f'<button type="button" id="more"{"" if len(rest) > page else " hidden"}>show {page} more</button>'
     return (head + f'<table id="rest"><thead><tr>{ths}</tr></thead><tbody data-page="{page}">{"".join(body)}'
             f"</tbody></table>{more}")
@@ -236,9 +242,13 @@ def render_html(summary: dict[str, Any], cases: Sequence[Case], *, has_cam: bool
         f"<h1>Test report: {_e(name)} on {_e(s['data']['split'])}</h1>",
         '<p class="banner">Research software. Not a medical device; not for diagnosis.</p>',
         '<section id="headline">', _headline(s), _provenance(s), "</section>",
+        ood_html_section(s.get("ood"), s["metrics"], s.get("ci")),
         '<section id="figures"><h2>Figures</h2>', _figures(s.get("files") or []), "</section>", html_section(s),
         f'<section id="errors"><h2>Misclassified: <span data-count="errors">{len(fn) + len(fp)}</span></h2>'
-        f'<p class="muted">{cam_note} Distance = probability − threshold; most confidently wrong first.</p>',
+        f'<p class="muted">{cam_note} Distance = probability − threshold; most confidently wrong first.'
+        + (f' <span data-count="refused_errors">{sum(c.refused for c in (*fn, *fp))}</span> of them were refused as '
+           "out of distribution (marked <span class=tag>refused</span>): in deployment the model would not have "
+           "answered them." if s.get("ood") else "") + "</p>",
         f'<h3>Missed {_e(pos)} lesions (false negatives): <span data-count="fn_cards">{len(fn)}</span></h3>',
         cards(fn, "FN"),
         f'<h3>False positives: <span data-count="fp_cards">{len(fp)}</span></h3>', cards(fp, "FP"), "</section>",

@@ -10,6 +10,8 @@ import math
 from typing import Any
 
 from ..data.duplicates import leakage_card_line
+from ..data.exclusions import describe as describe_exclusions
+from ..data.exclusions import recorded_exclusions
 from .cv_report import model_card_lines
 from .metrics import METRIC_NAMES, fmt, sci
 from .safety import model_card_lines as safety_card_lines
@@ -58,7 +60,8 @@ def render_model_card(s: dict[str, Any]) -> str:
     out += _model(s, model, pos, neg)
     out += _intended_use(pos, neg)
     out += _data(s, data, training)
-    out += _training(training, model.get("skinonnx_metadata", True), fitted_on_text(s["calibration"]))
+    out += _training(training, model.get("skinonnx_metadata", True), fitted_on_text(s["calibration"]),
+                     after=_after_training(s))
     out += _operating_point(s)
     out += _performance(s, data, pos)
     out += _calibration(s["calibration"])
@@ -121,9 +124,15 @@ def _data(s: dict[str, Any], data: dict[str, Any], training: dict[str, Any]) -> 
                "and threshold fitted on the pooled out-of-fold predictions" if s["calibration"].get("fitted_on") ==
                "out-of-fold" else "train split; validation split for model selection, temperature and threshold")
         out.append(f"- **Trained on:** `{config['data']}` ({use})")
-        out.append(leakage_card_line(config.get("leakage_check")))
+        excluded = describe_exclusions(recorded_exclusions(config))
+        out.append(f"- **Excluded from the run:** {excluded}; every later command on this model (export, `test`, "
+                   "`quantize`) leaves them out" if excluded else "- **Excluded from the run:** nothing")
+        out.append(leakage_card_line(config.get("leakage_check"))
+                   + (" (after the exclusions above)" if excluded and config.get("leakage_check") else ""))
+    left_out = describe_exclusions(data.get("excluded"))
     out += [f"- **Evaluated on:** the `{data['split']}` split, {data['n_evaluated']} images "
-            f"({data['n_positive']} {s['positive_class']}); {data['n_skipped']} unreadable images skipped", "",
+            f"({data['n_positive']} {s['positive_class']}); {data['n_skipped']} unreadable images skipped"
+            + (f"; {left_out}" if left_out else ""), "",
             "Images per split and class:", "", *_table(["split", *classes, "total"], rows), ""]
     return out
 
@@ -135,7 +144,24 @@ def fitted_on_text(cal: dict[str, Any]) -> str:
     return "the validation split"
 
 
-def _training(training: dict[str, Any], ours: bool = True, fitted_on: str = "the validation split") -> list[str]:
+def _after_training(s: dict[str, Any]) -> str | None:
+    """What was done after training, read from the model itself (not from the settings the run was given)."""
+    at_training = s["calibration"].get("at_training") or {}
+    if at_training.get("skipped"):
+        return f"**not done**: {at_training['skipped']}"
+    policy = s["model"].get("threshold_policy")
+    if not at_training or not policy:
+        return None
+    refused = at_training.get("refused")
+    scaled = at_training.get("fitted_temperature") is not None or "fitted_temperature" not in at_training
+    temperature = (f"temperature scaling refused ({refused}), T = 1" if refused else
+                   f"temperature scaling on (T = {fmt(s['model'].get('temperature'), 4)})" if scaled else
+                   "temperature scaling off")
+    return f"{temperature}; threshold policy `{policy}`"
+
+
+def _training(training: dict[str, Any], ours: bool = True, fitted_on: str = "the validation split",
+              after: str | None = None) -> list[str]:
     c = training.get("config")
     if not c and not ours:
         return ["## Training", "", "Unknown: the file is not a skinonnx export and records no training.", ""]
@@ -158,8 +184,9 @@ def _training(training: dict[str, Any], ours: bool = True, fitted_on: str = "the
             ["Class imbalance", _imbalance(c)],
             ["Image size", f"{c.get('image_size', '?')} px"], ["Seed", str(c.get("seed", "?"))],
             ["Device", str(c.get("device_used", c.get("device", "?")))],
-            ["After training", f"temperature scaling {'on' if c.get('calibrate', True) else 'off'}; threshold "
-                               f"policy `{c.get('threshold_policy', '?')}` (both fitted on {fitted_on})"],
+            ["After training", f"{after} (both fitted on {fitted_on})" if after and "not done" not in after else
+             after or f"temperature scaling {'on' if c.get('calibrate', True) else 'off'}; threshold "
+                      f"policy `{c.get('threshold_policy', '?')}` (both fitted on {fitted_on})"],
             ["Run folder", f"`{training['run_dir']}`" if training.get("run_dir") else "not found"]]
     return ["## Training", "", *_table(["", ""], rows), ""]
 

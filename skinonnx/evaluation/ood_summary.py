@@ -8,6 +8,7 @@ reader sees both what the model does when it answers and how often it declines. 
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -72,6 +73,46 @@ def terminal_lines(section: Mapping[str, Any] | None, headline: Mapping[str, Any
         lines.append(f"  all {section['n']} images (headline): {three(headline)}")
         lines.append(f"  the {section['n'] - section['n_refused']} accepted only:     {three(accepted)}")
     return lines
+
+
+def html_section(section: Mapping[str, Any] | None, headline: Mapping[str, Any],
+                 ci: Mapping[str, Any] | None = None) -> str:
+    """report.html's ``<section id="ood">``: how many images were refused (and the expected share), and AUC,
+    sensitivity and specificity on all images beside those on the accepted ones; the refused images are marked
+    in the galleries below it."""
+    if not section:
+        return ""
+    e = html.escape
+    expected = section["expected_share_refused"]
+    n, refused = section["n"], section["n_refused"]
+    said = (f'<p><b data-count="ood_refused">{refused}</b> of {n} images refused '
+            f"({section['share_refused']:.1%}) as '{e(OOD_REFUSAL)}'"
+            + (f"; expected {expected:.1%} ± {section['expected_share_refused_sd']:.1%} for images like the validation "
+               "split" if expected is not None else "")
+            + f". Threshold {section['ood_threshold']:.4g} on <code>{OOD_OUTPUT}</code>. The headline numbers are on "
+              "all images; refused images are marked <span class=tag>refused</span> below.</p>")
+    rows = []
+    for name, m, c, count in (("all images (headline)", headline, ci, n),
+                              ("accepted only", section["metrics_accepted"], section["ci_accepted"], n - refused)):
+        if not m:
+            continue
+        cells = "".join(f"<td>{_num(m.get(k))}{_interval(c, k)}</td>" for k in ("roc_auc", "sensitivity",
+                                                                               "specificity"))
+        rows.append(f"<tr><td>{e(name)}</td><td>{count}</td>{cells}</tr>")
+    table = ("<table><thead><tr><th></th><th>images</th><th>ROC AUC</th><th>sensitivity</th><th>specificity</th>"
+             f"</tr></thead><tbody>{''.join(rows)}</tbody></table>") if rows else ""
+    return f'<section id="ood"><h2>Out of distribution</h2>{said}{table}</section>'
+
+
+def _num(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else "-"
+
+
+def _interval(ci: Mapping[str, Any] | None, key: str) -> str:
+    pair = (ci or {}).get(key)
+    if not pair or any(not isinstance(v, float) or not math.isfinite(v) for v in pair):
+        return ""
+    return f" <span class=ci>[{pair[0]:.3f}, {pair[1]:.3f}]</span>"
 
 
 def _record(metadata: Mapping[str, str]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..data.exclusions import apply_exclusions, apply_recorded, exclusion_reason, read_exclude_list
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layouts import LabeledData, discover
 from ..deploy.contract import SCHEMA_KEY
@@ -41,15 +42,22 @@ def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str]
                    use_val: bool = True, run_dir: str | os.PathLike[str] | None = None,
                    runs_dir: str | os.PathLike[str] | None = None, plots: bool = True,
                    model_card: bool = True, html: bool = True, echo: Callable[[str], None] = print,
-                   by: Sequence[str] = (), attributes: str | os.PathLike[str] | None = None) -> EvalResult:
+                   by: Sequence[str] = (), attributes: str | os.PathLike[str] | None = None,
+                   exclude_list: str | os.PathLike[str] | None = None) -> EvalResult:
     """Evaluate ``split`` and write the report folder ``out_dir`` (see docs/REPORTS.md).
 
     With ``use_val`` the validation split (where the threshold and temperature were chosen) is
     also run, for its calibration before/after and its figures at the operating point. ``by``: subgroup
-    columns (of the index CSV, of the ``attributes`` CSV, or ``ita``), see evaluation/safety.py.
+    columns (of the index CSV, of the ``attributes`` CSV, or ``ita``), see evaluation/safety.py. The images the
+    model's training run excluded are left out (data/exclusions.py), and those of ``exclude_list`` too.
     """
     contract = classifier.contract
     data = discover(data_root, write_split_file=False)  # classes are compared with the model's just below
+    data = apply_recorded(data, provenance.read_training_config(provenance.find_run_dir(classifier.metadata, run_dir),
+                                                                classifier.metadata))
+    if exclude_list is not None:
+        data = apply_exclusions(data, read_exclude_list(exclude_list), str(exclude_list),
+                                reason=exclusion_reason(exclude_list))
     for note in data.notes:
         echo(note)
     if set(data.classes) != set(contract.classes):
@@ -164,7 +172,7 @@ def build_summary(classifier: OnnxClassifier, data: LabeledData, evaluated: Spli
         "data": {"root": str(data.root), "layout": data.layout, "source": provenance.data_source_line(data.root),
                  "split": evaluated.split, "counts": data.counts(), "n_evaluated": len(evaluated.rows),
                  "n_positive": int(evaluated.y_true.sum()), "n_skipped": len(evaluated.skipped),
-                 "trained_on": trained_on(meta, data.root, evaluated.split)},
+                 "trained_on": trained_on(meta, data.root, evaluated.split), "excluded": data.exclusions},
         "classes": list(contract.classes), "positive_class": contract.positive_class,
         "threshold": at_op["threshold"], "threshold_source": source,
         "metrics": at_op["metrics"], "ci": at_op["ci"],

@@ -26,7 +26,7 @@ from ..data.images import DEFAULT_MAX_PIXELS
 from ..errors import SkinOnnxError
 from .metrics import METRIC_NAMES, fmt
 from .selective import selective_section
-from .subgroups import group_labels, subgroup_table
+from .subgroups import ONE_CLASS, group_labels, subgroup_table
 
 ITA_COLUMN = "ita"  # `test --by ita`: the estimated skin tone, not a column of the data
 RISK_COVERAGE_PNG = "risk_coverage.png"
@@ -207,12 +207,18 @@ def _ci(ci: Sequence[float] | None) -> str:
     return "" if not ci else f" [{fmt(ci[0])}, {fmt(ci[1])}]"
 
 
+def _bound(value: float) -> str:
+    """A CI bound with enough digits that one on the other side of 0 never reads 0.000."""
+    return fmt(value) if value == 0 or abs(value) >= 5e-4 else f"{value:.2g}"
+
+
 def _gain(ci: Sequence[float] | None) -> str:
-    """Whether the ranking beats random abstention, from the CI of random_aurc - aurc."""
+    """Whether the ranking beats random abstention, from the CI of random_aurc - aurc (its sign decides, so the
+    bounds are printed with the digits that show it)."""
     if not ci:
         return ""
     word = "better than" if ci[0] > 0 else "worse than" if ci[1] < 0 else "not distinguishable from"
-    return f"; {word} random abstention (gain CI{_ci(ci)})"
+    return f"; {word} random abstention (gain CI [{_bound(ci[0])}, {_bound(ci[1])}])"
 
 
 def terminal_lines(summary: Mapping[str, Any]) -> list[str]:
@@ -233,16 +239,21 @@ def terminal_lines(summary: Mapping[str, Any]) -> list[str]:
         for g in block["groups"]:
             m = g["metrics"]
             flag = f"  BELOW OVERALL: {', '.join(g['below_overall'])}" if g["below_overall"] else ""
-            small = "  (too small)" if g["too_small"] else ""
+            small = f"  ({_size_note(g)})" if _size_note(g) else ""
             out.append(f"    {g['group'][:22]:<22} n {g['n']:>4} ({g['n_positive']} pos)  sens {fmt(m['sensitivity'])}"
                        f"  spec {fmt(m['specificity'])}  AUC {fmt(m['roc_auc'])}{small}{flag}")
     return out
 
 
+def _size_note(g: Mapping[str, Any]) -> str:
+    """A group's size note: "one class only" (no images of one class, however many of the other), "too small"."""
+    return ONE_CLASS if g.get("one_class") else "too small" if g["too_small"] else ""
+
+
 def _card_ci(g: Mapping[str, Any], m: str) -> str:
     value = g["metrics"][m]
     if value is None:
-        return "too small"
+        return ONE_CLASS if str(g.get("not_shown", {}).get(m, "")).startswith(ONE_CLASS) else "too small"
     ci = g["ci"][m]
     return fmt(value) + ("" if ci is None else f" [{fmt(ci[0])}, {fmt(ci[1])}]")
 
@@ -272,7 +283,8 @@ def model_card_lines(summary: Mapping[str, Any]) -> list[str]:
                 "Every metric per group is in `subgroups.csv`; below, the main ones with "
                 f"{'their bootstrap CIs' if summary.get('bootstrap') else 'no CIs (--no-ci)'}. A value reads "
                 f"\"too small\" when the classes it needs have fewer than {blocks[0]['min_per_class']} images in the "
-                "group. ▼ marks a metric whose whole CI lies below the overall value; with many groups some marks "
+                "group, \"one class only\" when the group has none of a class it needs. ▼ marks a metric whose "
+                "whole CI lies below the overall value; with many groups some marks "
                 "are expected by chance.", ""]
         for block in blocks:
             title = f"estimated {block['column']}" if block["estimate"] else block["column"]
@@ -283,7 +295,7 @@ def model_card_lines(summary: Mapping[str, Any]) -> list[str]:
                        + " |")
             for g in block["groups"]:
                 cells = [_card_ci(g, m) + (" ▼" if m in g["below_overall"] else "") for m in CARD_METRICS]
-                out.append(f"| {g['group']}{' (too small)' if g['too_small'] else ''} | {g['n']} "
+                out.append(f"| {g['group']}{f' ({_size_note(g)})' if _size_note(g) else ''} | {g['n']} "
                            f"({g['n_positive']} / {g['n_negative']}) | " + " | ".join(cells) + " |")
             out.append("")
     return out
@@ -299,13 +311,14 @@ def html_section(summary: Mapping[str, Any]) -> str:
     parts = ['<section id="safety">']
     if sel:
         d = sel["deployed"]
-        rows = "".join(f"<tr><td>{e(name)}</td><td>{fmt(c['aurc'])}</td><td>{fmt(c['e_aurc'])}</td>"
-                       f"<td>{fmt(c['random_aurc'])}</td><td>{fmt(c['oracle_aurc'])}</td></tr>"
+        rows = "".join(f"<tr><td>{e(name)}</td><td>{fmt(c['aurc'])}{e(_ci(c.get('aurc_ci')))}</td>"
+                       f"<td>{fmt(c['e_aurc'])}</td><td>{fmt(c['random_aurc'])}</td><td>{fmt(c['oracle_aurc'])}</td>"
+                       f"<td>{e(_gain(c.get('gain_over_random_ci')).removeprefix('; ')) or '—'}</td></tr>"
                        for name, c in _rankings_rows(sel))
         parts += ["<h2>Selective classification</h2>",
                   "<p>Error rate among answered images vs share answered; lower AURC is better.</p>",
                   "<table><thead><tr><th>refused first by</th><th>AURC</th><th>E-AURC</th><th>random abstention</th>"
-                  f"<th>oracle</th></tr></thead><tbody>{rows}</tbody></table>",
+                  f"<th>oracle</th><th>vs random</th></tr></thead><tbody>{rows}</tbody></table>",
                   f"<p>Deployed ({e(d['rule'])}): coverage {fmt(d['coverage'])}, sensitivity {fmt(d['sensitivity'])}, "
                   f"specificity {fmt(d['specificity'])}.</p>"]
     for block in blocks:
@@ -315,7 +328,7 @@ def html_section(summary: Mapping[str, Any]) -> str:
         for g in block["groups"]:
             cells = "".join(f'<td class="below">{e(_card_ci(g, m))} ▼</td>' if m in g["below_overall"]
                             else f"<td>{e(_card_ci(g, m))}</td>" for m in CARD_METRICS)
-            body.append(f"<tr><td>{e(g['group'])}{' <em>(too small)</em>' if g['too_small'] else ''}</td>"
+            body.append(f"<tr><td>{e(g['group'])}{f' <em>({_size_note(g)})</em>' if _size_note(g) else ''}</td>"
                         f"<td>{g['n']} ({g['n_positive']} / {g['n_negative']})</td>{cells}</tr>")
         overall = "".join(f"<td>{fmt(block['overall'][m])}</td>" for m in CARD_METRICS)
         parts += [f"<h2>Subgroups by {e(title)}</h2>", f"<p>Grouping: {e(block['grouping'])}. ▼: the whole CI lies "

@@ -11,8 +11,9 @@ Rules, decided here once:
   at least ``MIN_PER_CLASS`` images (sensitivity: positives; specificity: negatives; everything else,
   accuracy included, both classes: in a one-class group accuracy is sensitivity or specificity in disguise
   and would be compared with an overall accuracy of another class mix). Otherwise the group is still
-  listed, with its counts, and the metric reads "too small". A group with fewer than ``MIN_PER_CLASS``
-  positives or negatives is marked ``too_small``.
+  listed, with its counts, and the metric reads "too small" ("one class only" when the group has no image of a
+  class the metric needs: however large the group, the metric does not exist there). A group with fewer than
+  ``MIN_PER_CLASS`` positives or negatives is marked ``too_small``, one without any of a class ``one_class``.
 * **Flag.** A shown metric is flagged when the group's whole CI lies below the overall value (every
   metric here is better when higher). With many groups and metrics some flags are expected by chance
   (each CI misses its true value 5 % of the time): a flag is a lead to examine, not a finding.
@@ -90,13 +91,23 @@ def _order(groups: list[str], known: Sequence[str] = ()) -> list[str]:
     return sorted(set(groups), key=key)
 
 
+ONE_CLASS = "one class only"  # the reason a group that lacks a class gives, whatever its size
+
+
 def _needs(name: str, n_pos: int, n_neg: int, minimum: int) -> str | None:
-    """Why ``name`` is not shown for a group with these counts, or None if it is."""
+    """Why ``name`` is not shown for a group with these counts, or None if it is. A group that lacks a class the
+    metric needs says so ("one class only: no negatives"), not "too small": more images of it would not help."""
     if name in ONLY_POSITIVES:
-        return None if n_pos >= minimum else f"fewer than {minimum} positives"
+        return None if n_pos >= minimum else f"{ONE_CLASS}: no positives" if not n_pos else \
+            f"fewer than {minimum} positives"
     if name in ONLY_NEGATIVES:
-        return None if n_neg >= minimum else f"fewer than {minimum} negatives"
-    return None if min(n_pos, n_neg) >= minimum else f"fewer than {minimum} positives or negatives"
+        return None if n_neg >= minimum else f"{ONE_CLASS}: no negatives" if not n_neg else \
+            f"fewer than {minimum} negatives"
+    if min(n_pos, n_neg) >= minimum:
+        return None
+    if not n_pos or not n_neg:
+        return f"{ONE_CLASS}: no {'positives' if not n_pos else 'negatives'}"
+    return f"fewer than {minimum} positives or negatives"
 
 
 def subgroup_table(y_true: ArrayLike, y_prob: ArrayLike, threshold: float, groups: Sequence[str], *,
@@ -139,7 +150,8 @@ def subgroup_table(y_true: ArrayLike, y_prob: ArrayLike, threshold: float, group
             if hi is not None and not math.isnan(hi) and not math.isnan(overall[metric]) and hi < overall[metric]:
                 below.append(metric)
         rows.append({"group": name, "n": int(t.size), "n_positive": n_pos, "n_negative": n_neg,
-                     "too_small": min(n_pos, n_neg) < min_per_class, "metrics": shown, "ci": intervals,
+                     "too_small": min(n_pos, n_neg) < min_per_class, "one_class": not n_pos or not n_neg,
+                     "metrics": shown, "ci": intervals,
                      "not_shown": too_small, "below_overall": below})
     return {"column": column, "estimate": estimate, "grouping": how, "min_per_class": min_per_class,
             "threshold": float(threshold), "overall": {k: overall[k] for k in METRIC_NAMES},

@@ -38,8 +38,11 @@ class AucEstimate:
         return self.ci is not None and all(v is not None and math.isfinite(v) for v in self.ci)
 
     @property
-    def includes_chance(self) -> bool:
-        return self.has_interval and self.ci[0] <= CHANCE_AUC <= self.ci[1]  # type: ignore[index]
+    def includes_chance(self) -> bool | None:
+        """Whether the interval holds 0.5; None (unknown) without an interval (``--no-ci``)."""
+        if not self.has_interval:
+            return None
+        return self.ci[0] <= CHANCE_AUC <= self.ci[1]  # type: ignore[index]
 
     def text(self) -> str:
         interval = f" [{fmt(self.ci[0])}, {fmt(self.ci[1])}]" if self.has_interval else ""  # type: ignore[index]
@@ -61,8 +64,12 @@ class Verdict:
     advice: str | None
 
     @property
-    def no_better_than_chance(self) -> bool:
-        return any(e.includes_chance for e in self.estimates)
+    def no_better_than_chance(self) -> bool | None:
+        """True when an interval holds 0.5, False when every estimate has one and none does, else None (unknown)."""
+        said = [e.includes_chance for e in self.estimates]
+        if any(said):
+            return True
+        return None if None in said else False
 
     def as_dict(self) -> dict[str, Any]:
         return {"estimates": [{"name": e.name, "roc_auc": e.auc, "roc_auc_ci": None if e.ci is None else list(e.ci),
@@ -77,7 +84,10 @@ class Verdict:
 
 
 def chance_warning(e: AucEstimate) -> str | None:
-    """The one sentence every report shows when an AUC interval includes 0.5."""
+    """The one sentence every report shows when an AUC interval includes 0.5, or when nobody can tell (no CI)."""
+    if e.includes_chance is None and e.auc is not None:
+        return (f"Unknown whether better than chance: no interval for the {e.name} ROC AUC (--no-ci); on these "
+                f"{e.n or '?'} images an AUC of {fmt(e.auc)} may not differ from 0.5. Run without --no-ci to know.")
     if not e.includes_chance:
         return None
     return (f"No better than chance: the {e.name} ROC AUC interval [{fmt(e.ci[0])}, {fmt(e.ci[1])}] "  # type: ignore

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..data.exclusions import apply_recorded
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layouts import Sample, discover
 from ..data.preprocessing import Preprocessing
@@ -189,6 +190,7 @@ class GateReport:
     noise_agreement: float = float("nan")  # fp32 vs fp32 on the same images plus invisible pixel noise (reference)
     skipped: int = 0
     ood_agreement: float = float("nan")  # accept/refuse decisions (ood_score vs its threshold) that agree; NaN: no OOD
+    ood_noise_agreement: float = float("nan")  # fp32's own accept/refuse decisions kept under invisible pixel noise
 
     @property
     def ood_ok(self) -> bool:
@@ -224,8 +226,10 @@ class GateReport:
                      f"images (need >= {self.min_agreement:.1%})"]),
                  f"    max |Δp| = {self.max_prob_diff:.4f}, mean |Δp| = {self.mean_prob_diff:.4f}; fp32 scores lie a "
                  f"median {self.median_margin:.4f} from the threshold",
-                 f"    reference: fp32 keeps {self.noise_agreement:.1%} of its own labels when pixels get "
-                 f"{NOISE_GREY_LEVELS} grey level of random noise"]
+                 f"    reference: fp32 keeps {self.noise_agreement:.1%} of its own labels"
+                 + ("" if np.isnan(self.ood_noise_agreement) else
+                    f" and {self.ood_noise_agreement:.1%} of its out-of-distribution decisions")
+                 + f" when pixels get {NOISE_GREY_LEVELS} grey level of random noise"]
         if self.skipped:
             lines.append(f"    {self.skipped} unreadable image(s) skipped")
         lines.append("INT8 gate ok" if self.ok else "INT8 gate FAILED")
@@ -233,7 +237,9 @@ class GateReport:
 
     def to_dict(self) -> dict[str, Any]:
         ood = None if np.isnan(self.ood_agreement) else self.ood_agreement  # strict JSON: no NaN
-        return {**asdict(self), "ood_agreement": ood, "auc_change": self.auc_change, "ok": self.ok}
+        ood_noise = None if np.isnan(self.ood_noise_agreement) else self.ood_noise_agreement
+        return {**asdict(self), "ood_agreement": ood, "ood_noise_agreement": ood_noise, "auc_change": self.auc_change,
+                "ok": self.ok}
 
 
 def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sample], min_agreement: float,
@@ -247,7 +253,7 @@ def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sampl
     prep = fp32.preprocessing
     noise_scale = (NOISE_GREY_LEVELS / 255.0 / np.asarray(prep.std, np.float32))[None, :, None, None]
     rng = np.random.default_rng(seed)
-    p32, p8, truth, label_same, noise_same, ood_same = [], [], [], [], [], []
+    p32, p8, truth, label_same, noise_same, ood_same, ood_noise_same = [], [], [], [], [], [], []
     with_ood = fp32.has_ood and int8.has_ood
     skipped, i = 0, 0
     for chunk in iter_preprocessed([s.path for s in samples], fp32.preprocessing, batch_size=8):
@@ -268,7 +274,10 @@ def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sampl
             if with_ood:
                 ood_same.append(out32[IN_DISTRIBUTION_OUTPUT] == out8[IN_DISTRIBUTION_OUTPUT])
             noise = rng.standard_normal(batch.shape, dtype=np.float32) * noise_scale
-            noise_same.append(out32[LABEL_OUTPUT] == fp32.run_outputs(batch + noise, with_logits=False)[LABEL_OUTPUT])
+            noisy = fp32.run_outputs(batch + noise, with_logits=False, with_ood=False)
+            noise_same.append(out32[LABEL_OUTPUT] == noisy[LABEL_OUTPUT])
+            if with_ood:  # fp32's own accept/refuse decisions under invisible noise: what INT8 can be held to
+                ood_noise_same.append(out32[IN_DISTRIBUTION_OUTPUT] == noisy[IN_DISTRIBUTION_OUTPUT])
     if not p32:
         raise DataError(f"no readable images in the {split} split for the INT8 gate")
     prob32, prob8, y = np.concatenate(p32), np.concatenate(p8), np.asarray(truth)
@@ -278,7 +287,8 @@ def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sampl
     return GateReport(split, len(y), agreement, roc_auc(y, prob32), roc_auc(y, prob8), float(diff.max()),
                       float(diff.mean()), min_agreement, max_auc_change, threshold,
                       float(np.median(np.abs(prob32 - threshold))), noise_agreement, skipped,
-                      float(np.mean(np.concatenate(ood_same))) if ood_same else float("nan"))
+                      float(np.mean(np.concatenate(ood_same))) if ood_same else float("nan"),
+                      float(np.mean(np.concatenate(ood_noise_same))) if ood_noise_same else float("nan"))
 
 
 # --------------------------------------------------------------------------- the real images every check uses
@@ -299,10 +309,11 @@ def pick_samples(samples: Sequence[Sample], limit: int, seed: int) -> list[Sampl
     return [samples[i] for i in sorted(chosen)]
 
 
-def real_images(data: str | os.PathLike[str], limit: int, *, seed: int = 0) -> tuple[list[Path], str]:
-    """Up to ``limit`` images of the validation split (else the first split), both classes: the files every
-    export check runs on; and where they came from, for the report."""
-    found = discover(data, seed=seed, write_split_file=False)
+def real_images(data: str | os.PathLike[str], limit: int, *, seed: int = 0,
+                config: dict[str, Any] | None = None) -> tuple[list[Path], str]:
+    """Up to ``limit`` images of the validation split (else the first split), both classes, less those the
+    model's run excluded (``config``): the files every export check runs on; and where they came from."""
+    found = apply_recorded(discover(data, seed=seed, write_split_file=False), config)
     split = "val" if found.splits.get("val") else next(iter(found.splits))
     return [s.path for s in pick_samples(found.splits[split], limit, seed)], f"{data} ({split} split)"
 

@@ -77,9 +77,26 @@ class ExportResult:
     tta: str = "none"
 
 
+def skipped_after_training(state: dict[str, Any], checkpoint_path: Path) -> str | None:
+    """What a checkpoint lacks when its run never reached the steps after training (Ctrl-C, SIGTERM, a kill, or a
+    best.pt taken mid-run), in one sentence; None for a finished run's best.pt."""
+    if "decision" in state:
+        return None
+    from ..training.runs import unfinished
+
+    config = state.get("config") or {}
+    run = checkpoint_path.resolve().parent.parent
+    why = unfinished(run) if (run / "state.json").is_file() else None
+    policy = config.get("threshold_policy", "youden")
+    return (f"its run {run.name} {why or 'did not finish'}, before the steps after training: no temperature "
+            f"scaling (T = 1, probabilities uncalibrated) and no threshold policy `{policy}` (the fixed threshold "
+            f"0.5 instead). `train --resume {run.name}` finishes the run")
+
+
 def contract_from_checkpoint(state: dict[str, Any], checkpoint_path: Path, opset: int) -> ModelContract:
     decision = state.get("decision") or {"policy": "fixed:0.5", "threshold": 0.5}
-    calibration = state.get("calibration") or {"temperature": 1.0}
+    skipped = skipped_after_training(state, checkpoint_path)
+    calibration = state.get("calibration") or {"temperature": 1.0, **({"skipped": skipped} if skipped else {})}
     metrics = {k: v for k, v in (state.get("metrics") or {}).items() if isinstance(v, (int, float))}
     config = state.get("config") or {}
     extra = {
@@ -160,7 +177,7 @@ def parity_batch(state: dict[str, Any], data: str | None, limit: int) -> tuple[n
     preprocessed as the checkpoint was trained; also their paths and a description of where they came from."""
     root = model_data(data, state.get("data_root"), needed_for="the parity check")
     config = state.get("config") or {}
-    paths, source = real_images(root, limit, seed=int(config.get("seed", 0)))
+    paths, source = real_images(root, limit, seed=int(config.get("seed", 0)), config=config)
     max_pixels = int(config.get("max_pixels", DEFAULT_MAX_PIXELS))  # the limit training used
     batch = load_parity_images(paths, Preprocessing.from_dict(state["preprocessing"]), limit, max_pixels=max_pixels)
     return batch, paths, source
@@ -186,6 +203,9 @@ def export(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *
     state = load_checkpoint(checkpoint)
     model = model_from_checkpoint(state)
     contract = contract_from_checkpoint(state, checkpoint, opset)
+    skipped = skipped_after_training(state, checkpoint)
+    if skipped:
+        echo(f"warning: exporting {checkpoint} as it is: {skipped}")
     if cam and has_cam_head(model):
         contract = replace(contract, output_names=(*OUTPUT_NAMES, CAM_OUTPUT))
     wrapper = ExportWrapper(model.eval().cpu().to(memory_format=torch.contiguous_format), contract.temperature,

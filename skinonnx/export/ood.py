@@ -449,12 +449,15 @@ def reference_ood_scores(wrapper: nn.Module, batch: np.ndarray) -> np.ndarray:
         return wrapper(torch.from_numpy(batch))[-1].double().numpy()
 
 
-def data_splits(root: str | os.PathLike[str], seed: int, positive_class: str | None = None
-                ) -> tuple[list[Any], list[Any], str]:
-    """The training and validation samples of ``root`` (the data the model was trained on)."""
+def data_splits(root: str | os.PathLike[str], seed: int, positive_class: str | None = None,
+                config: dict[str, Any] | None = None) -> tuple[list[Any], list[Any], str]:
+    """The training and validation samples of ``root`` (the data the model was trained on), without the images
+    its run excluded (``config``'s exclusion record)."""
+    from ..data.exclusions import apply_recorded
     from ..data.layouts import discover
 
-    found = discover(Path(root), positive_class=positive_class, seed=seed, write_split_file=False)
+    found = apply_recorded(discover(Path(root), positive_class=positive_class, seed=seed, write_split_file=False),
+                           config)
     train = found.split("train")
     val_name = "val" if found.splits.get("val") else None
     if val_name is None:
@@ -470,7 +473,8 @@ def fit_for_checkpoint(model: nn.Module, state: dict[str, Any], data: str | None
 
     root = model_data(data, state.get("data_root"), needed_for="the OOD score (export --no-ood leaves it out)")
     config = state.get("config") or {}
-    train, val, val_name = data_splits(root, int(config.get("seed", 0)), state["classes"][int(state["positive_index"])])
+    train, val, val_name = data_splits(root, int(config.get("seed", 0)), state["classes"][int(state["positive_index"])],
+                                       config)
     return fit_single(model, train, val, Preprocessing.from_dict(state["preprocessing"]), accept=accept,
                       covariance=covariance, tta=tta, views=views, base=base,
                       max_pixels=int(config.get("max_pixels", DEFAULT_MAX_PIXELS)), split_names=("train", val_name))

@@ -148,7 +148,8 @@ class TrainConfig:
 
 # What a run records in config.json besides its settings (loop.py): --config reads them back without a note.
 RECORDED_ONLY = frozenset({"skinonnx_version", "torch_version", "device_used", "world_size", "classes", "counts",
-                           "class_loss_weights", "layout", "preprocessing", "leakage_check"})
+                           "class_loss_weights", "layout", "preprocessing", "leakage_check",
+                           "exclusions"})
 # Settings a resumed run may take from the command line: where things are and how fast they run, plus the epoch
 # budget and patience (``resumable`` in their metadata). Everything else (lr, image size, ...) defines the run itself.
 RESUME_OVERRIDES = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resumable"])
@@ -175,7 +176,8 @@ def resumed_config(saved: dict[str, Any], cfg: TrainConfig, explicit: frozenset[
                             "start a new run")
     overrides = {name: value for name, value in given.items() if name in RESUME_OVERRIDES}
     try:
-        return TrainConfig(**{**saved, **overrides, "progress": cfg.progress})
+        settings = {k: v for k, v in saved.items() if k not in RECORDED_ONLY}  # a checkpoint's config records some
+        return TrainConfig(**{**settings, **overrides, "progress": cfg.progress})
     except TypeError as exc:
         raise CheckpointError(f"{where}: its saved settings do not fit this skinonnx ({exc})") from None
 

@@ -1,4 +1,5 @@
 """The data a run trains on: discovered, minus ``--exclude-list``, and checked for train/test leakage first.
+What was excluded travels with the data (``LabeledData.exclusions``) into config.json and the checkpoint.
 
 Torch-free. The leakage check (:func:`skinonnx.data.duplicates.leakage_check`) refuses to train when validation or
 test images duplicate training images unless ``--allow-leakage``; its record goes into config.json (and from there
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..data.duplicates import leakage_check
-from ..data.exclusions import apply_exclusions, read_exclude_list
+from ..data.exclusions import apply_exclusions, exclusion_reason, read_exclude_list
 from ..data.layouts import LabeledData, discover
 from ..errors import DataError
 from .config import TrainConfig
@@ -58,7 +59,8 @@ def checked_data(cfg: TrainConfig, echo: Callable[[str], None] = print, *, cross
                  ) -> tuple[LabeledData, dict[str, Any]]:
     data = discover(cfg.data, **discover_settings(cfg))
     if cfg.exclude_list:
-        data = apply_exclusions(data, read_exclude_list(cfg.exclude_list), cfg.exclude_list)
+        data = apply_exclusions(data, read_exclude_list(cfg.exclude_list), cfg.exclude_list,
+                                reason=exclusion_reason(cfg.exclude_list))
     trainable(cfg, data, cross_validation=cross_validation, warn=echo)
     for warning in data.warnings:
         echo(f"warning: {warning}")

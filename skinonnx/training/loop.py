@@ -23,7 +23,7 @@ from .. import __version__
 from ..atomic import ensure_writable_dir, write_json, write_text
 from ..data.layouts import LabeledData, Sample
 from ..data.preprocessing import Preprocessing
-from ..errors import CheckpointError, DataError, RunInterrupted, SkinOnnxError
+from ..errors import CheckpointError, DataError, RunInterrupted, SkinOnnxError, Terminated
 from . import distributed, runs, tracked_run
 from .checkpoint import RESUME_KEYS, CheckpointSaver, load_checkpoint, require_keys
 from .compile import compiled_for_training, decide
@@ -219,9 +219,9 @@ def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozen
     ``resume``: a run name or folder, or True for the newest unfinished run. ``explicit``: the settings given on
     this call (on resume only the resumable ones may differ from the saved run). ``data``: splits to use instead of
     ``cfg.data`` (cross-validation's folds); ``claimed``: the caller made ``cfg.run_dir`` for this run. A start that
-    fails before its first epoch removes the folder it claimed. Ctrl-C raises RunInterrupted naming the run.
-    ``on_epoch``: callbacks after each epoch (:data:`EpochCallback`); ``tracking_parent``: the MLflow run this one
-    is a child of (a CV run's or a study's), with ``--track``.
+    fails before its first epoch removes the folder it claimed. Ctrl-C (and SIGTERM, raised as errors.Terminated by
+    `train`) raises RunInterrupted naming the run. ``on_epoch``: callbacks after each epoch (:data:`EpochCallback`);
+    ``tracking_parent``: the MLflow run this one is a child of (a CV run's or a study's), with ``--track``.
     """
     cfg.check_class_bias(cross_validation=claimed)  # a fold of --folds is the only claimed run
     ctx = distributed.setup(resolve_device(cfg.device))  # no-op outside torchrun
@@ -262,8 +262,8 @@ def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozen
         elif ctx.is_main:
             runs.write_status(cfg.run_dir, "interrupted", epoch, cfg.epochs)
         if isinstance(exc, KeyboardInterrupt):
-            raise RunInterrupted(cfg.run_dir, int(epoch), cfg.epochs, saved,
-                                 checkpoint_dir=cfg.checkpoint_dir or None) from None
+            raise RunInterrupted(cfg.run_dir, int(epoch), cfg.epochs, saved, checkpoint_dir=cfg.checkpoint_dir or None,
+                                 terminated=isinstance(exc, Terminated)) from None
         raise
     if ctx.is_main:
         runs.write_status(cfg.run_dir, "finished", result.epochs_run, cfg.epochs)
@@ -371,7 +371,8 @@ def _build(s: _Session, state: dict[str, Any] | None) -> str:
             **cfg.to_dict(), "skinonnx_version": __version__, "torch_version": torch.__version__,
             "device_used": str(device), "world_size": s.ctx.world_size, "classes": list(data.classes),
             "counts": data.counts(), "class_loss_weights": weights, "layout": data.layout,
-            "preprocessing": Preprocessing.for_size(cfg.image_size).to_dict(), "leakage_check": s.leakage})
+            "preprocessing": Preprocessing.for_size(cfg.image_size).to_dict(), "leakage_check": s.leakage,
+            "exclusions": data.exclusions})
     if weights is not None or cfg.sampler == "balanced":
         shown = [f"loss weights {', '.join(f'{c} {w:.3f}' for c, w in zip(data.classes, weights, strict=True))}"
                  ] if weights else []
@@ -454,7 +455,8 @@ def _save_epoch(s: _Session, row: dict[str, float], epoch: int) -> None:
         "preprocessing": Preprocessing.for_size(s.cfg.image_size).to_dict(), "epoch": epoch,
         "metrics": {k: float(v) for k, v in row.items()}, "optimizer": s.optimizer.state_dict(),
         "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(), "rng_state": torch.get_rng_state(),
-        "stale_epochs": s.stale, "history": s.history, "config": s.cfg.to_dict(),
+        "stale_epochs": s.stale, "history": s.history,
+        "config": {**s.cfg.to_dict(), "exclusions": s.data.exclusions},  # export, test, quantize leave them out
         "data_root": str(Path(s.cfg.data).resolve()), "skinonnx_version": __version__,
     }, row[s.saver.metric], epoch)
     runs.write_status(s.cfg.run_dir, "running", epoch, s.cfg.epochs)

@@ -56,9 +56,10 @@ def is_cv_run(path: str | os.PathLike[str]) -> bool:
 
 
 def default_model_run(runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR) -> Path | None:
-    """The run every command takes when told none (`export`, `parity`, `explain`; `test` names it in its hint):
-    the newest (:func:`_run_time`) cross-validation run or run with a best.pt; None when there is none."""
-    return next((r for r in list_runs(runs_dir) if is_cv_run(r) or (weights_dir(r) / "best.pt").is_file()), None)
+    """The run `export` takes when told none (and `test` names in its hint): the newest (:func:`_run_time`)
+    cross-validation run or finished run with a best.pt; None when there is none."""
+    return next((r for r in list_runs(runs_dir) if is_cv_run(r)
+                 or ((weights_dir(r) / "best.pt").is_file() and unfinished(r) is None)), None)
 
 
 def run_status(run_dir: str | os.PathLike[str]) -> dict:
@@ -91,11 +92,35 @@ def write_status(run_dir: str | os.PathLike[str], status: str, epoch: int, epoch
                                             "host": socket.gethostname()})
 
 
-def newest_run(runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR, weights: str = "best.pt") -> Path:
-    """The newest run folder that has ``weights/<weights>``."""
+def unfinished(run_dir: str | os.PathLike[str]) -> str | None:
+    """"interrupted at epoch 2 of 5" (or "still running ...") for a run that did not finish, else None. A run
+    without state.json (older, or weights copied in) counts as finished."""
+    state = run_status(run_dir)
+    if state.get("status") not in ("interrupted", "running"):
+        return None
+    where = f"epoch {state.get('epoch', '?')} of {state.get('epochs', '?')}"
+    return f"interrupted at {where}" if state["status"] == "interrupted" else f"still running ({where})"
+
+
+def newest_run(runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR, weights: str = "best.pt", *,
+               finished_only: bool = False, skipped: list[str] | None = None) -> Path:
+    """The newest run folder that has ``weights/<weights>``; with ``finished_only`` the newest that finished (its
+    best.pt calibrated, its threshold chosen), the unfinished ones passed over named in ``skipped``."""
+    passed: list[str] = []
     for run in list_runs(runs_dir):
-        if (weights_dir(run) / weights).is_file():
+        if not (weights_dir(run) / weights).is_file():
+            continue
+        why = unfinished(run) if finished_only else None
+        if why is None:
+            if skipped is not None:
+                skipped.extend(passed)
             return run
+        passed.append(f"{run.name} ({why})")
+    if passed:
+        raise CheckpointError(f"no finished run under {runs_dir}/: {'; '.join(passed)}. An unfinished run's "
+                              "best.pt was never calibrated (temperature scaling, threshold policy): finish it with "
+                              f"`train --resume {passed[0].split(' (')[0]}`, or export it as it is by naming it: "
+                              f"--checkpoint {passed[0].split(' (')[0]}")
     raise CheckpointError(f"no run with {WEIGHTS_DIR}/{weights} under {runs_dir}/: train one first "
                           "(skinonnx train ...), or pass --checkpoint")
 
@@ -120,20 +145,26 @@ def resolve_run(spec: str | os.PathLike[str], runs_dir: str | os.PathLike[str] =
 
 
 def resolve_checkpoint(spec: str | os.PathLike[str] | None, runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR,
-                       weights: str = "best.pt") -> tuple[Path, str | None]:
-    """``--checkpoint``: a file, a run folder or name (-> its weights/best.pt), or None (-> the newest run).
+                       weights: str = "best.pt", *, finished_only: bool = False) -> tuple[Path, str | None]:
+    """``--checkpoint``: a file, a run folder or name (-> its weights/best.pt), or None (-> the newest run; with
+    ``finished_only``, as `export` asks, the newest finished one: an interrupted run is taken only when named).
 
     Returns the checkpoint path and, when it was chosen rather than given as a file, a line saying which.
     """
     if spec is not None and Path(spec).is_file():
         return Path(spec), None
     if spec is None:
-        run = default_model_run(runs_dir) or newest_run(runs_dir, weights)  # the latter says there is none
-        if is_cv_run(run):
-            raise CheckpointError(f"the newest run {run} is a cross-validation run, which holds one model per fold: "
-                                  f"pass --checkpoint {run}/fold-0/{WEIGHTS_DIR}/{weights} (or another fold's)")
-        return weights_dir(run) / weights, f"checkpoint: {weights_dir(run) / weights} (the newest run; --checkpoint " \
-                                           "to choose another)"
+        skipped: list[str] = []
+        run = newest_run(runs_dir, weights, finished_only=finished_only, skipped=skipped)
+        cv = next((r for r in list_runs(runs_dir) if is_cv_run(r)), None)
+        if cv is not None and _run_time(cv) > _run_time(run):  # one clock: a newer CV run is named, not skipped
+            raise CheckpointError(f"the newest run {cv} is a cross-validation run, which holds one model per fold: "
+                                  f"pass --checkpoint {cv}/fold-0/{WEIGHTS_DIR}/{weights} (or another fold's)")
+        passed = f"; passed over the unfinished {', '.join(skipped)}: name one with --checkpoint to take it as it " \
+                 "is" if skipped else ""
+        return weights_dir(run) / weights, f"checkpoint: {weights_dir(run) / weights} (the newest " \
+                                           f"{'finished ' if finished_only else ''}run; --checkpoint to choose " \
+                                           f"another{passed})"
     path = Path(spec)
     if path.suffix == ".pt" or not (path.is_dir() or (Path(runs_dir) / path).is_dir()):
         return path, None  # a missing file: load_checkpoint says so

@@ -23,8 +23,12 @@ def _planted(generated: Path, tmp_path: Path):
 def test_audit_finds_the_planted_copies_first_and_writes_an_offline_report(generated: Path, tmp_path: Path) -> None:
     planted = _planted(generated, tmp_path)
     out = tmp_path / "report"
-    result = run_cli("audit", "--data", planted.root, "-o", out, "--quiet")
+    result = run_cli("audit", "--data", planted.root, "-o", out, "--quiet", expect=1)  # a CI gate: leakage fails
     assert "LEAKAGE: 9 pair(s)" in result.output
+    assert "found 9 leakage pair(s): exit status 1 (--exit-zero to report only)" in result.output
+    assert "Error" not in result.output and "Traceback" not in result.output
+    reported = run_cli("audit", "--data", planted.root, "-o", tmp_path / "again", "--quiet", "--exit-zero")
+    assert "LEAKAGE: 9 pair(s)" in reported.output and "(--exit-zero: exit status 0)" in reported.output
     doc = json.loads((out / "audit.json").read_text())
     leaks = [p for p in doc["pairs"] if p["leakage"]]
     expected = {(src.relative_to(planted.root).as_posix(), copy.relative_to(planted.root).as_posix())
@@ -60,7 +64,7 @@ def test_a_conflicting_copy_and_label_issues_from_a_cv_run(generated: Path, tmp_
     rows = [(r, lab, 0.99 if r == suspicious else p) for r, lab, p in rows]  # a benign label the model calls malignant
     run = write_cv_run(tmp_path / "runs" / "cv5", rows)
     out = tmp_path / "report"
-    run_cli("audit", "--data", data, "--run", "cv5", "--runs-dir", tmp_path / "runs", "-o", out, "--quiet")
+    run_cli("audit", "--data", data, "--run", "cv5", "--runs-dir", tmp_path / "runs", "-o", out, "--quiet", expect=1)
     doc = json.loads((out / "audit.json").read_text())
     (pair,) = doc["pairs"]
     assert pair["leakage"] and pair["conflict"] and pair["b"]["path"] == "val/malignant/turned.png"
@@ -74,9 +78,9 @@ def test_a_conflicting_copy_and_label_issues_from_a_cv_run(generated: Path, tmp_
 def test_the_exclusion_list_removes_what_the_audit_found(generated: Path, tmp_path: Path) -> None:
     planted = _planted(generated, tmp_path)
     out = tmp_path / "report"
-    run_cli("audit", "--data", planted.root, "-o", out, "--quiet")
+    run_cli("audit", "--data", planted.root, "-o", out, "--quiet", expect=1)
     result = run_cli("audit", "--data", planted.root, "-o", tmp_path / "again", "--quiet",
-                     "--exclude-list", out / "exclude.txt")
+                     "--exclude-list", out / "exclude.txt")  # exit 0: the leakage is excluded
     doc = json.loads((tmp_path / "again" / "audit.json").read_text())
     assert doc["summary"]["leakage_pairs"] == 0 and doc["summary"]["images"] == 52
     assert any("excluded 9 image(s)" in n for n in doc["data"]["notes"])
@@ -104,7 +108,7 @@ def test_isic_bm_audit(real_data: Path, tmp_path: Path) -> None:
     assert doc["summary"]["images"] == 564 and doc["summary"]["unreadable"] == 0
     assert doc["summary"]["duplicate_pairs"] == 0  # measured: no pair within 36 bits (the closest distinct: 52)
     planted = plant(real_data, tmp_path / "planted", copies_per_alteration=1, flip_fraction=0.0, seed=2)
-    run_cli("audit", "--data", planted.root, "-o", tmp_path / "planted-report", "--quiet")  # originals: cache hits
+    run_cli("audit", "--data", planted.root, "-o", tmp_path / "planted-report", "--quiet", "--exit-zero")  # cached
     doc = json.loads((tmp_path / "planted-report" / "audit.json").read_text())
     assert {(p["a"]["path"], p["b"]["path"]) for p in doc["pairs"]} == {
         (src.relative_to(planted.root).as_posix(), copy.relative_to(planted.root).as_posix())
@@ -119,7 +123,7 @@ def test_audit_html_in_headless_chromium(generated: Path, tmp_path: Path) -> Non
         pytest.skip("chromium is not installed (Debian: apt-get install chromium); audit.html not browser-tested")
     planted = _planted(generated, tmp_path)
     out = tmp_path / "report"
-    run_cli("audit", "--data", planted.root, "-o", out, "--quiet")
+    run_cli("audit", "--data", planted.root, "-o", out, "--quiet", "--exit-zero")
     run = dump_dom(out / "audit.html")
     dom = run.stdout
     assert 'data-ready="1"' in dom, run.stderr[-2000:]

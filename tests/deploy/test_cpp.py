@@ -16,6 +16,8 @@ from pathlib import Path
 import onnxruntime
 import pytest
 
+from tests.waits import WAIT_S
+
 from .test_embedding import EXACT_TOL, Exported, _compare, _json_lines, _predict, expected_label
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
@@ -42,7 +44,7 @@ def classify_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("libjpeg and libpng headers are missing: apt-get install libjpeg-dev libpng-dev")
     binary = tmp_path_factory.mktemp("cpp") / "skinonnx_classify"
     done = subprocess.run(["make", "-C", str(CPP_DIR), f"ORT_INCLUDE={headers}", f"ORT_LIB={ORT_LIB}",
-                           f"BIN={binary}"], capture_output=True, text=True, timeout=300)
+                           f"BIN={binary}"], capture_output=True, text=True, timeout=WAIT_S)
     assert done.returncode == 0, done.stdout + done.stderr
     return binary
 
@@ -71,10 +73,10 @@ def test_cpp_example_reports_bad_files_and_refuses_foreign_models(classify_binar
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     done = subprocess.run([str(classify_binary), str(trained.onnx), str(bad), str(empty)], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=WAIT_S)
     assert done.returncode == 1  # nothing could be classified
     assert '"error": "corrupt or truncated JPEG' in done.stdout and "empty file (0 bytes)" in done.stdout
     text = tmp_path / "x.onnx"
     text.write_text("not a model")
-    done = subprocess.run([str(classify_binary), str(text), str(bad)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([str(classify_binary), str(text), str(bad)], capture_output=True, text=True, timeout=WAIT_S)
     assert done.returncode == 1 and done.stderr.startswith("error:")

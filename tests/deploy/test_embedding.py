@@ -23,6 +23,7 @@ from PIL import Image
 
 from skinonnx.data.preprocessing import Preprocessing
 from skinonnx.deploy.schema import KEYS
+from tests.waits import WAIT_S
 
 from ..conftest import TrainedModel, run_cli
 
@@ -70,7 +71,7 @@ def _predict(model: Path, images: list[Path], tmp_path: Path) -> dict[str, dict]
 
 
 def _json_lines(command: list[str]) -> dict[str, dict]:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=WAIT_S, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert all("error" not in r for r in rows), rows
@@ -137,7 +138,7 @@ def test_info_imports_neither_torch_nor_onnx(exported: Exported) -> None:
             "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
             "print(sorted(m for m in ('torch', 'onnx') if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", code, str(exported.uint8_model)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=WAIT_S)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
@@ -287,7 +288,7 @@ def test_node_pillow_resize_port_is_bit_exact(tmp_path: Path) -> None:
               "cases.forEach(([w, h, ow, oh], i) => fs.writeFileSync(`${dir}/got${i}.raw`,"
               " resizeBilinear(fs.readFileSync(`${dir}/in${i}.raw`), w, h, ow, oh)));")
     subprocess.run([node, "-e", script, str(NODE_DIR / "pillow_resize.js"), str(tmp_path), json.dumps(cases)],
-                   check=True, timeout=60)
+                   check=True, timeout=WAIT_S)
     for i in range(len(cases)):
         assert (tmp_path / f"got{i}.raw").read_bytes() == (tmp_path / f"want{i}.raw").read_bytes(), cases[i]
 
@@ -321,5 +322,5 @@ def test_node_example_refuses_a_foreign_model(exported: Exported, real_images: l
     node = _node_or_skip()
     foreign = _edited(exported.float_model, tmp_path / "foreign.onnx", drop=tuple(_metadata(exported.float_model)))
     done = subprocess.run([node, str(NODE_DIR / "index.js"), str(foreign), str(real_images[0])],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=WAIT_S)
     assert done.returncode == 1 and "not a skinonnx model" in done.stderr

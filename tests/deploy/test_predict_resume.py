@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TrainedModel, run_cli
+from tests.waits import WAIT_S
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # uses the trained model
@@ -43,7 +44,7 @@ def test_killed_job_resumes_and_predicts_every_image_once(tmp_path: Path, traine
            "--batch-size", "2", "--part-size", "4", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + WAIT_S
     while not list(parts.glob("part-*.csv")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)

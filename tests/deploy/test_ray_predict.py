@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TrainedModel, run_cli
+from tests.waits import WAIT_S
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'skinonnx[scale]'")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -135,7 +136,7 @@ def test_killed_worker_job_still_predicts_every_image_once(ray_cluster: str, tmp
     killed: list[int] = []
 
     def kill_one_worker() -> None:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline and not killed:
             pids = _actor_pids(os.getpid())  # actors are children of this test process's raylet
             if pids and list(parts.glob("part-*")) and not out.exists():
@@ -146,7 +147,7 @@ def test_killed_worker_job_still_predicts_every_image_once(ray_cluster: str, tmp
     killer = threading.Thread(target=kill_one_worker)
     killer.start()
     proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=WAIT_S)
     killer.join()
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert killed, "no worker was killed mid-job"

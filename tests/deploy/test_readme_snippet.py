@@ -9,6 +9,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from tests.waits import WAIT_S
+
 from ..conftest import TrainedModel, run_cli
 from .test_embedding import expected_label
 
@@ -37,7 +39,7 @@ def test_readme_snippet_matches_predict(trained: TrainedModel, tmp_path: Path) -
     for image in images:
         code = snippet.replace('"exports/model.onnx"', repr(str(trained.onnx))).replace('"lesion.jpg"',
                                                                                        repr(str(image)))
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=WAIT_S)
         label, probability = done.stdout.rstrip("\n").split("\t")
         row = predicted[str(image)]
         assert label == expected_label(row)  # the graph's decision: a class name, or the refusal
@@ -59,5 +61,5 @@ def test_readme_snippet_refuses_what_predict_refuses(trained: TrainedModel, tmp_
     for image in images:
         code = readme_snippet().replace('"exports/model.onnx"', repr(str(trained.onnx))).replace(
             '"lesion.jpg"', repr(str(image)))
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=WAIT_S)
         assert done.stdout.split("\t")[0] == predicted[str(image)]["prediction"], image.name

@@ -11,6 +11,7 @@ import pytest
 
 from skinonnx.deploy.runtime import create_session
 from skinonnx.errors import ProviderError
+from tests.waits import WAIT_S
 
 from ..conftest import TrainedModel, run_cli
 
@@ -40,7 +41,7 @@ def test_test_and_predict_run_with_torch_unimportable(trained: TrainedModel, tmp
         assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision")], "torch got imported"
         print("NO-TORCH-OK")
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=WAIT_S)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "NO-TORCH-OK" in proc.stdout
     assert (tmp_path / "r" / "summary.json").is_file() and (tmp_path / "p.csv").is_file()

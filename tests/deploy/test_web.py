@@ -26,6 +26,7 @@ import pytest
 
 from skinonnx.deploy import web_server
 from skinonnx.hashing import file_sha256
+from tests.waits import WAIT_S
 
 from ..conftest import TrainedModel, run_cli
 from .test_embedding import APPROX_TOL, EXACT_TOL, Exported, _compare, _predict, expected_label
@@ -45,7 +46,7 @@ def _get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy: 127.0.0.1 only
     request = urllib.request.Request(url, headers={k.replace("_", "-"): v for k, v in headers.items()})
     try:
-        with opener.open(request, timeout=30) as response:
+        with opener.open(request, timeout=WAIT_S) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
@@ -203,7 +204,7 @@ def test_page_start_up_shows_size_download_time_and_int8_advice(trained: Trained
     server, _ = web_server.serve_in_thread(model)
     try:
         done = subprocess.run([node, str(WEB_DIR / "page_startup.js"), server.url, str(web_server.PAGE_DIR)],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=WAIT_S)
     finally:
         server.shutdown()
         server.server_close()
@@ -234,7 +235,7 @@ def _installed_copy(tmp_path: Path) -> Path:
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path / "wheel")], cwd=src, check=True, capture_output=True, timeout=300)
+                    "-w", str(tmp_path / "wheel")], cwd=src, check=True, capture_output=True, timeout=WAIT_S)
     site = tmp_path / "site"
     with zipfile.ZipFile(next((tmp_path / "wheel").glob("skinonnx-*.whl"))) as wheel:
         wheel.extractall(site)
@@ -262,7 +263,7 @@ def test_installed_skinonnx_serves_the_page_outside_a_checkout(trained: TrainedM
             assert status == 200 and body == expected.read_bytes(), path
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=WAIT_S)
     probe = subprocess.run([sys.executable, "-c", "import skinonnx.deploy.web_server as w; print(w.PAGE_DIR)"],
                            cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
     assert Path(probe.stdout.strip()) == page_dir.resolve()  # served from the installed package, not this checkout
@@ -297,7 +298,7 @@ def run_page(node: str, model: Path, images: list[Path], workdir: Path, *extra: 
     try:
         done = subprocess.run([node, str(WEB_DIR / "headless.js"), server.url, *map(str, images),
                                "--chromium", str(CHROMIUM), "--user-data-dir", str(workdir / "chromium-profile"),
-                               *extra], capture_output=True, text=True, timeout=300, cwd=ROOT)
+                               *extra], capture_output=True, text=True, timeout=WAIT_S, cwd=ROOT)
     finally:
         server.shutdown()
         server.server_close()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from skinonnx.evaluation.verdict import verdict_of
+from tests.waits import WAIT_S
 
 from ..conftest import TrainedModel, run_cli
 
@@ -71,7 +72,7 @@ def test_compare_a_single_model_and_an_ensemble_in_one_table_without_torch(train
             "'--bootstrap', '50', '--speed-seconds', '0', '--quiet'], standalone_mode=False); "
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
             "print('TORCH', bad); sys.exit(1 if bad else 0)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=WAIT_S)
     assert done.returncode == 0 and "TORCH []" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
     doc = json.loads((out / "compare.json").read_text())
     single, ens = doc["models"]

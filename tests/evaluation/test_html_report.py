@@ -253,3 +253,44 @@ def test_report_html_in_headless_chromium(trained: TrainedModel, tmp_path: Path)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_page_shows_refusals_and_the_risk_coverage_verdict() -> None:
+    # issue 29 item 4: no out-of-distribution section, refused images shown as ordinary errors, and a
+    # risk-coverage table without the CIs and the verdict the terminal prints
+    from skinonnx.evaluation.ood_summary import ood_section
+    from skinonnx.evaluation.safety import safety_summary, terminal_lines
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(80) < 0.4).astype(int)
+    p = np.clip(rng.normal(0.35 + 0.3 * y, 0.2), 0, 1)
+    t = 0.5
+    rows = _rows(y, p, t)
+    scores = rng.gamma(2.0, 1.0, len(y))
+    for row, score in zip(rows, scores, strict=True):
+        row["ood_score"], row["in_distribution"] = float(score), bool(score <= 4.0)
+    meta = {"ood": json.dumps({"method": "mahalanobis", "threshold_fit": {"accept": 0.95}})}
+    summary = synthetic_summary(y, p, t, [], bootstrap=100)
+    summary["ood"] = ood_section(rows, y, p, t, 4.0, meta, bootstrap=100)
+    summary.update(safety_summary(y, p, t, rows, ood_threshold=4.0, bootstrap=100))
+    refused = [i for i, r in enumerate(rows) if not r["in_distribution"]]
+    assert refused and summary["ood"]["n_refused"] == len(refused)
+    cases = cases_from_rows(rows, "malignant", t, [None] * len(rows))
+    page = render_html(summary, cases, has_cam=False)
+    doc = parse(page)
+    section = page.split('<section id="ood">')[1].split("</section>")[0]
+    assert doc.data["ood_refused"] == str(len(refused)) and f"of {len(y)} images refused" in section
+    assert "accepted only" in section and "all images (headline)" in section
+    fn, fp, _, _ = order_cases(cases)
+    wrong_refused = [c for c in (*fn, *fp) if c.refused]
+    assert doc.data["refused_errors"] == str(len(wrong_refused))
+    marked = [a for tag, a in doc.tags if tag == "figure" and a.get("data-refused")]
+    assert len(marked) >= len(wrong_refused) and wrong_refused  # every refused error card is marked
+    table = page.split('<section id="safety">')[1].split("</section>")[0]
+    said = [line for line in terminal_lines(summary) if "AURC" in line]
+    assert len(said) == len(summary["selective"]["curves"]) == 2
+    for line, curve in zip(said, summary["selective"]["curves"].values(), strict=True):
+        lo, hi = curve["aurc_ci"]
+        assert f"[{lo:.3f}, {hi:.3f}]" in line and f"[{lo:.3f}, {hi:.3f}]" in table  # the CI, as the terminal
+        verdict = line.split("; ")[-1].split(" (gain")[0]  # "better than random abstention" or the like
+        assert "random abstention" in verdict and verdict in table

@@ -23,6 +23,7 @@ from skinonnx.evaluation.metrics import METRIC_NAMES
 from skinonnx.evaluation.model_card import SECTIONS, fmt, fmt_ci
 from skinonnx.evaluation.provenance import dumps_strict, json_ready
 from skinonnx.softmax import softmax
+from tests.waits import WAIT_S
 
 from ..conftest import TrainedModel, run_cli
 
@@ -96,7 +97,7 @@ def test_whole_test_command_runs_without_torch(trained: TrainedModel, tmp_path: 
             f"{str(tmp_path)!r}, '--bootstrap', '50', '--quiet'], standalone_mode=False); "
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
             "print('TORCH', bad); sys.exit(1 if bad else 0)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=WAIT_S)
     assert done.returncode == 0 and "TORCH []" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
     assert (tmp_path / "MODEL_CARD.md").is_file() and (tmp_path / "roc_curve.png").is_file()
 

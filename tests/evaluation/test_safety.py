@@ -125,3 +125,26 @@ def test_model_card_states_measured_skin_type_coverage(tmp_path) -> None:
     assert "estimated from the image" in line and "coverage unknown" not in line
     assert all(f"{g['group']} {g['n']}" in line for g in groups) and sum(g["n"] for g in groups) == 24
     assert "Skin type coverage unknown" in _skin_type_coverage({"subgroups": []})
+
+
+def test_a_one_class_group_says_so_and_the_gain_ci_shows_its_sign() -> None:
+    # issue 29 item 12: a group of 56 images without negatives read "too small"; the gain CI printed
+    # [0.000, 0.149] beside "better than random"
+    y = np.array([1] * 20 + [0] * 20 + [1] * 56)
+    p = np.array([0.9] * 20 + [0.1] * 20 + [0.7] * 56)
+    rows = [{"path": f"/x/{i}.png"} for i in range(len(y))]
+    groups = {path_key(r["path"]): {"site": "back" if i < 40 else "nail"} for i, r in enumerate(rows)}
+    s = {"subgroups": safety.subgroup_blocks(y, p, 0.5, rows, ["site"], groups, bootstrap=0, seed=0,
+                                             confidence=0.95), "bootstrap": None}
+    nail = s["subgroups"][0]["groups"][1]
+    assert nail["n"] == 56 and nail["one_class"] and nail["not_shown"]["specificity"] == "one class only: no negatives"
+    card = "\n".join(safety.model_card_lines(s))
+    assert "| nail (one class only) | 56 (56 / 0) | 1.000 | one class only | one class only |" in card
+    assert "(too small)" not in card
+    assert "(one class only)" in "\n".join(safety.terminal_lines(s)) and "(one class only)" in safety.html_section(s)
+    curve = {"aurc": 0.1, "aurc_ci": [0.05, 0.15], "e_aurc": 0.05, "random_aurc": 0.2, "oracle_aurc": 0.01,
+             "gain_over_random_ci": [0.00021, 0.149]}
+    sel = {"curves": {"threshold_distance": curve}, "deployed": {"rule": "r", "coverage": 1.0, "sensitivity": 1.0,
+                                                                 "specificity": 1.0}}
+    line = next(x for x in safety.terminal_lines({"selective": sel}) if "AURC" in x)
+    assert "better than random abstention (gain CI [0.00021, 0.149])" in line

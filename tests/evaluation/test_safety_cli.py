@@ -72,10 +72,13 @@ def _variants(trained: TrainedModel, folder: Path, change) -> Path:
     return folder
 
 
-def _monitor(trained: TrainedModel, reference: Path, out: Path, *inputs: Path) -> dict:
+def _monitor(trained: TrainedModel, reference: Path, out: Path, *inputs: Path, exit_zero: bool = False) -> dict:
+    """monitor.json; and, as a CI gate, the exit status: 1 on drift (issue 29 item 7), 0 without or --exit-zero."""
     result = run_cli("monitor", "--onnx", trained.onnx, "--reference", reference, "-o", out, "--json",
-                     "--provider", "cpu", *inputs)
-    return json.loads(result.stdout)
+                     "--provider", "cpu", *(["--exit-zero"] if exit_zero else []), *inputs, expect=None)
+    verdict = json.loads(result.stdout)
+    assert result.exit_code == (1 if verdict["drift"] and not exit_zero else 0), result.output
+    return verdict
 
 
 def _cast(img: Image.Image) -> Image.Image:
@@ -92,6 +95,7 @@ def test_monitor_same_distribution_no_alarm_shifts_alarm(trained: TrainedModel, 
     assert (tmp_path / "same" / "drift.png").read_bytes()[:4] == b"\x89PNG"
     cast = _monitor(trained, reference, tmp_path / "cast", _variants(trained, tmp_path / "c", _cast))
     assert cast["drift"] and cast["quantities"]["mean_blue"]["drift"]
+    assert _monitor(trained, reference, tmp_path / "cast0", tmp_path / "c", exit_zero=True)["drift"]
     blurred = _variants(trained, tmp_path / "b", lambda im: im.filter(ImageFilter.GaussianBlur(3)))
     blur = _monitor(trained, reference, tmp_path / "blur", blurred)
     assert blur["drift"] and blur["quantities"]["sharpness"]["drift"]

@@ -105,6 +105,10 @@ def test_model_card_shows_the_same_verdict_and_single_runs_keep_the_validation_w
         changed = copy.deepcopy(summary)
         changed["ci"]["roc_auc"] = interval
         assert (CHANCE in render_model_card(changed)) is warned
+    no_ci = copy.deepcopy(summary)
+    no_ci["ci"], no_ci["bootstrap"], no_ci["reference"]["ci"] = None, None, None
+    card = render_model_card(no_ci)  # issue 29 item 1: no interval, no claim either way
+    assert "Unknown whether better than chance" in card and CHANCE not in card
     cv = _cv(summary, 0.537, [0.486, 0.590])
     card = render_model_card(cv)
     assert "| out-of-fold | 0.537 | [0.486, 0.590] | 452 | no |" in card and verdict_of(cv).advice in card
@@ -123,3 +127,21 @@ def test_which_splits_are_in_sample_and_where_calibration_was_fitted(tmp_path: P
     assert _fitted_on(cv, None) == "out-of-fold"  # an older ensemble export without calibration.fitted_on
     assert _fitted_on({}, {"temperature": 2.0}) == "validation" and _fitted_on({}, None) == "validation"
     assert _fitted_on({}, {"fitted_on": "out-of-fold"}) == "out-of-fold"
+
+
+def test_without_intervals_the_chance_verdict_is_unknown_everywhere() -> None:
+    # issue 29 item 1: `test --no-ci` wrote "no_better_than_chance": false, read by scripts as "better than chance"
+    s = _weak_summary(0, 0.0)
+    s["ci"], s["bootstrap"], s["reference"]["ci"] = None, None, None
+    said = verdict_of(s).as_dict()
+    assert said["no_better_than_chance"] is None and said["estimates"][0]["includes_chance"] is None
+    assert json.loads(json.dumps(said))["no_better_than_chance"] is None  # summary.json: null, not false
+    unknown = "Unknown whether better than chance"
+    headline = render_html(s, [], has_cam=False).split('<section id="headline">')[1].split("</section>")[0]
+    for text in (_terminal(s), headline):
+        assert unknown in text and CHANCE not in text
+    # an interval settles it either way; one estimate without an interval keeps the whole answer unknown
+    assert verdict_of(_weak_summary(1, 0.4)).no_better_than_chance is False
+    cv = _cv(s, 0.9, [0.85, 0.95])
+    assert verdict_of(cv).no_better_than_chance is None
+    assert verdict_of(_cv(s, 0.52, [0.45, 0.6])).no_better_than_chance is True

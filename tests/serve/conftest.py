@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.waits import WAIT_S
+
 from ..conftest import TrainedModel, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +47,7 @@ class Server:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def stop(self, timeout: float = 60) -> int:
+    def stop(self, timeout: float = WAIT_S) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
@@ -62,12 +64,12 @@ def start_server(onnx: Path, log: Path, *args: str, name: str | None = None, wai
                                 str(port), "--threads", "1", "--provider", "cpu", *args], cwd=REPO, env=env,
                                stdout=handle, stderr=subprocess.STDOUT)
     server = Server(process, port, log, name or onnx.stem)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"serve exited {process.returncode}:\n{log.read_text()}")
         try:
-            ready = httpx.get(f"{server.url}/v2/health/ready", timeout=2)
+            ready = httpx.get(f"{server.url}/v2/health/ready", timeout=WAIT_S)
             if ready.status_code == 200 or (not wait_ready and ready.status_code == 503):
                 return server
         except httpx.TransportError:
@@ -91,7 +93,7 @@ def serve_process(tmp_path: Path) -> Iterator:
     for server in started:
         if server.process.poll() is None:
             server.process.kill()
-            server.process.wait(30)
+            server.process.wait(WAIT_S)
 
 
 @dataclass(frozen=True)

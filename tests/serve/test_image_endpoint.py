@@ -11,6 +11,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.waits import WAIT_S
+
 from ..conftest import TrainedModel, run_cli
 from .conftest import ModelFiles, synthetic_images
 
@@ -26,8 +28,8 @@ def _check_against_predict(server, onnx: Path, images: list[Path], tmp_path: Pat
     rows = _predict_rows(onnx, images, tmp_path / "predictions.json")
     for i, image in enumerate(images):
         data = image.read_bytes()
-        response = (httpx.post(f"{server.url}/classify", content=data, timeout=60) if i % 2 == 0 else
-                    httpx.post(f"{server.url}/classify", files={"image": (image.name, data)}, timeout=60))
+        response = (httpx.post(f"{server.url}/classify", content=data, timeout=WAIT_S) if i % 2 == 0 else
+                    httpx.post(f"{server.url}/classify", files={"image": (image.name, data)}, timeout=WAIT_S))
         assert response.status_code == 200, response.text
         answer, row = response.json(), rows[image.name]
         positive = answer["positive_class"]
@@ -50,7 +52,7 @@ def test_image_endpoint_equals_predict_on_synthetic_images_with_cam_overlay(trai
     server = serve_process(trained.onnx)
     images = synthetic_images(trained)[:6]
     _check_against_predict(server, trained.onnx, images, tmp_path)
-    with_cam = httpx.post(f"{server.url}/classify?cam=true", content=images[0].read_bytes(), timeout=60).json()
+    with_cam = httpx.post(f"{server.url}/classify?cam=true", content=images[0].read_bytes(), timeout=WAIT_S).json()
     overlay = Image.open(io.BytesIO(base64.b64decode(with_cam["cam_overlay_png"])))
     assert overlay.format == "PNG" and overlay.width > 2 * 256  # [crop | crop + heat], enlarged to >= 256 px
     assert server.stop() == 0

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.waits import POLL_S, WAIT_S
+
 from ..badfiles import cli_error
 from ..conftest import TrainedModel
 from .conftest import synthetic_images
@@ -21,27 +23,36 @@ pytestmark = pytest.mark.slow
 
 
 def test_sigterm_during_a_request_lets_it_finish_and_exits_0(trained: TrainedModel, serve_process) -> None:
-    # the batcher holds a lone request for 2 s waiting for company: SIGTERM lands while it is in flight
-    server = serve_process(trained.onnx, "--max-wait-ms", "2000", "--max-batch", "8")
+    # the batcher holds a lone request up to 5 s waiting for company; SIGTERM is sent once /metrics shows it
+    # waiting (an event, not a sleep), so it lands while the request is in flight however slow the machine;
+    # a request that was answered before it was seen waiting is simply sent again
+    server = serve_process(trained.onnx, "--max-wait-ms", "5000", "--max-batch", "8")
     image = synthetic_images(trained)[0].read_bytes()
-    result: dict[str, httpx.Response] = {}
-    thread = threading.Thread(target=lambda: result.setdefault(
-        "r", httpx.post(f"{server.url}/classify", content=image, timeout=60)))
-    thread.start()
-    time.sleep(0.6)
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        result: dict[str, httpx.Response] = {}
+        thread = threading.Thread(target=lambda r=result: r.setdefault(
+            "r", httpx.post(f"{server.url}/classify", content=image, timeout=WAIT_S)))
+        thread.start()
+        while thread.is_alive() and "skinonnx_queue_depth 1.0" not in httpx.get(f"{server.url}/metrics",
+                                                                                timeout=WAIT_S).text:
+            time.sleep(POLL_S)
+        if thread.is_alive():
+            break
+        assert time.monotonic() < deadline, "never saw a request waiting in the batcher"
     assert server.process.poll() is None
     server.process.send_signal(signal.SIGTERM)
-    thread.join(60)
+    thread.join(WAIT_S)
     assert result["r"].status_code == 200 and "probability" in result["r"].json()
-    assert server.process.wait(60) == 0
+    assert server.process.wait(WAIT_S) == 0
     with pytest.raises(httpx.TransportError):  # and it is gone
-        httpx.get(f"{server.url}/v2/health/live", timeout=2)
+        httpx.get(f"{server.url}/v2/health/live", timeout=WAIT_S)
 
 
 def test_access_log_is_one_json_object_per_request(trained: TrainedModel, serve_process) -> None:
     server = serve_process(trained.onnx)
-    httpx.post(f"{server.url}/classify", content=b"junk", timeout=30)
-    httpx.get(f"{server.url}/v2/models/{server.name}", timeout=30)
+    httpx.post(f"{server.url}/classify", content=b"junk", timeout=WAIT_S)
+    httpx.get(f"{server.url}/v2/models/{server.name}", timeout=WAIT_S)
     assert server.stop() == 0
     records = [json.loads(line) for line in server.stderr().splitlines() if line.startswith("{")]
     bad = next(r for r in records if r["path"] == "/classify")
@@ -60,7 +71,7 @@ def test_readiness_is_false_until_the_session_is_warmed_up(trained: TrainedModel
     gate = threading.Event()
     model = ServedModel(OnnxClassifier(trained.onnx, "cpu", threads=1), "m")
     real_warm_up = model.warm_up
-    model.warm_up = lambda: (gate.wait(30), real_warm_up())  # type: ignore[method-assign]
+    model.warm_up = lambda: (gate.wait(WAIT_S), real_warm_up())  # type: ignore[method-assign]
     settings = ServeSettings("m", access_log=False)
     backend = LocalBackend(model, settings)
     app = create_app(backend, settings)

@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.waits import WAIT_S
+
 from ..conftest import TrainedModel
 from .conftest import free_port, synthetic_images
 from .triton_suite import check_v2_server
@@ -48,11 +50,11 @@ def ray_service(trained: TrainedModel) -> Iterator[RayService]:
             ray.shutdown()
 
 
-def _wait_ready(url: str, timeout: float = 180) -> None:
+def _wait_ready(url: str, timeout: float = WAIT_S) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
+            if httpx.get(f"{url}/v2/health/ready", timeout=WAIT_S).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -64,7 +66,7 @@ def _classify(url: str, data: bytes, retries: int = 8) -> tuple[httpx.Response, 
     """An idempotent client: a 5xx or a dropped connection is retried (what 'retried or answered' means)."""
     for attempt in range(retries + 1):
         try:
-            response = httpx.post(f"{url}/classify", content=data, timeout=60)
+            response = httpx.post(f"{url}/classify", content=data, timeout=WAIT_S)
             if response.status_code < 500:
                 return response, attempt
         except httpx.TransportError:
@@ -78,10 +80,10 @@ def test_ray_serve_answers_like_the_local_server(ray_service: RayService, traine
     check_v2_server(f"127.0.0.1:{ray_service.port}", "skin", ray_service.onnx)
     local = serve_process(trained.onnx, "--model-name", "skin")
     for image in synthetic_images(trained)[:4]:
-        on_ray = httpx.post(f"{ray_service.url}/classify", content=image.read_bytes(), timeout=60).json()
-        here = httpx.post(f"{local.url}/classify", content=image.read_bytes(), timeout=60).json()
+        on_ray = httpx.post(f"{ray_service.url}/classify", content=image.read_bytes(), timeout=WAIT_S).json()
+        here = httpx.post(f"{local.url}/classify", content=image.read_bytes(), timeout=WAIT_S).json()
         assert abs(on_ray["probability"] - here["probability"]) <= 1e-6 and on_ray["label"] == here["label"]
-    bad = httpx.post(f"{ray_service.url}/classify", content=b"junk", timeout=60)
+    bad = httpx.post(f"{ray_service.url}/classify", content=b"junk", timeout=WAIT_S)
     assert bad.status_code == 400 and bad.json()["kind"] == "bad_image"
     assert local.stop() == 0
 
@@ -92,7 +94,7 @@ def test_a_replica_killed_under_load_loses_no_request_and_recovers(ray_service: 
     from ray import serve
 
     images = [p.read_bytes() for p in synthetic_images(trained)[:6]]
-    expected = {i: httpx.post(f"{ray_service.url}/classify", content=d, timeout=60).json()["probability"]
+    expected = {i: httpx.post(f"{ray_service.url}/classify", content=d, timeout=WAIT_S).json()["probability"]
                 for i, d in enumerate(images)}
     replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
                 if "SERVE_REPLICA" in a["name"] and "SkinOnnxReplica" in a["name"]]
@@ -106,14 +108,14 @@ def test_a_replica_killed_under_load_loses_no_request_and_recovers(ray_service: 
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(one, i) for i in range(n)]
-        time.sleep(1.0)
-        ray.kill(victim, no_restart=True)
-        results = [f.result(timeout=300) for f in futures]
+        concurrent.futures.wait(futures, timeout=WAIT_S, return_when=concurrent.futures.FIRST_COMPLETED)
+        ray.kill(victim, no_restart=True)  # answers are flowing: the kill lands under load
+        results = [f.result(timeout=WAIT_S) for f in futures]
     assert len(results) == n
     for i, response, _ in results:
         assert response.status_code == 200, response.text
         assert abs(response.json()["probability"] - expected[i % len(images)]) <= 1e-6
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         status = serve.status().applications["skinonnx"]
         deployment = status.deployments["SkinOnnxReplica"]

@@ -11,6 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.waits import WAIT_S
+
 from ..badfiles import jpeg_bytes, png_bytes, rgb_pattern
 from ..conftest import TrainedModel
 
@@ -50,13 +52,13 @@ def test_every_bad_input_gets_its_4xx_naming_the_problem(trained: TrainedModel, 
         ("/classify?cam=maybe", {"content": good_jpeg}, 400, "bad_parameter", "cam"),
     ]
     for path, body, status, kind, says in cases:
-        response = httpx.post(server.url + path, timeout=60, **body)
+        response = httpx.post(server.url + path, timeout=WAIT_S, **body)
         assert response.status_code == status, (path, kind, response.text)
         problem = response.json()
         assert problem["kind"] == kind and says in problem["error"], (path, problem)
-    assert httpx.get(f"{server.url}/v2/models/other", timeout=10).status_code == 404
-    assert httpx.get(f"{server.url}/v2/health/ready", timeout=10).status_code == 200
-    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert httpx.get(f"{server.url}/v2/models/other", timeout=WAIT_S).status_code == 404
+    assert httpx.get(f"{server.url}/v2/health/ready", timeout=WAIT_S).status_code == 200
+    metrics = httpx.get(f"{server.url}/metrics", timeout=WAIT_S).text
     assert 'skinonnx_errors_total{kind="bad_image"} 3.0' in metrics
     assert 'status="500"' not in metrics
     assert server.stop() == 0
@@ -66,7 +68,7 @@ def test_body_limit_is_enforced_before_the_body_is_read(trained: TrainedModel, s
     """A declared oversize body is refused at once (the client has sent only its headers); a chunked one as
     soon as it passes the limit."""
     server = serve_process(trained.onnx, "--max-body-mb", "1")
-    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:  # a client that stops sending
+    with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S) as sock:  # a client that stops sending
         sock.sendall(b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                      b"Content-Length: 100000000\r\n\r\n" + b"\xff" * 1000)
         head = b""
@@ -82,7 +84,7 @@ def test_body_limit_is_enforced_before_the_body_is_read(trained: TrainedModel, s
         for _ in range(64):
             yield b"\xff" * 65536
 
-    response = httpx.post(f"{server.url}/classify", content=chunks(), timeout=60)
+    response = httpx.post(f"{server.url}/classify", content=chunks(), timeout=WAIT_S)
     assert response.status_code == 413 and response.json()["kind"] == "body_too_large"
     assert server.stop() == 0
 
@@ -95,7 +97,7 @@ def test_overload_gets_503_with_retry_after_and_the_server_stays_responsive(trai
     payload = {"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": x}]}
 
     def call(_: int) -> httpx.Response:
-        return httpx.post(f"{server.url}/v2/models/{server.name}/infer", json=payload, timeout=120)
+        return httpx.post(f"{server.url}/v2/models/{server.name}/infer", json=payload, timeout=WAIT_S)
 
     with concurrent.futures.ThreadPoolExecutor(48) as pool:
         responses = list(pool.map(call, range(48)))
@@ -103,7 +105,7 @@ def test_overload_gets_503_with_retry_after_and_the_server_stays_responsive(trai
     assert set(codes) <= {200, 503} and codes.count(503) > 0 and codes.count(200) > 0, codes
     refused = [r for r in responses if r.status_code == 503]
     assert all(r.headers.get("retry-after") == "1" and r.json()["kind"] == "overloaded" for r in refused)
-    assert httpx.get(f"{server.url}/v2/health/ready", timeout=5).status_code == 200
+    assert httpx.get(f"{server.url}/v2/health/ready", timeout=WAIT_S).status_code == 200
     assert call(0).status_code == 200
     assert server.stop() == 0
 
@@ -117,7 +119,7 @@ def test_bearer_token_is_enforced_and_no_inference_runs_without_it(trained: Trai
     good = {"Authorization": f"Bearer {token}"}
 
     def rows_run() -> float:
-        text = httpx.get(f"{server.url}/metrics", headers=good, timeout=10).text
+        text = httpx.get(f"{server.url}/metrics", headers=good, timeout=WAIT_S).text
         return float(next(line.split()[1] for line in text.splitlines()
                           if line.startswith("skinonnx_inference_rows_total")))
 
@@ -126,11 +128,11 @@ def test_bearer_token_is_enforced_and_no_inference_runs_without_it(trained: Trai
         for method, path, body in (("POST", "/classify", image), ("POST", f"/v2/models/{server.name}/infer",
                                                                    json.dumps(_v2()).encode()),
                                    ("GET", f"/v2/models/{server.name}", None), ("GET", "/metrics", None)):
-            response = httpx.request(method, server.url + path, content=body, headers=headers, timeout=30)
+            response = httpx.request(method, server.url + path, content=body, headers=headers, timeout=WAIT_S)
             assert response.status_code == 401 and response.json()["kind"] == "unauthorized", (path, headers)
             assert response.headers["www-authenticate"] == "Bearer"
     assert rows_run() == before  # nothing reached the model
-    assert httpx.get(f"{server.url}/v2/health/ready", timeout=5).status_code == 200  # probes stay open
-    assert httpx.post(f"{server.url}/classify", content=image, headers=good, timeout=30).status_code == 200
+    assert httpx.get(f"{server.url}/v2/health/ready", timeout=WAIT_S).status_code == 200  # probes stay open
+    assert httpx.post(f"{server.url}/classify", content=image, headers=good, timeout=WAIT_S).status_code == 200
     assert rows_run() == before + 1
     assert server.stop() == 0

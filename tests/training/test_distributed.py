@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from tests.conftest import run_cli
+from tests.waits import WAIT_S
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +44,7 @@ def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
-def torchrun(*args: str, launcher: tuple[str, ...] | None = None, timeout: float = 300
+def torchrun(*args: str, launcher: tuple[str, ...] | None = None, timeout: float = WAIT_S
              ) -> subprocess.CompletedProcess:
     launcher = launcher or ("--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()))
     cmd = [sys.executable, "-m", "torch.distributed.run", *launcher, str(ROOT / "cli.py"), "train", *args]
@@ -111,7 +112,7 @@ def test_two_nodes_resume_under_torchrun(runs: dict) -> None:
            "--quiet"]
     nodes = [subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]
-    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    outputs = [node.communicate(timeout=WAIT_S)[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
     log = "".join(outputs)
     assert log.count("resuming run 'two'") == 1 and log.count("epoch   2/2") == 1
@@ -137,7 +138,7 @@ def test_killed_rank_makes_the_other_fail_fast(tmp_path: Path, synthetic_data: P
             break
     procs[1].send_signal(signal.SIGKILL)
     procs[1].wait()
-    out, _ = procs[0].communicate(timeout=180)  # a hang fails here
+    out, _ = procs[0].communicate(timeout=WAIT_S)  # a hang fails here
     out = "".join(lines) + out
     assert procs[0].returncode == 1, out[-3000:]
     error = [line for line in out.splitlines() if line.startswith("Error:")]

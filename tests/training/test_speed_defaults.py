@@ -17,6 +17,7 @@ from skinonnx.errors import SkinOnnxError
 from skinonnx.training import compile as compile_mod
 from skinonnx.training.allocator import chosen_elsewhere, keep_freed_memory
 from skinonnx.training.device import amp_dtype, autocast
+from tests.waits import WAIT_S
 
 from ..conftest import run_cli
 
@@ -111,7 +112,7 @@ FREE_PROBE = textwrap.dedent("""
 def test_freed_large_buffers_stay_in_the_process() -> None:
     def kept_mb(mode: str) -> dict:
         out = subprocess.run([sys.executable, "-c", FREE_PROBE, mode], cwd=ROOT, capture_output=True, text=True,
-                             check=True, timeout=120)
+                             check=True, timeout=WAIT_S)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     default, kept = kept_mb("system"), kept_mb("keep")

@@ -16,6 +16,7 @@ from torch import nn
 from skinonnx.errors import WeightsUnavailableError
 from skinonnx.training import loop, model
 from skinonnx.training.loop import train_step
+from tests.waits import WAIT_S
 
 from ..conftest import run_cli
 
@@ -100,7 +101,7 @@ def test_no_channels_last_trains_in_nchw_and_two_runs_started_at_once_get_two_fo
                "--runs-dir", str(tmp_path / "runs"), "--workers", "0"]
     procs = [subprocess.Popen(command + extra, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for extra in ([], ["--no-channels-last"])]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
+    outs = [p.communicate(timeout=WAIT_S)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert folders == ["twin", "twin-2"]

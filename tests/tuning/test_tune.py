@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waits import WAIT_S
+
 pytest.importorskip("optuna")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,12 +50,12 @@ def test_tune_prunes_resumes_after_a_kill_and_train_reproduces_the_best(tmp_path
         if line.startswith("trial 3/8 "):
             break
     started = runs / "s" / "logs" / "trial-003.log"  # the fourth trial has started (its log file exists)
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + WAIT_S
     while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert started.exists(), "".join(first)
     proc.send_signal(signal.SIGKILL)  # a real kill: no handler runs, the running trial stays RUNNING
-    proc.wait(timeout=300)
+    proc.wait(timeout=WAIT_S)
     assert proc.returncode == -signal.SIGKILL, "".join(first)
     import optuna
 
@@ -62,7 +64,7 @@ def test_tune_prunes_resumes_after_a_kill_and_train_reproduces_the_best(tmp_path
                        if t.state != optuna.trial.TrialState.RUNNING}
     assert len(finished_before) >= 3
 
-    second = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=1500)
+    second = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=WAIT_S)
     assert second.returncode == 0, second.stdout + second.stderr
     out = second.stdout
     assert "resuming study" in out and f"({len(finished_before)} done)" in out
@@ -93,7 +95,7 @@ def test_tune_prunes_resumes_after_a_kill_and_train_reproduces_the_best(tmp_path
     assert settings["lr"] == float(best["param_lr"]) and settings["epochs"] == 3 and "name" not in settings
     train = subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "--config", str(config), "--name", "repro",
                             "--runs-dir", str(runs), "--quiet"], cwd=tmp_path, env=_env(), capture_output=True,
-                           text=True, timeout=600)
+                           text=True, timeout=WAIT_S)
     assert train.returncode == 0, train.stdout + train.stderr
     with open(runs / "repro" / "metrics.csv", newline="") as handle:
         reproduced = max(float(row["val_auc"]) for row in csv.DictReader(handle))
@@ -108,7 +110,7 @@ def test_tune_on_ray_with_two_local_workers(tmp_path: Path, synthetic_data: Path
     try:
         done = subprocess.run(_tune_args(synthetic_data, runs, "--trials", "4", "--epochs", "2", "--engine", "ray",
                                          "--parallel", "2", "--name", "r"),
-                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=WAIT_S)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -125,7 +127,7 @@ def test_tune_with_folds_maximises_the_out_of_fold_auc(tmp_path: Path, synthetic
     runs = tmp_path / "runs"
     done = subprocess.run(_tune_args(synthetic_data, runs, "--trials", "1", "--epochs", "1", "--folds", "2",
                                      "--pruner", "none", "--name", "cvs"),
-                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=1200)
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=WAIT_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "objective OOF AUC over 2 folds" in done.stdout
     (row,) = _trials(runs / "cvs")

@@ -42,6 +42,7 @@ class DynamicBatcher:
         self._run, self.max_batch, self.max_wait_s, self.max_queue = run, max_batch, max_wait_s, max_queue
         self._on_batch = on_batch
         self._pending: collections.deque[_Item] = collections.deque()
+        self._gathering: list[_Item] = []  # the batch waiting (up to max_wait) for company
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task | None = None
@@ -49,7 +50,8 @@ class DynamicBatcher:
 
     @property
     def depth(self) -> int:
-        return len(self._pending)
+        """Requests waiting for the model: queued, or gathered into a batch that still waits for company."""
+        return len(self._pending) + len(self._gathering)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="dynamic-batcher")
@@ -82,6 +84,7 @@ class DynamicBatcher:
                 await self._wake.wait()
                 continue
             batch = await self._gather()
+            self._gathering = []
             rows = batch[0].rows if len(batch) == 1 else np.concatenate([i.rows for i in batch])
             self._on_batch(len(rows))
             try:
@@ -102,6 +105,7 @@ class DynamicBatcher:
         """The oldest request plus the queued ones of the same shape, waiting until its deadline for more."""
         first = self._pending.popleft()
         batch, total = [first], len(first.rows)
+        self._gathering = batch
         deadline = first.arrived + self.max_wait_s
         while total < self.max_batch:
             total = self._take_matching(batch, total)

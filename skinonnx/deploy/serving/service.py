@@ -41,6 +41,5 @@ def serve(onnx_path: Path, settings: ServeSettings, *, host: str, port: int, pro
     from .local import run_local
 
     model = ServedModel(OnnxClassifier(onnx_path, provider, threads=threads), settings.model_name)
-    echo(f"model {onnx_path} on ONNX Runtime {model.classifier.provider}; dynamic batching: up to "
-         f"{settings.max_batch} rows, {settings.max_wait_ms:g} ms wait, queue {settings.max_queue}")
+    echo(f"model {onnx_path} on ONNX Runtime {model.classifier.provider}; {settings.batching_text()}")
     run_local(model, settings, host=host, port=port, echo=echo)

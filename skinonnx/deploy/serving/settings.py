@@ -30,6 +30,12 @@ class ServeSettings:
         if self.max_batch < 1 or self.max_queue < 1 or self.max_wait_ms < 0 or self.max_body_bytes < 1:
             raise ValueError("max_batch, max_queue, max_body_bytes >= 1 and max_wait_ms >= 0 are required")
 
+    def batching_text(self) -> str:
+        """How requests are batched, as `serve` says it at start ("off" for --max-batch 1, not "up to 1 rows")."""
+        if self.max_batch == 1:
+            return f"dynamic batching off (one row per ONNX Runtime call), queue {self.max_queue}"
+        return f"dynamic batching: up to {self.max_batch} rows, {self.max_wait_ms:g} ms wait, queue {self.max_queue}"
+
 
 def read_token_file(path: str) -> str:
     """The bearer token: the file's first line, stripped; an empty or unreadable file is an error."""

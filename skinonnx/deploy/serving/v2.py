@@ -94,7 +94,7 @@ def _tensor(entry: dict, binary: bytes, spec: TensorSpec) -> np.ndarray:
         if size != count * dtype.itemsize:
             raise bad_request("wrong_shape", f"input '{spec.name}': shape {shape} of {spec.datatype} needs "
                                              f"{count * dtype.itemsize} bytes, the request has {size}")
-        return np.frombuffer(binary, dtype).reshape(shape)
+        return _finite(np.frombuffer(binary, dtype).reshape(shape), spec)
     if binary:
         raise bad_request("bad_request", "binary data follows the JSON header but no input has binary_data_size")
     if "data" not in entry:
@@ -107,7 +107,18 @@ def _tensor(entry: dict, binary: bytes, spec: TensorSpec) -> np.ndarray:
     if values.size != count:
         raise bad_request("wrong_shape", f"input '{spec.name}': shape {shape} needs {count} values, 'data' has "
                                          f"{values.size}")
-    return values.reshape(shape)
+    return _finite(values.reshape(shape), spec)
+
+
+def _finite(tensor: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Refuse NaN and infinity in a float input (JSON's non-standard NaN/Infinity, or binary data): the model's
+    answer would be NaN, which strict JSON parsers cannot read back."""
+    if tensor.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(tensor)))
+        if bad:
+            raise bad_request("non_finite", f"input '{spec.name}': {bad} of {tensor.size} values are NaN or "
+                                            "infinite; the model needs finite numbers")
+    return tensor
 
 
 def encode_infer_response(model_name: str, version: str, request: InferRequest, outputs: dict[str, np.ndarray],
