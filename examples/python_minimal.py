@@ -6,8 +6,8 @@
 Prints one JSON object per image: {"path", "label", "in_distribution", "probabilities": {class: p},
 "logits": [...]}. The decision is the graph's own: its ``label`` output (an index into the metadata's
 classes) and ``in_distribution`` (false: the image is unlike the training images and gets no class, only
-the metadata's refusal text). The preprocessing comes from the metadata, following docs/EMBEDDING.md;
-it does not import skinonnx. Works with the float model and with the uint8-input variant
+the metadata's refusal text). The preprocessing comes from the metadata, following docs/EMBEDDING.md.
+Needs no skinonnx package. Works with the float model and with the uint8-input variant
 (`export --embed-preprocessing`). 8-bit images; see EMBEDDING.md for 16-bit and CMYK files.
 """
 
