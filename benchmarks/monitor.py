@@ -33,7 +33,7 @@ from skinonnx.data.image_statistics import STATISTICS, image_statistics
 from skinonnx.data.images import load_rgb
 from skinonnx.data.layouts import discover
 from skinonnx.deploy.runtime import OnnxClassifier
-from skinonnx.evaluation.drift import drift_test
+from skinonnx.monitoring.drift import drift_test
 
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "hubble_deep_field", "immunohistochemistry",
                   "colorwheel", "retina", "stereo_motorcycle", "logo", "camera", "coins", "moon", "page", "text")

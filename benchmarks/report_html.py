@@ -24,9 +24,9 @@ import numpy as np
 
 from benchmarks.chromium import dump_dom, find_chromium
 from skinonnx.data.preprocessing import Preprocessing
-from skinonnx.evaluation.case_images import FILES_DIR, write_case_images
-from skinonnx.evaluation.html_report import HTML_NAME, cases_from_rows, render_html
-from skinonnx.evaluation.report import evaluate_predictions
+from skinonnx.reporting.case_images import FILES_DIR, write_case_images
+from skinonnx.reporting.html_report import HTML_NAME, cases_from_rows, render_html
+from skinonnx.reporting.report import evaluate_predictions
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic-bm" / "test"
 

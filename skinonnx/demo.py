@@ -18,9 +18,9 @@ def run_demo(data_dir: Path, *, epochs: int = 8, image_size: int = 64, seed: int
              echo=print, workdir: Path = Path(".")) -> dict[str, float]:
     from .deploy.predict import collect_inputs, run_predict, write_outputs
     from .deploy.runtime import OnnxClassifier
-    from .evaluation.report import evaluate_split
-    from .evaluation.terminal import format_metrics
     from .export.onnx_export import export
+    from .reporting.report import evaluate_split
+    from .reporting.terminal import format_metrics
     from .training.loop import TrainConfig, fit
 
     timings: dict[str, float] = {}

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "skinonnx"
 
 # Stage packages that must import without torch, plus the torch-free modules of mixed stages and the top leaves.
-TORCH_FREE_PACKAGES = ("data", "deploy", "evaluation", "audit", "tracking")
+TORCH_FREE_PACKAGES = ("data", "deploy", "evaluation", "reporting", "monitoring", "audit", "tracking")
 TORCH_FREE_MODULES = ("skinonnx", "skinonnx.errors", "skinonnx.atomic", "skinonnx.hashing", "skinonnx.cpus",
                       "skinonnx._lazy", "skinonnx.overlay", "skinonnx.softmax", "skinonnx.cli", "skinonnx.export",
                       "skinonnx.export.quantize", "skinonnx.training.runs", "skinonnx.training.config",
@@ -34,12 +34,14 @@ ALLOWED = {
     "data": set(),
     "deploy": {"data"},
     "evaluation": {"data", "deploy"},
+    "reporting": {"data", "deploy", "evaluation"},
+    "monitoring": {"data", "deploy", "evaluation", "reporting"},
     "tracking": set(),
     "training": {"data", "evaluation", "tracking"},
-    "export": {"data", "deploy", "evaluation", "training", "tracking"},
+    "export": {"data", "deploy", "evaluation", "reporting", "training", "tracking"},
     "tuning": {"data", "deploy", "evaluation", "training", "tracking"},
     "explain": {"data", "deploy", "training"},
-    "audit": {"data", "deploy", "evaluation"},
+    "audit": {"data", "deploy", "evaluation", "reporting"},
 }
 LEAVES = {"errors", "atomic", "hashing", "cpus", "_lazy", "overlay", "softmax"}
 

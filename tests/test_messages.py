@@ -152,7 +152,7 @@ def test_model_card_of_a_foreign_onnx_file_claims_only_what_is_true(tmp_path: Pa
 
 
 def test_zero_width_auc_interval_is_explained_not_reported_as_a_span(tmp_path: Path, synthetic_data: Path) -> None:
-    from skinonnx.evaluation.model_card import render_model_card
+    from skinonnx.reporting.model_card import render_model_card
 
     model = tiny_onnx(tmp_path / "m.onnx")
     run_cli("test", "--onnx", model, "--data", synthetic_data, "--output", tmp_path / "r", "--provider", "cpu",
@@ -171,7 +171,7 @@ def test_zero_width_auc_interval_is_explained_not_reported_as_a_span(tmp_path: P
 
 
 def test_refused_calibration_is_in_the_model_card(tmp_path: Path, synthetic_data: Path) -> None:
-    from skinonnx.evaluation.model_card import render_model_card
+    from skinonnx.reporting.model_card import render_model_card
 
     refused = {"temperature": 1.0, "fitted_temperature": 0.06, "refused": "hit its bound (0.05 .. 20.0): ..."}
     model = tiny_onnx(tmp_path / "m.onnx", extra_meta={"calibration": json.dumps(refused)})

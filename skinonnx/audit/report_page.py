@@ -1,6 +1,6 @@
 """audit.html: duplicate pairs side by side (leakage first), unreadable and poor images, likely label errors.
 
-Same conventions as report.html (evaluation/html_report.py): one offline file plus its ``audit_files/``
+Same conventions as report.html (reporting/html_report.py): one offline file plus its ``audit_files/``
 thumbnails, a Content-Security-Policy that allows only the page's own inline style and script (by hash)
 and its own folder's images, so nothing is fetched from anywhere. Every image has a checkbox; the ticked
 paths form an exclusion list (``--exclude-list FILE`` or an index CSV's ``exclude`` column) shown in a
@@ -22,9 +22,9 @@ from ..atomic import write_text, write_with
 from ..cpus import physical_cores
 from ..data.images import load_rgb
 from ..errors import ImageError
-from ..evaluation.html_assets import ERROR_REPORTER
-from ..evaluation.html_assets import STYLE as REPORT_STYLE
-from ..evaluation.html_assets import csp as report_csp
+from ..reporting.html_assets import ERROR_REPORTER
+from ..reporting.html_assets import STYLE as REPORT_STYLE
+from ..reporting.html_assets import csp as report_csp
 from .quality import EXPLAIN
 
 FILES_DIR = "audit_files"

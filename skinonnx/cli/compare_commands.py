@@ -67,7 +67,7 @@ def compare(models: tuple[Path, ...], data: str | None, split: str, out_dir: Pat
     root = str(existing_data(_data_for(models, data)))  # before ONNX Runtime and SciPy load
     out = out_dir or _default_dir(models)
     ensure_writable_dir(out)
-    from ..evaluation.compare import compare_models, text_table, write_comparison
+    from ..reporting.compare import compare_models, text_table, write_comparison
 
     classifiers = [open_classifier(m, provider, (None, None, None, None), None, threads) for m in models]
     doc = compare_models(classifiers, root, split=split, batch_size=batch_size, bootstrap=0 if no_ci else n_bootstrap,

@@ -72,8 +72,8 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
     out = _report_dir(onnx_path, out_dir, overwrite)
     created = not out.exists()
     try:
-        from ..evaluation.report import evaluate_split
-        from ..evaluation.safety import parse_by
+        from ..reporting.report import evaluate_split
+        from ..reporting.safety import parse_by
 
         ensure_writable_dir(out)
         classifier = open_classifier(onnx_path, provider, (image_size, mean, std, classes), save_optimized, threads)
@@ -88,8 +88,8 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
         if created:  # a failed test leaves no half-written report folder behind
             shutil.rmtree(out, ignore_errors=True)
         raise
-    from ..evaluation.provenance import dumps_strict
-    from ..evaluation.terminal import format_metrics
+    from ..reporting.provenance import dumps_strict
+    from ..reporting.terminal import format_metrics
 
     click.echo(dumps_strict(result.summary) if as_json else f"{format_metrics(result)}\n{result.report_text}",
                nl=not as_json)

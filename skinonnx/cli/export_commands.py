@@ -196,8 +196,8 @@ def parity(checkpoint: str | None, onnx_path: Path, data: str | None, atol: floa
            provider: str, runs_dir: Path) -> None:
     """Compare an ONNX file with its checkpoint (or CV run folder) on real images; exit 1 above tolerance."""
     require_onnx(onnx_path)  # before torch loads: a usage error answers at once
-    from ..evaluation.provenance import write_parity_record
     from ..export.ensemble import recheck_parity
+    from ..reporting.provenance import write_parity_record
 
     report, source = recheck_parity(checkpoint, onnx_path, data, runs_dir=runs_dir, atol=atol,
                                     n_images=parity_images, provider=provider, echo=echo)

@@ -49,8 +49,8 @@ def monitor(onnx_path: Path, reference_dir: Path, inputs: tuple[str, ...], metho
     from ..atomic import ensure_writable_dir
     from ..data.inputs import collect_inputs
     from ..errors import SkinOnnxError
-    from ..evaluation.monitor import format_verdict, run_monitor
-    from ..evaluation.provenance import dumps_strict
+    from ..monitoring.monitor import format_verdict, run_monitor
+    from ..reporting.provenance import dumps_strict
 
     paths, problems = collect_inputs(inputs)
     if not paths:

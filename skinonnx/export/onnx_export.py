@@ -31,8 +31,8 @@ from ..deploy.contract import (
     ModelContract,
 )
 from ..errors import ExportError, ShapeError
-from ..evaluation.provenance import parity_record_path, write_parity_record
 from ..hashing import file_sha256
+from ..reporting.provenance import parity_record_path, write_parity_record
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 from .cam import has_cam_head, logits_and_cam
 from .checks import Comparison, load_parity_images, real_images, write_metadata

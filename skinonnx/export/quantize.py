@@ -57,8 +57,8 @@ from ..data.layouts import LabeledData, discover
 from ..data.preprocessing import Preprocessing
 from ..deploy.runtime import OnnxClassifier, iter_preprocessed
 from ..errors import DataError, QuantizationError
-from ..evaluation.provenance import read_training_config
 from ..hashing import file_sha256
+from ..reporting.provenance import read_training_config
 from .checks import NOISE_GREY_LEVELS, GateReport, pick_samples, run_gate, write_metadata
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")

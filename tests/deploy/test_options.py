@@ -131,7 +131,7 @@ def test_interval_options_are_refused_without_intervals(tmp_path: Path, syntheti
 
 
 def test_test_finds_the_model_run_under_runs_dir_when_the_recorded_folder_moved(tmp_path: Path) -> None:
-    from skinonnx.evaluation.provenance import find_run_dir
+    from skinonnx.reporting.provenance import find_run_dir
 
     moved = tmp_path / "elsewhere" / "runs" / "r1"
     moved.mkdir(parents=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skinonnx.evaluation import drift
+from skinonnx.monitoring import drift
 
 
 def test_holm_by_hand() -> None:

@@ -21,8 +21,8 @@ from PIL import Image
 from benchmarks.chromium import dump_dom, find_chromium, screenshot
 from benchmarks.report_html import synthetic_summary
 from skinonnx.deploy.cam_overlays import relative_to_threshold
-from skinonnx.evaluation.html_assets import SCRIPT
-from skinonnx.evaluation.html_report import CARD_PAGE, NEAR_CASES, TABLE_PAGE, cases_from_rows, order_cases, render_html
+from skinonnx.reporting.html_assets import SCRIPT
+from skinonnx.reporting.html_report import CARD_PAGE, NEAR_CASES, TABLE_PAGE, cases_from_rows, order_cases, render_html
 
 from ..conftest import TrainedModel, run_cli
 
@@ -258,8 +258,8 @@ def test_report_html_in_headless_chromium(trained: TrainedModel, tmp_path: Path)
 def test_the_page_shows_refusals_and_the_risk_coverage_verdict() -> None:
     # issue 29 item 4: no out-of-distribution section, refused images shown as ordinary errors, and a
     # risk-coverage table without the CIs and the verdict the terminal prints
-    from skinonnx.evaluation.ood_summary import ood_section
-    from skinonnx.evaluation.safety import safety_summary, terminal_lines
+    from skinonnx.reporting.ood_summary import ood_section
+    from skinonnx.reporting.safety import safety_summary, terminal_lines
 
     rng = np.random.default_rng(3)
     y = (rng.random(80) < 0.4).astype(int)

@@ -10,8 +10,8 @@ import pytest
 
 from skinonnx.data.image_statistics import STATISTICS, write_statistics_csv
 from skinonnx.errors import DataError
-from skinonnx.evaluation.drift import ks_test
-from skinonnx.evaluation.monitor import format_verdict, read_reference
+from skinonnx.monitoring.drift import ks_test
+from skinonnx.monitoring.monitor import format_verdict, read_reference
 
 
 def _report(folder: Path, n: int = 5, *, stats: bool = True, ood: bool = False) -> Path:

@@ -20,8 +20,8 @@ from sklearn.metrics import confusion_matrix, roc_auc_score
 from skinonnx.evaluation import calibration_report, evaluate_predictions
 from skinonnx.evaluation.calibration import brier_score, expected_calibration_error, fit_temperature
 from skinonnx.evaluation.metrics import METRIC_NAMES
-from skinonnx.evaluation.model_card import SECTIONS, fmt, fmt_ci
-from skinonnx.evaluation.provenance import dumps_strict, json_ready
+from skinonnx.reporting.model_card import SECTIONS, fmt, fmt_ci
+from skinonnx.reporting.provenance import dumps_strict, json_ready
 from skinonnx.softmax import softmax
 from tests.waits import WAIT_S
 
@@ -378,7 +378,7 @@ def test_report_without_run_folder_or_parity_record(trained: TrainedModel, tmp_p
 
 @pytest.mark.slow
 def test_export_records_parity_for_the_exact_file(trained: TrainedModel) -> None:
-    from skinonnx.evaluation.provenance import parity_record_path, sha256_of
+    from skinonnx.reporting.provenance import parity_record_path, sha256_of
 
     record = _strict_loads(parity_record_path(trained.onnx).read_text())
     assert record["ok"] is True and record["onnx_sha256"] == sha256_of(trained.onnx)
@@ -389,7 +389,7 @@ def test_export_records_parity_for_the_exact_file(trained: TrainedModel) -> None
 def test_model_card_warns_when_the_auc_interval_includes_chance(report) -> None:
     import copy
 
-    from skinonnx.evaluation.model_card import render_model_card
+    from skinonnx.reporting.model_card import render_model_card
 
     _, _, s = report
     for interval, warned in (([0.41, 0.62], True), ([0.55, 0.8], False)):

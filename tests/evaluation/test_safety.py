@@ -11,7 +11,7 @@ from PIL import Image
 
 from skinonnx.data.attributes import path_key, read_attributes_csv
 from skinonnx.errors import DataError, SkinOnnxError
-from skinonnx.evaluation import safety
+from skinonnx.reporting import safety
 
 
 def _rows(tmp_path, n: int) -> list[dict]:
@@ -114,7 +114,7 @@ def test_missing_ood_scores_count_as_refused() -> None:
 def test_model_card_states_measured_skin_type_coverage(tmp_path) -> None:
     """With `--by ita` the card's skin-type limitation lists the groups it measured and those too small,
     and says the tone is estimated; without it, the card says coverage is unknown."""
-    from skinonnx.evaluation.model_card import _skin_type_coverage
+    from skinonnx.reporting.model_card import _skin_type_coverage
 
     rows = _rows(tmp_path, 24)
     y = np.array([1, 0] * 12)

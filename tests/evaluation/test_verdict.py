@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from benchmarks.report_html import synthetic_summary
-from skinonnx.evaluation.html_report import render_html
 from skinonnx.evaluation.metrics import PARTIAL_AUC_LABELS
-from skinonnx.evaluation.model_card import render_model_card
-from skinonnx.evaluation.model_run import EvalResult
-from skinonnx.evaluation.terminal import format_metrics
 from skinonnx.evaluation.verdict import AucEstimate, verdict_of, which_to_believe
+from skinonnx.reporting.html_report import render_html
+from skinonnx.reporting.model_card import render_model_card
+from skinonnx.reporting.model_run import EvalResult
+from skinonnx.reporting.terminal import format_metrics
 
 from ..conftest import TrainedModel, run_cli
 
@@ -115,8 +115,8 @@ def test_model_card_shows_the_same_verdict_and_single_runs_keep_the_validation_w
 
 
 def test_which_splits_are_in_sample_and_where_calibration_was_fitted(tmp_path: Path) -> None:
-    from skinonnx.evaluation.cv_report import trained_on
-    from skinonnx.evaluation.report import _fitted_on
+    from skinonnx.reporting.cv_report import trained_on
+    from skinonnx.reporting.report import _fitted_on
 
     cv = {"ensemble": json.dumps({"members": 3}), "training_data": str(tmp_path)}
     assert trained_on(cv, tmp_path, "val") == "pooled for cross-validation: 2 of the 3 members trained on each image"

@@ -1,4 +1,4 @@
-"""Figures of the safety sections: monitor's drift panel and the `test` report's risk-coverage curve. No torch.
+"""Monitor's drift panel. No torch.
 
 Plain data in, PNG bytes out (matplotlib's Agg canvas, no pyplot state), like evaluation/plots.py.
 """
@@ -48,30 +48,4 @@ def plot_drift(reference: Mapping[str, np.ndarray], new: Mapping[str, np.ndarray
         if i == 0:
             ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    return _png(fig)
-
-
-def plot_risk_coverage(selective: dict[str, Any]) -> bytes:
-    """Risk-coverage curve per ranking, with the random-abstention and oracle references and the deployed point."""
-    fig = Figure(figsize=(6.2, 4.8))
-    ax = fig.add_subplot()
-    colours = {"threshold_distance": "tab:blue", "ood_score": "tab:green"}
-    names = {"threshold_distance": "by |p - threshold|", "ood_score": "by ood_score"}
-    random_aurc = None
-    for key, curve in selective["curves"].items():
-        ax.plot(curve["coverage"], curve["risk"], color=colours.get(key, "tab:purple"), linewidth=2,
-                label=f"{names.get(key, key)}: AURC {curve['aurc']:.3f} (E-AURC {curve['e_aurc']:.3f})")
-        random_aurc = curve["random_aurc"]
-    if random_aurc is not None:
-        ax.axhline(random_aurc, color="0.5", linestyle=":", label=f"random abstention: AURC {random_aurc:.3f}")
-    deployed = selective["deployed"]
-    if deployed.get("error_rate") is not None and not math.isnan(deployed["error_rate"]):
-        ax.plot([deployed["coverage"]], [deployed["error_rate"]], marker="*", markersize=14, color="tab:red",
-                markeredgecolor="black", linestyle="none", label=f"deployed ({deployed['rule']})")
-    ax.set_xlabel("coverage (share of images answered)")
-    ax.set_ylabel("risk (error rate among answered)")
-    ax.set_xlim(0, 1.01)
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, frameon=False)
     return _png(fig)

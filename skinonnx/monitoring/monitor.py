@@ -5,7 +5,7 @@ and ``ood_score`` when the model has one), its ``image_statistics.csv`` (see dat
 report folders written before it existed are still read, with the image statistics left out and a note
 saying so) and its ``summary.json`` (which model made it: a reference from another model is refused, since
 its outputs are not comparable). The new batch goes through the same model, the quantities are compared
-with a two-sample test (evaluation/drift.py) and the verdict, a plot and ``monitor.json`` are written.
+with a two-sample test (monitoring/drift.py) and the verdict, a plot and ``monitor.json`` are written.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from ..data.image_statistics import STATISTICS, file_statistics, read_statistics
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..deploy.runtime import OnnxClassifier
 from ..errors import DataError, SkinOnnxError
+from ..reporting.provenance import dumps_strict, sha256_of
 from .drift import DEFAULT_ALPHA, drift_test
-from .provenance import dumps_strict, sha256_of
 
 SCHEMA = "skinonnx-monitor"
 SCHEMA_VERSION = 1

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..deploy.contract import OOD_KEY, OOD_OUTPUT, OOD_REFUSAL
-from .metrics import binary_metrics, bootstrap_ci
+from ..evaluation.metrics import binary_metrics, bootstrap_ci
 
 
 def ood_section(rows: Sequence[Mapping[str, Any]], y_true: np.ndarray, y_prob: np.ndarray, threshold: float,

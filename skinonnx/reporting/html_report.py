@@ -30,13 +30,13 @@ import numpy as np
 from ..atomic import write_text
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.preprocessing import Preprocessing
+from ..evaluation.metrics import PARTIAL_AUC_LABELS, fmt, sci
+from ..evaluation.verdict import verdict_of
 from .case_images import FILES_DIR, write_case_images
 from .html_assets import SCRIPT, STYLE, csp
-from .metrics import PARTIAL_AUC_LABELS, fmt, sci
 from .model_card import FIGURE_TITLES
 from .ood_summary import html_section as ood_html_section
 from .safety import html_section
-from .verdict import verdict_of
 
 HTML_NAME = "report.html"
 NEAR_CASES = 24  # correct cases nearest the threshold shown as cards
@@ -56,7 +56,7 @@ class Case:
     outcome: str  # TP, TN, FP, FN
     distance: float  # probability - threshold: < 0 predicted negative
     thumb: str | None  # relative path of the case image, None when it could not be made
-    refused: bool = False  # out of distribution: the model would not have answered (evaluation/ood_summary.py)
+    refused: bool = False  # out of distribution: the model would not have answered (reporting/ood_summary.py)
 
 
 def cases_from_rows(rows: Sequence[dict[str, Any]], positive_class: str, threshold: float,

@@ -24,10 +24,10 @@ from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layouts import LabeledData, discover
 from ..deploy.runtime import OnnxClassifier, iter_preprocessed
 from ..errors import DataError
+from ..evaluation.metrics import evaluate_predictions, fmt, roc_auc, stratified_bootstrap_indices
+from ..evaluation.verdict import verdict_of
 from .cv_report import trained_on
-from .metrics import evaluate_predictions, fmt, roc_auc, stratified_bootstrap_indices
 from .model_run import SplitPredictions, predict_split
-from .verdict import verdict_of
 
 COMPARE_SCHEMA = "skinonnx-model-comparison"
 SPEED_SECONDS = 1.0  # timed inference per model (after one warm-up run), at least SPEED_MIN_RUNS runs

@@ -12,10 +12,10 @@ from typing import Any
 from ..data.duplicates import leakage_card_line
 from ..data.exclusions import describe as describe_exclusions
 from ..data.exclusions import recorded_exclusions
+from ..evaluation.metrics import METRIC_NAMES, fmt, sci
+from ..evaluation.verdict import verdict_of
 from .cv_report import model_card_lines
-from .metrics import METRIC_NAMES, fmt, sci
 from .safety import model_card_lines as safety_card_lines
-from .verdict import verdict_of
 
 SECTIONS = ("Model", "Intended use", "Data", "Training", "Operating point", "Performance", "Calibration",
             "Selective classification", "Export parity", "Figures", "Limitations and risks")  # + Subgroups with --by

@@ -20,7 +20,7 @@ def write_report(result: EvalResult, *, plots: bool = True, model_card: bool = T
     write_text(out / "classification_report.txt", result.report_text)
     files += write_image_statistics(out, result.rows, max_pixels=result.max_pixels)  # monitor's reference
     if plots:
-        from .plots import write_plots  # matplotlib loads only when figures are wanted
+        from ..evaluation.plots import write_plots  # matplotlib loads only when figures are wanted
 
         assert result.evaluated is not None
         files += write_plots(result.summary, result.evaluated.y_true, result.evaluated.y_prob, out,

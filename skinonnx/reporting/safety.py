@@ -24,9 +24,9 @@ from ..data.image_statistics import FILE_NAME as STATISTICS_FILE
 from ..data.image_statistics import file_statistics, write_statistics_csv
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..errors import SkinOnnxError
-from .metrics import METRIC_NAMES, fmt
-from .selective import selective_section
-from .subgroups import ONE_CLASS, group_labels, subgroup_table
+from ..evaluation.metrics import METRIC_NAMES, fmt
+from ..evaluation.selective import selective_section
+from ..evaluation.subgroups import ONE_CLASS, group_labels, subgroup_table
 
 ITA_COLUMN = "ita"  # `test --by ita`: the estimated skin tone, not a column of the data
 RISK_COVERAGE_PNG = "risk_coverage.png"
@@ -164,7 +164,7 @@ def write_safety_files(out_dir: Path, summary: Mapping[str, Any], *, plots: bool
     """risk_coverage.png (with plots) and subgroups.csv (with --by); returns the names written."""
     files = []
     if plots and summary.get("selective"):
-        from .drift_plots import plot_risk_coverage
+        from ..evaluation.plots import plot_risk_coverage
 
         write_bytes(out_dir / RISK_COVERAGE_PNG, plot_risk_coverage(summary["selective"]))
         files.append(RISK_COVERAGE_PNG)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..evaluation.metrics import METRIC_NAMES, PARTIAL_AUC_NOTE, RANK_METRICS
+from ..evaluation.verdict import verdict_of
 from .cv_report import terminal_lines as cv_terminal_lines
-from .metrics import METRIC_NAMES, PARTIAL_AUC_NOTE, RANK_METRICS
 from .model_run import EvalResult
 from .ood_summary import terminal_lines as ood_terminal_lines
 from .safety import terminal_lines as safety_terminal_lines
-from .verdict import verdict_of
 
 
 def _num(value: Any) -> str:

@@ -21,14 +21,14 @@ from ..data.layouts import LabeledData, discover
 from ..deploy.contract import SCHEMA_KEY
 from ..deploy.runtime import OnnxClassifier
 from ..errors import DataError, SkinOnnxError
+from ..evaluation.calibration import CALIBRATION_BINS, calibration_report
+from ..evaluation.metrics import binary_metrics, classification_report_text, evaluate_predictions
+from ..evaluation.verdict import verdict_of
 from . import provenance, safety
-from .calibration import CALIBRATION_BINS, calibration_report
 from .cv_report import cv_section, fold_members, trained_on
-from .metrics import binary_metrics, classification_report_text, evaluate_predictions
 from .model_run import EvalResult, SplitPredictions, predict_split
 from .ood_summary import ood_section
 from .report_files import write_report
-from .verdict import verdict_of
 
 SUMMARY_SCHEMA = "skinonnx-evaluation-summary"
 SUMMARY_SCHEMA_VERSION = 1
@@ -48,7 +48,7 @@ def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str]
 
     With ``use_val`` the validation split (where the threshold and temperature were chosen) is
     also run, for its calibration before/after and its figures at the operating point. ``by``: subgroup
-    columns (of the index CSV, of the ``attributes`` CSV, or ``ita``), see evaluation/safety.py. The images the
+    columns (of the index CSV, of the ``attributes`` CSV, or ``ita``), see reporting/safety.py. The images the
     model's training run excluded are left out (data/exclusions.py), and those of ``exclude_list`` too.
     """
     contract = classifier.contract

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import fmt
+from ..evaluation.metrics import fmt
 
 OOF_FILE = "oof.csv"
 FIGURE = "cv_roc_curves.png"
@@ -104,7 +104,7 @@ def plot_cv_roc(folds: Mapping[int, tuple[np.ndarray, np.ndarray]], evaluated: t
     from matplotlib.figure import Figure
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    from .plots import _legend_below, _png
+    from ..evaluation.plots import _legend_below, _png
 
     fig = Figure(figsize=(6.2, 5.8))
     ax = fig.add_subplot()
