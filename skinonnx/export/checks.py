@@ -23,7 +23,15 @@ from .. import __version__
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layouts import Sample, discover
 from ..data.preprocessing import Preprocessing
-from ..deploy.contract import DECISION_OUTPUTS, IN_DISTRIBUTION_OUTPUT, LABEL_OUTPUT, OOD_OUTPUT, ModelContract
+from ..deploy.contract import (
+    DECISION_OUTPUTS,
+    IN_DISTRIBUTION_OUTPUT,
+    LABEL_OUTPUT,
+    MALIGNANT_OUTPUT,
+    OOD_OUTPUT,
+    P_MALIGNANT_OUTPUT,
+    ModelContract,
+)
 from ..deploy.decision import DecisionRule
 from ..deploy.runtime import OnnxClassifier, create_session, iter_preprocessed
 from ..errors import AtolError, DataError, ExportError, ImageError, ShapeError, SkinOnnxError
@@ -63,10 +71,12 @@ class Comparison:
     label_agreement: float = 1.0  # the graph's ``label`` vs the rule on the reference's probabilities
     refusal_agreement: float = 1.0  # the graph's ``in_distribution`` vs the rule on the reference's ood_score
     undecided: int = 0  # images so close to a threshold that the tolerance allows either decision
+    malignant_agreement: float = 1.0  # the graph's ``malignant`` vs the rule on the reference's p_malignant
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.checks) and self.label_agreement == 1.0 and self.refusal_agreement == 1.0
+        return (all(c.ok for c in self.checks) and self.label_agreement == 1.0 and self.refusal_agreement == 1.0
+                and self.malignant_agreement == 1.0)
 
     def max_diff(self, output: str) -> float:
         return max((c.max_abs_diff for c in self.checks if c.output == output), default=float("nan"))
@@ -81,13 +91,15 @@ class Comparison:
         return "\n".join([f"{self.title}:", *(c.line() for c in self.checks),
                           f"  {mark[self.label_agreement == 1.0]} {LABEL_OUTPUT}: agrees on {self.label_agreement:.1%}"
                           f" of images{near}",
+                          f"  {mark[self.malignant_agreement == 1.0]} {MALIGNANT_OUTPUT}: agrees on "
+                          f"{self.malignant_agreement:.1%} of images",
                           f"  {mark[self.refusal_agreement == 1.0]} {IN_DISTRIBUTION_OUTPUT}: agrees on "
                           f"{self.refusal_agreement:.1%} of images"])
 
     def to_dict(self) -> dict[str, object]:
         return {"ok": self.ok, "title": self.title, "n_images": self.n_images, "provider": self.provider,
                 "label_agreement": self.label_agreement, "refusal_agreement": self.refusal_agreement,
-                "undecided": self.undecided,
+                "undecided": self.undecided, "malignant_agreement": self.malignant_agreement,
                 "max_abs_diff_probabilities": self.max_prob_diff,
                 "checks": [{"output": c.output, "batch_size": c.batch_size, "max_abs_diff": c.max_abs_diff,
                             "atol": c.tolerance, "ok": c.ok} for c in self.checks]}
@@ -118,7 +130,22 @@ class Comparison:
             return
         # a reference without ood_score (a recheck against the checkpoint alone): the file's own score is the input
         probs, scores = reference["probabilities"], reference.get(OOD_OUTPUT, got.get(OOD_OUTPUT))
-        decided = np.abs(probs[:, rule.positive_index] - rule.threshold) > tolerances.get("probabilities", 0.0)
+        tol = tolerances.get("probabilities", 0.0)
+        want_p = rule.p_malignant(probs)
+        have_p = np.asarray(got[P_MALIGNANT_OUTPUT], np.float64).reshape(-1)
+        self.checks.append(Check(P_MALIGNANT_OUTPUT, float(np.max(np.abs(have_p - want_p), initial=0.0)),
+                                 tol * len(rule.group)))
+        near_threshold = np.abs(want_p - rule.threshold) <= tol * len(rule.group)
+        same_malignant = np.asarray(got[MALIGNANT_OUTPUT]).reshape(-1) == rule.malignant(probs)
+        self.malignant_agreement = min(self.malignant_agreement, float(np.mean(same_malignant[~near_threshold]))
+                                       if (~near_threshold).any() else 1.0)
+        if probs.shape[1] == 2 and rule.class_bias is None:
+            decided = np.abs(probs[:, rule.positive_index] - rule.threshold) > tol
+        else:  # argmax(log p + bias): the top two scores further apart than the tolerance can move them
+            with np.errstate(divide="ignore", invalid="ignore"):
+                top = np.sort(np.log(np.asarray(probs, np.float64)) + np.asarray(rule.class_bias or 0.0), axis=1)
+                top_p = np.sort(np.asarray(probs, np.float64), axis=1)
+                decided = (top[:, -1] - top[:, -2]) > 2 * tol / np.maximum(top_p[:, -2], 1e-12) + 1e-6
         same_label = np.asarray(got[LABEL_OUTPUT]).reshape(-1) == rule.labels(probs)
         self.label_agreement = min(self.label_agreement, float(np.mean(same_label[decided])) if decided.any() else 1.0)
         sure = decided

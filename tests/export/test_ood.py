@@ -96,7 +96,7 @@ def test_graph_score_is_the_pytorch_mahalanobis_score(trained: TrainedModel) -> 
     from skinonnx.training.checkpoint import load_checkpoint, model_from_checkpoint
 
     clf = OnnxClassifier(trained.onnx, "cpu")
-    assert clf.has_ood and clf.contract.output_names[-3:] == (OOD_OUTPUT, *DECISION_OUTPUTS)
+    assert clf.has_ood and clf.contract.output_names[-5:] == (OOD_OUTPUT, *DECISION_OUTPUTS)
     record = json.loads(clf.metadata["ood"])
     assert record["method"] == "mahalanobis" and record["fit"]["split"] == "train"
     state = load_checkpoint(trained.checkpoint)
