@@ -137,6 +137,21 @@ def decide(outputs: Mapping[str, np.ndarray], contract: ModelContract, threshold
     return label, inside
 
 
+def malignancy(outputs: Mapping[str, np.ndarray], contract: ModelContract, threshold: float | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """``(p_malignant float32 [N], malignant bool [N])``: the graph's outputs when it has them (and, for
+    ``malignant``, the threshold is the file's), else the same rule applied here."""
+    rule = DecisionRule.of(contract, threshold)
+    own = threshold is None or float(threshold) == contract.threshold
+    if P_MALIGNANT_OUTPUT in outputs:
+        p = np.asarray(outputs[P_MALIGNANT_OUTPUT], np.float32).reshape(-1)
+    else:
+        p = rule.p_malignant(outputs["probabilities"])
+    if own and MALIGNANT_OUTPUT in outputs:
+        return p, np.asarray(outputs[MALIGNANT_OUTPUT], bool).reshape(-1)
+    return p, predicted_positive(p, rule.threshold)
+
+
 def label_text(contract: ModelContract, label: int, in_distribution: bool) -> str:
     """What every consumer shows: the class name, or the refusal (the probabilities stay for auditing)."""
     return contract.classes[int(label)] if in_distribution else OOD_REFUSAL
