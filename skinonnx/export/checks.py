@@ -264,12 +264,13 @@ class GateReport:
 
 
 def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sample], min_agreement: float,
-             max_auc_change: float, *, split: str, positive_index: int, seed: int = 0) -> GateReport:
-    """Run both models on the same preprocessed images; compare labels (at the model's threshold) and ROC-AUC.
+             max_auc_change: float, *, split: str, group: Sequence[int], seed: int = 0) -> GateReport:
+    """Run both models on the same preprocessed images; compare labels (each file's own) and the ROC-AUC of
+    ``p_malignant`` (two classes: the positive class's probability).
 
-    ``positive_index`` is the data's index of the model's positive class (Sample.label space).
+    ``group`` is the data's indices of the model's malignancy classes (Sample.label space; two classes: the
+    positive class).
     """
-    pos = fp32.contract.positive_index
     threshold = fp32.contract.threshold
     prep = fp32.preprocessing
     noise_scale = (NOISE_GREY_LEVELS / 255.0 / np.asarray(prep.std, np.float32))[None, :, None, None]
@@ -284,13 +285,13 @@ def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sampl
                 skipped += 1
             else:
                 arrays.append(array)
-                truth.append(int(samples[i].label == positive_index))
+                truth.append(int(samples[i].label in group))
             i += 1
         if arrays:
             batch = np.stack(arrays)
             out32, out8 = (m.run_outputs(batch, with_logits=False, with_ood=False) for m in (fp32, int8))
-            p32.append(out32["probabilities"][:, pos])
-            p8.append(out8["probabilities"][:, pos])
+            p32.append(np.asarray(out32[P_MALIGNANT_OUTPUT], np.float64))
+            p8.append(np.asarray(out8[P_MALIGNANT_OUTPUT], np.float64))
             label_same.append(out32[LABEL_OUTPUT] == out8[LABEL_OUTPUT])  # each file's own decision outputs
             if with_ood:
                 ood_same.append(out32[IN_DISTRIBUTION_OUTPUT] == out8[IN_DISTRIBUTION_OUTPUT])
