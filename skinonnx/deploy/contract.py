@@ -157,6 +157,9 @@ class ModelContract:
             if layout not in INPUT_SPECS:
                 raise ModelFileError(f"{source}: unsupported input {layout[0]} {layout[1]} in the metadata "
                                      f"(supported: {', '.join(' '.join(k) for k in INPUT_SPECS)})")
+            if len(set(classes)) < 2:
+                raise ModelFileError(f"model classes {list(classes)}: skinonnx models have two or more distinct "
+                                     "named classes")
             group = tuple(json.loads(meta[MALIGNANT_CLASSES_KEY])) if MALIGNANT_CLASSES_KEY in meta else ()
             if len(classes) > 2 and not group:
                 raise ModelFileError(f"a model of {len(classes)} classes needs '{MALIGNANT_CLASSES_KEY}' in its "

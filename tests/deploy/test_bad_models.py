@@ -244,7 +244,7 @@ BAD_METADATA: list[tuple[str, dict[str, str], str]] = [
     ("newer schema", {"skinonnx_schema_version": "7"}, "schema version 7 is not supported"),
     ("image size not a number", {"image_size": "large"}, "metadata is incomplete or malformed"),
     ("mean of two values", {"mean": "[0.5, 0.5]"}, "malformed"),
-    ("three classes, no group", {"classes": '["a", "b", "c"]'}, "needs 'malignant_classes'"),
+    ("three classes, group not among them", {"classes": '["a", "b", "c"]'}, "not in the classes ['a', 'b', 'c']"),
     ("one class", {"classes": '["a"]'}, "two or more distinct named classes"),
     ("threshold above 1", {"decision_threshold": "1.5"}, "threshold 1.5 is not in [0, 1]"),
     ("threshold NaN", {"decision_threshold": "nan"}, "is not in [0, 1]"),

@@ -131,17 +131,19 @@ def test_a_k_class_export_predicts_rows_that_agree_with_the_rule(multiclass_mode
     out = tmp_path / "p.csv"
     run_cli("predict", "--onnx", multiclass_model.onnx, multiclass_model.data / "test", "-o", out, "--quiet")
     with open(out, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert list(rows[0])[:8] == ["path", "prediction", "p_benign_brown", "p_benign_red", "p_malignant_brown",
-                                 "p_malignant", "malignant", "label"]
-    assert "in_distribution" in rows[0] and len(rows) == 9
-    probs = np.array([[float(r[f"p_{c}"]) for c in contract.classes] for r in rows])
+        header = next(csv.reader(handle))
+    assert header[:8] == ["path", "prediction", "p_benign_brown", "p_benign_red", "p_malignant_brown", "p_malignant",
+                          "malignant", "label"] and "in_distribution" in header
+    run_cli("predict", "--onnx", multiclass_model.onnx, multiclass_model.data / "test", "-o", out.with_suffix(".json"),
+            "--quiet")
+    rows = json.loads(out.with_suffix(".json").read_text())["predictions"]  # every bit of the float32 values
+    assert len(rows) == 9
+    probs = np.array([[r[f"p_{c}"] for c in contract.classes] for r in rows])
     rule = DecisionRule.of(contract)
-    assert [float(r["p_malignant"]) for r in rows] == rule.p_malignant(probs).tolist()
-    assert [r["malignant"] == "True" for r in rows] == rule.malignant(probs).tolist()
+    assert [r["p_malignant"] for r in rows] == rule.p_malignant(probs).tolist()
+    assert [r["malignant"] for r in rows] == rule.malignant(probs).tolist()
     assert [r["label"] for r in rows] == [contract.classes[i] for i in rule.labels(probs)]
-    for r in rows:
-        assert r["prediction"] == (r["label"] if r["in_distribution"] == "True" else r["prediction"])
+    assert [r["prediction"] for r in rows if r["in_distribution"]] == [r["label"] for r in rows if r["in_distribution"]]
 
     cli_error("test", "--onnx", multiclass_model.onnx, "--data", multiclass_model.data, "--output", tmp_path / "r",
               says=("3 classes", "K-class evaluation is not yet in `test`"))
