@@ -27,6 +27,7 @@ from ..deploy.contract import (
     DECISION_OUTPUTS,
     IN_DISTRIBUTION_OUTPUT,
     LABEL_OUTPUT,
+    LABEL_OUTPUTS,
     MALIGNANT_OUTPUT,
     OOD_OUTPUT,
     P_MALIGNANT_OUTPUT,
@@ -122,23 +123,26 @@ class Comparison:
 
     def add_decisions(self, reference: dict[str, np.ndarray], got: dict[str, np.ndarray], rule: DecisionRule,
                       tolerances: dict[str, float]) -> None:
-        """The checked graph's ``label`` and ``in_distribution`` against the one rule applied to the reference's
-        ``probabilities`` and ``ood_score``; 0 disagreements allowed. An image whose reference score lies within
-        its output's tolerance of a threshold may go either way and is not counted."""
-        if any(name not in got for name in DECISION_OUTPUTS):
+        """The checked graph's ``p_malignant`` (within the probabilities' tolerance per summed class), ``malignant``,
+        ``label`` and ``in_distribution`` against the one rule applied to the reference's ``probabilities`` and
+        ``ood_score``; 0 disagreements allowed. An image whose reference score lies within its output's tolerance of
+        a threshold (or, K classes, whose top two biased log-probabilities are that close) may go either way and is
+        not counted."""
+        if any(name not in got for name in LABEL_OUTPUTS):
             self.checks.append(Check(LABEL_OUTPUT, math.inf, 0.0, shape_ok=False))
             return
         # a reference without ood_score (a recheck against the checkpoint alone): the file's own score is the input
         probs, scores = reference["probabilities"], reference.get(OOD_OUTPUT, got.get(OOD_OUTPUT))
         tol = tolerances.get("probabilities", 0.0)
-        want_p = rule.p_malignant(probs)
-        have_p = np.asarray(got[P_MALIGNANT_OUTPUT], np.float64).reshape(-1)
-        self.checks.append(Check(P_MALIGNANT_OUTPUT, float(np.max(np.abs(have_p - want_p), initial=0.0)),
-                                 tol * len(rule.group)))
-        near_threshold = np.abs(want_p - rule.threshold) <= tol * len(rule.group)
-        same_malignant = np.asarray(got[MALIGNANT_OUTPUT]).reshape(-1) == rule.malignant(probs)
-        self.malignant_agreement = min(self.malignant_agreement, float(np.mean(same_malignant[~near_threshold]))
-                                       if (~near_threshold).any() else 1.0)
+        if P_MALIGNANT_OUTPUT in got and MALIGNANT_OUTPUT in got:  # files before them (a recheck) have label only
+            want_p = rule.p_malignant(probs)
+            have_p = np.asarray(got[P_MALIGNANT_OUTPUT], np.float64).reshape(-1)
+            self.checks.append(Check(P_MALIGNANT_OUTPUT, float(np.max(np.abs(have_p - want_p), initial=0.0)),
+                                     tol * len(rule.group)))
+            near_threshold = np.abs(want_p - rule.threshold) <= tol * len(rule.group)
+            same_malignant = np.asarray(got[MALIGNANT_OUTPUT]).reshape(-1) == rule.malignant(probs)
+            self.malignant_agreement = min(self.malignant_agreement, float(np.mean(same_malignant[~near_threshold]))
+                                           if (~near_threshold).any() else 1.0)
         if probs.shape[1] == 2 and rule.class_bias is None:
             decided = np.abs(probs[:, rule.positive_index] - rule.threshold) > tol
         else:  # argmax(log p + bias): the top two scores further apart than the tolerance can move them
