@@ -55,6 +55,8 @@ def main(model_path: str, image_paths: list[str]) -> None:
     if not set(outputs) <= {o.name for o in session.get_outputs()}:
         sys.exit(f"{model_path}: no 'label'/'in_distribution' outputs (exported before them): run skinonnx export")
     refusal = json.loads(meta["decision"])["refusal"]
+    # the malignancy outputs (p_malignant: the malignancy group's summed probability; malignant: at the threshold)
+    malignancy = [n for n in ("p_malignant", "malignant") if n in {o.name for o in session.get_outputs()}]
     size, resize = int(meta["image_size"]), int(meta["resize_size"])
     mean = np.asarray(json.loads(meta["mean"]), np.float32)
     std = np.asarray(json.loads(meta["std"]), np.float32)
@@ -67,11 +69,15 @@ def main(model_path: str, image_paths: list[str]) -> None:
         else:
             x = (center_crop(pixels, size).astype(np.float32) / np.float32(255.0) - mean) / std
             batch = x.transpose(2, 0, 1)[None]
-        logits, probabilities, label, in_distribution = session.run(outputs, {meta["input_name"]: batch})
+        logits, probabilities, label, in_distribution, *group = session.run(outputs + malignancy,
+                                                                            {meta["input_name"]: batch})
         p, inside = probabilities[0], bool(in_distribution[0])
-        print(json.dumps({"path": path, "label": classes[int(label[0])] if inside else refusal,
-                          "in_distribution": inside, "probabilities": {c: float(p[i]) for i, c in enumerate(classes)},
-                          "logits": [float(v) for v in logits[0]]}))
+        row = {"path": path, "label": classes[int(label[0])] if inside else refusal, "in_distribution": inside,
+               "probabilities": {c: float(p[i]) for i, c in enumerate(classes)},
+               "logits": [float(v) for v in logits[0]]}
+        if malignancy:  # files exported before these outputs lack them
+            row.update({"p_malignant": float(group[0][0]), "malignant": bool(group[1][0])})
+        print(json.dumps(row))
 
 
 if __name__ == "__main__":

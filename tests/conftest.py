@@ -66,6 +66,31 @@ def trained(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path) -> T
     return TrainedModel(synthetic_data, work, weights / "best.pt", weights / "last.pt", onnx_path, work / "runs" / "t")
 
 
+@dataclass(frozen=True)
+class MulticlassModel:
+    data: Path
+    checkpoint: Path
+    onnx: Path
+
+
+@pytest.fixture(scope="session")
+def multiclass_model(tmp_path_factory: pytest.TempPathFactory) -> MulticlassModel:
+    """Three synthetic classes (32 px, 1 epoch), malignancy group {benign_red, malignant_brown}, class bias tuned on
+    validation, exported with parity."""
+    from skinonnx.data.synthetic import generate_dataset
+
+    work = tmp_path_factory.mktemp("k3")
+    data = work / "data"
+    generate_dataset(data, counts={"train": 8, "val": 4, "test": 3}, size=32, seed=2, progress=False, classes=3)
+    run_cli("train", "--data", data, "--weights", "none", "--epochs", "1", "--batch-size", "8", "--image-size", "32",
+            "--compile", "off", "--workers", "0", "--quiet", "--name", "k3", "--runs-dir", work / "runs",
+            "--malignant", "malignant_brown,benign_red", "--class-bias", "val")
+    checkpoint = work / "runs" / "k3" / "weights" / "best.pt"
+    run_cli("export", "--checkpoint", checkpoint, "--output", work / "k3.onnx", "--data", data,
+            "--parity-images", "8")
+    return MulticlassModel(data, checkpoint, work / "k3.onnx")
+
+
 @pytest.fixture
 def real_data() -> Path:
     if not REAL_DATA.is_dir():
@@ -76,7 +101,7 @@ def real_data() -> Path:
 
 # Fixtures that train a network: a test that needs one (directly or through another fixture) is slow,
 # whatever its own marks say, so `pytest -m "not slow"` never trains.
-TRAINING_FIXTURES = frozenset({"trained", "off_centre_model"})
+TRAINING_FIXTURES = frozenset({"trained", "off_centre_model", "multiclass_model"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -3,7 +3,8 @@
 //   make                      (see README.md: headers from libonnxruntime-dev, the library from any ORT >= 1.21)
 //   ./skinonnx_classify MODEL.onnx IMAGE...
 //
-// Prints one JSON object per image: {"path", "label", "probabilities": {class: p}, "logits": [...]}, like
+// Prints one JSON object per image: {"path", "label", "probabilities": {class: p}, "logits": [...]} (and
+// "p_malignant", "malignant" where the file has those outputs), like
 // examples/python_minimal.py and examples/node. Everything comes from the model's metadata
 // (docs/EMBEDDING.md): JPEG decoded by libjpeg at Pillow's draft scale (scale_denom 2/4/8), EXIF orientation
 // applied, PNG alpha composited on white, the shorter side resized with a port of Pillow's BILINEAR filter,
@@ -69,6 +70,7 @@ struct Contract {
   std::string input_name;
   bool uint8 = false;
   std::string refusal;  // shown instead of a class when the graph's in_distribution output is false
+  bool malignancy = false;  // the graph has 'p_malignant' and 'malignant' (files exported since they exist)
 };
 
 Contract read_contract(const Ort::Session& session) {
@@ -88,7 +90,7 @@ Contract read_contract(const Ort::Session& session) {
   c.image_size = std::stoi(m["image_size"]);
   c.resize_size = std::stoi(m["resize_size"]);
   auto mean = json_numbers(m["mean"]), std_ = json_numbers(m["std"]);
-  if (c.classes.size() != 2 || mean.size() != 3 || std_.size() != 3) throw std::runtime_error("malformed metadata");
+  if (c.classes.size() < 2 || mean.size() != 3 || std_.size() != 3) throw std::runtime_error("malformed metadata");
   for (int i = 0; i < 3; i++) c.mean[i] = mean[i], c.std_[i] = std_[i];
   c.input_name = m["input_name"];
   c.uint8 = m.count("input_dtype") && m["input_dtype"] == "uint8";
@@ -96,6 +98,7 @@ Contract read_contract(const Ort::Session& session) {
   if (!m.count("decision")) throw std::runtime_error("no 'label'/'in_distribution' outputs (exported before them): run skinonnx export again");
   auto words = json_strings(m["decision"]);  // {"label": "...", "in_distribution": "...", "refusal": "..."}
   for (size_t i = 0; i + 1 < words.size(); i += 2) if (words[i] == "refusal") c.refusal = words[i + 1];
+  for (auto& name : json_strings(m["output_names"])) if (name == "p_malignant") c.malignancy = true;
   return c;
 }
 
@@ -366,7 +369,8 @@ int main(int argc, char** argv) {
     std::cerr << "model " << argv[1] << ": input '" << c.input_name << "' " << (c.uint8 ? "uint8 NHWC" : "float32 NCHW")
               << ", ONNX Runtime " << Ort::GetVersionString() << " (headers: API " << ORT_API_VERSION << ")\n";
     const char* input_names[] = {c.input_name.c_str()};
-    const char* output_names[] = {"logits", "probabilities", "label", "in_distribution"};
+    const char* output_names[] = {"logits", "probabilities", "label", "in_distribution", "p_malignant", "malignant"};
+    const size_t n_outputs = c.malignancy ? 6 : 4;
     auto memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
     int classified = 0;
     for (int i = 2; i < argc; i++) {
@@ -383,16 +387,25 @@ int main(int argc, char** argv) {
           int64_t shape[] = {1, 3, c.image_size, c.image_size};
           input = Ort::Value::CreateTensor<float>(memory, x.data(), x.size(), shape, 4);
         }
-        auto out = session.Run(Ort::RunOptions{nullptr}, input_names, &input, 1, output_names, 4);
+        auto out = session.Run(Ort::RunOptions{nullptr}, input_names, &input, 1, output_names, n_outputs);
         const float* logits = out[0].GetTensorData<float>();
         const float* p = out[1].GetTensorData<float>();
         const int64_t index = out[2].GetTensorData<int64_t>()[0];  // the file decides: no threshold compared here
         const bool in_distribution = out[3].GetTensorData<bool>()[0];
         const std::string& label = in_distribution ? c.classes.at(index) : c.refusal;
-        std::printf("{\"path\": \"%s\", \"label\": \"%s\", \"in_distribution\": %s, \"probabilities\": {\"%s\": %.9g, "
-                    "\"%s\": %.9g}, \"logits\": [%.9g, %.9g]}\n", json_escape(path).c_str(), json_escape(label).c_str(),
-                    in_distribution ? "true" : "false", json_escape(c.classes[0]).c_str(), p[0],
-                    json_escape(c.classes[1]).c_str(), p[1], logits[0], logits[1]);
+        std::printf("{\"path\": \"%s\", \"label\": \"%s\", \"in_distribution\": %s, \"probabilities\": {",
+                    json_escape(path).c_str(), json_escape(label).c_str(), in_distribution ? "true" : "false");
+        for (size_t k = 0; k < c.classes.size(); k++) {
+          std::printf("%s\"%s\": %.9g", k ? ", " : "", json_escape(c.classes[k]).c_str(), p[k]);
+        }
+        std::printf("}, \"logits\": [");
+        for (size_t k = 0; k < c.classes.size(); k++) std::printf("%s%.9g", k ? ", " : "", logits[k]);
+        std::printf("]");
+        if (c.malignancy) {  // the malignancy group's probability and the file's decision on it
+          std::printf(", \"p_malignant\": %.9g, \"malignant\": %s", out[4].GetTensorData<float>()[0],
+                      out[5].GetTensorData<bool>()[0] ? "true" : "false");
+        }
+        std::printf("}\n");
         classified++;
       } catch (const std::exception& e) {
         std::printf("{\"path\": \"%s\", \"error\": \"%s\"}\n", json_escape(path).c_str(), json_escape(e.what()).c_str());

@@ -32,9 +32,13 @@ function readContract(meta) {
   if (!outputs.includes('label') || !outputs.includes('in_distribution')) {
     throw new Error("no 'label'/'in_distribution' outputs (exported before them): run skinonnx export again");
   }
+  const classes = JSON.parse(meta.classes);
   return {
-    classes: JSON.parse(meta.classes),
+    classes,
     positiveIndex: Number(meta.positive_index),
+    // the malignancy group (two classes: the positive class); p_malignant is their summed probability
+    malignantClasses: meta.malignant_classes ? JSON.parse(meta.malignant_classes)
+      : [classes[Number(meta.positive_index)]],
     threshold: Number(meta.decision_threshold),
     refusal: JSON.parse(meta.decision).refusal,
     imageSize: Number(meta.image_size),
@@ -107,11 +111,14 @@ function normalize(hwc, s, mean, std) {
 }
 
 // Row i of a run's outputs -> the graph's decision: the class name, or the refusal text when the image is not
-// in distribution (nothing is compared here: the file decides).
+// in distribution, and the malignancy ('p_malignant', 'malignant'; null in files exported before them).
+// Nothing is compared here: the file decides.
 function decision(contract, outputs, i = 0) {
   const inDistribution = Boolean(outputs.in_distribution.data[i]);
   const label = inDistribution ? contract.classes[Number(outputs.label.data[i])] : contract.refusal;
-  return { label, inDistribution };
+  const pMalignant = outputs.p_malignant ? Number(outputs.p_malignant.data[i]) : null;
+  const malignant = outputs.malignant ? Boolean(outputs.malignant.data[i]) : null;
+  return { label, inDistribution, pMalignant, malignant };
 }
 
 return {

@@ -105,10 +105,12 @@ async function main(argv) {
       const input = await inputFor(path, contract, mode);
       const result = await session.run({ [contract.inputName]: input });
       const p = Array.from(result.probabilities.data);
-      const { label, inDistribution } = decision(contract, result);
+      const { label, inDistribution, pMalignant, malignant } = decision(contract, result);
       const probabilities = Object.fromEntries(contract.classes.map((c, i) => [c, p[i]]));
       const logits = Array.from(result.logits.data);
-      process.stdout.write(`${JSON.stringify({ path, label, in_distribution: inDistribution, probabilities, logits })}\n`);
+      const row = { path, label, in_distribution: inDistribution, probabilities, logits };
+      if (pMalignant !== null) Object.assign(row, { p_malignant: pMalignant, malignant }); // older files lack them
+      process.stdout.write(`${JSON.stringify(row)}\n`);
       classified++;
     } catch (err) {
       process.stdout.write(`${JSON.stringify({ path, error: String(err.message || err).split('\n')[0] })}\n`);

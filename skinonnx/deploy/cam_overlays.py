@@ -71,9 +71,10 @@ def write_cam(classifier: OnnxClassifier, pred: Prediction, overlay: Path, thres
               max_pixels: int) -> Path:
     """``pred``'s ``cam`` drawn over the model's crop, relative to the threshold (as above)."""
     contract, pos = classifier.contract, classifier.contract.positive_index
-    prob = float(pred.probabilities[pos])
+    multi = contract.multiclass  # more than two classes: p_malignant, and the raw map of the first group class
+    prob = float(pred.p_malignant) if multi and pred.p_malignant is not None else float(pred.probabilities[pos])
     prediction = label_text(contract, int(pred.label), bool(pred.in_distribution))
-    shown = pred.cam if pred.logits is None else relative_to_threshold(
+    shown = pred.cam if pred.logits is None or multi else relative_to_threshold(
         pred.cam, float(pred.logits[pos] - pred.logits[1 - pos]), threshold, contract.temperature)
     crop = model_crop(pred.path, classifier.preprocessing, max_pixels)
     caption = cam_caption(Path(pred.path).name, prob, contract.positive_class, prediction, shown,

@@ -187,8 +187,15 @@ def feeding_summary(meta: dict[str, str]) -> str:
     else:
         steps.append(f"x/255, (x - mean {meta['mean']}) / std {meta['std']}, feed '{meta['input_name']}' as "
                      f"float32 [N, 3, {size}, {size}]")
-    steps.append(f"'{meta['positive_class']}' if probabilities[:, {pos}] >= {float(meta['decision_threshold']):.4f}"
-                 f" else '{classes[1 - pos]}' (probabilities are calibrated, T = {float(meta['temperature']):.4g})")
+    if len(classes) == 2:
+        steps.append(f"'{meta['positive_class']}' if probabilities[:, {pos}] >= "
+                     f"{float(meta['decision_threshold']):.4f} else '{classes[1 - pos]}' (probabilities are "
+                     f"calibrated, T = {float(meta['temperature']):.4g})")
+    else:
+        group = json.loads(meta.get("malignant_classes", "[]"))
+        steps.append(f"diagnosis argmax(log(probabilities) + class_bias) over {len(classes)} classes; malignant if "
+                     f"p_malignant = the sum of {group} >= {float(meta['decision_threshold']):.4f} (probabilities "
+                     f"are calibrated, T = {float(meta['temperature']):.4g}); read the graph's decision outputs")
     if CAM_OUTPUT in json.loads(meta.get("output_names", "[]")):
         steps.append(f"optional output '{CAM_OUTPUT}' [N, h, w]: each layer4 cell's share of the log-odds of "
                      f"'{meta['positive_class']}' (upsample to the crop; docs/EMBEDDING.md)")
@@ -257,7 +264,7 @@ def ensemble_summary(meta: dict[str, str]) -> list[str]:
     if DECISION_KEY in meta:  # what the decision outputs mean: an app reads them, it compares nothing itself
         meaning = _json_object(meta[DECISION_KEY])
         lines += [f"{'decision' if i == 0 else '':<9} '{name}' {meaning.get(name, '?')}"
-                  for i, name in enumerate(DECISION_OUTPUTS)]
+                  for i, name in enumerate(n for n in DECISION_OUTPUTS if n in meaning)]
     return lines
 
 

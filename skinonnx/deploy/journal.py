@@ -21,7 +21,14 @@ from typing import Any
 
 from ..atomic import atomic_path, write_json, write_text
 from ..data.inputs import require_pyarrow
-from .contract import OOD_OUTPUT, ModelContract
+from .contract import (
+    IN_DISTRIBUTION_OUTPUT,
+    LABEL_OUTPUT,
+    MALIGNANT_OUTPUT,
+    OOD_OUTPUT,
+    P_MALIGNANT_OUTPUT,
+    ModelContract,
+)
 from .decision import label_text
 from .runtime import Prediction
 
@@ -36,14 +43,23 @@ def prediction_row(contract: ModelContract, threshold: float, pred: Prediction, 
     ``prediction`` is the graph's decision as text (:func:`~skinonnx.deploy.decision.label_text`): the class, or
     "not assessed: unlike the training images" for an image that is not in distribution (its probabilities stay
     in their columns for auditing; they are not a decision). A model with an OOD score adds ``ood_score`` and
-    ``in_distribution``."""
+    ``in_distribution``. A model of more than two classes adds, after the probabilities, ``p_malignant`` (the
+    malignancy group's), ``malignant`` (at the threshold) and ``label`` (the decided class, before any refusal),
+    and ``in_distribution`` always (two-class rows stay as they were)."""
     row: dict[str, Any] = {"path": pred.path, "prediction": ""}
     probabilities = pred.probabilities
     if probabilities is not None and pred.label is not None:
         row["prediction"] = label_text(contract, pred.label, bool(pred.in_distribution))
     row.update({f"p_{name}": None if probabilities is None else float(probabilities[i])
                 for i, name in enumerate(contract.classes)})
+    if contract.multiclass:
+        row[P_MALIGNANT_OUTPUT] = pred.p_malignant if probabilities is not None else None
+        row[MALIGNANT_OUTPUT] = pred.malignant if probabilities is not None else None
+        row[LABEL_OUTPUT] = contract.classes[pred.label] if probabilities is not None and pred.label is not None \
+            else None
     row["threshold"] = threshold
+    if contract.multiclass and contract.ood_threshold is None:
+        row[IN_DISTRIBUTION_OUTPUT] = None if probabilities is None else bool(pred.in_distribution)
     if contract.ood_threshold is not None:
         row[OOD_OUTPUT] = pred.ood_score
         row["in_distribution"] = None if probabilities is None else bool(pred.in_distribution)
@@ -164,6 +180,6 @@ def _typed(key: str, value: Any) -> Any:
         return None
     if key.startswith("p_") or key in ("threshold", OOD_OUTPUT):
         return float(value)
-    if key == "in_distribution":
+    if key in (IN_DISTRIBUTION_OUTPUT, MALIGNANT_OUTPUT):
         return value in (True, "True")
     return value

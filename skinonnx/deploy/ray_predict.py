@@ -49,6 +49,7 @@ class OrtPredictor:
         members = np.full((n, max(1, self.classifier.n_members)), np.nan)
         errors, ood = np.full(n, "", dtype=object), np.full(n, np.nan)
         labels, inside = np.full(n, -1, np.int64), np.zeros(n, bool)
+        p_malignant, malignant = np.full(n, np.nan, np.float32), np.zeros(n, bool)
         preds = self.classifier.predict_files(paths, batch_size=self.batch_size, workers=self.threads,
                                               max_pixels=self.max_pixels, with_members=self.classifier.has_members,
                                               threshold=self.threshold)
@@ -57,11 +58,13 @@ class OrtPredictor:
                 errors[i] = pred.error
                 continue
             probs[i], labels[i], inside[i] = pred.probabilities, pred.label, pred.in_distribution
+            p_malignant[i], malignant[i] = pred.p_malignant, pred.malignant
             ood[i] = np.nan if pred.ood_score is None else pred.ood_score
             if pred.members is not None:
                 members[i] = pred.members
         return {"path": np.asarray(paths, dtype=object), "probabilities": probs, "error": errors, "ood_score": ood,
-                "label": labels, "in_distribution": inside, "members": members}
+                "label": labels, "in_distribution": inside, "members": members, "p_malignant": p_malignant,
+                "malignant": malignant}
 
 
 def _prediction(batch: dict[str, np.ndarray], i: int, classifier: OnnxClassifier) -> Prediction:
@@ -72,7 +75,8 @@ def _prediction(batch: dict[str, np.ndarray], i: int, classifier: OnnxClassifier
     score = float(batch["ood_score"][i])
     return Prediction(path, batch["probabilities"][i], None, members=batch["members"][i] if classifier.has_members
                       else None, ood_score=score if classifier.has_ood else None,
-                      in_distribution=bool(batch["in_distribution"][i]), label=int(batch["label"][i]))
+                      in_distribution=bool(batch["in_distribution"][i]), label=int(batch["label"][i]),
+                      p_malignant=float(batch["p_malignant"][i]), malignant=bool(batch["malignant"][i]))
 
 
 def _import_ray():

@@ -27,11 +27,14 @@ from .contract import (
     DECISION_OUTPUTS,
     IN_DISTRIBUTION_OUTPUT,
     LABEL_OUTPUT,
+    LABEL_OUTPUTS,
+    MALIGNANT_OUTPUT,
     MEMBER_OUTPUT,
     OOD_OUTPUT,
+    P_MALIGNANT_OUTPUT,
     ModelContract,
 )
-from .decision import decide
+from .decision import decide, malignancy
 
 PROVIDER_CHAINS = {
     "cpu": ("CPUExecutionProvider",),
@@ -132,6 +135,8 @@ class Prediction:
     ood_score: float | None = None  # the graph's out-of-distribution score, when the model has one
     in_distribution: bool | None = None  # the graph's decision output; False: "not assessed" (None: unreadable)
     label: int | None = None  # the graph's decision: index into contract.classes (at an overridden threshold: the rule)
+    p_malignant: float | None = None  # the graph's malignancy group probability (float32)
+    malignant: bool | None = None  # p_malignant >= threshold (the graph's, or the rule at an overridden threshold)
 
     @property
     def ok(self) -> bool:
@@ -188,7 +193,7 @@ class OnnxClassifier:
     @property
     def has_decision_outputs(self) -> bool:
         """Whether the graph itself outputs ``label`` and ``in_distribution`` (else the rule is applied here)."""
-        return len(self._decision_outputs) == len(DECISION_OUTPUTS)
+        return all(name in self._decision_outputs for name in LABEL_OUTPUTS)
 
     @property
     def has_cam(self) -> bool:
@@ -274,9 +279,10 @@ class OnnxClassifier:
     def run_outputs(self, batch: np.ndarray, *, with_logits: bool = True, with_cam: bool = False,
                     with_members: bool = False, with_ood: bool = True, threshold: float | None = None
                     ) -> dict[str, np.ndarray]:
-        """One run -> ``{"probabilities": (N, C), "label": (N,), "in_distribution": (N,)}`` (the decision:
-        :func:`~skinonnx.deploy.decision.decide`, at ``threshold`` when it overrides the file's) plus, when asked
-        for and the graph has them, ``"logits"``, ``"cam"``, ``"member_probabilities"`` and ``"ood_score"`` (N,)."""
+        """One run -> ``{"probabilities": (N, C), "label": (N,), "in_distribution": (N,), "p_malignant": (N,),
+        "malignant": (N,)}`` (the decision: :func:`~skinonnx.deploy.decision.decide` and ``malignancy``, at
+        ``threshold`` when it overrides the file's) plus, when asked for and the graph has them, ``"logits"``,
+        ``"cam"``, ``"member_probabilities"`` and ``"ood_score"`` (N,)."""
         wanted = [self._output, *self._decision_outputs]
         if with_logits and self._logits_output is not None and self._logits_output != self._output:
             wanted.append(self._logits_output)
@@ -316,6 +322,8 @@ class OnnxClassifier:
         if self._ood_output is not None and OOD_OUTPUT in named:
             result[OOD_OUTPUT] = np.asarray(named[self._ood_output], np.float64).reshape(-1)
         result[LABEL_OUTPUT], result[IN_DISTRIBUTION_OUTPUT] = decide({**named, **result}, self.contract, threshold)
+        result[P_MALIGNANT_OUTPUT], result[MALIGNANT_OUTPUT] = malignancy({**named, **result}, self.contract,
+                                                                          threshold)
         if not with_ood:
             result.pop(OOD_OUTPUT, None)
         return result
@@ -374,7 +382,8 @@ class OnnxClassifier:
                     yield Prediction(p, row["probabilities"], None, row.get("logits"), row.get(CAM_OUTPUT),
                                      row.get(MEMBER_OUTPUT),
                                      float(row[OOD_OUTPUT]) if OOD_OUTPUT in row else None,
-                                     bool(row[IN_DISTRIBUTION_OUTPUT]), int(row[LABEL_OUTPUT]))
+                                     bool(row[IN_DISTRIBUTION_OUTPUT]), int(row[LABEL_OUTPUT]),
+                                     float(row[P_MALIGNANT_OUTPUT]), bool(row[MALIGNANT_OUTPUT]))
                 bar.update(len(chunk))
         finally:
             bar.close()

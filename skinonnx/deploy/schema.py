@@ -14,9 +14,12 @@ from dataclasses import dataclass
 
 from .contract import (
     CAM_OUTPUT,
+    CLASS_BIAS_KEY,
     DECISION_KEY,
     DECISION_OUTPUTS,
     INPUT_SPECS,
+    LABEL_OUTPUTS,
+    MALIGNANT_CLASSES_KEY,
     MEMBER_OUTPUT,
     OOD_KEY,
     OOD_OUTPUT,
@@ -49,7 +52,8 @@ def _float(lo: float, hi: float, *, lo_open: bool = False) -> Check:
     return check
 
 
-def _json(kind: type, length: int | None = None, item: type | tuple[type, ...] | None = None) -> Check:
+def _json(kind: type, length: int | None = None, item: type | tuple[type, ...] | None = None,
+          min_length: int = 0) -> Check:
     def check(v: str) -> str | None:
         try:
             value = json.loads(v)
@@ -59,6 +63,8 @@ def _json(kind: type, length: int | None = None, item: type | tuple[type, ...] |
             return f"expected a JSON {kind.__name__.replace('dict', 'object')}, got {v[:60]!r}"
         if length is not None and len(value) != length:
             return f"expected {length} items, got {len(value)}"
+        if len(value) < min_length:
+            return f"expected at least {min_length} items, got {len(value)}"
         if item is not None and not all(isinstance(x, item) and not isinstance(x, bool) for x in value):
             return f"expected items of type {getattr(item, '__name__', 'number')}, got {v[:60]!r}"
         return None
@@ -85,13 +91,15 @@ def _positive_std(v: str) -> str | None:
 def _output_names(v: str) -> str | None:
     """``["logits", "probabilities"]``, then in an ensemble ``"member_probabilities"`` (checked against the
     ``ensemble`` key in the cross checks), then optionally ``"cam"`` (the class activation map), then optionally
-    ``"ood_score"`` (checked against ``ood_threshold``), then the decision outputs ``"label"`` and
-    ``"in_distribution"`` (every export since they exist; older files lack them)."""
+    ``"ood_score"`` (checked against ``ood_threshold``), then the decision outputs ``"p_malignant"``,
+    ``"malignant"``, ``"label"`` and ``"in_distribution"`` (older files have only the last two, or none)."""
     problem = _json(list, None, str)(v)
     if problem:
         return problem
     names = json.loads(v)
-    if names[-2:] == list(DECISION_OUTPUTS):
+    if names[-len(DECISION_OUTPUTS):] == list(DECISION_OUTPUTS):
+        names = names[:-len(DECISION_OUTPUTS)]
+    elif names[-2:] == list(LABEL_OUTPUTS):
         names = names[:-2]
     middle = names[2:-1] if names[-1:] == [OOD_OUTPUT] else names[2:]
     if names[:2] != list(OUTPUT_NAMES) or middle not in ([], [CAM_OUTPUT], [MEMBER_OUTPUT],
@@ -111,9 +119,11 @@ class KeySpec:
 KEYS: dict[str, KeySpec] = {k.name: k for k in (
     # --- identity and decision -------------------------------------------------------
     KeySpec(SCHEMA_KEY, _one_of(SCHEMA_VERSION)),
-    KeySpec("classes", _json(list, 2, str)),
-    KeySpec("positive_class", _text),
-    KeySpec("positive_index", _int(0, 1)),
+    KeySpec("classes", _json(list, None, str, min_length=2)),
+    KeySpec("positive_class", _text),  # more than two classes: the malignancy group's first class
+    KeySpec("positive_index", _int(0, 10_000)),
+    KeySpec(MALIGNANT_CLASSES_KEY, _json(list, None, str, min_length=1), required=False),  # required for K > 2
+    KeySpec(CLASS_BIAS_KEY, _json(list, None, (int, float)), required=False),  # K > 2 only: offsets on log p
     KeySpec("decision_threshold", _float(0.0, 1.0)),
     KeySpec("threshold_policy", _text, required=False),  # informative: how the threshold was chosen
     KeySpec("temperature", _float(0.0, 1e6, lo_open=True)),
@@ -190,8 +200,26 @@ def validate(meta: Mapping[str, str]) -> list[str]:
 def _cross_checks(meta: Mapping[str, str]) -> list[str]:
     problems = []
     classes = json.loads(meta["classes"])
-    if classes[int(meta["positive_index"])] != meta["positive_class"]:
+    k, pos = len(classes), int(meta["positive_index"])
+    if len(set(classes)) != k:
+        problems.append(f"'classes' {classes} repeats a name")
+    if pos >= k:
+        problems.append(f"'positive_index' {pos} is not an index into the {k} classes")
+    elif classes[pos] != meta["positive_class"]:
         problems.append(f"'positive_class' {meta['positive_class']!r} is not classes[{meta['positive_index']}]")
+    group = json.loads(meta.get(MALIGNANT_CLASSES_KEY, "[]"))
+    if k > 2 and not group:
+        problems.append(f"a model of {k} classes needs '{MALIGNANT_CLASSES_KEY}'")
+    elif group and (not set(group) <= set(classes) or len(set(group)) != len(group)):
+        problems.append(f"'{MALIGNANT_CLASSES_KEY}' {group} are not distinct names from 'classes'")
+    elif group and (set(group) == set(classes) if k > 2 else group != [meta["positive_class"]]):
+        problems.append(f"'{MALIGNANT_CLASSES_KEY}' {group}: two classes: the positive class; more: some, not all")
+    elif group and pos < k and classes[pos] != min(group, key=classes.index):
+        problems.append(f"'positive_class' is not the first of '{MALIGNANT_CLASSES_KEY}' {group}")
+    if CLASS_BIAS_KEY in meta:
+        bias = json.loads(meta[CLASS_BIAS_KEY])
+        if k == 2 or len(bias) != k or not all(math.isfinite(b) for b in bias):
+            problems.append(f"'{CLASS_BIAS_KEY}': {k} finite numbers, for more than two classes only")
     if int(meta["resize_size"]) < int(meta["image_size"]):
         problems.append("'resize_size' is smaller than 'image_size'")
     pair = (meta.get("input_dtype", "float32"), meta["input_layout"])
@@ -206,9 +234,9 @@ def _cross_checks(meta: Mapping[str, str]) -> list[str]:
         problems.append(f"'{MEMBER_OUTPUT}' output and 'ensemble' key go together (ensembles have both)")
     elif has_members and not isinstance(json.loads(meta["ensemble"]).get("members"), int):
         problems.append("'ensemble' lacks the integer 'members' (K)")
-    has_decision = set(DECISION_OUTPUTS) <= set(json.loads(meta["output_names"]))
+    has_decision = set(LABEL_OUTPUTS) <= set(json.loads(meta["output_names"]))
     if has_decision != (DECISION_KEY in meta):
-        problems.append(f"the {list(DECISION_OUTPUTS)} outputs and the '{DECISION_KEY}' key go together")
+        problems.append(f"the {list(LABEL_OUTPUTS)} outputs and the '{DECISION_KEY}' key go together")
     has_ood = OOD_OUTPUT in json.loads(meta["output_names"])
     if has_ood != (OOD_THRESHOLD_KEY in meta):
         problems.append(f"'{OOD_OUTPUT}' output and '{OOD_THRESHOLD_KEY}' key go together")

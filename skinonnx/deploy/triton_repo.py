@@ -66,6 +66,8 @@ def config_text(classifier: OnnxClassifier, name: str, *, max_batch: int = DEFAU
         lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {queue_delay_us}", "}"]
     lines += ["instance_group [", f"  {{ count: 1 kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }}", "]"]
     params = {"classes": json.dumps(list(contract.classes)), "positive_class": contract.positive_class,
+              "malignant_classes": json.dumps(list(contract.malignant_classes)),
+              **({"class_bias": json.dumps(list(contract.class_bias))} if contract.class_bias is not None else {}),
               "decision_threshold": repr(float(contract.threshold)), "threshold_policy": contract.threshold_policy,
               "input_layout": contract.input_spec.layout, "sha256": sha256,
               **({"ood_threshold": repr(contract.ood_threshold)} if contract.ood_threshold is not None else {}),

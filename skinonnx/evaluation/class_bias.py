@@ -20,10 +20,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import log_softmax
 
+from ..deploy.decision import biased_decision  # THE rule (the graph's); re-exported for training
+
 MAX_ROUNDS = 20
 #: how far below the lowest (above the highest) break point an offset goes when "never" ("always") is best
 OUTER_MARGIN = 1.0
 _EPS = 1e-12
+__all__ = ["ClassBias", "balanced_accuracy", "biased_decision", "log_probabilities", "tune_class_bias"]
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,6 @@ class ClassBias:
 def log_probabilities(logits: ArrayLike, temperature: float = 1.0) -> NDArray[np.float64]:
     """log softmax(logits / temperature): what the offsets are added to."""
     return log_softmax(np.asarray(logits, dtype=np.float64) / float(temperature), axis=1)
-
-
-def biased_decision(log_probs: ArrayLike, offsets: ArrayLike) -> NDArray[np.int64]:
-    """The decided class of each row: argmax(log p + offsets) (the first class on a tie)."""
-    return np.argmax(np.asarray(log_probs, dtype=np.float64) + np.asarray(offsets, dtype=np.float64),
-                     axis=1).astype(np.int64)
 
 
 def balanced_accuracy(labels: ArrayLike, decided: ArrayLike, n_classes: int) -> float:

@@ -13,6 +13,10 @@ the temperature); the cells add up to ``logits[n, p] - logits[n, o]`` minus the 
 difference, a constant of the model. This is the same map as Grad-CAM of the log-odds on ``layer4``
 (``skinonnx.explain``) before its ReLU: for this head the gradient is ``(W_p - W_o) / (h w)``.
 
+More than two classes: the map is the first malignancy class's (the file's ``positive_index``) log-odds against
+the mean of the other classes' logits (direction ``W_p - mean_{c != p} W_c``; for two classes exactly the above).
+The graph's decided class is not known when it is traced, so it is this one class's map whatever the decision.
+
 Ensembles and test-time augmentation (the seam for them): run :func:`logits_and_cam` per member
 (per view), undo each view's spatial transform on its map (an input flipped left-right gives a map
 flipped left-right: ``cam.flip(-1)``), and average the maps with the weights that average the
@@ -32,20 +36,20 @@ from ..errors import ExportError
 
 
 def has_cam_head(model: nn.Module) -> bool:
-    """Whether ``model`` is a torchvision-style ResNet: stem, layer1..4, avgpool, a 2-output linear fc."""
+    """Whether ``model`` is a torchvision-style ResNet: stem, layer1..4, avgpool, a linear fc (2 or more outputs)."""
     parts = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
     fc = getattr(model, "fc", None)
-    return all(hasattr(model, name) for name in parts) and isinstance(fc, nn.Linear) and fc.out_features == 2
+    return all(hasattr(model, name) for name in parts) and isinstance(fc, nn.Linear) and fc.out_features >= 2
 
 
 def logits_and_cam(model: nn.Module, x: torch.Tensor, positive_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits [N, 2], cam [N, h, w])`` in one pass.
+    """``(logits [N, K], cam [N, h, w])`` in one pass.
 
     The logits are ``model(x)`` itself (layer4's output is captured by a forward hook), so the exported
     graph keeps the model's own nodes and names (``/model/layer4/...``, which INT8 ``--keep-fp32`` uses).
     """
     if not has_cam_head(model):
-        raise ExportError("the cam output needs a ResNet with a global-average-pool + linear 2-class head")
+        raise ExportError("the cam output needs a ResNet with a global-average-pool + linear head")
     captured: list[torch.Tensor] = []
     handle = model.layer4.register_forward_hook(lambda _m, _i, output: captured.append(output))
     try:
@@ -55,7 +59,11 @@ def logits_and_cam(model: nn.Module, x: torch.Tensor, positive_index: int) -> tu
     features = captured[-1]
     weight = model.fc.weight
     h, w = int(features.shape[2]), int(features.shape[3])  # fixed by the input size: constants in the graph
-    direction = (weight[positive_index] - weight[1 - positive_index]) / (h * w)
+    if weight.shape[0] == 2:
+        direction = (weight[positive_index] - weight[1 - positive_index]) / (h * w)
+    else:  # against the mean of the other classes (see the module docstring)
+        others = (weight.sum(dim=0) - weight[positive_index]) / (weight.shape[0] - 1)
+        direction = (weight[positive_index] - others) / (h * w)
     cam = (features * direction[None, :, None, None]).sum(dim=1)
     return logits, cam
 

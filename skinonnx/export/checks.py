@@ -24,7 +24,16 @@ from ..data.exclusions import apply_recorded
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layouts import Sample, discover
 from ..data.preprocessing import Preprocessing
-from ..deploy.contract import DECISION_OUTPUTS, IN_DISTRIBUTION_OUTPUT, LABEL_OUTPUT, OOD_OUTPUT, ModelContract
+from ..deploy.contract import (
+    DECISION_OUTPUTS,
+    IN_DISTRIBUTION_OUTPUT,
+    LABEL_OUTPUT,
+    LABEL_OUTPUTS,
+    MALIGNANT_OUTPUT,
+    OOD_OUTPUT,
+    P_MALIGNANT_OUTPUT,
+    ModelContract,
+)
 from ..deploy.decision import DecisionRule
 from ..deploy.runtime import OnnxClassifier, create_session, iter_preprocessed
 from ..errors import AtolError, DataError, ExportError, ImageError, ShapeError, SkinOnnxError
@@ -64,10 +73,12 @@ class Comparison:
     label_agreement: float = 1.0  # the graph's ``label`` vs the rule on the reference's probabilities
     refusal_agreement: float = 1.0  # the graph's ``in_distribution`` vs the rule on the reference's ood_score
     undecided: int = 0  # images so close to a threshold that the tolerance allows either decision
+    malignant_agreement: float = 1.0  # the graph's ``malignant`` vs the rule on the reference's p_malignant
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.checks) and self.label_agreement == 1.0 and self.refusal_agreement == 1.0
+        return (all(c.ok for c in self.checks) and self.label_agreement == 1.0 and self.refusal_agreement == 1.0
+                and self.malignant_agreement == 1.0)
 
     def max_diff(self, output: str) -> float:
         return max((c.max_abs_diff for c in self.checks if c.output == output), default=float("nan"))
@@ -82,13 +93,15 @@ class Comparison:
         return "\n".join([f"{self.title}:", *(c.line() for c in self.checks),
                           f"  {mark[self.label_agreement == 1.0]} {LABEL_OUTPUT}: agrees on {self.label_agreement:.1%}"
                           f" of images{near}",
+                          f"  {mark[self.malignant_agreement == 1.0]} {MALIGNANT_OUTPUT}: agrees on "
+                          f"{self.malignant_agreement:.1%} of images",
                           f"  {mark[self.refusal_agreement == 1.0]} {IN_DISTRIBUTION_OUTPUT}: agrees on "
                           f"{self.refusal_agreement:.1%} of images"])
 
     def to_dict(self) -> dict[str, object]:
         return {"ok": self.ok, "title": self.title, "n_images": self.n_images, "provider": self.provider,
                 "label_agreement": self.label_agreement, "refusal_agreement": self.refusal_agreement,
-                "undecided": self.undecided,
+                "undecided": self.undecided, "malignant_agreement": self.malignant_agreement,
                 "max_abs_diff_probabilities": self.max_prob_diff,
                 "checks": [{"output": c.output, "batch_size": c.batch_size, "max_abs_diff": c.max_abs_diff,
                             "atol": c.tolerance, "ok": c.ok} for c in self.checks]}
@@ -111,15 +124,33 @@ class Comparison:
 
     def add_decisions(self, reference: dict[str, np.ndarray], got: dict[str, np.ndarray], rule: DecisionRule,
                       tolerances: dict[str, float]) -> None:
-        """The checked graph's ``label`` and ``in_distribution`` against the one rule applied to the reference's
-        ``probabilities`` and ``ood_score``; 0 disagreements allowed. An image whose reference score lies within
-        its output's tolerance of a threshold may go either way and is not counted."""
-        if any(name not in got for name in DECISION_OUTPUTS):
+        """The checked graph's ``p_malignant`` (within the probabilities' tolerance per summed class), ``malignant``,
+        ``label`` and ``in_distribution`` against the one rule applied to the reference's ``probabilities`` and
+        ``ood_score``; 0 disagreements allowed. An image whose reference score lies within its output's tolerance of
+        a threshold (or, K classes, whose top two biased log-probabilities are that close) may go either way and is
+        not counted."""
+        if any(name not in got for name in LABEL_OUTPUTS):
             self.checks.append(Check(LABEL_OUTPUT, math.inf, 0.0, shape_ok=False))
             return
         # a reference without ood_score (a recheck against the checkpoint alone): the file's own score is the input
         probs, scores = reference["probabilities"], reference.get(OOD_OUTPUT, got.get(OOD_OUTPUT))
-        decided = np.abs(probs[:, rule.positive_index] - rule.threshold) > tolerances.get("probabilities", 0.0)
+        tol = tolerances.get("probabilities", 0.0)
+        if P_MALIGNANT_OUTPUT in got and MALIGNANT_OUTPUT in got:  # files before them (a recheck) have label only
+            want_p = rule.p_malignant(probs)
+            have_p = np.asarray(got[P_MALIGNANT_OUTPUT], np.float64).reshape(-1)
+            self.checks.append(Check(P_MALIGNANT_OUTPUT, float(np.max(np.abs(have_p - want_p), initial=0.0)),
+                                     tol * len(rule.group)))
+            near_threshold = np.abs(want_p - rule.threshold) <= tol * len(rule.group)
+            same_malignant = np.asarray(got[MALIGNANT_OUTPUT]).reshape(-1) == rule.malignant(probs)
+            self.malignant_agreement = min(self.malignant_agreement, float(np.mean(same_malignant[~near_threshold]))
+                                           if (~near_threshold).any() else 1.0)
+        if probs.shape[1] == 2 and rule.class_bias is None:
+            decided = np.abs(probs[:, rule.positive_index] - rule.threshold) > tol
+        else:  # argmax(log p + bias): the top two scores further apart than the tolerance can move them
+            with np.errstate(divide="ignore", invalid="ignore"):
+                top = np.sort(np.log(np.asarray(probs, np.float64)) + np.asarray(rule.class_bias or 0.0), axis=1)
+                top_p = np.sort(np.asarray(probs, np.float64), axis=1)
+                decided = (top[:, -1] - top[:, -2]) > 2 * tol / np.maximum(top_p[:, -2], 1e-12) + 1e-6
         same_label = np.asarray(got[LABEL_OUTPUT]).reshape(-1) == rule.labels(probs)
         self.label_agreement = min(self.label_agreement, float(np.mean(same_label[decided])) if decided.any() else 1.0)
         sure = decided
@@ -243,12 +274,13 @@ class GateReport:
 
 
 def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sample], min_agreement: float,
-             max_auc_change: float, *, split: str, positive_index: int, seed: int = 0) -> GateReport:
-    """Run both models on the same preprocessed images; compare labels (at the model's threshold) and ROC-AUC.
+             max_auc_change: float, *, split: str, group: Sequence[int], seed: int = 0) -> GateReport:
+    """Run both models on the same preprocessed images; compare labels (each file's own) and the ROC-AUC of
+    ``p_malignant`` (two classes: the positive class's probability).
 
-    ``positive_index`` is the data's index of the model's positive class (Sample.label space).
+    ``group`` is the data's indices of the model's malignancy classes (Sample.label space; two classes: the
+    positive class).
     """
-    pos = fp32.contract.positive_index
     threshold = fp32.contract.threshold
     prep = fp32.preprocessing
     noise_scale = (NOISE_GREY_LEVELS / 255.0 / np.asarray(prep.std, np.float32))[None, :, None, None]
@@ -263,13 +295,13 @@ def run_gate(fp32: OnnxClassifier, int8: OnnxClassifier, samples: Sequence[Sampl
                 skipped += 1
             else:
                 arrays.append(array)
-                truth.append(int(samples[i].label == positive_index))
+                truth.append(int(samples[i].label in group))
             i += 1
         if arrays:
             batch = np.stack(arrays)
             out32, out8 = (m.run_outputs(batch, with_logits=False, with_ood=False) for m in (fp32, int8))
-            p32.append(out32["probabilities"][:, pos])
-            p8.append(out8["probabilities"][:, pos])
+            p32.append(np.asarray(out32[P_MALIGNANT_OUTPUT], np.float64))
+            p8.append(np.asarray(out8[P_MALIGNANT_OUTPUT], np.float64))
             label_same.append(out32[LABEL_OUTPUT] == out8[LABEL_OUTPUT])  # each file's own decision outputs
             if with_ood:
                 ood_same.append(out32[IN_DISTRIBUTION_OUTPUT] == out8[IN_DISTRIBUTION_OUTPUT])

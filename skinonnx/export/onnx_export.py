@@ -33,7 +33,7 @@ from ..deploy.contract import (
 from ..errors import ExportError, ShapeError
 from ..hashing import file_sha256
 from ..reporting.provenance import parity_record_path, write_parity_record
-from ..training.checkpoint import load_checkpoint, model_from_checkpoint
+from ..training.checkpoint import load_checkpoint, malignant_group, model_from_checkpoint
 from .cam import has_cam_head, logits_and_cam
 from .checks import Comparison, load_parity_images, real_images, write_metadata
 from .decision import add_decision_outputs, with_decision_outputs
@@ -115,8 +115,13 @@ def contract_from_checkpoint(state: dict[str, Any], checkpoint_path: Path, opset
         extra["training_data"] = str(state["data_root"])
     if config.get("runs_dir") and config.get("name"):  # lets `test` find metrics.csv for the training curves
         extra["training_run_dir"] = str((Path(config["runs_dir"]) / config["name"]).resolve())
-    return ModelContract(classes=tuple(state["classes"]), positive_index=int(state["positive_index"]),
-                         preprocessing=Preprocessing.from_dict(state["preprocessing"]),
+    classes, group = tuple(state["classes"]), tuple(sorted(malignant_group(state)))
+    bias = None
+    if len(classes) > 2:  # the diagnosis: argmax(log p + offsets); all zero when not tuned
+        bias = tuple(float(b) for b in (state.get("class_bias") or {}).get("offsets") or [0.0] * len(classes))
+    positive = group[0] if state.get("positive_index") is None else int(state["positive_index"])
+    return ModelContract(classes=classes, positive_index=positive, malignant_group=group if len(classes) > 2 else (),
+                         class_bias=bias, preprocessing=Preprocessing.from_dict(state["preprocessing"]),
                          threshold=float(decision["threshold"]), threshold_policy=str(decision["policy"]),
                          temperature=float(calibration.get("temperature", 1.0)), extra=extra)
 
@@ -146,7 +151,10 @@ def to_onnx(model: nn.Module | None, contract: ModelContract, path: Path, opset:
                           do_constant_folding=True)
     proto = onnx.load(str(path))
     add_decision_outputs(proto, contract)
-    write_metadata(proto, contract.to_metadata(), f"ResNet50 {contract.classes[0]} vs {contract.classes[1]} "
+    kind = (f"{contract.classes[0]} vs {contract.classes[1]}" if len(contract.classes) == 2 else
+            f"{len(contract.classes)}-class ({', '.join(contract.classes)}; malignant: "
+            f"{', '.join(contract.malignant_classes)})")
+    write_metadata(proto, contract.to_metadata(), f"ResNet50 {kind} "
                    f"classifier. Input: RGB NCHW float32 {size}x{size}, preprocessed as in metadata; outputs "
                    f"{', '.join(contract.output_names)}.")
     onnx.save(proto, str(path))
@@ -200,7 +208,7 @@ def export(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *
     """
     t0 = time.perf_counter()
     checkpoint, output = Path(checkpoint), onnx_output(output)
-    state = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint, any_classes=True)
     model = model_from_checkpoint(state)
     contract = contract_from_checkpoint(state, checkpoint, opset)
     skipped = skipped_after_training(state, checkpoint)

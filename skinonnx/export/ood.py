@@ -473,8 +473,9 @@ def fit_for_checkpoint(model: nn.Module, state: dict[str, Any], data: str | None
 
     root = model_data(data, state.get("data_root"), needed_for="the OOD score (export --no-ood leaves it out)")
     config = state.get("config") or {}
-    train, val, val_name = data_splits(root, int(config.get("seed", 0)), state["classes"][int(state["positive_index"])],
-                                       config)
+    positive = state.get("positive_index")  # None: more than two classes (their labels are the class order)
+    train, val, val_name = data_splits(root, int(config.get("seed", 0)),
+                                       None if positive is None else state["classes"][int(positive)], config)
     return fit_single(model, train, val, Preprocessing.from_dict(state["preprocessing"]), accept=accept,
                       covariance=covariance, tta=tta, views=views, base=base,
                       max_pixels=int(config.get("max_pixels", DEFAULT_MAX_PIXELS)), split_names=("train", val_name))

@@ -265,8 +265,10 @@ def _write_metadata(path: Path, metadata: dict[str, str], doc: str) -> None:
 
 def _load_data(data: str | os.PathLike[str], fp32: OnnxClassifier, settings: QuantizeSettings) -> LabeledData:
     contract = fp32.contract
-    found = apply_recorded(discover(data, positive_class=contract.positive_class, seed=settings.seed,
-                                    write_split_file=False), read_training_config(None, fp32.metadata))
+    group = {"malignant": list(contract.malignant_classes)} if contract.multiclass else {
+        "positive_class": contract.positive_class}
+    found = apply_recorded(discover(data, **group, seed=settings.seed, write_split_file=False),
+                           read_training_config(None, fp32.metadata))
     if set(found.classes) != set(contract.classes):
         raise DataError(f"the data's classes {list(found.classes)} differ from the model's {list(contract.classes)}")
     gate = found.split(settings.gate_split)
@@ -330,7 +332,7 @@ def quantize_model(fp32_path: str | os.PathLike[str], output: str | os.PathLike[
             gate_samples = pick_samples(gate_samples, settings.gate_images, settings.seed)
         gate = run_gate(fp32, int8, gate_samples, settings.min_agreement, settings.max_auc_change,
                         split=settings.gate_split, seed=settings.seed,
-                        positive_index=found.classes.index(fp32.contract.positive_class))
+                        group=[found.classes.index(c) for c in fp32.contract.malignant_classes])
         del int8
         echo(gate.text())
         if not gate.ok:

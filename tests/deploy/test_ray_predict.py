@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TrainedModel, run_cli
+from tests.conftest import MulticlassModel, TrainedModel, run_cli
 from tests.waits import WAIT_S
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'skinonnx[scale]'")
@@ -154,3 +154,16 @@ def test_killed_worker_job_still_predicts_every_image_once(ray_cluster: str, tmp
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted(r["path"] for r in rows) == sorted(str(p) for p in images.iterdir())
+
+
+def test_ray_rows_equal_local_rows_for_three_classes(ray_cluster: str, tmp_path: Path,
+                                                     multiclass_model: MulticlassModel) -> None:
+    """K classes: the same p_<class>, p_malignant, malignant, label and in_distribution from both engines."""
+    test_images = multiclass_model.data / "test"
+    run_cli("predict", "--onnx", multiclass_model.onnx, test_images, "-o", tmp_path / "local.parquet", "--quiet")
+    run_cli("predict", "--onnx", multiclass_model.onnx, test_images, "-o", tmp_path / "ray.parquet", "--quiet",
+            "--engine", "ray", "--ray-workers", "2", "--batch-size", "4")
+    local, ray_rows = rows_of(tmp_path / "local.parquet"), rows_of(tmp_path / "ray.parquet")
+    assert {"p_malignant", "malignant", "label", "in_distribution", "p_benign_red"} <= set(local[0])
+    assert list(ray_rows[0]) == list(local[0]) and len(local) == 9
+    assert ray_rows == local  # every value, bit for bit: one row builder, the same graph outputs

@@ -98,7 +98,7 @@ def test_graph_score_is_the_pytorch_mahalanobis_score(trained: TrainedModel) -> 
     from skinonnx.training.checkpoint import load_checkpoint, model_from_checkpoint
 
     clf = OnnxClassifier(trained.onnx, "cpu")
-    assert clf.has_ood and clf.contract.output_names[-3:] == (OOD_OUTPUT, *DECISION_OUTPUTS)
+    assert clf.has_ood and clf.contract.output_names[-5:] == (OOD_OUTPUT, *DECISION_OUTPUTS)
     record = json.loads(clf.metadata["ood"])
     assert record["method"] == "mahalanobis" and record["fit"]["split"] == "train"
     state = load_checkpoint(trained.checkpoint)
@@ -178,7 +178,7 @@ def test_variants_carry_the_score_and_no_ood_leaves_it_out(trained: TrainedModel
             "2", "--no-ood")
     clf = OnnxClassifier(plain, "cpu")
     assert not clf.has_ood and clf.ood_threshold is None and "ood_threshold" not in clf.metadata
-    assert next(clf.predict_files(files[:1])).in_distribution is True  # no OOD head: the graph assesses every image
+    assert next(clf.predict_files(files[:1])).in_distribution is True  # no score: every image is assessed
 
 
 @pytest.mark.slow

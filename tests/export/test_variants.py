@@ -46,7 +46,8 @@ def test_fp16_file_is_half_precision_with_float32_io_and_close_answers(exported:
     weights = [t for t in proto.graph.initializer if len(t.dims) == 4]  # conv kernels
     assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
     io = {v.name: v.type.tensor_type.elem_type for v in [*proto.graph.input, *proto.graph.output]}
-    decision = {"label": onnx.TensorProto.INT64, "in_distribution": onnx.TensorProto.BOOL}
+    decision = {"label": onnx.TensorProto.INT64, "in_distribution": onnx.TensorProto.BOOL,
+                "malignant": onnx.TensorProto.BOOL}  # p_malignant stays float32
     assert io == {name: decision.get(name, onnx.TensorProto.FLOAT) for name in io}
     assert half.stat().st_size < 0.55 * exported.stat().st_size
     meta, source = _meta(half), _meta(exported)

@@ -8,6 +8,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from skinonnx.deploy.contract import DECISION_OUTPUTS
 from skinonnx.deploy.runtime import OnnxClassifier
 from skinonnx.deploy.triton_repo import DEFAULT_QUEUE_DELAY_US, TRITON_TYPES, write_triton_repo
 from skinonnx.hashing import file_sha256
@@ -42,7 +43,7 @@ def _check_repo(onnx: Path, repo: Path, name: str) -> model_config_pb2.ModelConf
 
 def test_config_pbtxt_round_trips_through_tritons_model_config(model_files: ModelFiles, tmp_path: Path) -> None:
     fp32 = _check_repo(model_files.float32, tmp_path / "repo", "skin")
-    assert [t.name for t in fp32.output] == ["logits", "probabilities", "cam", "ood_score", "label", "in_distribution"]
+    assert [t.name for t in fp32.output] == ["logits", "probabilities", "cam", "ood_score", *DECISION_OUTPUTS]
     uint8 = _check_repo(model_files.uint8, tmp_path / "repo", "skin_uint8")
     assert model_config_pb2.DataType.Name(uint8.input[0].data_type) == "TYPE_UINT8"
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["skin", "skin_uint8"]
@@ -53,8 +54,7 @@ def test_export_triton_repo_writes_the_same_repository(model_files: ModelFiles) 
     config = text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert config.name == "skin" and config.platform == "onnxruntime_onnx"
     assert file_sha256(folder / "1" / "model.onnx") == file_sha256(model_files.float32)
-    assert [t.name for t in config.output] == ["logits", "probabilities", "cam", "ood_score", "label",
-                                               "in_distribution"]
+    assert [t.name for t in config.output] == ["logits", "probabilities", "cam", "ood_score", *DECISION_OUTPUTS]
 
 
 def test_ensemble_repo_lists_member_probabilities(ensemble_file: Path, tmp_path: Path) -> None:

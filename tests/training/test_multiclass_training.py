@@ -100,7 +100,8 @@ def test_a_three_class_run_records_its_group_threshold_and_class_bias(tmp_path: 
     with open(run / "metrics.csv") as handle:
         assert {"val_auc", "val_balanced_accuracy", "val_malignant_auc"} <= set(next(csv.DictReader(handle)))
     # a tool that still needs two classes says so, without a traceback
-    cli_error("export", "--checkpoint", run / "weights" / "best.pt", "--output", tmp_path / "m.onnx",
+    image = next((data / "test").rglob("*.png"))
+    cli_error("explain", "--checkpoint", run / "weights" / "best.pt", image, "-o", tmp_path / "x",
               says=("3 classes", "two-class models"))
 
 

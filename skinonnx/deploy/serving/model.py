@@ -19,7 +19,7 @@ from ...hashing import file_sha256
 from ...softmax import softmax
 from ..cam_overlays import cam_caption, model_crop, relative_to_threshold
 from ..contract import CAM_OUTPUT, OOD_OUTPUT
-from ..decision import DECISION_DOC, decide, label_text
+from ..decision import DECISION_DOC, decide, label_text, malignancy
 from ..runtime import OnnxClassifier
 from .problems import bad_request
 
@@ -73,6 +73,9 @@ class ServedModel:
                 "inputs": [self.input.metadata()], "outputs": [o.metadata() for o in self.outputs],
                 "parameters": {"sha256": self.sha256, "classes": list(self.contract.classes),
                                "positive_class": self.contract.positive_class,
+                               "malignant_classes": list(self.contract.malignant_classes),
+                               "class_bias": None if self.contract.class_bias is None
+                               else list(self.contract.class_bias),
                                "threshold": self.contract.threshold,
                                "threshold_policy": self.contract.threshold_policy,
                                "ood_threshold": self.contract.ood_threshold,
@@ -158,10 +161,16 @@ class ServedModel:
         contract = self.contract
         probs = self.probabilities(outputs)
         label, inside = (int(v[0]) for v in decide({**outputs, "probabilities": probs}, contract))
+        p_malignant, malignant = (v[0] for v in malignancy({**outputs, "probabilities": probs}, contract))
+        # two classes: the positive class's probability; more: the malignancy group's (named by its classes)
         answer: dict[str, object] = {
             "label": label_text(contract, label, bool(inside)), "in_distribution": bool(inside),
-            "positive_class": contract.positive_class, "probability": float(probs[0, contract.positive_index]),
+            "positive_class": " + ".join(contract.malignant_classes) if contract.multiclass
+            else contract.positive_class,
+            "probability": float(p_malignant) if contract.multiclass else float(probs[0, contract.positive_index]),
             "probabilities": {c: float(p) for c, p in zip(contract.classes, probs[0], strict=True)},
+            "p_malignant": float(p_malignant), "malignant": bool(malignant),
+            "malignant_classes": list(contract.malignant_classes),
             "threshold": contract.threshold, "threshold_policy": contract.threshold_policy,
             "model": {"name": self.name, "sha256": self.sha256}}
         if "member_probabilities" in outputs:
@@ -179,7 +188,7 @@ class ServedModel:
                                         "`skinonnx export` to get overlays)")
         contract, pos = self.contract, self.contract.positive_index
         cam = np.asarray(outputs[CAM_OUTPUT][0], np.float32)
-        if "logits" in outputs:
+        if "logits" in outputs and not contract.multiclass:  # K > 2: the raw map (the first malignancy class's)
             logits = np.asarray(outputs["logits"][0], np.float64)
             cam = relative_to_threshold(cam, float(logits[pos] - logits[1 - pos]), contract.threshold,
                                         contract.temperature)

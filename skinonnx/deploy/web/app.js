@@ -29,6 +29,7 @@ async function loadModel(bytes, name) {
   const rows = {
     classes: contract.classes.join(', '),
     'positive class': contract.classes[contract.positiveIndex],
+    'malignant classes': contract.malignantClasses.join(', '),
     'decision threshold': contract.threshold.toFixed(4),
     input: `${contract.inputName}: ${contract.uint8 ? `uint8 [1, H, W, 3], shorter side ${contract.resizeSize}`
       : `float32 [1, 3, ${contract.imageSize}, ${contract.imageSize}]`}`,
@@ -98,9 +99,9 @@ async function classify(file) {
   const p = Array.from(out.probabilities.data);
   // the file decides: its 'label' and 'in_distribution' outputs (not assessed: no class; docs/SAFETY.md)
   const oodScore = out.ood_score ? out.ood_score.data[0] : null;
-  const { label, inDistribution } = SkinOnnx.decision(c, out);
+  const { label, inDistribution, pMalignant, malignant } = SkinOnnx.decision(c, out);
   return {
-    name: file.name, label,
+    name: file.name, label, p_malignant: pMalignant, malignant,
     probabilities: Object.fromEntries(c.classes.map((k, i) => [k, p[i]])),
     logits: Array.from(out.logits.data), threshold: c.threshold, crop, size: s,
     ood_score: oodScore, in_distribution: inDistribution,
@@ -114,7 +115,8 @@ function show(result) {
   row.className = 'result';
   row.dataset.result = JSON.stringify({ name: result.name, label: result.label, probabilities: result.probabilities,
     logits: result.logits, threshold: result.threshold, ood_score: result.ood_score,
-    in_distribution: result.in_distribution, ms: result.ms });
+    in_distribution: result.in_distribution, p_malignant: result.p_malignant, malignant: result.malignant,
+    ms: result.ms });
   const canvas = document.createElement('canvas');
   canvas.width = canvas.height = result.size;
   const rgba = new ImageData(result.size, result.size);
@@ -122,12 +124,15 @@ function show(result) {
     rgba.data.set([result.crop[j], result.crop[j + 1], result.crop[j + 2], 255], i);
   }
   canvas.getContext('2d').putImageData(rgba, 0, 0);
-  const pos = c.classes[c.positiveIndex];
-  const p = result.probabilities[pos];
+  // two classes: the positive class's probability; more: the decided class and p_malignant (the group's sum)
+  const multi = c.classes.length > 2;
+  const pos = multi ? `malignant: ${c.malignantClasses.join(' + ')}` : c.classes[c.positiveIndex];
+  const p = multi ? result.p_malignant : result.probabilities[pos];
   const text = document.createElement('div');
   const label = document.createElement('div');
-  label.className = `label${result.label === pos ? ' flagged' : ''}`;
-  label.textContent = result.label;
+  label.className = `label${(multi ? result.malignant : result.label === pos) ? ' flagged' : ''}`;
+  label.textContent = multi && result.in_distribution !== false
+    ? `${result.label}${result.malignant ? ' (malignant)' : ''}` : result.label;
   const detail = document.createElement('div');
   detail.textContent = `p(${pos}) = ${p.toFixed(4)}, threshold ${c.threshold.toFixed(4)} · ${result.name}`
     + ` · ${Math.round(result.ms.inference)} ms`;
