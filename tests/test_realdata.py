@@ -21,8 +21,7 @@ def test_brief_training_on_real_images_exports_with_parity(real_data: Path, tmp_
     exported = run_cli("export", "--checkpoint", ck / "best.pt", "-o", out, "--data", real_data,
                        "--parity-images", "24")
     assert "parity on 24 real images" in exported.output
-    # 4 outputs (logits, probabilities, cam, ood_score) x 2 batch sizes + labels
-    assert exported.output.count("✓") == 10  # 4 outputs x 2 batch sizes, label and in_distribution
+    assert exported.output.count("✓") == 13  # 5 outputs x 2 batch sizes; malignant, label, in_distribution agree
 
     # a deliberately broken copy fails the standalone parity command on the same real images
     model = onnx.load(str(out))

@@ -32,8 +32,9 @@ def test_single_model_tta_export_is_parity_checked_and_recorded(trained: Trained
     out = trained.workdir / "exports" / "tta.onnx"
     result = run_cli("export", "--checkpoint", trained.checkpoint, "-o", out, "--tta", "d4", "--data", trained.data,
                      "--parity-images", "3")
-    # 4 outputs (logits, probabilities, cam, ood_score: the mean over the views) x 2 batch sizes + labels
-    assert result.output.count("✓") == 10 and "TTA d4" in result.output  # + label and in_distribution
+    # 5 outputs (logits, probabilities, cam, ood_score: the mean over the views, p_malignant) x 2 batch sizes, and
+    # the agreement of the three decisions (malignant, label, in_distribution)
+    assert result.output.count("✓") == 13 and "TTA d4" in result.output
     clf = OnnxClassifier(out, "cpu")
     assert json.loads(clf.metadata["tta"])["views"] == 8 and not clf.has_members
     assert "ensemble" not in clf.metadata and json.loads(clf.metadata["ood"])["tta"] == "d4"
