@@ -11,6 +11,7 @@ import onnx
 import pytest
 import torch
 
+from skinonnx.deploy.contract import DECISION_OUTPUTS
 from skinonnx.deploy.runtime import OnnxClassifier
 from skinonnx.training.checkpoint import load_checkpoint
 
@@ -53,8 +54,8 @@ def test_onnx_metadata_is_self_describing(trained: TrainedModel) -> None:
     assert float(meta["decision_threshold"]) == pytest.approx(best["decision"]["threshold"])
     assert float(meta["temperature"]) == pytest.approx(best["calibration"]["temperature"])
     assert len(meta["source_checkpoint_sha256"]) == 64
-    assert [o.name for o in model.graph.output] == ["logits", "probabilities", "cam", "ood_score", "label",
-                                                   "in_distribution"]
+    assert [o.name for o in model.graph.output] == ["logits", "probabilities", "cam", "ood_score",
+                                                   *DECISION_OUTPUTS]
     assert float(meta["ood_threshold"]) > 0 and json.loads(meta["ood"])["method"] == "mahalanobis"
     batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param  # dynamic batch axis

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from skinonnx.deploy.contract import DECISION_OUTPUTS
 from skinonnx.export.ensemble import tta_views
 from tests.conftest import TrainedModel, run_cli
 
@@ -40,8 +41,8 @@ def test_single_model_tta_export_is_parity_checked_and_recorded(trained: Trained
     assert "ensemble" not in clf.metadata and json.loads(clf.metadata["ood"])["tta"] == "d4"
     info = json.loads(run_cli("info", out, "--json").output)
     assert info["schema"]["valid"] and [o["name"] for o in info["outputs"]] == ["logits", "probabilities", "cam",
-                                                                                       "ood_score", "label",
-                                                                                       "in_distribution"]
+                                                                                       "ood_score",
+                                                                                       *DECISION_OUTPUTS]
     checked = run_cli("parity", "--checkpoint", trained.checkpoint, "--onnx", out, "--parity-images", "2")
     assert "parity ok" in checked.output and checked.output.count("✓ cam") == 2
     old = run_cli("parity", "--checkpoint", trained.checkpoint, "--onnx", out, "--images", "1")  # hidden alias

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from skinonnx.deploy.contract import DECISION_OUTPUTS
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -88,7 +89,7 @@ def test_ensemble_metadata_info_and_parity_fails_on_a_perturbed_member(cv_run: C
     info = json.loads(run_cli("info", cv_run.onnx, "--json").output)
     assert info["schema"]["valid"], info["schema"]["problems"]
     assert [o["name"] for o in info["outputs"]] == ["logits", "probabilities", "member_probabilities", "cam",
-                                                    "ood_score", "label", "in_distribution"]
+                                                    "ood_score", *DECISION_OUTPUTS]
     assert json.loads(info["metadata"]["ood"])["members"] == 2  # one score from both members
     assert info["outputs"][2]["shape"][1] == 2
     meta = info["metadata"]
