@@ -112,7 +112,7 @@ def test_ensemble_metadata_info_and_parity_fails_on_a_perturbed_member(cv_run: C
     wrapper = EnsembleWrapper([model_from_checkpoint(s) for s in states], float(meta["temperature"]), 1, "flip")
     batch = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
     assert check_ensemble_parity(wrapper, cv_run.onnx, batch, member_names=["fold-0", "fold-1"]).ok
-    with pytest.raises(AtolError, match=r"parity FAILED: fold-1, logits, probabilities differ") as failed:
+    with pytest.raises(AtolError, match=r"parity FAILED: fold-1, logits, p_malignant, probabilities differ") as failed:
         check_ensemble_parity(wrapper, broken, batch, member_names=["fold-0", "fold-1"])
     assert "✓ fold-0" in failed.value.message and "✗ fold-1" in failed.value.message
     # the parity command rebuilds the members from the run the metadata names
