@@ -25,7 +25,8 @@ TORCH_FREE_PACKAGES = ("data", "deploy", "evaluation", "reporting", "monitoring"
 TORCH_FREE_MODULES = ("skinonnx", "skinonnx.errors", "skinonnx.atomic", "skinonnx.hashing", "skinonnx.cpus",
                       "skinonnx._lazy", "skinonnx.overlay", "skinonnx.softmax", "skinonnx.cli", "skinonnx.export",
                       "skinonnx.export.quantize", "skinonnx.training.runs", "skinonnx.training.config",
-                      "skinonnx.training.epoch_report", "skinonnx.training.tracked_run", "skinonnx.explain",
+                      "skinonnx.training.epoch_report", "skinonnx.training.tracked_run",
+                      "skinonnx.training.pretrain_recipe", "skinonnx.training.data_checks", "skinonnx.explain",
                       "skinonnx.explain.pointing_game", "skinonnx.tuning", "skinonnx.tuning.space",
                       "skinonnx.cli.tuning_commands")
 

@@ -17,7 +17,7 @@ from .explain_commands import explain
 from .export_commands import export, parity, quantize
 from .monitor_commands import monitor
 from .serve_commands import serve
-from .training_commands import demo, synthetic, train
+from .training_commands import demo, pretrain, synthetic, train
 from .tuning_commands import tune
 
 
@@ -28,8 +28,8 @@ def main() -> None:
     passive_openmp_wait()  # before any command imports torch: no OpenMP spin-waiting on a shared CPU
 
 
-for _command in (train, export, quantize, parity, test_cmd, compare, predict, info, explain, demo, synthetic, web,
-                 serve, monitor, audit, tune):
+for _command in (train, pretrain, export, quantize, parity, test_cmd, compare, predict, info, explain, demo,
+                 synthetic, web, serve, monitor, audit, tune):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -151,7 +151,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, before)
 
 
-def _train(opts: dict[str, object]) -> None:
+def _train(opts: dict[str, object], *, hint: bool = True):
+    """`train`'s body (also `pretrain`'s training): returns the single run's TrainResult, or None for a
+    cross-validation run or a rank other than 0. ``hint``: end with the next command."""
     from ..data.layouts import discover
     from ..evaluation.thresholds import parse_policy
     from ..training.config import TrainConfig
@@ -161,10 +163,13 @@ def _train(opts: dict[str, object]) -> None:
         parse_policy(str(opts["threshold_policy"]))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--threshold-policy") from None
-    resume, dist_timeout = opts.pop("resume"), int(opts.pop("dist_timeout"))  # type: ignore[call-overload]
-    folds, fold = opts.pop("folds"), opts.pop("fold")
+    resume, dist_timeout = opts.pop("resume"), int(opts.pop("dist_timeout", 600))  # type: ignore[call-overload]
+    folds, fold = opts.pop("folds", None), opts.pop("fold", None)
     cfg = TrainConfig(**{f.name: (not opts[_param_name(f)]) if _negated(f) else opts[_param_name(f)]
                          for f in _fields()})
+    if cfg.fine_tune == "plain" and "head_epochs" in _explicit_train_settings():
+        raise click.UsageError(f"--head-epochs is for --fine-tune staged; this run fine-tunes plainly "
+                               f"(--weights {cfg.weights}, --fine-tune {opts['fine_tune']})")
     if not resume:  # errors in the data come before torch is imported (seconds) and before any folder
         cfg.check_class_bias(cross_validation=folds is not None)
         found = discover(cfg.data, **discover_settings(cfg), write_split_file=False)
@@ -173,7 +178,7 @@ def _train(opts: dict[str, object]) -> None:
 
     echo(f"allocator: {keep_freed_memory()}")  # before torch allocates anything
     if _cross_validation(cfg, folds, fold, resume):  # type: ignore[arg-type]
-        return
+        return None
     from ..training.distributed import distributed_run
     from ..training.loop import fit
 
@@ -187,9 +192,11 @@ def _train(opts: dict[str, object]) -> None:
     except KeyboardInterrupt as exc:  # before the run folder existed
         raise RunInterrupted(cfg.run_dir, 0, cfg.epochs, False, terminated=isinstance(exc, Terminated)) from None
     if not ctx.is_main:
-        return
+        return None
     click.echo(f"best {result.best_path} (epoch {result.best_epoch}, {cfg.select} {result.best_metric:.4f}); "
-               f"metrics and curves in {result.run_dir}/. Next: {program_name()} export  (takes the newest run)")
+               f"metrics and curves in {result.run_dir}/."
+               + (f" Next: {program_name()} export  (takes the newest run)" if hint else ""))
+    return result
 
 
 def _cross_validation(cfg, folds: int | None, fold: int | None, resume: str | bool | None) -> bool:
@@ -276,3 +283,67 @@ def synthetic(out_dir: Path, n_train: int, n_val: int, n_test: int, size: int, s
                                seed=seed, progress=not quiet, classes=n_classes)
     group = f"; malignancy group: --malignant {','.join(summary['malignant'])}" if "malignant" in summary else ""
     click.echo(f"synthetic data set in {out_dir}: {summary['counts']} ({size} px, seed {seed}){group}")
+
+
+def _pretrain_defaults(command):
+    """`pretrain`'s own defaults for the train options (training/pretrain_recipe.py), shown in its --help."""
+    from ..training.pretrain_recipe import DEFAULTS
+
+    for param in command.params:
+        if param.name in DEFAULTS:
+            param.default = DEFAULTS[param.name]
+    return command
+
+
+@_pretrain_defaults
+@click.command(cls=_SectionedCommand)
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The backbone file to write (a ResNet50 state dict without its head); its card goes beside it "
+                   "as NAME.card.json, its pretraining images' fingerprints as NAME.images.json.")
+@click.option("--from-run", type=str, default=None, metavar="RUN",
+              help="Make the backbone of a finished training run (a name under --runs-dir or a run folder) "
+                   "instead of training one; no train option may be given with it.")
+@click.option("--licence", default="", help="The pretraining data's licence, recorded on the card (default: the one "
+                                            "its README.md names, e.g. HAM10000's CC BY-NC 4.0).")
+@_train_options
+@click.option("--resume", is_flag=False, flag_value=_NEWEST, default=None, metavar="[RUN]",
+              help="Continue an interrupted pretraining run (as `train --resume`), then write the backbone.")
+def pretrain(output: Path, from_run: str | None, licence: str, **opts: object) -> None:
+    """Pretrain a backbone on a large labelled dermoscopy set (HAM10000: all classes, class-balanced, split by
+    lesion) and write it with its card, for `train --weights FILE` on a small set.
+
+    A `train` run underneath (RUNS_DIR/NAME/, resumable; Ctrl-C and SIGTERM stop it as they stop `train`); the
+    data's licence goes with the weights (HAM10000: CC BY-NC 4.0, non-commercial research only)."""
+    if from_run is not None:
+        given = sorted(f"--{name.replace('_', '-')}" for name in _explicit_train_settings() - {"runs_dir", "progress"})
+        if given or opts.get("resume"):
+            raise click.UsageError(f"--from-run makes the backbone of a finished run without training: "
+                                   f"{', '.join(given) or '--resume'} would do nothing")
+        from ..training.runs import resolve_run
+
+        run = resolve_run(from_run, Path(str(opts["runs_dir"])))
+    else:
+        if not opts.get("resume"):
+            opts.update(_recipe_from_data(opts))
+        with _sigterm_as_interrupt():
+            result = _train(opts, hint=False)
+        if result is None:
+            return
+        run = result.run_dir
+    from ..training.backbone import write_backbone
+
+    write_backbone(run, output, licence=licence, progress=not opts.get("quiet"), echo=echo)
+    click.echo(f"Next: {program_name()} train --data YOUR_DATA --weights {output}  (staged fine-tuning; the data "
+               "is checked against the pretraining images first)")
+
+
+def _recipe_from_data(opts: dict[str, object]) -> dict[str, object]:
+    """The settings `pretrain` reads off the data (lesion column, malignancy group, class bias) unless given."""
+    from ..data.layouts import discover
+    from ..training.pretrain_recipe import from_data, group_column
+
+    given = _explicit_train_settings()
+    data = discover(str(opts["data"]), malignant=None, write_split_file=False,
+                    group_column=str(opts["group_column"]) if "group_column" in given
+                    else group_column(str(opts["data"])) or "group")
+    return from_data(data, given, str(opts["data"]))

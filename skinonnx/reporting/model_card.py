@@ -12,6 +12,7 @@ from typing import Any
 from ..data.duplicates import leakage_card_line
 from ..data.exclusions import describe as describe_exclusions
 from ..data.exclusions import recorded_exclusions
+from ..data.pretraining import backbone_card_lines
 from ..evaluation.metrics import METRIC_NAMES, fmt, sci
 from ..evaluation.verdict import verdict_of
 from .cv_report import model_card_lines
@@ -129,6 +130,7 @@ def _data(s: dict[str, Any], data: dict[str, Any], training: dict[str, Any]) -> 
                    "`quantize`) leaves them out" if excluded else "- **Excluded from the run:** nothing")
         out.append(leakage_card_line(config.get("leakage_check"))
                    + (" (after the exclusions above)" if excluded and config.get("leakage_check") else ""))
+        out += backbone_card_lines(config.get("backbone"), (config.get("leakage_check") or {}).get("pretraining"))
     left_out = describe_exclusions(data.get("excluded"))
     out += [f"- **Evaluated on:** the `{data['split']}` split, {data['n_evaluated']} images "
             f"({data['n_positive']} {s['positive_class']}); {data['n_skipped']} unreadable images skipped"

@@ -15,6 +15,7 @@ SELECT_METRICS = {"auc": ("val_auc", "max"), "acc": ("val_acc", "max"), "loss": 
 CLASS_WEIGHTS = ("none", "auto")
 SAMPLERS = ("shuffle", "balanced")
 CLASS_BIAS = ("none", "val", "oof")
+FINE_TUNE = ("auto", "staged", "plain")
 
 SECTIONS = ("data", "model", "optimisation", "evaluation", "run", "speed", "distributed")
 
@@ -39,7 +40,15 @@ class TrainConfig:
     name: str = setting("", "Run name: the run lives in RUNS_DIR/NAME/ (default: a time stamp; a taken name gets -2, "
                         "-3...).", section="run")
     weights: str = setting("imagenet", "'imagenet' (torchvision), 'none' (random init) or a path to a ResNet50 state "
-                           "dict.", section="model")
+                           "dict: a `pretrain` backbone (its card is recorded and the data checked against its "
+                           "pretraining images), a plain state dict or a skinonnx checkpoint.", section="model")
+    fine_tune: str = setting("auto", "How pretrained weights are fine-tuned. staged: the new head alone (backbone "
+                             "frozen) for --head-epochs, then every layer, the early ones at lower learning rates "
+                             "(fastai's fine_tune); plain: every layer at --lr from the start; auto: staged unless "
+                             "--weights none (where staged is refused) or --epochs leaves no epoch after the head's.",
+                             section="model", choices=FINE_TUNE)
+    head_epochs: int = setting(1, "With --fine-tune staged: epochs that train the new head alone before the backbone "
+                               "unfreezes (part of --epochs).", section="model", low=1)
     epochs: int = setting(15, section="optimisation", low=1, resumable=True)
     batch_size: int = setting(16, "Global batch per optimizer step. Under torchrun it is split evenly among the "
                               "processes (each takes batch-size / world size), so the same value trains the same way "
@@ -67,8 +76,9 @@ class TrainConfig:
                               "of --folds, to maximise balanced accuracy.", section="evaluation", choices=CLASS_BIAS)
     exclude_list: str = setting("", "Leave out the images listed in FILE (one path per line, relative to the data "
                                 "root; `audit` writes one).", section="data")
-    allow_leakage: bool = setting(False, "Train even when validation or test images duplicate training images "
-                                  "(refused otherwise); the pairs are recorded in config.json and the model card.",
+    allow_leakage: bool = setting(False, "Train even when validation or test images duplicate training images, or "
+                                  "with --weights BACKBONE images it was pretrained on (refused otherwise); the "
+                                  "pairs are recorded in config.json and the model card.",
                                   section="data")
     seed: int = setting(0, section="run")
     device: str = setting("auto", section="speed", choices=("auto", "cpu", "cuda"), resumable=True)
@@ -118,6 +128,15 @@ class TrainConfig:
         for f in dataclasses.fields(self):  # the CLI checks these too; a TrainConfig built in code is checked here
             if f.metadata["choices"] and getattr(self, f.name) not in f.metadata["choices"]:
                 raise SkinOnnxError(f"--{f.name.replace('_', '-')} must be one of {', '.join(f.metadata['choices'])}")
+        if self.fine_tune == "auto":  # resolved once, so config.json says what the run did
+            self.fine_tune = "plain" if self.weights == "none" or self.epochs <= self.head_epochs else "staged"
+        if self.fine_tune == "staged" and self.weights == "none":
+            raise SkinOnnxError("--fine-tune staged trains a new head on pretrained weights first: with --weights "
+                                "none (random init) there is nothing to keep; use --fine-tune plain (or auto)")
+        if self.fine_tune == "staged" and self.epochs <= self.head_epochs:
+            raise SkinOnnxError(f"--fine-tune staged trains the head alone for --head-epochs {self.head_epochs}, "
+                                f"then every layer: --epochs {self.epochs} leaves no epoch for the second stage "
+                                "(raise --epochs, or --fine-tune plain)")
 
     def check_class_bias(self, cross_validation: bool) -> None:
         """--class-bias oof needs --folds (out-of-fold predictions); with --folds the offsets are tuned on them."""
@@ -149,7 +168,7 @@ class TrainConfig:
 # What a run records in config.json besides its settings (loop.py): --config reads them back without a note.
 RECORDED_ONLY = frozenset({"skinonnx_version", "torch_version", "device_used", "world_size", "classes", "counts",
                            "class_loss_weights", "layout", "preprocessing", "leakage_check",
-                           "exclusions"})
+                           "exclusions", "backbone"})
 # Settings a resumed run may take from the command line: where things are and how fast they run, plus the epoch
 # budget and patience (``resumable`` in their metadata). Everything else (lr, image size, ...) defines the run itself.
 RESUME_OVERRIDES = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resumable"])

@@ -3,7 +3,9 @@ What was excluded travels with the data (``LabeledData.exclusions``) into config
 
 Torch-free. The leakage check (:func:`skinonnx.data.duplicates.leakage_check`) refuses to train when validation or
 test images duplicate training images unless ``--allow-leakage``; its record goes into config.json (and from there
-into the model card). Cached by file content, so a second run on the same data decodes nothing.
+into the model card). With ``--weights BACKBONE`` (a `pretrain` file with its card) the validation and test images
+are also checked against the backbone's pretraining images (data/pretraining.py). Cached by file content, so a
+second run on the same data decodes nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from ..data.duplicates import leakage_check
 from ..data.exclusions import apply_exclusions, exclusion_reason, read_exclude_list
 from ..data.layouts import LabeledData, discover
+from ..data.pretraining import card_path, not_checked, pretraining_leakage_check, read_card
 from ..errors import DataError
 from .config import TrainConfig
 
@@ -55,13 +58,31 @@ def _check_trainable(cfg: TrainConfig, data: LabeledData, cross_validation: bool
                             f"learn or validate a class it never sees (classes {list(data.classes)})")
 
 
-def checked_data(cfg: TrainConfig, echo: Callable[[str], None] = print, *, cross_validation: bool = False
-                 ) -> tuple[LabeledData, dict[str, Any]]:
+def discovered(cfg: TrainConfig) -> LabeledData:
+    """The run's data as its settings describe it: discovered, minus ``--exclude-list``."""
     data = discover(cfg.data, **discover_settings(cfg))
     if cfg.exclude_list:
         data = apply_exclusions(data, read_exclude_list(cfg.exclude_list), cfg.exclude_list,
                                 reason=exclusion_reason(cfg.exclude_list))
+    return data
+
+
+def checked_data(cfg: TrainConfig, echo: Callable[[str], None] = print, *, cross_validation: bool = False
+                 ) -> tuple[LabeledData, dict[str, Any]]:
+    """The data, refused when it cannot train or leaks (between its splits, and with ``--weights BACKBONE``
+    between its validation/test images and the backbone's pretraining images: record ``pretraining``)."""
+    data = discovered(cfg)
     trainable(cfg, data, cross_validation=cross_validation, warn=echo)
     for warning in data.warnings:
         echo(f"warning: {warning}")
-    return data, leakage_check(data, allow=cfg.allow_leakage, max_pixels=cfg.max_pixels, echo=echo)
+    record = leakage_check(data, allow=cfg.allow_leakage, max_pixels=cfg.max_pixels, echo=echo)
+    if cfg.weights not in ("imagenet", "none"):
+        card = read_card(cfg.weights)
+        record["pretraining"] = not_checked(f"{card_path(cfg.weights).name} not found beside the weights: their "
+                                            "pretraining images are unknown") if card is None else (
+            pretraining_leakage_check(data, cfg.weights, card, allow=cfg.allow_leakage, max_pixels=cfg.max_pixels,
+                                      echo=echo))
+        if card is None:
+            echo(f"note: {cfg.weights} has no card ({card_path(cfg.weights).name}): not checked against its "
+                 "pretraining images")
+    return data, record

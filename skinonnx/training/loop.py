@@ -23,8 +23,9 @@ from .. import __version__
 from ..atomic import ensure_writable_dir, write_json, write_text
 from ..data.layouts import LabeledData, Sample
 from ..data.preprocessing import Preprocessing
+from ..data.pretraining import backbone_record
 from ..errors import CheckpointError, DataError, RunInterrupted, SkinOnnxError, Terminated
-from . import distributed, runs, tracked_run
+from . import distributed, fine_tune, runs, tracked_run
 from .checkpoint import RESUME_KEYS, CheckpointSaver, load_checkpoint, require_keys
 from .compile import compiled_for_training, decide
 from .config import SELECT_METRICS, TrainConfig, resumed_config
@@ -95,9 +96,13 @@ def load_data(cfg: TrainConfig, data: LabeledData, prep: Preprocessing, device: 
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """AdamW or SGD; with ``--fine-tune staged`` its groups carry the discriminative rates (fine_tune.py)."""
+    if cfg.fine_tune == "staged":
+        groups = fine_tune.param_groups(model, cfg.lr, cfg.weight_decay)
+    else:
+        decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+        no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":  # the choices are checked by TrainConfig
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
     return torch.optim.AdamW(groups, lr=cfg.lr)
@@ -233,6 +238,9 @@ def fit(cfg: TrainConfig, *, resume: bool | str | None = False, explicit: frozen
         cfg, state = _resumed(cfg, resume or True, explicit, ctx, echo)
     else:
         check_weights_spec(cfg.weights)  # before any data is read
+    if cfg.fine_tune == "staged" and ctx.enabled:
+        raise SkinOnnxError("--fine-tune staged is not supported under torchrun (DDP fixes the trained parameters "
+                            "when it wraps the model); use --fine-tune plain")
     with distributed.rank0_first():  # a flat folder's split file is written once; rank 0 fills the hash cache
         if data is None:  # refused here, before a run folder exists, when test/val images duplicate training ones
             data, leakage = checked_data(cfg, echo)
@@ -367,12 +375,14 @@ def _build(s: _Session, state: dict[str, Any] | None) -> str:
         if s.ctx.rank:  # the saved RNG is rank 0's; the others draw their own augmentations
             torch.manual_seed(cfg.seed + s.ctx.rank + 1000 * int(state["epoch"]))
     if s.ctx.is_main:
+        backbone = backbone_record(cfg.weights, cfg.fine_tune) if state is None else runs.read_config(
+            cfg.run_dir).get("backbone")
         write_json(cfg.run_dir / "config.json", {
             **cfg.to_dict(), "skinonnx_version": __version__, "torch_version": torch.__version__,
             "device_used": str(device), "world_size": s.ctx.world_size, "classes": list(data.classes),
             "counts": data.counts(), "class_loss_weights": weights, "layout": data.layout,
             "preprocessing": Preprocessing.for_size(cfg.image_size).to_dict(), "leakage_check": s.leakage,
-            "exclusions": data.exclusions})
+            "exclusions": data.exclusions, "backbone": backbone})
     if weights is not None or cfg.sampler == "balanced":
         shown = [f"loss weights {', '.join(f'{c} {w:.3f}' for c, w in zip(data.classes, weights, strict=True))}"
                  ] if weights else []
@@ -431,11 +441,17 @@ def _train_and_validate(s: _Session, epoch: int) -> dict[str, float]:
     """One epoch's training and validation, then the schedule's step; appends and returns its metrics row."""
     t0, amp = time.perf_counter(), s.dtype is not None
     row: dict[str, float] = {"epoch": epoch, "lr": s.optimizer.param_groups[0]["lr"]}
+    head_only = s.cfg.fine_tune == "staged" and fine_tune.head_only(epoch, s.cfg.head_epochs)
+    if s.cfg.fine_tune == "staged" and (epoch == s.start_epoch + 1 or epoch == s.cfg.head_epochs + 1):
+        fine_tune.set_backbone_trainable(s.net, not head_only)
+        s.echo(f"fine-tune (staged): the new head trains alone (backbone frozen) for {s.cfg.head_epochs} epoch(s)"
+               if head_only else "fine-tune (staged): every layer trains now; learning rates: head --lr, layer3-4 "
+               "a tenth, stem and layer1-2 a hundredth")
     if isinstance(s.train_loader.sampler, DistributedSampler):
         s.train_loader.sampler.set_epoch(epoch)  # the epoch's order: seed + epoch, the same on every rank
     row.update(train_one_epoch(s.train_model, s.train_loader, s.criterion, s.optimizer, s.device, scaler=s.scaler,
                                amp=amp, channels_last=s.cfg.channels_last, desc=f"epoch {epoch}/{s.cfg.epochs}",
-                               progress=s.cfg.progress, freeze_bn=s.cfg.freeze_bn, dtype=s.dtype))
+                               progress=s.cfg.progress, freeze_bn=s.cfg.freeze_bn or head_only, dtype=s.dtype))
     logits, labels = validate_all(s.model, s.val_loader, s.device, amp=amp, channels_last=s.cfg.channels_last)
     row.update(validation_metrics(logits, labels, s.data.malignant_group()))
     row["epoch_seconds"] = time.perf_counter() - t0

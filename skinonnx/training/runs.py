@@ -87,6 +87,15 @@ def _alive(state: dict) -> bool:
     return True
 
 
+def read_config(run_dir: str | os.PathLike[str]) -> dict:
+    """The run's config.json as a mapping ({} when absent or unreadable)."""
+    try:
+        config = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def write_status(run_dir: str | os.PathLike[str], status: str, epoch: int, epochs: int) -> None:
     write_json(Path(run_dir) / STATE_FILE, {"status": status, "epoch": epoch, "epochs": epochs, "pid": os.getpid(),
                                             "host": socket.gethostname()})
