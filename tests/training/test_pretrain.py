@@ -186,3 +186,20 @@ def test_a_copied_backbone_keeps_its_card_checks(backbone: Backbone, tmp_path: P
         shutil.copy(backbone.file.with_suffix(suffix), tmp_path / f"moved{suffix}")
     cli_error("train", "--data", backbone.fine_tune_data, "--weights", tmp_path / "moved.pt", "--epochs", "2",
               "--runs-dir", tmp_path / "runs", *FAST, says=("moved.images.json: missing",))
+
+
+def test_the_model_card_names_the_backbone_and_the_check() -> None:
+    from skinonnx.data.pretraining import backbone_card_lines
+
+    assert backbone_card_lines(None, None) == []  # ImageNet or random init: nothing to say
+    card = {"data": {"path": "/d/ham10000/index.csv"}, "classes": list("abcdefg"), "image_size": 64, "epochs_run": 6,
+            "validation": {"macro_auc": 0.91}, "licence": "CC BY-NC 4.0"}
+    lines = backbone_card_lines({"path": "/b/ham.pt", "sha256": "ab" * 32, "card": card, "fine_tune": "staged"},
+                                {"checked": True, "pairs": 2, "examples": ["test/x.jpg = pretraining y.jpg"],
+                                 "pretraining_images": 8546})
+    assert "`/d/ham10000/index.csv` (7 classes, 64 px, 6 epochs, validation macro AUC 0.910)" in lines[0]
+    assert "CC BY-NC 4.0" in lines[0] and "`staged` recipe" in lines[0]
+    assert "2 validation/test image(s) were pretraining images" in lines[1] and "test/x.jpg" in lines[1]
+    unchecked = backbone_card_lines({"path": "/b/x.pt", "sha256": "cd" * 32, "card": None, "fine_tune": "plain"},
+                                    {"checked": False, "reason": "x.card.json not found"})
+    assert "no card beside the file" in unchecked[0] and "not done (x.card.json not found)" in unchecked[1]
