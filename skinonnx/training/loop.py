@@ -305,6 +305,7 @@ class _Session:
     stale: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     leakage: dict[str, Any] | None = None  # the leakage check's record (data_checks), for config.json
+    backbone: dict[str, Any] | None = None  # --weights FILE: its path, SHA-256 and card (config.json, checkpoints)
     tracker: Any = None  # the MLflow run (tracked_run) with --track, else None
     on_epoch: tuple[EpochCallback, ...] = ()
     stopped: bool = False
@@ -375,14 +376,14 @@ def _build(s: _Session, state: dict[str, Any] | None) -> str:
         if s.ctx.rank:  # the saved RNG is rank 0's; the others draw their own augmentations
             torch.manual_seed(cfg.seed + s.ctx.rank + 1000 * int(state["epoch"]))
     if s.ctx.is_main:
-        backbone = backbone_record(cfg.weights, cfg.fine_tune) if state is None else runs.read_config(
-            cfg.run_dir).get("backbone")
+        s.backbone = backbone_record(cfg.weights, cfg.fine_tune) if state is None else (
+            runs.read_config(cfg.run_dir).get("backbone") or (state.get("config") or {}).get("backbone"))
         write_json(cfg.run_dir / "config.json", {
             **cfg.to_dict(), "skinonnx_version": __version__, "torch_version": torch.__version__,
             "device_used": str(device), "world_size": s.ctx.world_size, "classes": list(data.classes),
             "counts": data.counts(), "class_loss_weights": weights, "layout": data.layout,
             "preprocessing": Preprocessing.for_size(cfg.image_size).to_dict(), "leakage_check": s.leakage,
-            "exclusions": data.exclusions, "backbone": backbone})
+            "exclusions": data.exclusions, "backbone": s.backbone})
     if weights is not None or cfg.sampler == "balanced":
         shown = [f"loss weights {', '.join(f'{c} {w:.3f}' for c, w in zip(data.classes, weights, strict=True))}"
                  ] if weights else []
@@ -472,7 +473,8 @@ def _save_epoch(s: _Session, row: dict[str, float], epoch: int) -> None:
         "metrics": {k: float(v) for k, v in row.items()}, "optimizer": s.optimizer.state_dict(),
         "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(), "rng_state": torch.get_rng_state(),
         "stale_epochs": s.stale, "history": s.history,
-        "config": {**s.cfg.to_dict(), "exclusions": s.data.exclusions},  # export, test, quantize leave them out
+        "config": {**s.cfg.to_dict(), "exclusions": s.data.exclusions,  # export, test, quantize leave them out
+                   "backbone": s.backbone},
         "data_root": str(Path(s.cfg.data).resolve()), "skinonnx_version": __version__,
     }, row[s.saver.metric], epoch)
     runs.write_status(s.cfg.run_dir, "running", epoch, s.cfg.epochs)
