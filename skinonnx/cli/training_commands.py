@@ -101,6 +101,14 @@ def _explicit_train_settings() -> set[str]:
     return {f.name for f in _fields() if ctx.get_parameter_source(_param_name(f)) in given}
 
 
+def _typed(name: str) -> bool:
+    """Whether option ``name`` was given on the command line (or in the environment), not by a --config file."""
+    from click.core import ParameterSource
+
+    source = click.get_current_context().get_parameter_source(name)
+    return source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
 def _train_options(command):
     for f in reversed(_fields()):
         command = _setting_option(f)(command)
@@ -167,7 +175,7 @@ def _train(opts: dict[str, object], *, hint: bool = True):
     folds, fold = opts.pop("folds", None), opts.pop("fold", None)
     cfg = TrainConfig(**{f.name: (not opts[_param_name(f)]) if _negated(f) else opts[_param_name(f)]
                          for f in _fields()})
-    if cfg.fine_tune == "plain" and "head_epochs" in _explicit_train_settings():
+    if cfg.fine_tune == "plain" and _typed("head_epochs"):  # a --config file carries every setting: not refused
         raise click.UsageError(f"--head-epochs is for --fine-tune staged; this run fine-tunes plainly "
                                f"(--weights {cfg.weights}, --fine-tune {opts['fine_tune']})")
     if not resume:  # errors in the data come before torch is imported (seconds) and before any folder
