@@ -125,7 +125,7 @@ def write_backbone(run_dir: str | Path, output: str | Path, *, licence: str = ""
                  "group_column": cfg.group_column, "exclusions": data.exclusions},
         "classes": list(best["classes"]), "malignant": [best["classes"][i] for i in best.get("malignant") or []],
         "image_size": cfg.image_size, "preprocessing": best["preprocessing"], "epochs": cfg.epochs,
-        "epochs_run": len(best.get("history") or []) or int(best["epoch"]), "best_epoch": int(best["epoch"]),
+        "epochs_run": int(runs.run_status(run_dir).get("epoch") or best["epoch"]), "best_epoch": int(best["epoch"]),
         "settings": {k: getattr(cfg, k) for k in ("weights", "lr", "batch_size", "optimizer", "scheduler", "sampler",
                                                    "class_weights", "class_bias", "augment_strength", "seed")},
         "validation": validation, "licence": used, "use": terms_of_use(used),
