@@ -18,7 +18,7 @@ binary bootstrap's draws with a stratum per class); a resample where a metric is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,19 @@ from .metrics import (
 ISIC2017_NAMES: dict[str, tuple[str, ...]] = {"melanoma": ("melanoma", "mel"),
                                               "seborrheic_keratosis": ("seborrheic_keratosis", "sk")}
 PER_CLASS = ("auc", "sensitivity", "specificity")
+#: the two sides of a K-class model's malignancy group in the binary sections of a report (summary.json's
+#: ``positive_class`` for more than two classes)
+MALIGNANT_GROUP_NAME = "malignant"
+OTHER_GROUP_NAME = "not malignant"
+
+
+def binary_class_names(summary: Mapping[str, Any]) -> tuple[str, str]:
+    """(negative, positive) names of a `test` summary's binary sections: the two classes, or for more than two
+    the malignancy group against the rest (the summary has a ``multiclass`` block then)."""
+    pos = str(summary["positive_class"])
+    if summary.get("multiclass"):
+        return OTHER_GROUP_NAME, pos
+    return next(str(c) for c in summary["classes"] if c != pos), pos
 
 
 def malignant_probability(probs: ArrayLike, group: Sequence[int]) -> NDArray[np.float64]:
