@@ -50,7 +50,8 @@ def test_class_distribution_test_is_scipys_chi_square_and_joins_the_holm_family(
     family = holm([ks["quantities"]["probability"]["p_value"], test["p_value"]])
     assert joined["class_distribution"]["p_adjusted"] == pytest.approx(family[1])
     assert joined["quantities"]["probability"]["p_adjusted"] == pytest.approx(family[0])
-    assert joined["drift"] and joined["class_distribution"]["drift"] and joined["p_value"] == pytest.approx(family.min())
+    assert joined["drift"] and joined["class_distribution"]["drift"]
+    assert joined["p_value"] == pytest.approx(family.min())
     mmd = with_class_distribution(drift_test(*same, method="mmd"), class_distribution_test(reference, reference,
                                                                                            classes))
     assert not mmd["drift"] and not mmd["class_distribution"]["drift"]
