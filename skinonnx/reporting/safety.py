@@ -275,6 +275,20 @@ def _card_ci(g: Mapping[str, Any], m: str) -> str:
     return fmt(value) + ("" if ci is None else f" [{fmt(ci[0])}, {fmt(ci[1])}]")
 
 
+CLASSES_HEADER = "balanced accuracy over the classes"  # K classes: the column the subgroup tables add
+
+
+def _classes_cells(summary: Mapping[str, Any], g: Mapping[str, Any] | None) -> list[str]:
+    """K classes: the group's (None: all images') balanced accuracy over the classes; [] for two classes."""
+    k = summary.get("multiclass")
+    if not k:
+        return []
+    if g is None:
+        return [fmt(k["metrics"]["balanced_accuracy"])]
+    mc = g.get("multiclass") or {}
+    return [fmt(mc.get("balanced_accuracy")) + _ci(mc.get("balanced_accuracy_ci"))]
+
+
 def model_card_lines(summary: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     sel = summary.get("selective")
@@ -305,13 +319,15 @@ def model_card_lines(summary: Mapping[str, Any]) -> list[str]:
                 "are expected by chance.", ""]
         for block in blocks:
             title = f"estimated {block['column']}" if block["estimate"] else block["column"]
+            extra = [CLASSES_HEADER] if summary.get("multiclass") else []
             out += [f"### By {title}", "", f"Grouping: {block['grouping']}.", "",
-                    "| group | n (pos / neg) | " + " | ".join(CARD_METRICS) + " |",
-                    "|---|---|" + "---|" * len(CARD_METRICS)]
-            out.append("| **all** | " + f"{block['n']} | " + " | ".join(fmt(block["overall"][m]) for m in CARD_METRICS)
-                       + " |")
+                    "| group | n (pos / neg) | " + " | ".join([*CARD_METRICS, *extra]) + " |",
+                    "|---|---|" + "---|" * (len(CARD_METRICS) + len(extra))]
+            out.append("| **all** | " + f"{block['n']} | " + " | ".join(
+                [*(fmt(block["overall"][m]) for m in CARD_METRICS), *_classes_cells(summary, None)]) + " |")
             for g in block["groups"]:
                 cells = [_card_ci(g, m) + (" ▼" if m in g["below_overall"] else "") for m in CARD_METRICS]
+                cells += _classes_cells(summary, g)
                 out.append(f"| {g['group']}{f' ({_size_note(g)})' if _size_note(g) else ''} | {g['n']} "
                            f"({g['n_positive']} / {g['n_negative']}) | " + " | ".join(cells) + " |")
             out.append("")
@@ -340,14 +356,17 @@ def html_section(summary: Mapping[str, Any]) -> str:
                   f"specificity {fmt(d['specificity'])}.</p>"]
     for block in blocks:
         title = f"estimated {block['column']}" if block["estimate"] else block["column"]
-        head = "".join(f"<th>{e(m)}</th>" for m in CARD_METRICS)
+        extra = [CLASSES_HEADER] if summary.get("multiclass") else []
+        head = "".join(f"<th>{e(m)}</th>" for m in [*CARD_METRICS, *extra])
         body = []
         for g in block["groups"]:
             cells = "".join(f'<td class="below">{e(_card_ci(g, m))} ▼</td>' if m in g["below_overall"]
                             else f"<td>{e(_card_ci(g, m))}</td>" for m in CARD_METRICS)
+            cells += "".join(f"<td>{e(c)}</td>" for c in _classes_cells(summary, g))
             body.append(f"<tr><td>{e(g['group'])}{f' <em>({_size_note(g)})</em>' if _size_note(g) else ''}</td>"
                         f"<td>{g['n']} ({g['n_positive']} / {g['n_negative']})</td>{cells}</tr>")
         overall = "".join(f"<td>{fmt(block['overall'][m])}</td>" for m in CARD_METRICS)
+        overall += "".join(f"<td>{e(c)}</td>" for c in _classes_cells(summary, None))
         parts += [f"<h2>Subgroups by {e(title)}</h2>", f"<p>Grouping: {e(block['grouping'])}. ▼: the whole CI lies "
                   f"below the overall value. Too small: fewer than {block['min_per_class']} images of a needed "
                   f"class. All metrics: {SUBGROUPS_CSV}.</p>",

@@ -114,3 +114,4 @@ def test_k_class_test_by_a_column_and_without_intervals(multiclass_model: Multic
         assert f"{g['group']}" in tested.output
     assert "balanced acc." in tested.output
     assert "multiclass_balanced_accuracy" in (tmp_path / "rep" / "subgroups.csv").read_text()
+    assert "balanced accuracy over the classes" in (tmp_path / "rep" / "MODEL_CARD.md").read_text()
