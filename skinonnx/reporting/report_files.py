@@ -51,6 +51,8 @@ def _write_cv_plot(result: EvalResult) -> list[str]:
     from .cv_report import FIGURE, plot_cv_roc, read_oof_csv
 
     cv = result.summary.get("cross_validation")
+    if result.summary.get("multiclass"):  # oof.csv's labels are classes, not the malignancy group: not drawn yet
+        return []
     if not cv or not cv.get("oof_file") or result.evaluated is None:
         return []
     folds = read_oof_csv(Path(cv["oof_file"]).parent, result.summary["positive_class"])
