@@ -28,7 +28,7 @@ FIGURE_TITLE = "Confusion matrix of the K classes (the file's label output; coun
 HEADLINE = "balanced_accuracy"
 DECISION = "the graph's label output: argmax(log probabilities + class_bias)"
 ISIC2017_LABELS = {"melanoma_auc": "melanoma AUC", "seborrheic_keratosis_auc": "seborrheic keratosis AUC",
-                   "mean_auc": "mean (ISIC 2017 Part 3 score)"}
+                   "mean_auc": "their mean (the Part 3 score)"}
 
 
 def multiclass_section(evaluated: SplitPredictions, classes: Sequence[str], group: Sequence[int], *,
@@ -78,8 +78,8 @@ def write_files(out_dir: Path, summary: Mapping[str, Any], *, plots: bool = True
     return [CONFUSION_PNG]
 
 
-def _ci(ci: Sequence[float] | None) -> str:
-    return "" if ci is None else f"[{fmt(ci[0], 4)}, {fmt(ci[1], 4)}]"
+def _ci(ci: Sequence[float] | None, digits: int = 4) -> str:
+    return "" if ci is None else f"[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
 
 
 def _get(ci: Mapping[str, Any] | None, *keys: str) -> Any:
@@ -140,16 +140,16 @@ def model_card_lines(summary: Mapping[str, Any]) -> list[str]:
            f"{len(classes)} classes; the diagnosis is {block['decision']}. Headline: balanced accuracy (the mean of "
            "the per-class sensitivities, ISIC 2018/2019's score).", "",
            "| Metric | Value | CI |", "|---|---|---|",
-           *(f"| {label} | {fmt(m[k])} | {_ci(_get(ci, k))} |" for k, label in
+           *(f"| {label} | {fmt(m[k])} | {_ci(_get(ci, k), 3)} |" for k, label in
              (("balanced_accuracy", "Balanced accuracy"), ("accuracy", "Accuracy"),
               ("macro_auc", "Macro AUC (one-vs-rest)"))),
-           *(f"| ISIC 2017 Part 3: {label} | {fmt(m['isic2017'][k])} | {_ci(_get(ci, 'isic2017', k))} |"
+           *(f"| ISIC 2017 Part 3: {label} | {fmt(m['isic2017'][k])} | {_ci(_get(ci, 'isic2017', k), 3)} |"
              for k, label in ISIC2017_LABELS.items() if "isic2017" in m), "",
            "| Class | n | AUC (one-vs-rest) | Sensitivity | Specificity |", "|---|---|---|---|---|"]
     for name in classes:
         row = m["per_class"][name]
         out.append(f"| {name} | {row['n']} | " + " | ".join(
-            f"{fmt(row[k])} {_ci(_get(ci, 'per_class', name, k))}".rstrip() for k in PER_CLASS) + " |")
+            f"{fmt(row[k])} {_ci(_get(ci, 'per_class', name, k), 3)}".rstrip() for k in PER_CLASS) + " |")
     out += ["", "Confusion matrix (rows = truth, columns = decided label):", "",
             "| truth \\ decided | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|",
             *(f"| {name} | " + " | ".join(str(n) for n in counts) + " |"
@@ -171,7 +171,7 @@ def html_section(summary: Mapping[str, Any]) -> str:
     classes = m["classes"]
 
     def cell(value: Any, interval: Sequence[float] | None) -> str:
-        return f"{fmt(value)}" + (f" <span class=ci>{e(_ci(interval))}</span>" if interval else "")
+        return f"{fmt(value)}" + (f" <span class=ci>{e(_ci(interval, 3))}</span>" if interval else "")
 
     tiles = [("Balanced accuracy", cell(m["balanced_accuracy"], _get(ci, "balanced_accuracy")), "headline"),
              ("Macro AUC", cell(m["macro_auc"], _get(ci, "macro_auc")), "one-vs-rest"),
