@@ -247,7 +247,7 @@ def render_html(summary: dict[str, Any], cases: Sequence[Case], *, has_cam: bool
         '<ul id="js-errors" hidden></ul>',
         f"<h1>Test report: {_e(name)} on {_e(s['data']['split'])}</h1>",
         '<p class="banner">Research software. Not a medical device; not for diagnosis.</p>',
-        multiclass_html_section(s),  # K classes: the headline over the classes first
+        *([multiclass_html_section(s)] if s.get("multiclass") else []),  # K classes: their headline first
         '<section id="headline">', _headline(s), _provenance(s), "</section>",
         ood_html_section(s.get("ood"), s["metrics"], s.get("ci")),
         '<section id="figures"><h2>Figures</h2>', _figures(s.get("files") or []), "</section>", html_section(s),
