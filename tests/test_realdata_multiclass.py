@@ -47,10 +47,9 @@ def test_isic2017_part3_three_classes_train_export_test_predict_serve(real_data:
     tested = run_cli("test", "--onnx", onnx, "--data", data, "--output", tmp_path / "rep", "--provider", "cpu",
                      "--bootstrap", "100", "--quiet")
     s = json.loads((tmp_path / "rep" / "summary.json").read_text())
-    out = tmp_path / "p.csv"
+    out = tmp_path / "p.json"  # predict's JSON keeps full precision: the CSV's six decimals could tie two scores
     run_cli("predict", "--onnx", onnx, data / "test", "-o", out, "--provider", "cpu", "--quiet")
-    with open(out, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = json.loads(out.read_text())["predictions"]
     with open(data / "index.csv", newline="") as handle:
         truth_of = {(data / r["path"]).resolve(): r["label"] for r in csv.DictReader(handle)}
 

@@ -19,10 +19,11 @@ pytestmark = pytest.mark.slow
 
 
 def predict_csv(onnx: Path, images: Path, out: Path) -> list[dict[str, str]]:
-    """`predict`'s CSV rows for ``images``, sorted by path."""
+    """`predict`'s rows for ``images``, sorted by path; from its JSON output, whose probabilities keep full precision
+    (the CSV's six decimals could tie two close scores and move an AUC)."""
+    out = out.with_suffix(".json")
     run_cli("predict", "--onnx", onnx, images, "-o", out, "--quiet")
-    with open(out, newline="") as handle:
-        return sorted(csv.DictReader(handle), key=lambda r: r["path"])
+    return sorted(json.loads(out.read_text())["predictions"], key=lambda r: r["path"])
 
 
 def sklearn_scores(rows: list[dict[str, str]], classes: list[str]) -> dict[str, object]:
