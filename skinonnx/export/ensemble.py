@@ -122,11 +122,11 @@ class EnsembleWrapper(nn.Module):
 
 
 def group_probability(probs: torch.Tensor, group: Sequence[int]) -> torch.Tensor:
-    """[..., C] -> [...]: the group's probabilities added one by one in class order (as the graph's p_malignant);
-    a group of one is that class's column (the two-class graph as before)."""
-    total = probs[..., group[0]]
+    """[N, M, C] -> [N, M]: the group's probabilities added one by one in class order (as the graph's
+    p_malignant); a group of one is that class's column (the two-class graph as before)."""
+    total = probs[:, :, group[0]]
     for i in group[1:]:
-        total = total + probs[..., i]
+        total = total + probs[:, :, i]
     return total
 
 
