@@ -92,7 +92,7 @@ class EnsembleWrapper(nn.Module):
         self.positive_index, self.member_output, self.n_classes = positive_index, member_output, n_classes
         self.group = tuple(int(i) for i in group) or (positive_index,)  # the malignancy group, class order
         if with_cam and not all(has_cam_head(m) for m in self.members):
-            raise ExportError("the cam output needs ResNet members with a global-average-pool + linear 2-class head")
+            raise ExportError("the cam output needs ResNet members with a global-average-pool + linear head")
         self.with_cam = with_cam
         self.eval()
 

@@ -115,6 +115,11 @@ def test_ensemble_label_is_the_rule_with_the_oof_bias(k7: K7) -> None:
     group = list(contract.group)
     assert group == [cv["classes"].index(c) for c in MALIGNANT]
     assert np.allclose(out["p_malignant"], probs[:, group].sum(1), atol=1e-6)
+    # the OOD head: each member's Gaussians on its own training fold, one per class; the threshold out of fold
+    ood = json.loads(model.metadata["ood"])
+    assert ood["members"] == 2 and len(ood["fit"]["per_class"]) == 7 and sum(ood["fit"]["per_class"]) == 42
+    assert ood["threshold_fit"]["n"] == 84
+    assert np.array_equal(out["in_distribution"], rule.in_distribution(probs, out["ood_score"]))
     members = out[MEMBER_OUTPUT]  # one column per fold: that member's p_malignant (parity-checked at export)
     assert members.shape == (105, 2) and ((members >= 0) & (members <= 1)).all()
 
