@@ -38,7 +38,7 @@ class Explanation:
     overlay: Path
     target: str
     probability: float  # calibrated p(target)
-    prediction: str  # the ONNX file's decision (class or "not assessed"), else the checkpoint's threshold rule
+    prediction: str  # the ONNX file's decision (class or "not assessed"), else the checkpoint's rule
     grid: tuple[int, int]  # (rows, cols) of the Grad-CAM map
     peak: tuple[float, float]  # x, y of the strongest cell's centre, cropped-image pixels
     peak_source: tuple[float, float]  # the same point in the decoded image's pixels
@@ -104,7 +104,7 @@ def explain_files(checkpoint: str | os.PathLike[str], paths: Sequence[Path], out
     """Write one overlay PNG per readable image and ``explanations.csv`` into ``out_dir``.
 
     ``decision_model``: the ONNX export of ``checkpoint``; each image's prediction is then that file's decision
-    (so an image `predict` refuses is "not assessed" here too). Without it the checkpoint's threshold rule labels
+    (so an image `predict` refuses is "not assessed" here too). Without it the checkpoint's rule labels
     every image, and a note says so."""
     from tqdm import tqdm
 
@@ -129,7 +129,7 @@ def explain_files(checkpoint: str | os.PathLike[str], paths: Sequence[Path], out
     result = ExplainResult(notes=[note] if note else [], per_image=fixed is None)
     if decision_model is None:
         result.notes.append("note: no ONNX export of this checkpoint (export it, or pass --onnx): predictions use the "
-                            "checkpoint's threshold without the out-of-distribution refusal")
+                            "checkpoint's rule (threshold, class bias) without the out-of-distribution refusal")
     scored = []
     bar = tqdm(total=len(paths), unit="img", desc="explain", disable=not progress, leave=False)
     for start in range(0, len(paths), batch_size):

@@ -251,6 +251,10 @@ def test_explain_a_k_class_model_shows_the_decided_class_unless_told(tmp_path: P
     assert [r["prediction"] for r in rows] == [r["class"] for r in rows]  # no OOD head: every image assessed
     for row, path in zip(rows, images, strict=True):  # p(class) from the checkpoint = the file's probability
         assert abs(float(row["probability"]) - preds[str(path)].probabilities[classes.index(row["class"])]) < 1e-4
+    alone = run_cli("explain", "--checkpoint", checkpoint, *images, "-o", tmp_path / "alone", "--quiet").output
+    assert "predictions use the checkpoint's rule (threshold, class bias)" in alone  # no ONNX file: the same rule
+    again = list(csv.DictReader((tmp_path / "alone" / "explanations.csv").read_text().splitlines()))
+    assert [r["class"] for r in again] == [r["class"] for r in rows]
     chosen = run_cli("explain", "--checkpoint", checkpoint, "--onnx", onnx_path, *images[:3], "-o",
                      tmp_path / "chosen", "--class", "benign_red", "--quiet").output
     assert "3 Grad-CAM overlays for 'benign_red'" in chosen
