@@ -184,3 +184,21 @@ def test_k_class_tta_and_the_ensembles_parity_recheck(k7: K7) -> None:
     assert np.array_equal(got[LABEL_OUTPUT], DecisionRule.of(model.contract).labels(got["probabilities"]))
     checked = run_cli("parity", "--onnx", k7.onnx, "--parity-images", "2").output  # members rebuilt from the run
     assert "parity ok" in checked and "✓ fold-1" in checked
+
+
+@pytest.mark.slow
+def test_fp16_and_uint8_variants_of_the_k_class_ensemble_keep_its_decisions(k7: K7) -> None:
+    out = k7.root / "variants" / "ens7.onnx"
+    text = run_cli("export", "--run", k7.run, "-o", out, "--no-ood", "--parity-images", "2", "--embed-preprocessing",
+                   "--fp16").output
+    assert "✗" not in text and "fp16 vs fp32 on 28 real images" in text
+    fp32, fp16 = OnnxClassifier(out, "cpu"), OnnxClassifier(out.with_suffix(".fp16.onnx"), "cpu")
+    assert fp16.contract.class_bias == fp32.contract.class_bias == OnnxClassifier(k7.onnx, "cpu").contract.class_bias
+    val = _images(k7.data, "val")
+    a, b = _outputs(fp32, val), _outputs(fp16, val)
+    assert np.array_equal(b[LABEL_OUTPUT], DecisionRule.of(fp16.contract).labels(b["probabilities"]))
+    assert np.array_equal(a[LABEL_OUTPUT], b[LABEL_OUTPUT])  # the gate: every label agrees
+    uint8 = OnnxClassifier(out.with_suffix(".uint8.onnx"), "cpu")
+    assert uint8.takes_uint8 and uint8.contract.class_bias == fp32.contract.class_bias
+    by_path = {p.path: p for p in uint8.predict_files(val)}
+    assert [by_path[str(p)].label for p in val] == a[LABEL_OUTPUT].tolist()
