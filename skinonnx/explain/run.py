@@ -110,7 +110,7 @@ def explain_files(checkpoint: str | os.PathLike[str], paths: Sequence[Path], out
 
     from ..training.device import resolve_device
 
-    state = load_checkpoint(checkpoint, any_classes=True)
+    state = load_checkpoint(checkpoint)
     classes = list(state["classes"])
     if target_class is not None and target_class not in classes:
         raise SkinOnnxError(f"--class {target_class!r} is not one of the model's classes {classes}")

@@ -222,7 +222,7 @@ def export_cv_run(run_dir: str | os.PathLike[str], output: str | os.PathLike[str
 
     t0, output = time.perf_counter(), onnx_output(output)
     run = load_complete_run(run_dir)
-    states = [load_checkpoint(p, any_classes=True) for p in run.best_paths]
+    states = [load_checkpoint(p) for p in run.best_paths]
     contract = _ensemble_contract(run, states, opset, tta)
     echo(f"ensemble of {len(states)} folds of run '{run.run_dir.name}' (mean logits, OOF temperature "
          f"{contract.temperature:.3f}, threshold {contract.threshold:.4f}){f', TTA {tta}' if tta != 'none' else ''}")
@@ -248,7 +248,7 @@ def export_single_tta(checkpoint: str | os.PathLike[str], output: str | os.PathL
     """One checkpoint with TTA views in the graph (outputs as a plain export: logits, probabilities[, cam]
     [, ood_score]: the OOD score is the mean over the views, its threshold fitted on that same mean)."""
     t0, checkpoint, output = time.perf_counter(), Path(checkpoint), onnx_output(output)
-    state = load_checkpoint(checkpoint, any_classes=True)
+    state = load_checkpoint(checkpoint)
     contract = contract_from_checkpoint(state, checkpoint, opset)
     contract = replace(contract, extra={**contract.extra, "tta": tta_metadata(tta)})
 
@@ -329,7 +329,7 @@ def recheck_parity(source: str | None, onnx_path: str | os.PathLike[str], data: 
     tta = json.loads(meta["tta"])["mode"] if "tta" in meta else "none"
     if "ensemble" in meta:
         run = load_complete_run(resolve_run(source, runs_dir) if source else Path(meta.get("training_run_dir", "")))
-        states = [load_checkpoint(p, any_classes=True) for p in run.best_paths]
+        states = [load_checkpoint(p) for p in run.best_paths]
         names, data = [f"fold-{st['fold']}" for st in run.folds], data or run.cv.get("data_root")
     else:
         checkpoint, note = _own_checkpoint(meta) if source is None else (None, None)
@@ -337,7 +337,7 @@ def recheck_parity(source: str | None, onnx_path: str | os.PathLike[str], data: 
             checkpoint, note = resolve_checkpoint(source, runs_dir)
         if note:
             echo(note)
-        states, names = [load_checkpoint(checkpoint, any_classes=True)], ["model"]
+        states, names = [load_checkpoint(checkpoint)], ["model"]
     contract = ModelContract.from_metadata(meta, source=str(onnx_path))
     wrapper = EnsembleWrapper([model_from_checkpoint(s) for s in states], contract.temperature,
                               contract.positive_index, tta, member_output="ensemble" in meta,
