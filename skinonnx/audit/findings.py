@@ -75,7 +75,7 @@ def label_issue_findings(oof: OutOfFold, data: LabeledData, shown: int = LABEL_I
     rows = []
     for rank, r in enumerate(ranked[:max(shown, flagged)], start=1):
         given = oof.classes[int(oof.labels[r.index])]
-        other = oof.classes[1 - int(oof.labels[r.index])]
+        other = oof.classes[oof.suggested(r.index)]
         rows.append({"rank": rank, "path": oof.paths[r.index], "split": split_of.get(oof.paths[r.index], ""),
                      "label": given, "suggested": other, "quality": round(r.quality, 4), "flagged": r.flagged})
     missing = sum(1 for p in oof.paths if p not in split_of)

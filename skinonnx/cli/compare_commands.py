@@ -12,7 +12,6 @@ from .options import (
     max_pixels_option,
     open_classifier,
     provider_option,
-    refuse_multiclass,
     report_folder,
     require_onnx,
     threads_option,
@@ -71,8 +70,6 @@ def compare(models: tuple[Path, ...], data: str | None, split: str, out_dir: Pat
     from ..reporting.compare import compare_models, text_table, write_comparison
 
     classifiers = [open_classifier(m, provider, (None, None, None, None), None, threads) for m in models]
-    for model, classifier in zip(models, classifiers, strict=True):
-        refuse_multiclass(model, classifier.contract.classes, "`compare` takes two-class models for now")
     doc = compare_models(classifiers, root, split=split, batch_size=batch_size, bootstrap=0 if no_ci else n_bootstrap,
                          ci_seed=ci_seed, confidence=confidence, max_pixels=max_pixels, progress=not quiet,
                          speed_seconds=speed_seconds, echo=lambda msg: click.echo(msg, err=True))

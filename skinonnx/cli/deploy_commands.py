@@ -16,7 +16,6 @@ from .options import (
     onnx_runtime_options,
     open_classifier,
     program_name,
-    refuse_multiclass,
     renamed_option,
     report_folder,
     require_onnx,
@@ -70,8 +69,6 @@ def test_cmd(onnx_path: Path, data: str | None, split: str, threshold: float | N
         raise click.UsageError("--attributes is read only for --by COLUMN; name the column(s) to report")
     require_onnx(onnx_path)
     header = read_header(onnx_path).metadata
-    refuse_multiclass(onnx_path, _header_classes(header), "K-class evaluation is not yet in `test` (use `predict`; "
-                      "training reports the K-class metrics)")
     data = str(existing_data(data_from_metadata(data, header)))  # before ORT and SciPy
     out = _report_dir(onnx_path, out_dir, overwrite)
     created = not out.exists()
@@ -111,17 +108,6 @@ def _track_test(onnx_path: Path, metadata: dict[str, str], summary: dict, out: P
         from ..tracking.registry import log_test_results
 
         log_test_results(onnx_path, metadata, summary, out, echo=lambda msg: click.echo(msg, err=True))
-
-
-def _header_classes(meta: dict[str, str]) -> list[str]:
-    """The metadata's class names (none when absent or malformed: the contract says what is wrong later)."""
-    import json
-
-    try:
-        classes = json.loads(meta.get("classes", "[]"))
-    except ValueError:
-        return []
-    return classes if isinstance(classes, list) else []
 
 
 def _report_dir(onnx_path: Path, given: Path | None, overwrite: bool) -> Path:

@@ -26,7 +26,9 @@ from .options import (
 @click.option("--output", "-o", "out_dir", type=click.Path(path_type=Path, file_okay=False), show_default=True,
               default=report_folder("gradcam"), help="Folder for the overlay PNGs and explanations.csv.")
 @renamed_option("--out", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--class", "target_class", default=None, help="Class to explain (default: the positive class).")
+@click.option("--class", "target_class", default=None,
+              help="Class whose evidence the map shows (default: two classes the positive class; more the class "
+                   "decided for each image).")
 @click.option("--masks", type=click.Path(path_type=Path), default=None,
               help="Folder of lesion masks (X.png or X_segmentation.png for image X): also play the pointing game.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
@@ -59,9 +61,9 @@ def explain(inputs: tuple[str, ...], checkpoint: str | None, runs_dir: Path, out
         click.echo(f"skipped {path}: {problem}", err=True)
     if not result.explanations:
         raise SkinOnnxError("no image could be explained")
-    target = result.explanations[0].target
-    click.echo(f"{len(result.explanations)} Grad-CAM overlays for '{target}' in {out_dir}/ "
-               f"(summary: {result.csv_path})")
+    what = (f"each image's decided class ({', '.join(sorted({e.target for e in result.explanations}))})"
+            if result.per_image else f"'{result.explanations[0].target}'")
+    click.echo(f"{len(result.explanations)} Grad-CAM overlays for {what} in {out_dir}/ (summary: {result.csv_path})")
     if result.pointing is not None:
         click.echo(result.pointing.text())
     elif masks is not None:

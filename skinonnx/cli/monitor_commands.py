@@ -15,7 +15,6 @@ from .options import (
     onnx_option,
     open_classifier,
     provider_option,
-    refuse_multiclass,
     report_folder,
     threads_option,
 )
@@ -58,7 +57,6 @@ def monitor(onnx_path: Path, reference_dir: Path, inputs: tuple[str, ...], metho
         raise SkinOnnxError("no images found in " + ", ".join(inputs))
     ensure_writable_dir(out_dir)
     classifier = open_classifier(onnx_path, provider, (None, None, None, None), threads=threads)
-    refuse_multiclass(onnx_path, classifier.contract.classes, "`monitor` takes two-class models for now")
     verdict = run_monitor(classifier, reference_dir, paths, out_dir=out_dir, method=method, alpha=alpha,
                           batch_size=batch_size, max_pixels=max_pixels, progress=not quiet and not as_json,
                           plot=not no_plot, input_problems=problems)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -194,14 +193,6 @@ def save_optimized_option(f):
         "--save-optimized", type=click.Path(path_type=Path), default=None,
         help="Also write the graph ONNX Runtime optimised (fusions, constant folding, CPU layouts) to this "
              "path, e.g. to inspect it in Netron. It is tied to this machine kind and onnxruntime version.")(f)
-
-
-def refuse_multiclass(path: Path, classes: Sequence[str], what: str) -> None:
-    """One ``Error:`` line for a tool that does not take models of more than two classes yet."""
-    from ..errors import SkinOnnxError
-
-    if len(classes) > 2:
-        raise SkinOnnxError(f"{path}: a model of {len(classes)} classes {list(classes)}; {what}")
 
 
 def open_classifier(onnx_path: Path, provider: str, contract_opts: tuple, save_optimized: Path | None = None,

@@ -18,7 +18,7 @@ binary bootstrap's draws with a stratum per class); a resample where a metric is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,19 @@ from .metrics import (
 ISIC2017_NAMES: dict[str, tuple[str, ...]] = {"melanoma": ("melanoma", "mel"),
                                               "seborrheic_keratosis": ("seborrheic_keratosis", "sk")}
 PER_CLASS = ("auc", "sensitivity", "specificity")
+#: the two sides of a K-class model's malignancy group in the binary sections of a report (summary.json's
+#: ``positive_class`` for more than two classes)
+MALIGNANT_GROUP_NAME = "malignant"
+OTHER_GROUP_NAME = "not malignant"
+
+
+def binary_class_names(summary: Mapping[str, Any]) -> tuple[str, str]:
+    """(negative, positive) names of a `test` summary's binary sections: the two classes, or for more than two
+    the malignancy group against the rest (the summary has a ``multiclass`` block then)."""
+    pos = str(summary["positive_class"])
+    if summary.get("multiclass"):
+        return OTHER_GROUP_NAME, pos
+    return next(str(c) for c in summary["classes"] if c != pos), pos
 
 
 def malignant_probability(probs: ArrayLike, group: Sequence[int]) -> NDArray[np.float64]:
@@ -143,15 +156,21 @@ def multiclass_metrics(y_true: ArrayLike, probs: ArrayLike, y_pred: ArrayLike, c
     return out
 
 
+def _resampled_confusion(truth: NDArray[np.int64], pred: NDArray[np.int64], idx: NDArray[np.intp],
+                         k: int) -> NDArray[np.int64]:
+    """(rows, K, K) confusion counts, one matrix per row of the index matrix ``idx``."""
+    rows = idx.shape[0]
+    flat = (np.arange(rows)[:, None] * k * k + truth[idx] * k + pred[idx]).ravel()
+    return np.bincount(flat, minlength=rows * k * k).reshape(rows, k, k)
+
+
 def _resampled(truth: NDArray[np.int64], pred: NDArray[np.int64], p: NDArray[np.float64],
                codes: list[tuple[NDArray[np.intp], int]], idx: NDArray[np.intp],
                isic: tuple[int, int] | None) -> dict[str, NDArray[np.float64]]:
     """Every bootstrapped scalar for each row of the index matrix ``idx``: (rows,) or (rows, K) arrays."""
     rows, k = idx.shape[0], p.shape[1]
-    yt, yp = truth[idx], pred[idx]
-    flat = (np.arange(rows)[:, None] * k * k + yt * k + yp).ravel()
-    matrix = np.bincount(flat, minlength=rows * k * k).reshape(rows, k, k)
-    out = _count_scores(matrix)
+    yt = truth[idx]
+    out = _count_scores(_resampled_confusion(truth, pred, idx, k))
     aucs = np.full((rows, k), np.nan)
     for c, (code, n_unique) in enumerate(codes):
         if n_unique == 0:
@@ -218,6 +237,27 @@ def multiclass_bootstrap_ci(y_true: ArrayLike, probs: ArrayLike, y_pred: ArrayLi
                           n_resamples=n_resamples, confidence=confidence, seed=seed)
         out["malignant"] = {name: [lo, hi] for name, (lo, hi) in ci.items()}
     return out
+
+
+def paired_balanced_accuracy_difference(y_true: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike, n_classes: int, *,
+                                         resamples: int, seed: int = 0, confidence: float = 0.95
+                                         ) -> tuple[float, list[float] | None]:
+    """Balanced accuracy of decisions ``a`` minus that of ``b`` on the same images, with a percentile interval of
+    the class-stratified bootstrap (the same resamples for both; None with ``resamples`` 0)."""
+    truth = _class_labels(y_true, n_classes, "y_true")
+    a, b = _class_labels(pred_a, n_classes, "pred_a"), _class_labels(pred_b, n_classes, "pred_b")
+    whole = np.arange(truth.size)[None, :]
+
+    def balanced(pred: NDArray[np.int64], idx: NDArray[np.intp]) -> NDArray[np.float64]:
+        return _count_scores(_resampled_confusion(truth, pred, idx, n_classes))["balanced_accuracy"]
+
+    diff = float(balanced(a, whole)[0] - balanced(b, whole)[0])
+    if not resamples or not truth.size:
+        return diff, None
+    strata = [np.flatnonzero(truth == c) for c in range(n_classes)]
+    deltas = np.concatenate([balanced(a, idx) - balanced(b, idx)
+                             for idx in strata_index_chunks(strata, int(resamples), seed)])
+    return diff, _interval(deltas, confidence)
 
 
 def evaluate_multiclass(y_true: ArrayLike, probs: ArrayLike, y_pred: ArrayLike, classes: Sequence[str], *,

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from ..atomic import write_bytes
 from ..deploy.decision import predicted_positive
 from .metrics import PAUC_MIN_TPR, fmt
+from .multiclass_metrics import binary_class_names
 
 DPI = 110
 OP_STYLE = {"marker": "*", "markersize": 16, "color": "tab:red", "markeredgecolor": "black", "linestyle": "none"}
@@ -251,8 +252,7 @@ def write_plots(summary: dict[str, Any], y_true: np.ndarray, y_prob: np.ndarray,
     if y.sum() > 0:
         save("pr_curve.png", plot_pr(y, p, threshold=threshold, ap=m["average_precision"],
                                      ap_ci=ci.get("average_precision"), reference=ref["threshold"]))
-    classes = s["model"]["classes"]
-    ordered = [next(c for c in classes if c != s["positive_class"]), s["positive_class"]]
+    ordered = list(binary_class_names(s))  # (negative, positive); K classes: the malignancy group
     matrices = [(f"operating point: threshold {threshold:.4f}", _matrix(m["confusion"])),
                 (f"reference: threshold {ref['threshold']:.4f}", _matrix(ref["metrics"]["confusion"]))]
     save("confusion_matrix.png", plot_confusion(matrices, ordered))

@@ -7,10 +7,14 @@ softmax, and so the calibrated probability, depends on. The map is
 the spatial mean of d score / d A_k. Its resolution is the layer's: image_size / 32 cells
 per side (7 x 7 at 224 px, 2 x 2 at 64 px); the peak is reported as the centre of the
 strongest cell, never finer than that.
+
+The target is one class for the whole batch, or a function of the batch's logits giving one class per image
+(``explain``'s default for more than two classes: each image's decided class).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +28,7 @@ from ..errors import SkinOnnxError
 class CamBatch:
     cams: np.ndarray  # (N, h, w) float32 >= 0, unnormalised
     logits: np.ndarray  # (N, C) float64
+    targets: np.ndarray | None = None  # (N,) the class each map is of
 
     def normalized(self) -> np.ndarray:
         """Each map divided by its maximum (all-zero maps stay zero: no evidence for the class)."""
@@ -39,13 +44,14 @@ class CamBatch:
 
 
 class GradCam:
-    """``GradCam(model)(batch, target_index)``; the model is put in eval mode (batch norm frozen)."""
+    """``GradCam(model)(batch, target)``: ``target`` a class index, or ``logits (N, C) float64 -> N class indices``;
+    the model is put in eval mode (batch norm frozen)."""
 
     def __init__(self, model: nn.Module, layer: nn.Module | None = None) -> None:
         self.model = model.eval()
         self.layer = layer if layer is not None else model.layer4
 
-    def __call__(self, batch: torch.Tensor, target: int) -> CamBatch:
+    def __call__(self, batch: torch.Tensor, target: int | Callable[[np.ndarray], Sequence[int]]) -> CamBatch:
         captured: list[torch.Tensor] = []
         handle = self.layer.register_forward_hook(lambda _m, _i, output: captured.append(output))
         try:
@@ -54,11 +60,23 @@ class GradCam:
                 if not captured:
                     raise SkinOnnxError("Grad-CAM: the target layer did not run")
                 activations = captured[-1]
-                others = torch.cat([logits[:, :target], logits[:, target + 1:]], dim=1)
-                score = logits[:, target] - torch.logsumexp(others, dim=1)
+                if isinstance(target, (int, np.integer)):
+                    targets = np.full(len(logits), int(target), np.int64)
+                    others = torch.cat([logits[:, :target], logits[:, target + 1:]], dim=1)
+                    score = logits[:, target] - torch.logsumexp(others, dim=1)
+                else:
+                    targets = np.asarray(target(logits.detach().double().cpu().numpy()), np.int64).reshape(-1)
+                    score = _log_odds(logits, torch.as_tensor(targets, device=logits.device))
                 (grads,) = torch.autograd.grad(score.sum(), activations)
         finally:
             handle.remove()
         weights = grads.mean(dim=(2, 3), keepdim=True)
         cams = torch.relu((weights * activations).sum(dim=1))
-        return CamBatch(cams.detach().float().cpu().numpy(), logits.detach().double().cpu().numpy())
+        return CamBatch(cams.detach().float().cpu().numpy(), logits.detach().double().cpu().numpy(), targets)
+
+
+def _log_odds(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each row's target logit against the logsumexp of its other logits."""
+    chosen = logits.gather(1, targets[:, None]).squeeze(1)
+    others = logits.masked_fill(torch.nn.functional.one_hot(targets, logits.shape[1]).bool(), float("-inf"))
+    return chosen - torch.logsumexp(others, dim=1)

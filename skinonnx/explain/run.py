@@ -2,8 +2,9 @@
 
 Each image is decoded, resized and centre-cropped exactly as the model sees it
 (:class:`Preprocessing`); the overlay shows that crop beside the heatmap of the target class
-(default: the positive class). With lesion masks (``--masks``) it also plays the pointing
-game: does the heatmap's peak fall on the lesion? (:mod:`skinonnx.explain.pointing_game`).
+(``--class``; default: two classes the positive class, more the class decided for each image: the ONNX
+file's ``label``, else the checkpoint's rule with its class bias). With lesion masks (``--masks``) it also
+plays the pointing game: does the heatmap's peak fall on the lesion? (:mod:`skinonnx.explain.pointing_game`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +27,7 @@ from ..deploy.decision import DecisionRule
 from ..errors import ImageError, SkinOnnxError
 from ..overlay import overlay_file_names, render_overlay
 from ..softmax import softmax
-from ..training.checkpoint import load_checkpoint, model_from_checkpoint
+from ..training.checkpoint import load_checkpoint, malignant_group, model_from_checkpoint
 from .gradcam import GradCam
 from .pointing_game import ImageScore, MaskIndex, PointingSummary, score_image
 
@@ -36,7 +38,7 @@ class Explanation:
     overlay: Path
     target: str
     probability: float  # calibrated p(target)
-    prediction: str  # the ONNX file's decision (class or "not assessed"), else the checkpoint's threshold rule
+    prediction: str  # the ONNX file's decision (class or "not assessed"), else the checkpoint's rule
     grid: tuple[int, int]  # (rows, cols) of the Grad-CAM map
     peak: tuple[float, float]  # x, y of the strongest cell's centre, cropped-image pixels
     peak_source: tuple[float, float]  # the same point in the decoded image's pixels
@@ -48,14 +50,28 @@ class Explanation:
         return None if self.score is None else self.score.hit
 
 
-def file_decisions(onnx_path: str | os.PathLike[str], paths: Sequence[Path], max_pixels: int) -> dict[str, str]:
-    """Each readable image's decision as the ONNX file outputs it (class name or "not assessed")."""
+def file_decisions(onnx_path: str | os.PathLike[str], paths: Sequence[Path], max_pixels: int
+                   ) -> dict[str, tuple[int, str]]:
+    """Each readable image's decision as the ONNX file outputs it: its ``label`` (a class index) and what is
+    shown (the class name, or "not assessed")."""
     from ..deploy.decision import label_text
     from ..deploy.runtime import OnnxClassifier
 
     model = OnnxClassifier(onnx_path, "cpu")
-    return {pred.path: label_text(model.contract, int(pred.label), bool(pred.in_distribution))
+    return {pred.path: (int(pred.label), label_text(model.contract, int(pred.label), bool(pred.in_distribution)))
             for pred in model.predict_files(paths, max_pixels=max_pixels) if pred.ok}
+
+
+def checkpoint_rule(state: dict[str, Any]) -> DecisionRule:
+    """The rule the checkpoint's export applies, without the out-of-distribution refusal: its threshold and (more
+    than two classes) its malignancy group and class bias (none tuned: argmax)."""
+    classes = list(state["classes"])
+    threshold = float((state.get("decision") or {}).get("threshold", 0.5))
+    if len(classes) == 2:
+        return DecisionRule(int(state["positive_index"]), threshold)
+    group = tuple(sorted(malignant_group(state)))
+    offsets = (state.get("class_bias") or {}).get("offsets") or [0.0] * len(classes)
+    return DecisionRule(group[0], threshold, None, group, tuple(float(b) for b in offsets))
 
 
 @dataclass
@@ -65,6 +81,7 @@ class ExplainResult:
     pointing: PointingSummary | None = None
     csv_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    per_image: bool = False  # each image's map is of its decided class (more than two classes, no --class)
 
 # Grad-CAM on layer4 has image_size / 32 cells per side; below 7 (224 px) a heatmap is a few blocks.
 COARSE_GRID = 7
@@ -87,7 +104,7 @@ def explain_files(checkpoint: str | os.PathLike[str], paths: Sequence[Path], out
     """Write one overlay PNG per readable image and ``explanations.csv`` into ``out_dir``.
 
     ``decision_model``: the ONNX export of ``checkpoint``; each image's prediction is then that file's decision
-    (so an image `predict` refuses is "not assessed" here too). Without it the checkpoint's threshold rule labels
+    (so an image `predict` refuses is "not assessed" here too). Without it the checkpoint's rule labels
     every image, and a note says so."""
     from tqdm import tqdm
 
@@ -95,26 +112,24 @@ def explain_files(checkpoint: str | os.PathLike[str], paths: Sequence[Path], out
 
     state = load_checkpoint(checkpoint)
     classes = list(state["classes"])
-    target_name = target_class or classes[int(state["positive_index"])]
-    if target_name not in classes:
-        raise SkinOnnxError(f"--class {target_name!r} is not one of the model's classes {classes}")
-    target = classes.index(target_name)
-    pos = int(state["positive_index"])
+    if target_class is not None and target_class not in classes:
+        raise SkinOnnxError(f"--class {target_class!r} is not one of the model's classes {classes}")
+    rule = checkpoint_rule(state)
+    fixed = classes.index(target_class) if target_class is not None else (
+        rule.positive_index if len(classes) == 2 else None)  # None: each image's decided class
     temperature = float((state.get("calibration") or {}).get("temperature", 1.0))
-    threshold = float((state.get("decision") or {}).get("threshold", 0.5))
     prep = Preprocessing.from_dict(state["preprocessing"])
     dev = resolve_device(device)
     note = grid_note(prep.image_size)
     decided = file_decisions(decision_model, paths, max_pixels) if decision_model is not None else {}
-    rule = DecisionRule(pos, threshold)
     cam = GradCam(model_from_checkpoint(state).to(dev))
     mask_index = MaskIndex(Path(masks)) if masks is not None else None
     out = Path(out_dir)
     names = overlay_file_names(paths, out, ".gradcam.png")
-    result = ExplainResult(notes=[note] if note else [])
+    result = ExplainResult(notes=[note] if note else [], per_image=fixed is None)
     if decision_model is None:
         result.notes.append("note: no ONNX export of this checkpoint (export it, or pass --onnx): predictions use the "
-                            "checkpoint's threshold without the out-of-distribution refusal")
+                            "checkpoint's rule (threshold, class bias) without the out-of-distribution refusal")
     scored = []
     bar = tqdm(total=len(paths), unit="img", desc="explain", disable=not progress, leave=False)
     for start in range(0, len(paths), batch_size):
@@ -130,16 +145,25 @@ def explain_files(checkpoint: str | os.PathLike[str], paths: Sequence[Path], out
         if not items:
             continue
         batch = torch.from_numpy(np.stack([prep.normalize(crop) for *_, crop in items])).to(dev)
-        maps = cam(batch, target)
+        ordered = [decided.get(str(path)) for path, *_ in items]
+
+        def decided_classes(logits: np.ndarray, ordered=ordered) -> list[int]:
+            """The file's label per image where it has one, else the checkpoint's rule on the same logits."""
+            own = rule.labels(softmax(logits, temperature))
+            return [mine[0] if mine is not None else int(own[i]) for i, mine in enumerate(ordered)]
+
+        maps = cam(batch, decided_classes if fixed is None else fixed)
         if maps.cams.shape[1] * maps.cams.shape[2] == 1:
             raise SkinOnnxError(f"at image_size {prep.image_size} the last block's map is 1x1: Grad-CAM has no "
                                 "spatial information (needs image_size >= 64)")
         probs = softmax(maps.logits, temperature)
-        for (path, name, decoded, crop), heat, peak, p in zip(items, maps.normalized(), maps.peaks(prep.image_size),
-                                                               probs, strict=True):
+        for (path, name, decoded, crop), heat, peak, p, target in zip(
+                items, maps.normalized(), maps.peaks(prep.image_size), probs, maps.targets, strict=True):
             peak_xy = (float(peak[0]), float(peak[1]))
             peak_source = prep.crop_point_to_source(*peak_xy, decoded.size)
-            prediction = decided.get(str(path)) or classes[int(rule.labels(p[None])[0])]
+            mine = decided.get(str(path))
+            prediction = mine[1] if mine is not None else classes[int(rule.labels(p[None])[0])]
+            target_name = classes[int(target)]
             explanation = Explanation(str(path), name, target_name, float(p[target]), prediction,
                                       (heat.shape[0], heat.shape[1]), peak_xy, peak_source, empty=not heat.max() > 0)
             if mask_index is not None:

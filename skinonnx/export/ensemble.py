@@ -5,9 +5,15 @@ The graph keeps the single-model interface (input ``input`` float32 [N, 3, S, S]
     views   = the TTA views of the batch: identity (none), + horizontal flip (flip), or all 8
               dihedral transforms (d4: flips and transposes, i.e. the right-angle rotations and mirrors)
     z_k     = mean over the views of member k's logits                       (k = 1..K)
-    logits  = mean over the members of z_k                                   [N, 2]
-    probabilities        = softmax(logits / T)                               [N, 2]
-    member_probabilities = softmax(z_k / T)[:, positive], one column per member   [N, K] (ensembles only)
+    logits  = mean over the members of z_k                                   [N, C]
+    probabilities        = softmax(logits / T)                               [N, C]
+    member_probabilities = member k's p_malignant: softmax(z_k / T) summed over the malignancy group,
+                           one column per member                             [N, K] (ensembles only)
+
+C classes, 2 or more: with two the group is the positive class alone (its column, as before); with more the
+group's probabilities are added in class order, as ``p_malignant`` adds them (:mod:`.decision`). The diagnosis
+of more than two classes (``label``) uses the class bias tuned on the run's out-of-fold predictions
+(``train --class-bias oof``), stored in the file's metadata and graph like a single model's.
 
 Why the mean of logits (a geometric mean of the members' odds), not the mean of probabilities: the
 ensemble then keeps the contract every skinonnx model has, ``probabilities = softmax(logits / T)``
@@ -23,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -77,14 +83,16 @@ class EnsembleWrapper(nn.Module):
     equal weights (:func:`.cam.mean_cam`), the weights that average the logits."""
 
     def __init__(self, members: list[nn.Module], temperature: float, positive_index: int, tta: str = "none",
-                 member_output: bool = True, n_classes: int = 2, with_cam: bool = False) -> None:
+                 member_output: bool = True, n_classes: int = 2, with_cam: bool = False,
+                 group: Sequence[int] = ()) -> None:
         super().__init__()
         self.members = nn.ModuleList(m.eval().cpu().to(memory_format=torch.contiguous_format) for m in members)
         self.register_buffer("temperature", torch.tensor(float(temperature)))
         self.tta, self.views = tta, TTA_MODES[tta]
         self.positive_index, self.member_output, self.n_classes = positive_index, member_output, n_classes
+        self.group = tuple(int(i) for i in group) or (positive_index,)  # the malignancy group, class order
         if with_cam and not all(has_cam_head(m) for m in self.members):
-            raise ExportError("the cam output needs ResNet members with a global-average-pool + linear 2-class head")
+            raise ExportError("the cam output needs ResNet members with a global-average-pool + linear head")
         self.with_cam = with_cam
         self.eval()
 
@@ -109,8 +117,17 @@ class EnsembleWrapper(nn.Module):
         logits = z.mean(1)
         out = [logits, torch.softmax(logits / self.temperature, dim=1)]
         if self.member_output:
-            out.append(torch.softmax(z / self.temperature, dim=2)[:, :, self.positive_index])
+            out.append(group_probability(torch.softmax(z / self.temperature, dim=2), self.group))
         return tuple(out + ([cam] if cam is not None else []))
+
+
+def group_probability(probs: torch.Tensor, group: Sequence[int]) -> torch.Tensor:
+    """[N, M, C] -> [N, M]: the group's probabilities added one by one in class order (as the graph's
+    p_malignant); a group of one is that class's column (the two-class graph as before)."""
+    total = probs[:, :, group[0]]
+    for i in group[1:]:
+        total = total + probs[:, :, i]
+    return total
 
 
 @torch.no_grad()
@@ -129,7 +146,7 @@ def reference_outputs(wrapper: EnsembleWrapper, batch: np.ndarray) -> dict[str, 
     logits = z.mean(1)
     out = {"logits": logits.numpy(), "probabilities": torch.softmax(logits / t, 1).numpy()}
     if wrapper.member_output:
-        out[MEMBER_OUTPUT] = torch.softmax(z / t, 2)[:, :, pos].numpy()
+        out[MEMBER_OUTPUT] = group_probability(torch.softmax(z / t, 2), wrapper.group).numpy()
     if cams:
         out[CAM_OUTPUT] = mean_cam(cams).numpy()
     return out
@@ -171,8 +188,21 @@ def _ensemble_contract(run, states: list[dict[str, Any]], opset: int, tta: str) 
                   "source_checkpoint": f"{run.run_dir.name} ({len(members)} folds)"})
     if tta != "none":
         extra["tta"] = tta_metadata(tta)
+    bias = base.class_bias
+    if len(base.classes) > 2:  # the diagnosis: the offsets tuned on the pooled out-of-fold predictions (or zero)
+        tuned = oof.get("class_bias") or {}
+        bias = tuple(float(b) for b in tuned.get("offsets") or [0.0] * len(base.classes))
+        if len(bias) != len(base.classes):
+            raise ExportError(f"run '{run.run_dir.name}': cv.json's class bias has {len(bias)} offsets for "
+                              f"{len(base.classes)} classes")
+        multiclass = (oof.get("multiclass") or {}).get("metrics") or {}
+        ensemble["class_bias_from"] = "out-of-fold" if tuned.get("tuned_on") == "oof" else "none (argmax)"
+        ensemble["oof"].update({f"diagnosis_{k}": multiclass[k] for k in ("balanced_accuracy", "macro_auc")
+                                if k in multiclass})
+        extra["ensemble"] = json.dumps(ensemble)
     return replace(base, threshold=float(oof["threshold"]), threshold_policy=str(oof["threshold_policy"]),
-                   temperature=float(oof["temperature"]), extra=extra, output_names=(*OUTPUT_NAMES, MEMBER_OUTPUT))
+                   temperature=float(oof["temperature"]), class_bias=bias, extra=extra,
+                   output_names=(*OUTPUT_NAMES, MEMBER_OUTPUT))
 
 
 def tta_metadata(tta: str) -> str:
@@ -200,7 +230,8 @@ def export_cv_run(run_dir: str | os.PathLike[str], output: str | os.PathLike[str
     def fit_ood(members: list[nn.Module]) -> OodFit:
         prep = Preprocessing.from_dict(states[0]["preprocessing"])
         return fit_members(members, _oof_rows(run, contract.classes), prep,
-                           lambda m: EnsembleWrapper([m], 1.0, contract.positive_index, tta, member_output=False),
+                           lambda m: EnsembleWrapper([m], 1.0, contract.positive_index, tta, member_output=False,
+                                                     n_classes=len(contract.classes)),
                            accept=ood_accept, tta=tta, views=TTA_MODES[tta])
 
     return _write([model_from_checkpoint(s) for s in states], contract, ExportResult(output, contract, tta=tta),
@@ -220,8 +251,10 @@ def export_single_tta(checkpoint: str | os.PathLike[str], output: str | os.PathL
     state = load_checkpoint(checkpoint)
     contract = contract_from_checkpoint(state, checkpoint, opset)
     contract = replace(contract, extra={**contract.extra, "tta": tta_metadata(tta)})
+
     def fit_ood(members: list[nn.Module]) -> OodFit:
-        base = EnsembleWrapper(members, 1.0, contract.positive_index, tta, member_output=False)
+        base = EnsembleWrapper(members, 1.0, contract.positive_index, tta, member_output=False,
+                               n_classes=len(contract.classes))
         return fit_for_checkpoint(members[0], state, data, accept=ood_accept, tta=tta, views=TTA_MODES[tta],
                                   base=base)
 
@@ -239,7 +272,8 @@ def _write(members: list[nn.Module], contract: ModelContract, result: ExportResu
     if with_cam:
         result.contract = contract = replace(contract, output_names=(*contract.output_names, CAM_OUTPUT))
     wrapper = EnsembleWrapper(members, contract.temperature, contract.positive_index, result.tta,
-                              member_output=MEMBER_OUTPUT in contract.output_names, with_cam=with_cam)
+                              member_output=MEMBER_OUTPUT in contract.output_names, with_cam=with_cam,
+                              n_classes=len(contract.classes), group=contract.group)
     result.members = len(members)
     if fit_ood is not None:
         fit = fit_ood(list(wrapper.members))
@@ -304,9 +338,11 @@ def recheck_parity(source: str | None, onnx_path: str | os.PathLike[str], data: 
         if note:
             echo(note)
         states, names = [load_checkpoint(checkpoint)], ["model"]
-    wrapper = EnsembleWrapper([model_from_checkpoint(s) for s in states], float(meta["temperature"]),
-                              int(meta["positive_index"]), tta, member_output="ensemble" in meta,
-                              with_cam=CAM_OUTPUT in json.loads(meta.get("output_names", "[]")))
+    contract = ModelContract.from_metadata(meta, source=str(onnx_path))
+    wrapper = EnsembleWrapper([model_from_checkpoint(s) for s in states], contract.temperature,
+                              contract.positive_index, tta, member_output="ensemble" in meta,
+                              with_cam=CAM_OUTPUT in contract.output_names, n_classes=len(contract.classes),
+                              group=contract.group)
     batch, _, where = parity_batch(states[0], data, n_images)
     echo(f"parity images: {where}")
     return check_ensemble_parity(wrapper, onnx_path, batch, atol=atol, provider=provider, member_names=names), where

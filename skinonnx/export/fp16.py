@@ -71,6 +71,32 @@ def drop_duplicate_nodes(graph) -> None:  # onnx.GraphProto
         graph.node.extend(kept)
 
 
+def keep_decisions_float32(graph) -> int:  # onnx.GraphProto
+    """Make the converter's fp16 round trips after computing decision nodes no-ops, in place; how many.
+
+    A blocked node runs in float32, but the converter still casts what it writes to fp16 and back before the next
+    node reads it; with K classes ``p_malignant`` would be a sum rounded to fp16 and ``label`` the argmax of
+    rounded biased log-probabilities, not :class:`~skinonnx.deploy.decision.DecisionRule` on the probabilities.
+    Such a Cast to fp16 becomes a Cast to float32 (exact). A ``Gather`` of the probabilities (fp16 values) survives
+    the round trip unchanged and is left as written, so a two-class graph stays as before."""
+    from onnx import TensorProto
+
+    producers = {out: node for node in graph.node for out in node.output}
+    types = {vi.name: vi for vi in graph.value_info}
+    changed = 0
+    for node in graph.node:
+        to = next((a for a in node.attribute if a.name == "to"), None)
+        source = producers.get(node.input[0]) if node.op_type == "Cast" and node.input else None
+        if (to is None or to.i != TensorProto.FLOAT16 or source is None or not source.name.startswith("decision/")
+                or source.op_type == "Gather"):
+            continue
+        to.i = TensorProto.FLOAT
+        if node.output[0] in types:
+            types[node.output[0]].type.tensor_type.elem_type = TensorProto.FLOAT
+        changed += 1
+    return changed
+
+
 def to_fp16(model):  # onnx.ModelProto -> onnx.ModelProto
     """fp16 weights and activations, fp32 input and outputs; checked by ``onnx.checker`` (full)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -80,6 +106,7 @@ def to_fp16(model):  # onnx.ModelProto -> onnx.ModelProto
     half = convert_float_to_float16(model, keep_io_types=True,
                                     node_block_list=[n.name for n in model.graph.node if keeps_float32(n.name)] or None)
     drop_duplicate_nodes(half.graph)
+    keep_decisions_float32(half.graph)
     topological_sort(half.graph)
     check_variant_graph(half, "fp16")
     return half

@@ -208,7 +208,7 @@ def export(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *
     """
     t0 = time.perf_counter()
     checkpoint, output = Path(checkpoint), onnx_output(output)
-    state = load_checkpoint(checkpoint, any_classes=True)
+    state = load_checkpoint(checkpoint)
     model = model_from_checkpoint(state)
     contract = contract_from_checkpoint(state, checkpoint, opset)
     skipped = skipped_after_training(state, checkpoint)

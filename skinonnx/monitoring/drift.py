@@ -12,6 +12,11 @@ Two tests, both controlling the false-alarm rate at ``alpha`` for the batch as a
   One test on the joint distribution: it can see a change in correlations no single KS test sees, but
   does not say which quantity moved.
 
+K-class models add a categorical quantity, the distribution of the decided classes (:func:`class_distribution_test`,
+a chi-square test of homogeneity on the 2 x K counts); :func:`with_class_distribution` puts its p-value in the same
+Holm family as the KS p-values (``ks``) or beside the MMD p-value (``mmd``), so the batch's false-alarm rate stays
+at ``alpha``.
+
 Why scipy suffices: the quantities are a handful of scalars per image, for which KS (scipy.stats.ks_2samp,
 exact p-values for small samples) and an MMD permutation test over a few hundred points are cheap and
 standard; alibi-detect implements the same two tests (its KSDrift also uses scipy's KS with a Bonferroni
@@ -20,7 +25,7 @@ correction) and would add TensorFlow or PyTorch to a deploy path that must stay 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -141,3 +146,42 @@ def drift_test(reference: Mapping[str, ArrayLike], new: Mapping[str, ArrayLike],
     if method == "mmd":
         return mmd_test(reference, new, alpha=alpha, seed=seed)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def class_distribution_test(reference: Sequence[str], new: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
+    """Chi-square test of homogeneity of the decided classes' counts (classes decided on neither side left out of
+    the table; p = 1 when fewer than two classes remain)."""
+    from scipy.stats import chi2_contingency
+
+    ref = np.array([sum(1 for c in reference if c == name) for name in classes])
+    cur = np.array([sum(1 for c in new if c == name) for name in classes])
+    used = (ref + cur) > 0
+    if used.sum() < 2 or not ref.sum() or not cur.sum():
+        statistic, p_value, dof = 0.0, 1.0, 0
+    else:
+        result = chi2_contingency(np.vstack([ref[used], cur[used]]), correction=False)
+        statistic, p_value, dof = float(result.statistic), float(result.pvalue), int(result.dof)
+    return {"test": "chi-square homogeneity of the decided classes (2 x K counts)", "classes": list(classes),
+            "reference_counts": ref.tolist(), "new_counts": cur.tolist(),
+            "reference_share": (ref / max(ref.sum(), 1)).tolist(), "new_share": (cur / max(cur.sum(), 1)).tolist(),
+            "statistic": statistic, "dof": dof, "p_value": p_value}
+
+
+def with_class_distribution(result: dict[str, Any], classes_test: dict[str, Any]) -> dict[str, Any]:
+    """``result`` of :func:`drift_test` with the class distribution's test joined: one Holm family with the KS
+    p-values (``ks``) or with the MMD p-value (``mmd``); the batch's ``p_value`` and ``drift`` cover both."""
+    alpha = result["alpha"]
+    out = {**result, "quantities": {k: dict(v) for k, v in result["quantities"].items()}}
+    if result["method"] == "ks":
+        names = list(out["quantities"])
+        adjusted = holm([out["quantities"][k]["p_value"] for k in names] + [classes_test["p_value"]])
+        for k, adj in zip(names, adjusted[:-1], strict=True):
+            out["quantities"][k].update(p_adjusted=float(adj), drift=bool(adj <= alpha))
+    else:
+        adjusted = holm([result["p_value"], classes_test["p_value"]])
+        out["p_value_mmd_adjusted"] = float(adjusted[0])
+    out["class_distribution"] = {**classes_test, "p_adjusted": float(adjusted[-1]),
+                                 "drift": bool(adjusted[-1] <= alpha)}
+    out["p_value"] = float(adjusted.min())
+    out["drift"] = out["p_value"] <= alpha
+    return out

@@ -27,7 +27,7 @@ from ..data.images import DEFAULT_MAX_PIXELS
 from ..deploy.runtime import OnnxClassifier
 from ..errors import DataError, SkinOnnxError
 from ..reporting.provenance import dumps_strict, sha256_of
-from .drift import DEFAULT_ALPHA, drift_test
+from .drift import DEFAULT_ALPHA, class_distribution_test, drift_test, with_class_distribution
 
 SCHEMA = "skinonnx-monitor"
 SCHEMA_VERSION = 1
@@ -45,6 +45,7 @@ class Batch:
     notes: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     refused: int | None = None  # images with ood_score above the model's threshold (None: no ood_score)
+    decided: list[str] | None = None  # K classes: each image's decided class (the graph's label output)
 
 
 def _column(rows: list[dict[str, str]], name: str, source: Path) -> np.ndarray:
@@ -90,7 +91,8 @@ def read_reference(report_dir: Path, model_sha256: str | None = None) -> Batch:
     else:
         notes.append(f"{report_dir} has no {STATISTICS_FILE} (older `test` reports lack it): image "
                      "statistics not compared; run `test` again to include them")
-    return Batch(quantities, len(rows), notes)
+    decided = [r.get("prediction", "") for r in rows] if any(k.startswith("p_") for k in rows[0]) else None
+    return Batch(quantities, len(rows), notes, decided=decided)
 
 
 def measure_batch(classifier: OnnxClassifier, paths: list[Path], *, batch_size: int = 16,
@@ -101,7 +103,7 @@ def measure_batch(classifier: OnnxClassifier, paths: list[Path], *, batch_size: 
 
     contract = classifier.contract
     pos = contract.positive_index
-    probs, ood, inside, stats, skipped = [], [], [], [], []
+    probs, ood, inside, stats, skipped, decided = [], [], [], [], [], []
     for pred in classifier.predict_files(paths, batch_size=batch_size, max_pixels=max_pixels, progress=progress):
         if not pred.ok:
             skipped.append({"path": pred.path, "problem": str(pred.error)})
@@ -112,7 +114,11 @@ def measure_batch(classifier: OnnxClassifier, paths: list[Path], *, batch_size: 
             except ImageError as exc:  # decoded once for the model: a second failure is unexpected but handled
                 skipped.append({"path": pred.path, "problem": str(exc)})
                 continue
-        probs.append(float(pred.probabilities[pos]))
+        if contract.multiclass:  # the malignancy group's probability and the decided class, as `test` records them
+            probs.append(float(pred.p_malignant))
+            decided.append(contract.classes[int(pred.label)])
+        else:
+            probs.append(float(pred.probabilities[pos]))
         inside.append(bool(pred.in_distribution))  # the graph's decision
         score = getattr(pred, "ood_score", None)  # the ood_score output, on models that have one
         if score is not None:
@@ -125,7 +131,8 @@ def measure_batch(classifier: OnnxClassifier, paths: list[Path], *, batch_size: 
         quantities["ood_score"] = np.array(ood)
         if getattr(contract, "ood_threshold", None) is not None:
             refused = len(inside) - sum(inside)
-    return Batch(quantities, len(probs), skipped=skipped, refused=refused)
+    return Batch(quantities, len(probs), skipped=skipped, refused=refused,
+                 decided=decided if contract.multiclass else None)
 
 
 def run_monitor(classifier: OnnxClassifier, reference_dir: Path, paths: list[Path], *, out_dir: Path,
@@ -146,6 +153,15 @@ def run_monitor(classifier: OnnxClassifier, reference_dir: Path, paths: list[Pat
     if "ood_score" in new.quantities and "ood_score" not in reference.quantities:
         notes.append("the reference has no ood_score column: ood_score not compared; run `test` again")
     result = drift_test(reference.quantities, new.quantities, method=method, alpha=alpha)
+    if classifier.contract.multiclass:  # K classes: p_malignant is "probability"; the decided classes are tested too
+        if reference.decided is None:
+            raise DataError(f"{reference_dir} is not the report of a K-class `test` (no p_<class> columns in its "
+                            "predictions.csv); run `test` with this model to make its reference")
+        result = with_class_distribution(result, class_distribution_test(reference.decided, new.decided or [],
+                                                                         classifier.contract.classes))
+        notes.append("K classes: 'probability' is p_malignant, the malignancy group's ("
+                     + ", ".join(classifier.contract.malignant_classes) + "); the decided classes are tested as "
+                     "'class_distribution' (the graph's label, refused images included)")
     ood_threshold = getattr(classifier.contract, "ood_threshold", None)
     verdict = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "skinonnx_version": __version__,
@@ -180,6 +196,12 @@ def format_verdict(verdict: dict[str, Any]) -> str:
         test = (f"KS {q['statistic']:.3f}  p {q['p_value']:.3g}  adjusted {q['p_adjusted']:.3g}"
                 f"{'  <- moved' if q['drift'] else ''}") if "p_adjusted" in q else ""
         lines.append(f"  {name:<12} median {q['reference_median']:.4g} -> {q['new_median']:.4g}  {test}".rstrip())
+    cd = verdict.get("class_distribution")
+    if cd:
+        shares = ", ".join(f"{name} {a:.0%} -> {b:.0%}" for name, a, b in zip(cd["classes"], cd["reference_share"],
+                                                                            cd["new_share"], strict=True))
+        lines.append(f"  {'classes':<12} {shares}  chi2 {cd['statistic']:.3f}  p {cd['p_value']:.3g}  adjusted "
+                     f"{cd['p_adjusted']:.3g}{'  <- moved' if cd['drift'] else ''}")
     ood = verdict["out_of_distribution"]
     if ood is not None:
         lines.append(f"  refused as out of distribution: {ood['n_refused']} of {verdict['n_new']} "

@@ -6,6 +6,10 @@ chosen (a fold ensemble's pooled out-of-fold AUC, a single run's validation AUC 
 the best model on the same images with a paired stratified bootstrap interval; file size; and model-only speed in
 images/s on this machine (one decoded batch run repeatedly, so image decoding, which is the same for every model,
 does not hide the difference). No torch.
+
+K-class models: the AUC columns are the malignancy group's (``p_malignant``, as `test`'s binary sections), and
+each model's entry adds ``multiclass``: balanced accuracy over the classes (the file's ``label`` output) with its
+interval, macro AUC, and the paired class-stratified bootstrap difference to the model of best balanced accuracy.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ..data.layouts import LabeledData, discover
 from ..deploy.runtime import OnnxClassifier, iter_preprocessed
 from ..errors import DataError
 from ..evaluation.metrics import evaluate_predictions, fmt, roc_auc, stratified_bootstrap_indices
+from ..evaluation.multiclass_metrics import evaluate_multiclass, paired_balanced_accuracy_difference
 from ..evaluation.verdict import verdict_of
 from .cv_report import trained_on
 from .model_run import SplitPredictions, predict_split
@@ -121,6 +126,10 @@ def _check_same_task(classifiers: Sequence[OnnxClassifier], data: LabeledData) -
         if c.contract.positive_class != first.positive_class:
             raise DataError(f"{c.path} calls {c.contract.positive_class!r} positive, {classifiers[0].path} "
                             f"{first.positive_class!r}: the models answer different questions")
+        if c.contract.malignant_classes != first.malignant_classes:
+            raise DataError(f"{c.path}'s malignancy group is {list(c.contract.malignant_classes)}, "
+                            f"{classifiers[0].path}'s {list(first.malignant_classes)}: the models answer different "
+                            "questions")
 
 
 def compare_models(classifiers: Sequence[OnnxClassifier], data_root: str | os.PathLike[str], *, split: str = "test",
@@ -136,6 +145,7 @@ def compare_models(classifiers: Sequence[OnnxClassifier], data_root: str | os.Pa
     _check_same_task(classifiers, data)
     paths = [str(s.path) for s in data.split(split)]
     rows: list[ModelRow] = []
+    extras: list[dict[str, Any] | None] = []  # K classes: each model's "multiclass" entry
     scored: list[SplitPredictions] = []
     for c in classifiers:
         echo(f"{c.path}: {split} split")
@@ -155,7 +165,9 @@ def compare_models(classifiers: Sequence[OnnxClassifier], data_root: str | os.Pa
                              c.contract.threshold, m["sensitivity"], m["specificity"], sel_name, sel_auc, sel_ci,
                              sel_n, None, verdict_of(mini).as_dict()))
         scored.append(evaluated)
+        extras.append(_multiclass_entry(c, evaluated, bootstrap=bootstrap, seed=ci_seed, confidence=confidence))
     _paired_to_best(rows, scored, bootstrap=bootstrap, seed=ci_seed, confidence=confidence)
+    _paired_to_best_balanced(extras, rows, scored, bootstrap=bootstrap, seed=ci_seed, confidence=confidence)
     return {"schema": COMPARE_SCHEMA, "schema_version": 1,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "data": {"root": str(data.root), "split": split, "n_images": len(paths)},
@@ -163,7 +175,44 @@ def compare_models(classifiers: Sequence[OnnxClassifier], data_root: str | os.Pa
             "bootstrap": None if not bootstrap else {"resamples": bootstrap, "confidence": confidence, "seed": ci_seed},
             "speed": {"what": "model-only images/s on one decoded batch, after a warm-up run",
                       "seconds_per_model": speed_seconds},
-            "models": [asdict(r) for r in rows]}
+            "models": [asdict(r) | ({"multiclass": e} if e else {}) for r, e in zip(rows, extras, strict=True)]}
+
+
+def _multiclass_entry(classifier: OnnxClassifier, evaluated: SplitPredictions, *, bootstrap: int, seed: int,
+                      confidence: float) -> dict[str, Any] | None:
+    """A K-class model's ``multiclass`` entry (None for two classes)."""
+    if evaluated.classes is None or evaluated.probabilities is None or evaluated.decided is None:
+        return None
+    classes = classifier.contract.classes
+    result = evaluate_multiclass(evaluated.classes, evaluated.probabilities, evaluated.decided, classes,
+                                 bootstrap=bootstrap, seed=seed, confidence=confidence)
+    m, ci = result["metrics"], result["ci"] or {}
+    return {"malignant_classes": list(classifier.contract.malignant_classes),
+            "balanced_accuracy": m["balanced_accuracy"], "balanced_accuracy_ci": ci.get("balanced_accuracy"),
+            "macro_auc": m["macro_auc"], "macro_auc_ci": ci.get("macro_auc"), "vs_best": None}
+
+
+def _paired_to_best_balanced(extras: list[dict[str, Any] | None], rows: list[ModelRow],
+                             scored: list[SplitPredictions], *, bootstrap: int, seed: int, confidence: float) -> None:
+    """Fill each K-class entry's ``vs_best``: its balanced accuracy minus the best one's on the images both read."""
+    ranked = [i for i, e in enumerate(extras) if e is not None and np.isfinite(e["balanced_accuracy"])]
+    if len(ranked) < 2:
+        return
+    best = max(ranked, key=lambda i: extras[i]["balanced_accuracy"])  # type: ignore[index]
+    ref = {r["path"]: (t, d) for r, t, d in zip(scored[best].rows, scored[best].classes, scored[best].decided,
+                                                strict=True)}
+    for i in ranked:
+        if i == best:
+            continue
+        pairs = [(ref[r["path"]][0], d, ref[r["path"]][1]) for r, d in zip(scored[i].rows, scored[i].decided,
+                                                                           strict=True) if r["path"] in ref]
+        if not pairs:
+            continue
+        y, d_this, d_best = (np.array(v) for v in zip(*pairs, strict=True))
+        diff, ci = paired_balanced_accuracy_difference(y, d_this, d_best, scored[i].probabilities.shape[1],
+                                                       resamples=bootstrap, seed=seed, confidence=confidence)
+        extras[i]["vs_best"] = {"model": rows[best].path, "difference": diff, "ci": ci,  # type: ignore[index]
+                                "images": len(y)}
 
 
 def _paired_to_best(rows: list[ModelRow], scored: list[SplitPredictions], *, bootstrap: int, seed: int,
@@ -205,6 +254,24 @@ def model_names(doc: dict[str, Any]) -> list[str]:
     return base if len(set(base)) == len(base) else [r["path"] for r in doc["models"]]
 
 
+MULTICLASS_COLUMNS = ("balanced acc. [CI]", "vs best: Δbal. acc. [CI]")
+
+
+def columns(doc: dict[str, Any]) -> tuple[str, ...]:
+    """The table's columns: K-class models add balanced accuracy and its paired difference."""
+    return COLUMNS + MULTICLASS_COLUMNS if _multiclass(doc) else COLUMNS
+
+
+def _multiclass(doc: dict[str, Any]) -> bool:
+    return any(r.get("multiclass") for r in doc["models"])
+
+
+def _difference(vs: dict[str, Any] | None, defined: bool, several: bool) -> str:
+    if vs is None:
+        return "best" if defined and several else "n/a"
+    return f"{vs['difference']:+.3f}" + (f" [{vs['ci'][0]:+.3f}, {vs['ci'][1]:+.3f}]" if vs["ci"] else "")
+
+
 def table_rows(doc: dict[str, Any]) -> list[list[str]]:
     out = []
     for name, r in zip(model_names(doc), doc["models"], strict=True):
@@ -225,12 +292,18 @@ def table_rows(doc: dict[str, Any]) -> list[list[str]]:
                     "n/a" if vs is None else f"{vs['difference']:+.3f}" + (
                         f" [{vs['ci'][0]:+.3f}, {vs['ci'][1]:+.3f}]" if vs["ci"] else ""),
                     said])
+        k = r.get("multiclass")
+        if k:
+            out[-1] += [_auc(k["balanced_accuracy"], k["balanced_accuracy_ci"]),
+                        _difference(k["vs_best"], k["balanced_accuracy"] is not None, len(doc["models"]) > 1)]
+        elif _multiclass(doc):
+            out[-1] += ["n/a", "n/a"]
     return out
 
 
 def text_table(doc: dict[str, Any]) -> str:
-    rows = [list(COLUMNS), *table_rows(doc)]
-    widths = [max(len(row[k]) for row in rows) for k in range(len(COLUMNS))]
+    rows = [list(columns(doc)), *table_rows(doc)]
+    widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join([*lines, "", *notes(doc)])
@@ -239,7 +312,7 @@ def text_table(doc: dict[str, Any]) -> str:
 def markdown_table(doc: dict[str, Any]) -> str:
     d = doc["data"]
     head = [f"# Model comparison on the `{d['split']}` split of `{d['root']}` ({d['n_images']} images)", ""]
-    body = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
+    body = ["| " + " | ".join(columns(doc)) + " |", "|" + "---|" * len(columns(doc)),
             *("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in table_rows(doc))]
     return "\n".join([*head, *body, "", *(f"- {n}" for n in notes(doc)), ""])
 
@@ -254,6 +327,10 @@ def notes(doc: dict[str, Any]) -> list[str]:
            "vs best: this model's AUC minus the best one's on the same images, paired bootstrap; an interval "
            "containing 0 means this split cannot tell them apart: choose on size and speed.",
            f"images/s: model only, {doc['provider']}, one decoded batch on this machine (decoding excluded)."]
+    if _multiclass(doc):
+        out.append("K classes: AUC, sens / spec and ΔAUC are the malignancy group's (p_malignant against the true "
+                   "group); balanced acc. scores the file's own label output over the classes, Δbal. acc. its paired "
+                   "class-stratified bootstrap difference to the model of best balanced accuracy.")
     for name, r in zip(model_names(doc), doc["models"], strict=True):
         for line in [*r["verdict"]["warnings"], *([r["verdict"]["advice"]] if r["verdict"]["advice"] else [])]:
             out.append(f"{name}: {line}")

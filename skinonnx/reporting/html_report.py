@@ -35,6 +35,7 @@ from ..evaluation.verdict import verdict_of
 from .case_images import FILES_DIR, write_case_images
 from .html_assets import SCRIPT, STYLE, csp
 from .model_card import FIGURE_TITLES
+from .multiclass_report import html_section as multiclass_html_section
 from .ood_summary import html_section as ood_html_section
 from .safety import html_section
 
@@ -60,10 +61,15 @@ class Case:
 
 
 def cases_from_rows(rows: Sequence[dict[str, Any]], positive_class: str, threshold: float,
-                    thumbs: Sequence[str | None]) -> list[Case]:
+                    thumbs: Sequence[str | None], group: Sequence[str] = ()) -> list[Case]:
+    """``group``: a K-class model's malignancy group; a case's outcome is then the group decision (the row's
+    ``malignant``) against the true class being in the group."""
     out = []
     for i, (row, thumb) in enumerate(zip(rows, thumbs, strict=True)):
-        truth, predicted = row["label"] == positive_class, row["prediction"] == positive_class
+        if group:
+            truth, predicted = row["label"] in group, bool(row["malignant"])
+        else:
+            truth, predicted = row["label"] == positive_class, row["prediction"] == positive_class
         outcome = ("T" if truth == predicted else "F") + ("P" if predicted else "N")
         out.append(Case(i, str(row["path"]), str(row["label"]), float(row["probability"]), str(row["prediction"]),
                         outcome, float(row["probability"]) - threshold, thumb,
@@ -241,6 +247,7 @@ def render_html(summary: dict[str, Any], cases: Sequence[Case], *, has_cam: bool
         '<ul id="js-errors" hidden></ul>',
         f"<h1>Test report: {_e(name)} on {_e(s['data']['split'])}</h1>",
         '<p class="banner">Research software. Not a medical device; not for diagnosis.</p>',
+        *([multiclass_html_section(s)] if s.get("multiclass") else []),  # K classes: their headline first
         '<section id="headline">', _headline(s), _provenance(s), "</section>",
         ood_html_section(s.get("ood"), s["metrics"], s.get("ci")),
         '<section id="figures"><h2>Figures</h2>', _figures(s.get("files") or []), "</section>", html_section(s),
@@ -274,7 +281,8 @@ def write_html_report(out_dir: Path, summary: dict[str, Any], rows: Sequence[dic
                                    max_pixels=max_pixels)
     else:
         thumbs = [None] * len(rows)
-    cases = cases_from_rows(rows, summary["positive_class"], float(summary["threshold"]), thumbs)
+    group = (summary.get("multiclass") or {}).get("malignant_classes") or ()
+    cases = cases_from_rows(rows, summary["positive_class"], float(summary["threshold"]), thumbs, group)
     has_cam = cams is not None and any(c is not None for c in cams)
     write_text(out_dir / HTML_NAME, render_html(summary, cases, has_cam=has_cam))
     return [HTML_NAME, FILES_DIR + "/"] if prep is not None else [HTML_NAME]

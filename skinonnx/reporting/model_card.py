@@ -14,8 +14,11 @@ from ..data.exclusions import describe as describe_exclusions
 from ..data.exclusions import recorded_exclusions
 from ..data.pretraining import backbone_card_lines
 from ..evaluation.metrics import METRIC_NAMES, fmt, sci
+from ..evaluation.multiclass_metrics import binary_class_names
 from ..evaluation.verdict import verdict_of
 from .cv_report import model_card_lines
+from .multiclass_report import CONFUSION_PNG, FIGURE_TITLE
+from .multiclass_report import model_card_lines as multiclass_card_lines
 from .safety import model_card_lines as safety_card_lines
 
 SECTIONS = ("Model", "Intended use", "Data", "Training", "Operating point", "Performance", "Calibration",
@@ -36,6 +39,7 @@ FIGURE_TITLES = {
     "training_curves.png": "Training curves",
     "cv_roc_curves.png": "Cross-validation: ROC per fold, pooled out-of-fold, and the ensemble",
     "risk_coverage.png": "Risk-coverage curve (error rate among answered images vs share answered)",
+    CONFUSION_PNG: FIGURE_TITLE,
 }
 
 
@@ -50,8 +54,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def render_model_card(s: dict[str, Any]) -> str:
     model, data, training = s["model"], s["data"], s["training"]
-    pos = s["positive_class"]
-    neg = next(c for c in s["classes"] if c != pos)
+    neg, pos = binary_class_names(s)  # K classes: the malignancy group and the rest
     name = model["path"].replace("\\", "/").rsplit("/", 1)[-1]
     out = [f"# Model card: {name}", "",
            "> **Research use only. Not a medical device.** Not cleared or approved by any regulator; "
@@ -64,6 +67,7 @@ def render_model_card(s: dict[str, Any]) -> str:
     out += _training(training, model.get("skinonnx_metadata", True), fitted_on_text(s["calibration"]),
                      after=_after_training(s))
     out += _operating_point(s)
+    out += multiclass_card_lines(s)
     out += _performance(s, data, pos)
     out += _calibration(s["calibration"])
     out += safety_card_lines(s)

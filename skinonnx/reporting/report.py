@@ -23,10 +23,12 @@ from ..deploy.runtime import OnnxClassifier
 from ..errors import DataError, SkinOnnxError
 from ..evaluation.calibration import CALIBRATION_BINS, calibration_report
 from ..evaluation.metrics import binary_metrics, classification_report_text, evaluate_predictions
+from ..evaluation.multiclass_metrics import MALIGNANT_GROUP_NAME
 from ..evaluation.verdict import verdict_of
 from . import provenance, safety
 from .cv_report import cv_section, fold_members, trained_on
 from .model_run import EvalResult, SplitPredictions, predict_split
+from .multiclass_report import multiclass_section, subgroup_scorer
 from .ood_summary import ood_section
 from .report_files import write_report
 
@@ -92,11 +94,17 @@ def evaluate_split(classifier: OnnxClassifier, data_root: str | os.PathLike[str]
     result.summary = build_summary(classifier, data, evaluated, validation, at_op, at_ref, source,
                                    bootstrap=bootstrap, ci_seed=ci_seed, confidence=confidence, run_dir=found_run,
                                    history=history, val_trained_on=val_trained_on if use_val else None)
+    per_group = None
+    if contract.multiclass:  # the K-class block; the binary sections score the malignancy group
+        result.summary["multiclass"] = multiclass_section(evaluated, contract.classes, contract.group,
+                                                          bootstrap=bootstrap, seed=ci_seed, confidence=confidence)
+        per_group = subgroup_scorer(evaluated, contract.classes, bootstrap=bootstrap, seed=ci_seed,
+                                    confidence=confidence) if by else None
     result.summary.update(safety.safety_summary(
         evaluated.y_true, evaluated.y_prob, used, evaluated.rows, ood_threshold=getattr(contract, "ood_threshold",
                                                                                         None),
         by=by, attributes=groups, bootstrap=bootstrap, seed=ci_seed, confidence=confidence, max_pixels=max_pixels,
-        progress=progress))
+        progress=progress, per_group=per_group))
     write_report(result, plots=plots, model_card=model_card, html=html)
     return result
 
@@ -138,6 +146,7 @@ def build_summary(classifier: OnnxClassifier, data: LabeledData, evaluated: Spli
     """
     contract = classifier.contract
     meta = classifier.metadata
+    positive = MALIGNANT_GROUP_NAME if contract.multiclass else contract.positive_class
     at_training = _metadata_json(meta, "calibration")
     model_sha = provenance.sha256_of(classifier.path)
     config = provenance.read_training_config(run_dir, meta)
@@ -173,7 +182,7 @@ def build_summary(classifier: OnnxClassifier, data: LabeledData, evaluated: Spli
                  "split": evaluated.split, "counts": data.counts(), "n_evaluated": len(evaluated.rows),
                  "n_positive": int(evaluated.y_true.sum()), "n_skipped": len(evaluated.skipped),
                  "trained_on": trained_on(meta, data.root, evaluated.split), "excluded": data.exclusions},
-        "classes": list(contract.classes), "positive_class": contract.positive_class,
+        "classes": list(contract.classes), "positive_class": positive,
         "threshold": at_op["threshold"], "threshold_source": source,
         "metrics": at_op["metrics"], "ci": at_op["ci"],
         "bootstrap": None if not bootstrap else {
@@ -194,5 +203,8 @@ def build_summary(classifier: OnnxClassifier, data: LabeledData, evaluated: Spli
         "skipped": [{"path": p, "problem": e} for p, e in evaluated.skipped],
         "files": [],
     }
+    if contract.multiclass:  # the file's K-class rule (the binary keys stay as they are for two classes)
+        summary["model"].update({"malignant_classes": list(contract.malignant_classes),
+                                 "class_bias": None if contract.class_bias is None else list(contract.class_bias)})
     summary["verdict"] = verdict_of(summary).as_dict()
     return summary

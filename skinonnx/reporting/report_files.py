@@ -8,6 +8,7 @@ from ..atomic import write_text
 from ..deploy.journal import csv_text
 from .model_card import render_model_card
 from .model_run import EvalResult
+from .multiclass_report import write_files as write_multiclass_files
 from .provenance import dumps_strict
 from .safety import write_image_statistics, write_safety_files
 
@@ -26,6 +27,7 @@ def write_report(result: EvalResult, *, plots: bool = True, model_card: bool = T
         files += write_plots(result.summary, result.evaluated.y_true, result.evaluated.y_prob, out,
                              history=result.history)
         files += _write_cv_plot(result)
+    files += write_multiclass_files(out, result.summary, plots=plots)
     files += write_safety_files(out, result.summary, plots=plots)
     if model_card:
         files.append("MODEL_CARD.md")
@@ -49,6 +51,8 @@ def _write_cv_plot(result: EvalResult) -> list[str]:
     from .cv_report import FIGURE, plot_cv_roc, read_oof_csv
 
     cv = result.summary.get("cross_validation")
+    if result.summary.get("multiclass"):  # oof.csv's labels are classes, not the malignancy group: not drawn yet
+        return []
     if not cv or not cv.get("oof_file") or result.evaluated is None:
         return []
     folds = read_oof_csv(Path(cv["oof_file"]).parent, result.summary["positive_class"])

@@ -12,7 +12,7 @@ import html
 import io
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,9 @@ from ..evaluation.subgroups import ONE_CLASS, group_labels, subgroup_table
 ITA_COLUMN = "ita"  # `test --by ita`: the estimated skin tone, not a column of the data
 RISK_COVERAGE_PNG = "risk_coverage.png"
 SUBGROUPS_CSV = "subgroups.csv"
+#: K classes: a group's boolean mask -> what its subgroup row adds (``{"multiclass": {...}}``)
+GroupScorer = Callable[[np.ndarray], dict[str, Any]]
+MULTICLASS_METRIC = "multiclass_balanced_accuracy"  # its row in subgroups.csv
 CARD_METRICS = ("sensitivity", "specificity", "roc_auc", "balanced_accuracy")  # per-group columns of the card
 ITA_HOW = ("estimated ITA° of the skin around the lesion (border ring, lighter than Otsu's L* threshold; "
            "data/skin_tone.py), Chardon's six categories: very light > 55, light 41-55, intermediate 28-41, "
@@ -83,15 +86,17 @@ def safety_summary(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, row
                    ood_threshold: float | None = None, by: Sequence[str] = (),
                    attributes: Mapping[str, Mapping[str, str]] | None = None, bootstrap: int = 1000, seed: int = 0,
                    confidence: float = 0.95, max_pixels: int = DEFAULT_MAX_PIXELS,
-                   progress: bool = False) -> dict[str, Any]:
-    """The ``selective`` and ``subgroups`` blocks of summary.json (``subgroups`` None without ``by``)."""
+                   progress: bool = False, per_group: GroupScorer | None = None) -> dict[str, Any]:
+    """The ``selective`` and ``subgroups`` blocks of summary.json (``subgroups`` None without ``by``);
+    ``per_group`` adds its scores of a group's mask to that group's row (K classes: balanced accuracy)."""
     table = attributes or {}
     if by:
         check_columns(by, attribute_columns([table]))
     return {"selective": selective_block(y_true, y_prob, threshold, rows, ood_threshold, bootstrap=bootstrap,
                                          seed=seed, confidence=confidence),
             "subgroups": subgroup_blocks(y_true, y_prob, threshold, rows, by, table, bootstrap=bootstrap, seed=seed,
-                                         confidence=confidence, max_pixels=max_pixels, progress=progress)
+                                         confidence=confidence, max_pixels=max_pixels, progress=progress,
+                                         per_group=per_group)
             if by else None}
 
 
@@ -133,14 +138,18 @@ def group_values(rows: Sequence[Mapping[str, Any]], column: str, attributes: Map
 def subgroup_blocks(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, rows: Sequence[Mapping[str, Any]],
                     columns: Sequence[str], attributes: Mapping[str, Mapping[str, str]], *, bootstrap: int,
                     seed: int, confidence: float, max_pixels: int = DEFAULT_MAX_PIXELS,
-                    progress: bool = False) -> list[dict[str, Any]]:
-    """One :func:`.subgroups.subgroup_table` per ``--by`` column."""
+                    progress: bool = False, per_group: GroupScorer | None = None) -> list[dict[str, Any]]:
+    """One :func:`.subgroups.subgroup_table` per ``--by`` column (each group's row extended by ``per_group``)."""
     blocks = []
     for column in columns:
         values, how, order = group_values(rows, column, attributes, max_pixels=max_pixels, progress=progress)
-        blocks.append(subgroup_table(y_true, y_prob, threshold, values, column=column, how=how, bootstrap=bootstrap,
-                                     seed=seed, confidence=confidence, estimate=order is not None,
-                                     order=order or ()))
+        block = subgroup_table(y_true, y_prob, threshold, values, column=column, how=how, bootstrap=bootstrap,
+                               seed=seed, confidence=confidence, estimate=order is not None, order=order or ())
+        if per_group is not None:
+            labels = np.asarray(values, dtype=object)
+            for g in block["groups"]:
+                g.update(per_group(labels == g["group"]))
+        blocks.append(block)
     return blocks
 
 
@@ -188,6 +197,12 @@ def subgroups_csv(blocks: Sequence[Mapping[str, Any]]) -> str:
                                  g["n_negative"], int(g["too_small"]), m, _csv_num(g["metrics"][m]),
                                  _csv_num(ci[0]), _csv_num(ci[1]), _csv_num(block["overall"][m]),
                                  int(m in g["below_overall"]), g["not_shown"].get(m, "")])
+            if g.get("multiclass"):
+                k = g["multiclass"]
+                ci = k["balanced_accuracy_ci"] or [None, None]
+                writer.writerow([block["column"], int(block["estimate"]), g["group"], g["n"], g["n_positive"],
+                                 g["n_negative"], int(g["too_small"]), MULTICLASS_METRIC,
+                                 _csv_num(k["balanced_accuracy"]), _csv_num(ci[0]), _csv_num(ci[1]), "", "", ""])
     return buf.getvalue()
 
 
@@ -240,8 +255,10 @@ def terminal_lines(summary: Mapping[str, Any]) -> list[str]:
             m = g["metrics"]
             flag = f"  BELOW OVERALL: {', '.join(g['below_overall'])}" if g["below_overall"] else ""
             small = f"  ({_size_note(g)})" if _size_note(g) else ""
+            k = g.get("multiclass")
+            classes = "" if not k else f"  balanced acc. {fmt(k['balanced_accuracy'])}{_ci(k['balanced_accuracy_ci'])}"
             out.append(f"    {g['group'][:22]:<22} n {g['n']:>4} ({g['n_positive']} pos)  sens {fmt(m['sensitivity'])}"
-                       f"  spec {fmt(m['specificity'])}  AUC {fmt(m['roc_auc'])}{small}{flag}")
+                       f"  spec {fmt(m['specificity'])}  AUC {fmt(m['roc_auc'])}{classes}{small}{flag}")
     return out
 
 
@@ -256,6 +273,20 @@ def _card_ci(g: Mapping[str, Any], m: str) -> str:
         return ONE_CLASS if str(g.get("not_shown", {}).get(m, "")).startswith(ONE_CLASS) else "too small"
     ci = g["ci"][m]
     return fmt(value) + ("" if ci is None else f" [{fmt(ci[0])}, {fmt(ci[1])}]")
+
+
+CLASSES_HEADER = "balanced accuracy over the classes"  # K classes: the column the subgroup tables add
+
+
+def _classes_cells(summary: Mapping[str, Any], g: Mapping[str, Any] | None) -> list[str]:
+    """K classes: the group's (None: all images') balanced accuracy over the classes; [] for two classes."""
+    k = summary.get("multiclass")
+    if not k:
+        return []
+    if g is None:
+        return [fmt(k["metrics"]["balanced_accuracy"])]
+    mc = g.get("multiclass") or {}
+    return [fmt(mc.get("balanced_accuracy")) + _ci(mc.get("balanced_accuracy_ci"))]
 
 
 def model_card_lines(summary: Mapping[str, Any]) -> list[str]:
@@ -288,13 +319,15 @@ def model_card_lines(summary: Mapping[str, Any]) -> list[str]:
                 "are expected by chance.", ""]
         for block in blocks:
             title = f"estimated {block['column']}" if block["estimate"] else block["column"]
+            extra = [CLASSES_HEADER] if summary.get("multiclass") else []
             out += [f"### By {title}", "", f"Grouping: {block['grouping']}.", "",
-                    "| group | n (pos / neg) | " + " | ".join(CARD_METRICS) + " |",
-                    "|---|---|" + "---|" * len(CARD_METRICS)]
-            out.append("| **all** | " + f"{block['n']} | " + " | ".join(fmt(block["overall"][m]) for m in CARD_METRICS)
-                       + " |")
+                    "| group | n (pos / neg) | " + " | ".join([*CARD_METRICS, *extra]) + " |",
+                    "|---|---|" + "---|" * (len(CARD_METRICS) + len(extra))]
+            out.append("| **all** | " + f"{block['n']} | " + " | ".join(
+                [*(fmt(block["overall"][m]) for m in CARD_METRICS), *_classes_cells(summary, None)]) + " |")
             for g in block["groups"]:
                 cells = [_card_ci(g, m) + (" ▼" if m in g["below_overall"] else "") for m in CARD_METRICS]
+                cells += _classes_cells(summary, g)
                 out.append(f"| {g['group']}{f' ({_size_note(g)})' if _size_note(g) else ''} | {g['n']} "
                            f"({g['n_positive']} / {g['n_negative']}) | " + " | ".join(cells) + " |")
             out.append("")
@@ -323,14 +356,17 @@ def html_section(summary: Mapping[str, Any]) -> str:
                   f"specificity {fmt(d['specificity'])}.</p>"]
     for block in blocks:
         title = f"estimated {block['column']}" if block["estimate"] else block["column"]
-        head = "".join(f"<th>{e(m)}</th>" for m in CARD_METRICS)
+        extra = [CLASSES_HEADER] if summary.get("multiclass") else []
+        head = "".join(f"<th>{e(m)}</th>" for m in [*CARD_METRICS, *extra])
         body = []
         for g in block["groups"]:
             cells = "".join(f'<td class="below">{e(_card_ci(g, m))} ▼</td>' if m in g["below_overall"]
                             else f"<td>{e(_card_ci(g, m))}</td>" for m in CARD_METRICS)
+            cells += "".join(f"<td>{e(c)}</td>" for c in _classes_cells(summary, g))
             body.append(f"<tr><td>{e(g['group'])}{f' <em>({_size_note(g)})</em>' if _size_note(g) else ''}</td>"
                         f"<td>{g['n']} ({g['n_positive']} / {g['n_negative']})</td>{cells}</tr>")
         overall = "".join(f"<td>{fmt(block['overall'][m])}</td>" for m in CARD_METRICS)
+        overall += "".join(f"<td>{e(c)}</td>" for c in _classes_cells(summary, None))
         parts += [f"<h2>Subgroups by {e(title)}</h2>", f"<p>Grouping: {e(block['grouping'])}. ▼: the whole CI lies "
                   f"below the overall value. Too small: fewer than {block['min_per_class']} images of a needed "
                   f"class. All metrics: {SUBGROUPS_CSV}.</p>",

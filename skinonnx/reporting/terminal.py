@@ -7,9 +7,11 @@ import math
 from typing import Any
 
 from ..evaluation.metrics import METRIC_NAMES, PARTIAL_AUC_NOTE, RANK_METRICS
+from ..evaluation.multiclass_metrics import binary_class_names
 from ..evaluation.verdict import verdict_of
 from .cv_report import terminal_lines as cv_terminal_lines
 from .model_run import EvalResult
+from .multiclass_report import terminal_lines as multiclass_terminal_lines
 from .ood_summary import terminal_lines as ood_terminal_lines
 from .safety import terminal_lines as safety_terminal_lines
 
@@ -33,6 +35,7 @@ def format_metrics(result: EvalResult) -> str:
     lines = [f"evaluated {m['n']} images of the {s['data']['split']} split ({m['n_positive']} "
              f"{s['positive_class']}) with {result.provider}",
              f"operating point: threshold {result.threshold:.4f} from {result.threshold_source}"]
+    lines += multiclass_terminal_lines(s)  # K classes: the headline over the classes first
     lines += [("  " if k else "") + line for k, line in enumerate(verdict_of(s).lines())]
     if boot:
         lines.append(f"{pct}: {boot['method']}, {boot['resamples']} resamples, seed {boot['seed']}")
@@ -45,7 +48,7 @@ def format_metrics(result: EvalResult) -> str:
                      f"{_num(ref['metrics'][name]):>8} {_interval(ref['ci'], name)}".rstrip())
     lines += ["  * threshold-free (same at both thresholds); " + PARTIAL_AUC_NOTE,
               f"  confusion matrix at {result.threshold:.4f} (rows = truth, cols = prediction; "
-              f"{next(c for c in s['classes'] if c != s['positive_class'])}, {s['positive_class']}):",
+              f"{', '.join(binary_class_names(s))}):",
               f"    [[{c['tn']:>4} {c['fp']:>4}]", f"     [{c['fn']:>4} {c['tp']:>4}]]"]
     lines += _calibration_lines(s["calibration"])
     lines += cv_terminal_lines(s.get("cross_validation"))

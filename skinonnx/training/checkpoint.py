@@ -32,9 +32,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike[str], *, any_classes: bool = False) -> dict[str, Any]:
-    """A checkpoint's plain data; a model of more than two classes only with ``any_classes`` (training reads those;
-    the commands that still need two classes say so)."""
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint's plain data (two or more classes)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (run `skinonnx train` first, or pass --checkpoint)")
@@ -46,9 +45,6 @@ def load_checkpoint(path: str | os.PathLike[str], *, any_classes: bool = False) 
     require_keys(state, REQUIRED_KEYS, path, "a model")
     if not isinstance(state["model"], dict) or len(state["classes"]) < 2:
         raise CheckpointError(f"{path}: damaged checkpoint (weights or the two class names are missing)")
-    if len(state["classes"]) > 2 and not any_classes:
-        raise CheckpointError(f"{path}: a model of {len(state['classes'])} classes {list(state['classes'])}; this "
-                              "command takes two-class models (benign vs malignant) for now")
     return state
 
 

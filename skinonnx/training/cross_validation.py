@@ -231,7 +231,7 @@ def _train_fold(fit, cfg: TrainConfig, run_dir: Path, k: int, n_folds: int, data
                  on_epoch=on_epoch)
     if result.stopped:
         return False
-    best = load_checkpoint(result.best_path, any_classes=True)
+    best = load_checkpoint(result.best_path)
     preds = best.get("val_predictions") or {}
     logits = np.asarray(preds["logits"].numpy(), np.float64) if "logits" in preds else np.empty((0, 2))
     if len(logits) != len(result.val_samples):

@@ -113,11 +113,20 @@ def score_oof(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
         summary["class_bias"] = extra["class_bias"]
         summary["multiclass"] = evaluate_multiclass(labels, np.exp(log_p), biased_decision(log_p, offsets), classes,
                                                     bootstrap=OOF_BOOTSTRAP, seed=0)
+    return cv, summary, _oof_text(rows, classes, prob, raw, softmax(logits, temperature))
+
+
+def _oof_text(rows: list[dict[str, Any]], classes: list[str], prob: np.ndarray, raw: np.ndarray,
+              calibrated: np.ndarray) -> str:
+    """oof.csv: path, label, group, fold, the logits, ``probability`` (the malignancy group's, calibrated) and
+    ``probability_uncalibrated``; more than two classes also ``p_<class>``, every class's calibrated probability
+    (what `audit` gives cleanlab). Two classes: the columns as ever."""
+    per_class = len(classes) > 2
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "label", "group", "fold", *(f"logit_{c}" for c in classes), "probability",
-                     "probability_uncalibrated"])
-    for r, p, q in zip(rows, prob, raw, strict=True):
+                     "probability_uncalibrated", *(f"p_{c}" for c in classes if per_class)])
+    for r, p, q, ps in zip(rows, prob, raw, calibrated, strict=True):
         writer.writerow([r["path"], r["label"], r["group"], r["fold"], *(repr(v) for v in r["logits"]),
-                         f"{p:.6f}", f"{q:.6f}"])
-    return cv, summary, buf.getvalue()
+                         f"{p:.6f}", f"{q:.6f}", *(f"{v:.6f}" for v in ps if per_class)])
+    return buf.getvalue()

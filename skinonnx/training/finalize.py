@@ -105,7 +105,7 @@ def calibrate_and_choose(logits: np.ndarray, labels: np.ndarray, positive_index:
 
 
 def finalize_best(best_path: Path, val_loader, device: torch.device, cfg, echo=print) -> dict[str, Any]:
-    state = load_checkpoint(best_path, any_classes=True)
+    state = load_checkpoint(best_path)
     model = model_from_checkpoint(state).to(device)
     logits, labels = evaluate(model, val_loader, device)
     extra = calibrate_and_choose(logits, labels, malignant_group(state), cfg.threshold_policy, cfg.calibrate,

@@ -201,7 +201,7 @@ def _resumed(cfg: TrainConfig, resume: bool | str, explicit: frozenset[str] | se
             if resume is True:
                 echo(f"--resume without a run: continuing the newest unfinished run, {run}")
             last_path = runs.weights_dir(run) / "last.pt"
-        found = (last_path, run, load_checkpoint(last_path, any_classes=True))
+        found = (last_path, run, load_checkpoint(last_path))
     last_path, run, state = distributed.broadcast_object(found)  # type: ignore[misc]
     require_keys(state, RESUME_KEYS, last_path, "--resume")
     cfg = resumed_config(state.get("config") or {}, cfg, {*explicit, "checkpoint_dir"}, last_path)

@@ -75,6 +75,39 @@ def test_a_conflicting_copy_and_label_issues_from_a_cv_run(generated: Path, tmp_
     assert "labels differ" in (out / "audit.html").read_text()
 
 
+def test_label_issues_of_a_k_class_run_find_a_planted_flip(tmp_path: Path) -> None:
+    """Four synthetic classes, one label flipped by `plant`; out-of-fold probabilities of a model that knows the
+    true classes (every class's column, as `train --folds` writes them), sure of the flipped image's true class:
+    cleanlab flags it first and the audit suggests its true class."""
+    from skinonnx.data.synthetic import generate_dataset
+    from tests.audit.test_label_issues import write_k_class_run
+
+    source = tmp_path / "source"
+    generate_dataset(source, counts={"train": 6, "val": 2, "test": 1}, size=32, seed=5, progress=False, classes=4)
+    planted = plant(source, tmp_path / "data", copies_per_alteration=0, flip_fraction=0.03, seed=1)
+    (flipped,) = planted.flipped
+    truth = {p.name: p.parent.name for p in source.rglob("*.png")}
+    classes = sorted({*truth.values()})
+    pooled = sorted(p.relative_to(planted.root).as_posix() for split in ("train", "val")
+                    for p in (planted.root / split).glob("*/*.png"))
+    rng = np.random.default_rng(3)
+    rows = []
+    for rel in pooled:
+        p_true = 0.95 if rel == flipped.relative_to(planted.root).as_posix() else rng.beta(8, 2)  # sure of it
+        probs = np.full(len(classes), (1 - p_true) / (len(classes) - 1))
+        probs[classes.index(truth[Path(rel).name])] = p_true
+        rows.append((rel, rel.split("/")[1], list(probs)))
+    run = write_k_class_run(tmp_path / "runs" / "cv4", classes, rows)
+    out = tmp_path / "report"
+    run_cli("audit", "--data", planted.root, "--run", run, "-o", out, "--quiet")
+    labels = json.loads((out / "audit.json").read_text())["label_issues"]
+    assert labels["images"] == len(pooled) == 32
+    top = labels["ranked"][0]
+    assert top["path"] == flipped.relative_to(planted.root).as_posix() and top["flagged"]
+    assert top["label"] == flipped.parent.name != truth[flipped.name] == top["suggested"]
+    assert sum(r["flagged"] for r in labels["ranked"]) == labels["flagged"] >= 1
+
+
 def test_the_exclusion_list_removes_what_the_audit_found(generated: Path, tmp_path: Path) -> None:
     planted = _planted(generated, tmp_path)
     out = tmp_path / "report"

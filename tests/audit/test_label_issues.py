@@ -80,11 +80,39 @@ def test_bad_runs_are_refused_with_a_reason(tmp_path: Path) -> None:
         read_out_of_fold(run)
 
 
-def test_a_k_class_run_is_named_as_such(tmp_path: Path) -> None:
-    import json
+def write_k_class_run(run_dir: Path, classes: list[str], rows: list[tuple[str, str, list[float]]],
+                      per_class: bool = True) -> Path:
+    """A complete K-class CV run's cv.json and oof.csv as `train --folds` writes them (``p_<class>`` columns)."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "cv.json").write_text(json.dumps({"classes": classes, "positive_index": None, "malignant": [0],
+                                                 "folds": 5, "complete": True,
+                                                 "config": {"data": str(run_dir / "nowhere")}}))
+    with open(run_dir / "oof.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "group", "fold", *(f"logit_{c}" for c in classes), "probability",
+                         "probability_uncalibrated", *(f"p_{c}" for c in classes if per_class)])
+        for i, (path, label, probs) in enumerate(rows):
+            writer.writerow([path, label, "", i % 5, *np.log(probs), f"{probs[0]:.6f}", f"{probs[0]:.6f}",
+                             *(f"{p:.6f}" for p in probs if per_class)])
+    return run_dir
 
-    run = write_cv_run(tmp_path / "k3", [("a.png", "benign", 0.1)])
-    cv = json.loads((run / "cv.json").read_text())
-    (run / "cv.json").write_text(json.dumps({**cv, "classes": ["a", "b", "c"], "positive_index": None}))
-    with pytest.raises(AuditError, match=r"a run of 3 classes \['a', 'b', 'c'\]; label issues take two-class runs"):
-        read_out_of_fold(run)
+
+def test_a_k_class_run_gives_cleanlab_every_class_probability(tmp_path: Path) -> None:
+    classes = ["akiec", "bcc", "mel", "nv"]
+    rows = [("a.png", "nv", [0.1, 0.1, 0.1, 0.7]), ("b.png", "mel", [0.05, 0.05, 0.8, 0.1]),
+            ("c.png", "nv", [0.05, 0.75, 0.1, 0.1])]
+    oof = read_out_of_fold(write_k_class_run(tmp_path / "k4", classes, rows))
+    assert oof.classes == tuple(classes) and oof.positive_index is None
+    assert oof.labels.tolist() == [3, 2, 3]
+    assert np.allclose(oof.probabilities, [r[2] for r in rows])
+    assert [classes[oof.suggested(i)] for i in range(3)] == ["akiec", "nv", "bcc"]  # the likeliest other class
+
+
+def test_a_k_class_run_without_class_probabilities_or_with_bad_ones_is_refused(tmp_path: Path) -> None:
+    rows = [("a.png", "a", [0.2, 0.3, 0.5]), ("b.png", "b", [0.2, 0.3, 0.5])]
+    old = write_k_class_run(tmp_path / "old", ["a", "b", "c"], rows, per_class=False)
+    with pytest.raises(AuditError, match=r"without the per-class probability columns \(p_a, p_b, p_c\)"):
+        read_out_of_fold(old)
+    bad = write_k_class_run(tmp_path / "bad", ["a", "b", "c"], [("a.png", "a", [0.2, 0.3, 0.6]), *rows])
+    with pytest.raises(AuditError, match=r"oof\.csv:2: the class probabilities .* are not a distribution"):
+        read_out_of_fold(bad)

@@ -1,5 +1,5 @@
 """K classes on the deploy path: the graph's p_malignant / malignant / label against the one DecisionRule, the
-metadata keys, predict's rows, `test`'s refusal, and the two-class graph keeping its threshold rule."""
+metadata keys, predict's rows, and the two-class graph keeping its threshold rule."""
 
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from skinonnx.deploy.schema import validate
 from skinonnx.errors import ModelFileError
 from skinonnx.export.decision import add_decision_outputs, with_decision_outputs
 
-from ..badfiles import cli_error
 from ..conftest import MulticlassModel, run_cli
 
 
@@ -144,7 +143,3 @@ def test_a_k_class_export_predicts_rows_that_agree_with_the_rule(multiclass_mode
     assert [r["malignant"] for r in rows] == rule.malignant(probs).tolist()
     assert [r["label"] for r in rows] == [contract.classes[i] for i in rule.labels(probs)]
     assert [r["prediction"] for r in rows if r["in_distribution"]] == [r["label"] for r in rows if r["in_distribution"]]
-
-    cli_error("test", "--onnx", multiclass_model.onnx, "--data", multiclass_model.data, "--output", tmp_path / "r",
-              says=("3 classes", "K-class evaluation is not yet in `test`"))
-    assert not (tmp_path / "r").exists()

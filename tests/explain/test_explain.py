@@ -198,3 +198,69 @@ def test_explain_writes_overlays_that_point_at_the_lesions(off_centre_model: tup
     assert summary.rate >= 0.6 and summary.rate >= max(summary.centre_rate, summary.random_rate) + 0.25
     assert strict.rate >= max(strict.centre_rate, strict.random_rate) + 0.15
     assert len(with_evidence) >= len(images) // 2 and rate_with_evidence >= 0.7
+
+
+# --- more than two classes: the decided class by default, --class to choose --------------------------------------
+
+
+def test_gradcam_takes_one_target_per_image_from_the_logits() -> None:
+    """A function of the logits picks each image's class; each row is the map a fixed target gives that image."""
+    from skinonnx.training.model import build_model
+
+    torch.manual_seed(1)
+    model = build_model(4, weights="none").eval()
+    batch = torch.randn(3, 3, 64, 64)
+    seen: list[np.ndarray] = []
+
+    def pick(logits: np.ndarray) -> list[int]:
+        seen.append(logits)
+        return [2, 0, 3]
+
+    got = GradCam(model)(batch, pick)
+    assert got.targets.tolist() == [2, 0, 3] and np.array_equal(seen[0], got.logits)
+    for row, target in enumerate((2, 0, 3)):
+        alone = GradCam(model)(batch, target)
+        assert alone.targets.tolist() == [target] * 3
+        np.testing.assert_allclose(got.cams[row], alone.cams[row], rtol=1e-4, atol=1e-6 * float(alone.cams.max()))
+
+
+@pytest.mark.slow
+def test_explain_a_k_class_model_shows_the_decided_class_unless_told(tmp_path: Path) -> None:
+    """Three classes at 64 px (a 2x2 map): with the ONNX export each map is of the file's own label; --class
+    picks one class for all; an unknown class is one Error: line."""
+    from skinonnx.data.synthetic import generate_dataset
+    from skinonnx.deploy.runtime import OnnxClassifier
+
+    data = tmp_path / "data"
+    generate_dataset(data, counts={"train": 6, "val": 3, "test": 2}, size=64, seed=4, progress=False, classes=3)
+    run_cli("train", "--data", data, "--weights", "none", "--epochs", "1", "--batch-size", "8", "--image-size", "64",
+            "--compile", "off", "--workers", "0", "--quiet", "--name", "k3", "--runs-dir", tmp_path / "runs",
+            "--malignant", "malignant_brown", "--class-bias", "val")
+    checkpoint = tmp_path / "runs" / "k3" / "weights" / "best.pt"
+    onnx_path = tmp_path / "k3.onnx"
+    run_cli("export", "--checkpoint", checkpoint, "-o", onnx_path, "--no-ood", "--parity-images", "2")
+    images = sorted((data / "test").rglob("*.png")) + sorted((data / "val").rglob("*.png"))
+    out = run_cli("explain", "--checkpoint", checkpoint, "--onnx", onnx_path, *images, "-o", tmp_path / "decided",
+                  "--quiet").output
+    assert f"{len(images)} Grad-CAM overlays for each image's decided class" in out
+    rows = list(csv.DictReader((tmp_path / "decided" / "explanations.csv").read_text().splitlines()))
+    model = OnnxClassifier(onnx_path, "cpu")
+    preds = {p.path: p for p in model.predict_files(images)}
+    classes = model.contract.classes
+    assert [r["class"] for r in rows] == [classes[preds[str(p)].label] for p in images]  # the file's label
+    assert [r["prediction"] for r in rows] == [r["class"] for r in rows]  # no OOD head: every image assessed
+    for row, path in zip(rows, images, strict=True):  # p(class) from the checkpoint = the file's probability
+        assert abs(float(row["probability"]) - preds[str(path)].probabilities[classes.index(row["class"])]) < 1e-4
+    alone = run_cli("explain", "--checkpoint", checkpoint, *images, "-o", tmp_path / "alone", "--quiet").output
+    assert "predictions use the checkpoint's rule (threshold, class bias)" in alone  # no ONNX file: the same rule
+    again = list(csv.DictReader((tmp_path / "alone" / "explanations.csv").read_text().splitlines()))
+    assert [r["class"] for r in again] == [r["class"] for r in rows]
+    chosen = run_cli("explain", "--checkpoint", checkpoint, "--onnx", onnx_path, *images[:3], "-o",
+                     tmp_path / "chosen", "--class", "benign_red", "--quiet").output
+    assert "3 Grad-CAM overlays for 'benign_red'" in chosen
+    rows = list(csv.DictReader((tmp_path / "chosen" / "explanations.csv").read_text().splitlines()))
+    assert [r["class"] for r in rows] == ["benign_red"] * 3
+    bad = run_cli("explain", "--checkpoint", checkpoint, images[0], "-o", tmp_path / "x", "--class", "mel",
+                  expect=1).output
+    assert bad.strip().splitlines()[-1].startswith("Error: --class 'mel' is not one of the model's classes")
+    assert "Traceback" not in bad and not (tmp_path / "x" / "explanations.csv").exists()
