@@ -96,7 +96,7 @@ def write_backbone(run_dir: str | Path, output: str | Path, *, licence: str = ""
                         "before making a backbone of it")
     cfg = _run_config(run_dir)
     best_path = cfg.weights_dir / "best.pt" if cfg.checkpoint_dir else runs.weights_dir(run_dir) / "best.pt"
-    best = load_checkpoint(best_path, any_classes=True)
+    best = load_checkpoint(best_path)
     if best.get("arch", ARCH) != ARCH:
         raise CheckpointError(f"{best_path}: a {best.get('arch')} model; backbones are {ARCH}")
     validation = _validation(best)
