@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     graph_label = np.array([classes.index(r["label"]) for r in rows])  # the graph's class, before any refusal
     refused = np.array([r.get("in_distribution") in ("False", "false", "0") for r in rows])
     graph_matches_rule = bool(np.array_equal(graph_label, rule.labels(probs)))
-    argmax = biased_decision(np.log(probs.astype(np.float64)), np.zeros(len(classes)))
+    with np.errstate(divide="ignore"):  # a probability of 0 is log -inf: never the argmax, as in the graph
+        argmax = biased_decision(np.log(probs.astype(np.float64)), np.zeros(len(classes)))
     group = list(rule.group)
     result = {
         "onnx": str(onnx_path), "split": args.split, "n": len(rows), "refused": int(refused.sum()),
