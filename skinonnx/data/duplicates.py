@@ -97,11 +97,12 @@ class DuplicatePair:
     exact: bool
 
 
-def _encode(hashes: np.ndarray) -> str:
+def encode_hashes(hashes: np.ndarray) -> str:
+    """An image's perceptual hashes as text (the hash cache's and the backbone fingerprints' format)."""
     return base64.b64encode(hashes.astype(">u8").tobytes()).decode("ascii")
 
 
-def _decode(text: str) -> np.ndarray | None:
+def decode_hashes(text: str) -> np.ndarray | None:
     try:
         raw = base64.b64decode(text.encode("ascii"), validate=True)
     except (ValueError, UnicodeEncodeError):
@@ -129,13 +130,13 @@ def fingerprint_files(paths: Sequence[Path], cache: ImageCache | None = None, *,
         try:
             digest = cache.sha256(Path(path), file_sha256)
             cached = cache.get(digest, HASH_KEY)
-            hashes = _decode(cached) if isinstance(cached, str) else None
+            hashes = decode_hashes(cached) if isinstance(cached, str) else None
             record = cache.get(digest, extra_key) if extra is not None else None
             if hashes is None or (extra is not None and not isinstance(record, dict)):
                 image = load_rgb(path, max_pixels=max_pixels, draft_size=DRAFT_SIDE)
                 if hashes is None:
                     hashes = perceptual_hashes(image)
-                    cache.put(digest, HASH_KEY, _encode(hashes))
+                    cache.put(digest, HASH_KEY, encode_hashes(hashes))
                 if extra is not None:
                     record = extra(image)
                     cache.put(digest, extra_key, record)
@@ -239,8 +240,8 @@ def pixel_difference(a: Image.Image, b: Image.Image) -> float:
     return best
 
 
-def _confirmed(first: tuple[Path, Fingerprint], second: tuple[Path, Fingerprint], cache: ImageCache,
-               max_pixels: int) -> float | None:
+def confirmed_difference(first: tuple[Path, Fingerprint], second: tuple[Path, Fingerprint], cache: ImageCache,
+                         max_pixels: int) -> float | None:
     """The aligned pixel difference of a hash match (cached by the two digests); None if a file became unreadable."""
     (path_a, fa), (path_b, fb) = sorted([first, second], key=lambda item: item[1].sha256)
     key = VERIFY_KEY + fb.sha256
@@ -274,7 +275,7 @@ def duplicate_pairs(paths: Sequence[Path], prints: Sequence[Fingerprint | None],
         if a.sha256 == b.sha256:
             pairs.append(DuplicatePair(i, j, 0, True))
             continue
-        difference = _confirmed((Path(paths[i]), a), (Path(paths[j]), b), cache, max_pixels)
+        difference = confirmed_difference((Path(paths[i]), a), (Path(paths[j]), b), cache, max_pixels)
         if difference is not None and difference <= MAX_PIXEL_DIFFERENCE:
             pairs.append(DuplicatePair(i, j, d, False))
     return sorted(pairs, key=lambda p: (p.distance, p.first, p.second))
@@ -323,7 +324,7 @@ def leakage(data: LabeledData, cache: ImageCache | None = None, *, max_pixels: i
         assert a is not None and b is not None
         exact = a.sha256 == b.sha256
         if not exact:
-            difference = _confirmed((other.path, a), (train[j].path, b), cache, max_pixels)
+            difference = confirmed_difference((other.path, a), (train[j].path, b), cache, max_pixels)
             if difference is None or difference > MAX_PIXEL_DIFFERENCE:
                 continue
         pairs.append(LeakedPair(train[j].path, other.path, split, 0 if exact else d, exact,

@@ -30,9 +30,9 @@ from .duplicates import (
     WORDS,
     Fingerprint,
     LeakageError,
-    _confirmed,
-    _decode,
-    _encode,
+    confirmed_difference,
+    decode_hashes,
+    encode_hashes,
     fingerprint_files,
     hash_matrix,
     near_pairs,
@@ -74,7 +74,7 @@ def fingerprint_seen(data: LabeledData, splits: Sequence[str] = SEEN_SPLITS, *, 
             continue  # unreadable: the loaders skipped it, so the backbone never saw it
         path = sample.path.resolve()
         images.append({"path": path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path),
-                       "split": split, "sha256": fp.sha256, "hashes": _encode(fp.hashes)})
+                       "split": split, "sha256": fp.sha256, "hashes": encode_hashes(fp.hashes)})
     return {"format": IMAGES_FORMAT, "format_version": FORMAT_VERSION, "hash": HASH_KEY, "root": str(root),
             "splits": list(splits), "unreadable": len(problems), "images": images}
 
@@ -126,7 +126,7 @@ def read_images(backbone: str | Path, card: dict[str, Any]) -> dict[str, Any]:
 def _stored(record: dict[str, Any]) -> tuple[list[Fingerprint], list[dict[str, Any]]]:
     prints, entries = [], []
     for entry in record["images"]:
-        hashes = _decode(str(entry.get("hashes", "")))
+        hashes = decode_hashes(str(entry.get("hashes", "")))
         if hashes is None or hashes.shape != (VARIANTS, WORDS):
             raise DataError(f"pretraining images file: damaged entry for {entry.get('path')}")
         prints.append(Fingerprint(str(entry["sha256"]), hashes))
@@ -157,7 +157,7 @@ def seen_pairs(data: LabeledData, record: dict[str, Any], *, splits: Sequence[st
         exact, confirmed = mine.sha256 == theirs.sha256, True
         if not exact:
             original = root / entries[j]["path"]
-            difference = _confirmed((sample.path, mine), (original, theirs), cache, max_pixels) \
+            difference = confirmed_difference((sample.path, mine), (original, theirs), cache, max_pixels) \
                 if original.is_file() and file_sha256(original) == theirs.sha256 else None
             if difference is not None and difference > MAX_PIXEL_DIFFERENCE:
                 continue
