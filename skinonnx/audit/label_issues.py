@@ -116,7 +116,10 @@ def rank_label_issues(labels: np.ndarray, probabilities: np.ndarray) -> list[Lab
     from cleanlab.rank import get_label_quality_scores
 
     quality = get_label_quality_scores(labels, probabilities, method="self_confidence")
-    flagged_order = [int(i) for i in find_label_issues(labels, probabilities,
+    # n_jobs=1: cleanlab's default forks a multiprocessing.Pool from this process, whose ONNX Runtime / torch /
+    # OpenMP threads may hold locks at the fork, and the child then waits forever (seen here: a test hung in
+    # Pool.terminate). One process gives the same result (cleanlab: n_jobs "only affects runtimes").
+    flagged_order = [int(i) for i in find_label_issues(labels, probabilities, n_jobs=1,
                                                         return_indices_ranked_by="self_confidence")]
     flagged = set(flagged_order)
     rest = sorted((i for i in range(len(labels)) if i not in flagged), key=lambda i: (quality[i], i))

@@ -116,3 +116,19 @@ def test_a_k_class_run_without_class_probabilities_or_with_bad_ones_is_refused(t
     bad = write_k_class_run(tmp_path / "bad", ["a", "b", "c"], [("a.png", "a", [0.2, 0.3, 0.6]), *rows])
     with pytest.raises(AuditError, match=r"oof\.csv:2: the class probabilities .* are not a distribution"):
         read_out_of_fold(bad)
+
+
+def test_ranking_forks_no_process_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    # cleanlab's default n_jobs forks a multiprocessing.Pool from our process; with ONNX Runtime / torch threads
+    # alive, a forked child can wait forever on a lock held at the fork (a test hung that way). One process only.
+    import multiprocessing
+
+    def no_pool(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rank_label_issues forked a multiprocessing.Pool")
+
+    monkeypatch.setattr(multiprocessing, "Pool", no_pool)
+    labels, probs, _ = constructed()
+    k = 4  # K classes too: cleanlab prunes class by class, in a pool by default
+    probs4 = np.random.default_rng(1).dirichlet(np.ones(k), size=len(labels))
+    assert [r.index for r in rank_label_issues(labels, probs)][:3]  # two classes
+    assert len(rank_label_issues(np.arange(len(labels)) % k, probs4)) == len(labels)
