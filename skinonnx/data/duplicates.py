@@ -340,6 +340,12 @@ class LeakageError(DataError):
 SHOWN_PAIRS = 5
 
 
+def pair_listing(shown: Sequence[str], total: int) -> str:
+    """The first :data:`SHOWN_PAIRS` pairs' descriptions, and how many more, for a leakage message."""
+    more = f"; ... and {total - SHOWN_PAIRS} more" if total > SHOWN_PAIRS else ""
+    return "; ".join(shown) + more
+
+
 def leakage_check(data: LabeledData, *, allow: bool, cache: ImageCache | None = None,
                   max_pixels: int = DEFAULT_MAX_PIXELS, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """`train`'s check before it trains: refuse (:class:`LeakageError`) when val or test images duplicate training
@@ -358,8 +364,7 @@ def leakage_check(data: LabeledData, *, allow: bool, cache: ImageCache | None = 
               "examples": shown, "near_distance_bits": NEAR_DISTANCE, "hash": HASH_KEY}
     if not pairs:
         return record
-    more = f"; ... and {len(pairs) - SHOWN_PAIRS} more" if len(pairs) > SHOWN_PAIRS else ""
-    listing = "; ".join(shown) + more
+    listing = pair_listing(shown, len(pairs))
     if not allow:
         raise LeakageError(f"{len(pairs)} validation/test image(s) duplicate training images (leakage): {listing}. "
                            "Remove or exclude them (`audit --data DIR` writes a report and an exclusion list), "

@@ -36,6 +36,7 @@ from .duplicates import (
     fingerprint_files,
     hash_matrix,
     near_pairs,
+    pair_listing,
 )
 from .image_cache import ImageCache
 from .images import DEFAULT_MAX_PIXELS
@@ -197,8 +198,7 @@ def pretraining_leakage_check(data: LabeledData, backbone: str | Path, card: dic
          f"{len(record['images'])} pretraining images")
     if not pairs:
         return result
-    more = f"; ... and {len(pairs) - SHOWN_PAIRS} more" if len(pairs) > SHOWN_PAIRS else ""
-    listing = "; ".join(shown) + more
+    listing = pair_listing(shown, len(pairs))
     if not allow:
         raise LeakageError(f"{len(pairs)} validation/test image(s) are images the backbone {Path(backbone).name} was "
                            f"pretrained on (leakage): {listing}. Remove or exclude them (--exclude-list), or pass "
