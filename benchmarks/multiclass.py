@@ -64,14 +64,6 @@ def _split_manifest(index_csv: Path, split: str, out: Path) -> dict[str, str]:
     return truth
 
 
-def _scores(y: np.ndarray, probs: np.ndarray, decided: np.ndarray, classes: list[str], group: list[int],
-            threshold: float, n_boot: int) -> dict[str, Any]:
-    from skinonnx.evaluation.multiclass_metrics import evaluate_multiclass
-
-    return evaluate_multiclass(y, probs, decided, classes, malignant=group, threshold=threshold,
-                               bootstrap=n_boot)
-
-
 def _fmt(value: float, ci: list[float] | None) -> str:
     return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
@@ -79,6 +71,7 @@ def _fmt(value: float, ci: list[float] | None) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from skinonnx.deploy.decision import DecisionRule, biased_decision
     from skinonnx.deploy.runtime import OnnxClassifier
+    from skinonnx.evaluation.multiclass_metrics import evaluate_multiclass
 
     args = parse_args(argv)
     out = args.out or Path(tempfile.gettempdir()) / "skinonnx-bench" / f"multiclass-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -96,8 +89,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     classes = list(contract.classes)
     rule = DecisionRule.of(contract)
     with predictions.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["path"] in truth or str(Path(r["path"]).resolve()) in truth]
-    y = np.array([classes.index(truth.get(r["path"]) or truth[str(Path(r["path"]).resolve())]) for r in rows])
+        rows = [r for r in csv.DictReader(f) if str(Path(r["path"]).resolve()) in truth]  # skipped files: no row
+    y = np.array([classes.index(truth[str(Path(r["path"]).resolve())]) for r in rows])
     probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows], dtype=np.float32)
     graph_label = np.array([classes.index(r["label"]) for r in rows])  # the graph's class, before any refusal
     refused = np.array([r.get("in_distribution") in ("False", "false", "0") for r in rows])
@@ -109,10 +102,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "onnx": str(onnx_path), "split": args.split, "n": len(rows), "refused": int(refused.sum()),
         "class_bias": list(contract.class_bias or []), "malignant_classes": [classes[i] for i in group],
         "threshold": contract.threshold, "graph_label_equals_rule": graph_matches_rule, "times": times,
-        "graph": _scores(y, probs, graph_label, classes, group, contract.threshold,
-                         args.bootstrap),
-        "argmax": _scores(y, probs, argmax, classes, group, contract.threshold,
-                          args.bootstrap),
+        **{name: evaluate_multiclass(y, probs, decided, classes, malignant=group, threshold=contract.threshold,
+                                     bootstrap=args.bootstrap)
+           for name, decided in (("graph", graph_label), ("argmax", argmax))},
     }
     (out / "multiclass.json").write_text(json.dumps(result, indent=2, default=float))
     _print_table(result, classes)
