@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tests.scratch import scratch_dir
+
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # The real ISIC images: beside the project by default, anywhere with SKINONNX_ISIC_DATA=/path/to/isic-bm.
 REAL_DATA_ENV = "SKINONNX_ISIC_DATA"
@@ -27,18 +29,18 @@ def run_cli(*args: str, expect: int | None = 0):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _image_cache(tmp_path_factory: pytest.TempPathFactory):
+def _image_cache(request: pytest.FixtureRequest):
     """`train` and `audit` cache per-image hashes (data/image_cache.py) in the session's temp folder, not ~/.cache."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SKINONNX_CACHE_DIR", str(tmp_path_factory.mktemp("image-cache")))
+        patch.setenv("SKINONNX_CACHE_DIR", str(scratch_dir(request, "image-cache")))
         yield
 
 
 @pytest.fixture(scope="session")
-def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def synthetic_data(request: pytest.FixtureRequest) -> Path:
     from skinonnx.data.synthetic import generate_dataset
 
-    root = tmp_path_factory.mktemp("synthetic")
+    root = scratch_dir(request, "synthetic")
     generate_dataset(root, counts={"train": 12, "val": 6, "test": 6}, size=64, seed=3, progress=False)
     return root
 
@@ -54,9 +56,9 @@ class TrainedModel:
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path) -> TrainedModel:
+def trained(request: pytest.FixtureRequest, synthetic_data: Path) -> TrainedModel:
     """Train 2 epochs at 32 px (seconds on 2 cores) into runs/t/ and export with parity."""
-    work = tmp_path_factory.mktemp("work")
+    work = scratch_dir(request, "work")
     run_cli("train", "--data", synthetic_data, "--weights", "none", "--epochs", "2", "--batch-size", "8",
             "--image-size", "32", "--name", "t", "--runs-dir", work / "runs", "--quiet", "--lr", "1e-3")
     weights = work / "runs" / "t" / "weights"
@@ -74,12 +76,12 @@ class MulticlassModel:
 
 
 @pytest.fixture(scope="session")
-def multiclass_model(tmp_path_factory: pytest.TempPathFactory) -> MulticlassModel:
+def multiclass_model(request: pytest.FixtureRequest) -> MulticlassModel:
     """Three synthetic classes (32 px, 1 epoch), malignancy group {benign_red, malignant_brown}, class bias tuned on
     validation, exported with parity."""
     from skinonnx.data.synthetic import generate_dataset
 
-    work = tmp_path_factory.mktemp("k3")
+    work = scratch_dir(request, "k3")
     data = work / "data"
     generate_dataset(data, counts={"train": 8, "val": 4, "test": 3}, size=32, seed=2, progress=False, classes=3)
     run_cli("train", "--data", data, "--weights", "none", "--epochs", "1", "--batch-size", "8", "--image-size", "32",

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.scratch import scratch_dir
+
 
 @pytest.fixture(autouse=True)
 def image_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -16,12 +18,12 @@ def image_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="package")
+def generated(request: pytest.FixtureRequest) -> Path:
     """Distinct generated lesions at 96 px (split folders), never modified: copy it with `fresh_copy`."""
     from skinonnx.data.synthetic import generate_dataset
 
-    root = tmp_path_factory.mktemp("audit-data")
+    root = scratch_dir(request, "audit-data")
     generate_dataset(root, counts={"train": 16, "val": 4, "test": 6}, size=96, seed=11, progress=False)
     return root
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import onnxruntime
 import pytest
 
+from tests.scratch import scratch_dir
 from tests.waits import WAIT_S
 
 from .test_embedding import EXACT_TOL, Exported, _compare, _json_lines, _predict, expected_label
@@ -33,7 +34,7 @@ def _headers() -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def classify_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def classify_binary(request: pytest.FixtureRequest) -> Path:
     headers = _headers()
     if headers is None:
         pytest.skip("ONNX Runtime C++ headers not found: install libonnxruntime-dev (Debian 13 / Ubuntu) or run "
@@ -42,7 +43,7 @@ def classify_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("g++ and make are needed to build examples/cpp")
     if not (Path("/usr/include/jpeglib.h").is_file() and Path("/usr/include/png.h").is_file()):
         pytest.skip("libjpeg and libpng headers are missing: apt-get install libjpeg-dev libpng-dev")
-    binary = tmp_path_factory.mktemp("cpp") / "skinonnx_classify"
+    binary = scratch_dir(request, "cpp") / "skinonnx_classify"
     done = subprocess.run(["make", "-C", str(CPP_DIR), f"ORT_INCLUDE={headers}", f"ORT_LIB={ORT_LIB}",
                            f"BIN={binary}"], capture_output=True, text=True, timeout=WAIT_S)
     assert done.returncode == 0, done.stdout + done.stderr

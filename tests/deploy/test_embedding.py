@@ -23,6 +23,7 @@ from PIL import Image
 
 from skinonnx.data.preprocessing import Preprocessing
 from skinonnx.deploy.schema import KEYS
+from tests.scratch import scratch_dir
 from tests.waits import WAIT_S
 
 from ..conftest import TrainedModel, run_cli
@@ -49,9 +50,9 @@ def _export(checkpoint: Path, out: Path, data: Path) -> Exported:
 
 
 @pytest.fixture(scope="module")
-def exported(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Exported:
+def exported(trained: TrainedModel, request: pytest.FixtureRequest) -> Exported:
     """The session model (32 px) with its uint8 variant."""
-    return _export(trained.checkpoint, tmp_path_factory.mktemp("embed") / "model.onnx", trained.data)
+    return _export(trained.checkpoint, scratch_dir(request, "embed") / "model.onnx", trained.data)
 
 
 @pytest.fixture

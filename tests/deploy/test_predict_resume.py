@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TrainedModel, run_cli
+from tests.scratch import scratch_dir
 from tests.waits import WAIT_S
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,9 +27,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory, trained: TrainedModel) -> Path:
+def archive(request: pytest.FixtureRequest, trained: TrainedModel) -> Path:
     """160 images (copies of the synthetic test split under distinct names) and one broken file."""
-    folder = tmp_path_factory.mktemp("archive")
+    folder = scratch_dir(request, "archive")
     sources = sorted((trained.data / "test").rglob("*.png"))
     for i in range(160):
         shutil.copy(sources[i % len(sources)], folder / f"img_{i:04d}.png")

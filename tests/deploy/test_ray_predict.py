@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MulticlassModel, TrainedModel, run_cli
+from tests.scratch import scratch_dir
 from tests.waits import WAIT_S
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'skinonnx[scale]'")
@@ -37,8 +38,8 @@ def ray_cluster():
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory, trained: TrainedModel, real_images: list[Path]) -> Path:
-    folder = tmp_path_factory.mktemp("ray-images")
+def images(request: pytest.FixtureRequest, trained: TrainedModel, real_images: list[Path]) -> Path:
+    folder = scratch_dir(request, "ray-images")
     sources = sorted((trained.data / "test").rglob("*.png")) + real_images
     for i in range(96):
         src = sources[i % len(sources)]

@@ -16,6 +16,7 @@ import onnxruntime as ort
 import pytest
 
 from skinonnx.data.preprocessing import Preprocessing
+from tests.scratch import scratch_dir
 
 from ..conftest import TrainedModel, run_cli
 
@@ -33,8 +34,8 @@ class Files:
 
 
 @pytest.fixture(scope="module")
-def files(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Files:
-    out = tmp_path_factory.mktemp("runtimes") / "model.onnx"
+def files(trained: TrainedModel, request: pytest.FixtureRequest) -> Files:
+    out = scratch_dir(request, "runtimes") / "model.onnx"
     run_cli("export", "--checkpoint", trained.checkpoint, "--output", out, "--data", trained.data,
             "--parity-images", "4", "--embed-preprocessing")
     # a gate of 0 agreement: this test is about the runtime, not about the tiny model's INT8 accuracy

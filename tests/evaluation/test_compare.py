@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from skinonnx.evaluation.verdict import verdict_of
+from tests.scratch import scratch_dir
 from tests.waits import WAIT_S
 
 from ..conftest import TrainedModel, run_cli
@@ -29,9 +30,9 @@ class Ensemble:
 
 
 @pytest.fixture(scope="module")
-def ensemble(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path) -> Ensemble:
+def ensemble(request: pytest.FixtureRequest, synthetic_data: Path) -> Ensemble:
     """A 2-fold ensemble of the shared synthetic data, and its `test` report with the validation split asked for."""
-    work = tmp_path_factory.mktemp("cvcompare")
+    work = scratch_dir(request, "cvcompare")
     run_cli("train", "--data", synthetic_data, *TRAIN, "--folds", "2", "--name", "cv", "--runs-dir", work / "runs")
     onnx_path = work / "ens.onnx"
     run_cli("export", "--run", work / "runs" / "cv", "-o", onnx_path, "--parity-images", "4")

@@ -23,6 +23,7 @@ from skinonnx.evaluation.metrics import METRIC_NAMES
 from skinonnx.reporting.model_card import SECTIONS, fmt, fmt_ci
 from skinonnx.reporting.provenance import dumps_strict, json_ready
 from skinonnx.softmax import softmax
+from tests.scratch import scratch_dir
 from tests.waits import WAIT_S
 
 from ..conftest import TrainedModel, run_cli
@@ -156,8 +157,8 @@ def test_policy_chosen_on_validation_goes_into_checkpoint_and_onnx_metadata(poli
 
 
 @pytest.fixture(scope="module")
-def report(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("report")
+def report(trained: TrainedModel, request: pytest.FixtureRequest):
+    out = scratch_dir(request, "report")
     result = run_cli("test", "--onnx", trained.onnx, "--data", trained.data, "--output", out, "--provider", "cpu",
                      "--bootstrap", "200", "--quiet")
     return result.stdout, out, _strict_loads((out / "summary.json").read_text())

@@ -11,12 +11,13 @@ import pytest
 from PIL import Image, ImageFilter
 
 from tests.conftest import TrainedModel, run_cli
+from tests.scratch import scratch_dir
 
 
 @pytest.fixture(scope="module")
-def reference(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reference(trained: TrainedModel, request: pytest.FixtureRequest) -> Path:
     """A `test` report with subgroups from an index CSV's extra columns and an attributes CSV, plus ITA."""
-    work = tmp_path_factory.mktemp("safety")
+    work = scratch_dir(request, "safety")
     index = trained.data / "index_with_attributes.csv"  # inside the data root: paths may not escape it
     images = sorted((trained.data / "test").rglob("*.png")) + sorted((trained.data / "val").rglob("*.png"))
     lines = ["path,label,split,sex,age"]

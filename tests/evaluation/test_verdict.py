@@ -18,6 +18,7 @@ from skinonnx.reporting.html_report import render_html
 from skinonnx.reporting.model_card import render_model_card
 from skinonnx.reporting.model_run import EvalResult
 from skinonnx.reporting.terminal import format_metrics
+from tests.scratch import scratch_dir
 
 from ..conftest import TrainedModel, run_cli
 
@@ -88,8 +89,8 @@ def test_chance_and_cv_estimates_are_in_the_headline_of_terminal_and_html() -> N
 
 
 @pytest.fixture(scope="module")
-def summary(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    out = tmp_path_factory.mktemp("verdict")
+def summary(trained: TrainedModel, request: pytest.FixtureRequest) -> dict:
+    out = scratch_dir(request, "verdict")
     run_cli("test", "--onnx", trained.onnx, "--data", trained.data, "--output", out, "--bootstrap", "50", "--quiet",
             "--no-html", "--no-plots")
     return json.loads((out / "summary.json").read_text())

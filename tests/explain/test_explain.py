@@ -16,6 +16,7 @@ from skinonnx.data.preprocessing import Preprocessing
 from skinonnx.data.synthetic import CLASSES, make_lesion
 from skinonnx.explain.gradcam import CamBatch, GradCam
 from skinonnx.explain.pointing_game import MaskIndex, PointingSummary, score_image
+from tests.scratch import scratch_dir
 
 from ..conftest import TrainedModel, run_cli
 
@@ -139,9 +140,9 @@ def off_centre_lesion(label: str, size: int, rng: np.random.Generator) -> tuple[
 
 
 @pytest.fixture(scope="module")
-def off_centre_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def off_centre_model(request: pytest.FixtureRequest) -> tuple[Path, Path]:
     """(data root with masks/, best.pt): 80 px, 8 epochs, the `make demo` optimiser settings (~50 s on 2 cores)."""
-    root = tmp_path_factory.mktemp("offcentre")
+    root = scratch_dir(request, "offcentre")
     for s, (split, n) in enumerate(GC_COUNTS.items()):
         for c, label in enumerate(CLASSES):
             for i in range(n):
@@ -150,7 +151,7 @@ def off_centre_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
                     path = base / split / label / f"{split}_{label}_{i:04d}.png"
                     path.parent.mkdir(parents=True, exist_ok=True)
                     Image.fromarray(array).save(path)
-    work = tmp_path_factory.mktemp("offcentre_work")
+    work = scratch_dir(request, "offcentre_work")
     run_cli("train", "--data", root, "--weights", "none", "--epochs", str(GC_EPOCHS),
             "--batch-size", "16", "--lr", "5e-4", "--scheduler", "cosine", "--early-stop", "0",
             "--image-size", str(GC_SIZE), "--name", "gc", "--checkpoint-dir", work / "checkpoints",

@@ -20,6 +20,7 @@ from skinonnx.export.onnx_export import to_onnx
 from skinonnx.export.parity import check_parity, load_parity_images
 from skinonnx.export.uint8_input import check_uint8_parity, embed_preprocessing
 from skinonnx.overlay import normalize_map
+from tests.scratch import scratch_dir
 
 from ..conftest import run_cli
 
@@ -28,7 +29,7 @@ SIZE = 96  # a 3 x 3 map
 
 
 @pytest.fixture(scope="module")
-def cam_model(tmp_path_factory: pytest.TempPathFactory):
+def cam_model(request: pytest.FixtureRequest):
     """A random-init ResNet50 whose blocks are not identities (so the maps are not trivial), exported with and
     without the cam output, plus the uint8-input variant."""
     from skinonnx.training.model import build_model
@@ -41,7 +42,7 @@ def cam_model(tmp_path_factory: pytest.TempPathFactory):
                 module.weight.uniform_(0, 0.3)
         model.fc.weight.normal_(0, 0.5)
         model.fc.bias.copy_(torch.tensor([0.3, -0.2]))
-    folder = tmp_path_factory.mktemp("cam")
+    folder = scratch_dir(request, "cam")
     base = ModelContract(classes=("benign", "malignant"), positive_index=1, preprocessing=Preprocessing.for_size(SIZE),
                          temperature=1.7)
     with_cam = ModelContract(**{**base.__dict__, "output_names": (*OUTPUT_NAMES, CAM_OUTPUT)})

@@ -13,6 +13,7 @@ import torch
 
 from skinonnx.cli.export_commands import CONFLICTS, EXPORT_PATHS, NEEDS, export
 from skinonnx.deploy.contract import CAM_OUTPUT
+from tests.scratch import scratch_dir
 
 from ..badfiles import cli_error
 from ..conftest import TrainedModel, run_cli
@@ -96,8 +97,8 @@ class Exports:
 
 
 @pytest.fixture(scope="module")
-def exports(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Exports:
-    work = tmp_path_factory.mktemp("paths")
+def exports(trained: TrainedModel, request: pytest.FixtureRequest) -> Exports:
+    work = scratch_dir(request, "paths")
     cv_runs = work / "runs"
     run_cli("train", "--data", trained.data, "--weights", "none", "--epochs", "1", "--batch-size", "8",
             "--image-size", "32", "--quiet", "--folds", "2", "--name", "cv", "--runs-dir", cv_runs)

@@ -17,6 +17,7 @@ from skinonnx.deploy.runtime import OnnxClassifier, iter_preprocessed
 from skinonnx.evaluation.class_bias import balanced_accuracy, biased_decision, log_probabilities
 from skinonnx.softmax import softmax
 from tests.conftest import run_cli
+from tests.scratch import scratch_dir
 
 MALIGNANT = ("malignant_blue", "malignant_brown", "malignant_red")
 TRAIN = ("--weights", "none", "--epochs", "1", "--batch-size", "16", "--image-size", "32", "--compile", "off",
@@ -33,10 +34,10 @@ class K7:
 
 
 @pytest.fixture(scope="module")
-def k7(tmp_path_factory: pytest.TempPathFactory) -> K7:
+def k7(request: pytest.FixtureRequest) -> K7:
     from skinonnx.data.synthetic import generate_dataset
 
-    root = tmp_path_factory.mktemp("k7")
+    root = scratch_dir(request, "k7")
     data = root / "data"
     generate_dataset(data, counts={"train": 8, "val": 4, "test": 3}, size=32, seed=0, progress=False, classes=7)
     run_cli("train", "--data", data, *TRAIN, "--name", "cv7", "--runs-dir", root / "runs", "--folds", "2",

@@ -12,6 +12,7 @@ import pytest
 from skinonnx.deploy.contract import DECISION_OUTPUTS, OOD_OUTPUT, OOD_REFUSAL
 from skinonnx.export.ood import fit_gaussians, fit_threshold
 from tests.conftest import TrainedModel, run_cli
+from tests.scratch import scratch_dir
 
 
 def _explicit(features: np.ndarray, means: np.ndarray, precision: np.ndarray, k: int) -> np.ndarray:
@@ -79,10 +80,10 @@ def test_far_ood_set_has_photos_and_generated_images(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def far_ood(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+def far_ood(request: pytest.FixtureRequest) -> list[Path]:
     from skinonnx.data.far_ood import write_far_ood_images
 
-    return write_far_ood_images(tmp_path_factory.mktemp("far_ood"), size=96, kinds=("photo",))
+    return write_far_ood_images(scratch_dir(request, "far_ood"), size=96, kinds=("photo",))
 
 
 @pytest.mark.slow

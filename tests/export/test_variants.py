@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from skinonnx.data.preprocessing import Preprocessing
+from tests.scratch import scratch_dir
 
 from ..conftest import TrainedModel, run_cli
 
@@ -18,8 +19,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def exported(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("variants") / "model.onnx"
+def exported(trained: TrainedModel, request: pytest.FixtureRequest) -> Path:
+    out = scratch_dir(request, "variants") / "model.onnx"
     result = run_cli("export", "--checkpoint", trained.checkpoint, "--output", out, "--data", trained.data,
                      "--parity-images", "4", "--embed-preprocessing", "--fp16", "--ort-format")
     assert "fp16 vs fp32 on" in result.output and "metadata: all" in result.output

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.scratch import scratch_dir
 from tests.waits import WAIT_S
 
 from ..conftest import TrainedModel, run_cli
@@ -103,20 +104,20 @@ class ModelFiles:
     triton_repo: Path  # written by the same `export --triton-repo`
 
 
-@pytest.fixture(scope="session")
-def model_files(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+@pytest.fixture(scope="package")
+def model_files(trained: TrainedModel, request: pytest.FixtureRequest) -> ModelFiles:
     """The session weights exported once with --embed-preprocessing and --triton-repo: the float file, its
     uint8-input twin and a Triton repository of the float file."""
-    out = tmp_path_factory.mktemp("serve-models") / "skin.onnx"
+    out = scratch_dir(request, "serve-models") / "skin.onnx"
     run_cli("export", "--checkpoint", trained.checkpoint, "--output", out, "--data", trained.data,
             "--parity-images", "2", "--embed-preprocessing", "--triton-repo", out.parent / "triton")
     return ModelFiles(out, out.with_name("skin.uint8.onnx"), out.parent / "triton")
 
 
-@pytest.fixture(scope="session")
-def ensemble_file(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path) -> Path:
+@pytest.fixture(scope="package")
+def ensemble_file(request: pytest.FixtureRequest, synthetic_data: Path) -> Path:
     """A 2-fold, 1-epoch cross-validation run at 32 px exported as an ensemble (member_probabilities output)."""
-    work = tmp_path_factory.mktemp("serve-cv")
+    work = scratch_dir(request, "serve-cv")
     run_cli("train", "--data", synthetic_data, "--weights", "none", "--epochs", "1", "--batch-size", "8",
             "--image-size", "32", "--quiet", "--lr", "1e-3", "--folds", "2", "--name", "cv", "--runs-dir",
             work / "runs")

@@ -14,6 +14,7 @@ import pytest
 
 from skinonnx.deploy.contract import DECISION_OUTPUTS
 from tests.conftest import run_cli
+from tests.scratch import scratch_dir
 
 pytestmark = pytest.mark.slow
 TRAIN = ("--weights", "none", "--epochs", "1", "--batch-size", "8", "--image-size", "32", "--quiet", "--lr", "1e-3")
@@ -33,9 +34,9 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def cv_run(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path) -> CVRun:
+def cv_run(request: pytest.FixtureRequest, synthetic_data: Path) -> CVRun:
     """A complete 2-fold run, exported as an ensemble with flip TTA and the uint8-input variant."""
-    work = tmp_path_factory.mktemp("cv")
+    work = scratch_dir(request, "cv")
     out = run_cli("train", "--data", synthetic_data, *TRAIN, "--folds", "2", "--name", "cv", "--runs-dir",
                   work / "runs").output
     assert "[fold 1/2] " in out and "[fold 2/2] " in out and "[fold 0/" not in out  # 1-based, of the fold count

@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from tests.conftest import run_cli
+from tests.scratch import scratch_dir
 from tests.waits import WAIT_S
 
 pytestmark = pytest.mark.slow
@@ -63,13 +64,13 @@ def metrics(run_dir: Path) -> list[dict[str, float]]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, synthetic_data: Path) -> dict[str, Path]:
+def runs(request: pytest.FixtureRequest, synthetic_data: Path) -> dict[str, Path]:
     """The same 1-epoch run alone and under torchrun with 2 processes (global batch 8 = 2 x 4).
 
     11 validation images: the DistributedSampler pads rank 1's shard with a repeat of image 0, which must
     not count twice.
     """
-    work = tmp_path_factory.mktemp("ddp")
+    work = scratch_dir(request, "ddp")
     data = work / "data"
     shutil.copytree(synthetic_data, data)
     next(iter(sorted((data / "val" / "benign").glob("*.png")))).unlink()

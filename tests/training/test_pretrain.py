@@ -18,6 +18,7 @@ from skinonnx.hashing import file_sha256
 from skinonnx.training.fine_tune import LAYER_GROUPS, lr_factor
 from tests.badfiles import cli_error
 from tests.conftest import run_cli
+from tests.scratch import scratch_dir
 
 FAST = ("--image-size", "32", "--batch-size", "8", "--quiet", "--threads", "1", "--workers", "0", "--compile", "off")
 
@@ -32,8 +33,8 @@ class Backbone:
 
 
 @pytest.fixture(scope="module")
-def backbone(tmp_path_factory: pytest.TempPathFactory) -> Backbone:
-    root = tmp_path_factory.mktemp("pretrain")
+def backbone(request: pytest.FixtureRequest) -> Backbone:
+    root = scratch_dir(request, "pretrain")
     pre, fine = root / "pre", root / "fine"
     generate_dataset(pre, counts={"train": 9, "val": 4, "test": 2}, size=48, seed=1, progress=False, classes=3)
     generate_dataset(fine, counts={"train": 8, "val": 4, "test": 4}, size=48, seed=2, progress=False)

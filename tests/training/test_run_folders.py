@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from skinonnx.training.checkpoint import RESUME_ONLY_KEYS, load_checkpoint
+from tests.scratch import scratch_dir
 from tests.waits import POLL_S, WAIT_S
 
 from ..conftest import TrainedModel, run_cli
@@ -42,9 +43,9 @@ def test_best_pt_is_slim_and_last_pt_can_resume(trained: TrainedModel) -> None:
 
 
 @pytest.fixture(scope="module")
-def second_run(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def second_run(trained: TrainedModel, request: pytest.FixtureRequest) -> Path:
     """A second run named like the first (its config.json passed back with --config, --epochs overridden)."""
-    work = tmp_path_factory.mktemp("second")
+    work = scratch_dir(request, "second")
     (work / "runs").mkdir()
     (work / "runs" / "t").symlink_to(trained.run_dir, target_is_directory=True)
     cwd = os.getcwd()
