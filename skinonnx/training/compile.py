@@ -8,6 +8,7 @@ validation, calibration and the checkpoints, so a checkpoint never has ``_orig_m
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import os
 import shutil
@@ -129,11 +130,29 @@ class CompiledSteps(nn.Module):
             self.train(was_training)
 
 
+class _DropNoCudaRuntime(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No CUDA runtime is found")
+
+
+def quiet_cuda_probe() -> None:
+    """Drop torch's "No CUDA runtime is found, using CUDA_HOME=..." warning for a CPU compile.
+
+    Inductor's C++ build imports ``torch.utils.cpp_extension``, which says so on any machine with a CUDA
+    toolkit folder but no GPU: true, irrelevant to a CPU run, and alarming in the middle of its log.
+    """
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _DropNoCudaRuntime) for f in logger.filters):
+        logger.addFilter(_DropNoCudaRuntime())
+
+
 def compiled_for_training(model: nn.Module, choice: str, *, batch_size: int, image_size: int,
                           device: torch.device, channels_last: bool, dtype: torch.dtype | None,
                           echo: Callable[[str], None]) -> nn.Module:
     """``CompiledSteps`` compiled now, with its time printed. If inductor fails, ``--compile on`` is a
     one-line error and ``auto`` trains the eager model (saying why): a speed-up must not end a run."""
+    if device.type == "cpu":
+        quiet_cuda_probe()
     steps = CompiledSteps(model, batch_size)
     try:
         seconds = steps.warm_up(image_size, device, channels_last=channels_last, dtype=dtype)

@@ -7,12 +7,13 @@ whatever the image size: 10+ min on a machine at load 11); kept to one compiled 
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import pytest
 import torch
 
-from skinonnx.training.compile import compile_unavailable
+from skinonnx.training.compile import compile_unavailable, quiet_cuda_probe
 
 from ..conftest import run_cli
 
@@ -60,3 +61,16 @@ def test_compiled_run_matches_eager_and_exports(tmp_path: Path) -> None:
     run_cli("export", "--checkpoint", tmp_path / "compiled" / "best.pt", "--output", onnx_path, "--data", data,
             "--parity-images", "2", "--no-ood")  # 4 training images are too few to fit the OOD score
     assert onnx_path.is_file()
+
+
+def test_a_cpu_compile_does_not_warn_about_cuda(caplog: pytest.LogCaptureFixture) -> None:
+    """torch's "No CUDA runtime is found" (printed when inductor builds C++ on a GPU-less machine) is dropped;
+    the same logger's other warnings still show."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    quiet_cuda_probe()
+    quiet_cuda_probe()  # twice: one filter
+    with caplog.at_level(logging.WARNING):
+        logger.warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local")
+        logger.warning("Error checking compiler version for %s", "c++")
+    assert [r.getMessage() for r in caplog.records] == ["Error checking compiler version for c++"]
+    assert len(logger.filters) == 1
