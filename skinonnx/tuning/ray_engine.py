@@ -18,7 +18,7 @@ from ..errors import SkinOnnxError
 from ..training.config import TrainConfig
 from ..training.epoch_report import format_duration
 from .outputs import StudyResult
-from .study import StudySettings, claim_study_dir, open_study
+from .study import StudySettings, claim_study_dir, open_study, pruning_starts
 from .trial import run_trial, trial_config
 
 METRIC = "val_auc"
@@ -34,12 +34,9 @@ def _trainable(params: dict[str, Any], base: TrainConfig, study_dir: str, folds:
     if tracking_uri:
         overrides["tracking_uri"] = tracking_uri
     cfg = trial_config(base, params, Path(study_dir), trial_id, **overrides)
-    best = [float("-inf")]
 
-    def report(step: int, value: float) -> bool:
-        if value == value:
-            best[0] = max(best[0], value)
-        tune.report({METRIC: best[0] if best[0] > float("-inf") else 0.0, "epoch_val_auc": value, "epochs": step})
+    def report(step: int, best: float) -> bool:  # run_trial reports the best validation AUC so far
+        tune.report({METRIC: best if best == best else 0.0, "epochs": step})
         return False  # ASHA stops the trial from outside
 
     run_trial(cfg, folds, report, log=Path(study_dir) / "logs" / f"{cfg.name}.log", tracking_parent=tracking_parent)
@@ -69,15 +66,16 @@ def run_ray_study(base: TrainConfig, settings: StudySettings, *, address: str | 
     parent_id = tracker.run_id() if tracker is not None else None
     ray, started = start_ray(address, num_cpus=parallel)
     max_t = base.epochs * (settings.folds or 1)
+    grace = pruning_starts(max_t)
     echo(f"study {study_dir} on Ray Tune ({'cluster ' + address if address else f'local, {parallel} workers'}): "
-         f"{settings.trials} trials, Optuna TPE search, ASHA (max {max_t} epochs, grace 1, factor 3); searching "
+         f"{settings.trials} trials, Optuna TPE search, ASHA (max {max_t} epochs, grace {grace}, factor 3); searching "
          + "; ".join(d.describe() for d in settings.space.dimensions))
     progress = _progress(settings.trials, max_t, echo)
     try:
         searcher = OptunaSearch(space=settings.space.distributions(), metric=METRIC, mode="max",
                                 sampler=optuna.samplers.TPESampler(seed=base.seed,
                                                                    n_startup_trials=max(2, settings.trials // 3)))
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=1, reduction_factor=3)
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=grace, reduction_factor=3)
         trainable = tune.with_parameters(_trainable, base=base, study_dir=str(study_dir), folds=settings.folds,
                                          tracking_parent=parent_id, tracking_uri=uri)
         tuner = tune.Tuner(
