@@ -1,7 +1,7 @@
 """Pruning's saving (docs/TUNING.md): the same trials (same settings, same order) trained without pruning and
 with the median and successive-halving pruners; epochs trained in all and the best validation AUC of each.
 
-    python -m benchmarks.tune_pruning                  # 8 trials x 4 epochs at 32 px, ~15 min on 2 idle cores
+    python -m benchmarks.tune_pruning                  # 8 trials x 6 epochs at 32 px, ~4 min on 2 idle cores
     python -m benchmarks.tune_pruning --trials 6 --epochs 3
 
 The goal (issue 28): at least 40 % fewer epochs than without pruning, at an equal best value within noise.
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m benchmarks.tune_pruning", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--out", type=Path,
                    default=Path("/tmp/skinonnx-bench") / f"tune-pruning-{time.strftime('%Y%m%d-%H%M%S')}.json")
     args = p.parse_args(argv)
