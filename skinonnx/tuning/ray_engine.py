@@ -65,7 +65,7 @@ def run_ray_study(base: TrainConfig, settings: StudySettings, *, address: str | 
     tracker, uri = _study_tracker(base, study_dir, settings, echo)
     parent_id = tracker.run_id() if tracker is not None else None
     ray, started = start_ray(address, num_cpus=parallel)
-    max_t = base.epochs * (settings.folds or 1)
+    max_t = settings.trial_steps(base)
     grace = pruning_starts(max_t)
     echo(f"study {study_dir} on Ray Tune ({'cluster ' + address if address else f'local, {parallel} workers'}): "
          f"{settings.trials} trials, Optuna TPE search, ASHA (max {max_t} epochs, grace {grace}, factor 3); searching "

@@ -47,6 +47,10 @@ class StudySettings:
     pruner: str = "median"
     engine: str = "optuna"
 
+    def trial_steps(self, base: TrainConfig) -> int:
+        """The epochs one trial trains in all (x folds with --folds): what pruning counts steps in."""
+        return base.epochs * (self.folds or 1)
+
 
 def _import_optuna():
     try:
@@ -99,7 +103,7 @@ def pruning_starts(steps: int) -> int:
 def _from_epoch(settings: StudySettings, base: TrainConfig) -> str:
     if settings.pruner == "none":
         return ""
-    return f" (from epoch {pruning_starts(base.epochs * (settings.folds or 1))})"
+    return f" (from epoch {pruning_starts(settings.trial_steps(base))})"
 
 
 def make_pruner(optuna, kind: str, steps: int):
@@ -117,8 +121,7 @@ def open_study(study_dir: Path, base: TrainConfig, settings: StudySettings, seed
                                          n_startup_trials=max(2, min(10, settings.trials // 3)))
     return optuna.create_study(study_name=study_dir.name, storage=f"sqlite:///{(study_dir / STUDY_DB).resolve()}",
                                load_if_exists=True, direction="maximize", sampler=sampler,
-                               pruner=make_pruner(optuna, settings.pruner,
-                                                  base.epochs * (settings.folds or 1)))
+                               pruner=make_pruner(optuna, settings.pruner, settings.trial_steps(base)))
 
 
 def _recover(study, echo: Callable[[str], None]) -> None:
