@@ -25,9 +25,9 @@ from .. import __version__
 from ..atomic import atomic_path, write_json
 from ..data.pretraining import CARD_FORMAT, FORMAT_VERSION, card_path, fingerprint_seen, images_path, write_images
 from ..errors import CheckpointError, DataError
+from ..evaluation.class_bias import biased_decision, log_probabilities
 from ..evaluation.multiclass_metrics import multiclass_metrics
 from ..hashing import file_sha256
-from ..softmax import softmax
 from . import runs
 from .checkpoint import load_checkpoint
 from .config import RECORDED_ONLY, TrainConfig
@@ -65,22 +65,22 @@ def _validation(best: dict[str, Any]) -> dict[str, Any]:
     logits, labels = np.asarray(preds["logits"], np.float64), np.asarray(preds["labels"], np.int64)
     temperature = float((best.get("calibration") or {}).get("temperature", 1.0))
     offsets = np.asarray((best.get("class_bias") or {}).get("offsets") or [0.0] * logits.shape[1], np.float64)
-    probs = softmax(logits, temperature)
-    decided = np.argmax(np.log(np.clip(probs, 1e-12, 1)) + offsets, axis=1)
-    metrics = multiclass_metrics(labels, probs, decided, list(best["classes"]))
+    log_p = log_probabilities(logits, temperature)
+    metrics = multiclass_metrics(labels, np.exp(log_p), biased_decision(log_p, offsets), list(best["classes"]))
     return {"n": metrics["n"], "balanced_accuracy": metrics["balanced_accuracy"], "macro_auc": metrics["macro_auc"],
             "per_class_auc": {c: v["auc"] for c, v in metrics["per_class"].items()},
             "accuracy": metrics["accuracy"], "epoch": int(best["epoch"]),
             "decision": "argmax + class bias" if offsets.any() else "argmax"}
 
 
-def _run_config(run_dir: Path) -> TrainConfig:
+def _run_config(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
+    """The run's settings, and its config.json as recorded (counts, ...)."""
     config = runs.read_config(run_dir)
     if not config:
         raise CheckpointError(f"{run_dir}: no readable config.json: not a skinonnx training run")
     names = set(TrainConfig.__dataclass_fields__)
     settings = {k: v for k, v in config.items() if k in names and k not in RECORDED_ONLY}
-    return TrainConfig(**{**settings, "progress": False})
+    return TrainConfig(**{**settings, "progress": False}), config
 
 
 def write_backbone(run_dir: str | Path, output: str | Path, *, licence: str = "", progress: bool = True,
@@ -94,7 +94,7 @@ def write_backbone(run_dir: str | Path, output: str | Path, *, licence: str = ""
     if status in ("running", "interrupted"):
         raise DataError(f"{run_dir}: the run is {runs.unfinished(run_dir)}; wait for it to finish (or resume it) "
                         "before making a backbone of it")
-    cfg = _run_config(run_dir)
+    cfg, recorded_config = _run_config(run_dir)
     best_path = cfg.weights_dir / "best.pt" if cfg.checkpoint_dir else runs.weights_dir(run_dir) / "best.pt"
     best = load_checkpoint(best_path)
     if best.get("arch", ARCH) != ARCH:
@@ -104,7 +104,7 @@ def write_backbone(run_dir: str | Path, output: str | Path, *, licence: str = ""
     if not Path(cfg.data).exists() and best.get("data_root") and Path(best["data_root"]).exists():
         cfg = dataclasses.replace(cfg, data=str(best["data_root"]))  # config.json's path was relative to elsewhere
     data = discovered(cfg)
-    recorded = runs.read_config(run_dir).get("counts") or {}
+    recorded = recorded_config.get("counts") or {}
     now = data.counts()
     for split in ("train", "val"):
         if recorded.get(split) and recorded[split] != now.get(split):
